@@ -1,0 +1,52 @@
+# dlink-rt: build the host and the plugins, run the demo, run the tests.
+# Works with any CARGO_TARGET_DIR: artifacts are found through `cargo metadata`.
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+PLUGINS_TARGET_DIR = $(shell cd plugins && $(CARGO) metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+DEMO_DIR ?= $(CURDIR)/demo-data
+
+.PHONY: all build host plugins wasm-target demo test test-host test-sdk fmt lint clean
+
+all: build
+
+## build: the host binary (dev profile) and every plugin (release, wasm32-wasip2) into plugins/dist
+build: host plugins
+
+host:
+	$(CARGO) build --bin dlink-rt
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+plugins: wasm-target
+	cd plugins && $(CARGO) build --release --target $(WASM_TARGET)
+	@mkdir -p plugins/dist
+	@cp "$(PLUGINS_TARGET_DIR)/$(WASM_TARGET)/release/"*.wasm plugins/dist/
+	@ls -l plugins/dist/*.wasm | awk '{print "  " $$NF " (" $$5 " bytes)"}'
+
+## demo: write the example upstream tables to ./demo-data and run the four pipelines
+demo: build
+	DLINK_DATA=$(DEMO_DIR) $(CARGO) run -q --bin dlink-rt -- demo $(DEMO_DIR)
+
+## test: every test of the host (with the Spark fixtures and real plugins) and of the SDK
+test: build test-sdk test-host
+
+test-host:
+	$(CARGO) test --workspace
+
+test-sdk:
+	cd plugins && $(CARGO) test -p dlink-plugin-sdk
+
+fmt:
+	$(CARGO) fmt --all
+	cd plugins && $(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	cd plugins && $(CARGO) fmt --all --check
+	cd plugins && $(CARGO) clippy --release --target $(WASM_TARGET) -- -D warnings
+
+clean:
+	rm -rf plugins/dist demo-data

@@ -1,0 +1,217 @@
+//! Reading upstream tables: latest versions, Change Data Feed ranges, and tables as of
+//! a pinned version. Knows nothing of plugins or link tables.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::datafusion::physical_plan::collect;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+
+use crate::config::Upstream;
+use crate::error::{Error, Result};
+
+/// `_change_type`: insert, update_preimage, update_postimage or delete.
+pub const CHANGE_TYPE: &str = "_change_type";
+/// `_commit_version` (int64).
+pub const COMMIT_VERSION: &str = "_commit_version";
+/// `_commit_timestamp` (timestamp[us, UTC]).
+pub const COMMIT_TIMESTAMP: &str = "_commit_timestamp";
+
+/// The type of `_commit_timestamp` everywhere in dlink-rt.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// A DataFusion session set up for Delta tables.
+pub fn session() -> SessionContext {
+    deltalake::delta_datafusion::create_session().into_inner()
+}
+
+fn table_err(u: &Upstream, e: impl std::fmt::Display) -> Error {
+    Error::Table {
+        table: u.name.clone(),
+        uri: u.uri.clone(),
+        message: e.to_string(),
+    }
+}
+
+fn url_of(u: &Upstream) -> Result<url::Url> {
+    deltalake::ensure_table_uri(&u.uri).map_err(|e| table_err(u, e))
+}
+
+/// Opens an upstream table at its latest version.
+pub async fn open_latest(u: &Upstream) -> Result<DeltaTable> {
+    let url = url_of(u)?;
+    DeltaTableBuilder::from_url(url)
+        .map_err(|e| table_err(u, e))?
+        .load()
+        .await
+        .map_err(|e| match e {
+            DeltaTableError::NotATable(_) => table_err(
+                u,
+                "no Delta table here (no _delta_log); check the uri in the catalog",
+            ),
+            e => table_err(u, e),
+        })
+}
+
+/// Opens an upstream table as of `version`.
+pub async fn open_at(u: &Upstream, version: i64) -> Result<DeltaTable> {
+    let url = url_of(u)?;
+    DeltaTableBuilder::from_url(url)
+        .map_err(|e| table_err(u, e))?
+        .with_version(
+            u64::try_from(version).map_err(|_| table_err(u, format!("no version {version}")))?,
+        )
+        .load()
+        .await
+        .map_err(|e| table_err(u, format!("cannot load version {version}: {e}")))
+}
+
+/// The table's latest version.
+pub fn version_of(u: &Upstream, t: &DeltaTable) -> Result<i64> {
+    t.version()
+        .map(|v| v as i64)
+        .ok_or_else(|| table_err(u, "the table has no version; is it empty?"))
+}
+
+/// The Arrow schema of a loaded table.
+pub fn arrow_schema(u: &Upstream, t: &DeltaTable) -> Result<SchemaRef> {
+    Ok(t.snapshot()
+        .map_err(|e| table_err(u, e))?
+        .snapshot()
+        .arrow_schema())
+}
+
+/// The change rows of one upstream over an inclusive version range.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    /// Columns: the table's (or the declared) columns, then `_change_type`,
+    /// `_commit_version`, `_commit_timestamp`.
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Changes {
+    /// Number of change rows.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// No change rows.
+    pub fn empty(schema: SchemaRef) -> Self {
+        Changes {
+            schema,
+            batches: Vec::new(),
+        }
+    }
+}
+
+/// The schema change rows of `table_schema` are delivered in.
+pub fn change_schema(u: &Upstream, table_schema: &Schema) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = match &u.columns {
+        None => table_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect(),
+        Some(cols) => cols
+            .iter()
+            .map(|c| {
+                table_schema
+                    .field_with_name(c)
+                    .map(|f| f.clone())
+                    .map_err(|_| {
+                        table_err(
+                            u,
+                            format!(
+                                "column '{c}' is listed in the catalog's `columns` but the table has no such column \
+                                 (it has: {}); fix `columns` in the catalog",
+                                table_schema
+                                    .fields()
+                                    .iter()
+                                    .map(|f| f.name().as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?,
+    };
+    for f in &mut fields {
+        // Partition values and change rows may carry nulls for any column.
+        *f = f.clone().with_nullable(true);
+    }
+    fields.push(Field::new(CHANGE_TYPE, DataType::Utf8, false));
+    fields.push(Field::new(COMMIT_VERSION, DataType::Int64, false));
+    fields.push(Field::new(COMMIT_TIMESTAMP, timestamp_type(), true));
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Reads the change feed of `u` for versions `start..=end` from `table` (loaded at
+/// `end` or later), all four change types, in the schema of [`change_schema`].
+pub async fn read_changes(
+    ctx: &SessionContext,
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+) -> Result<Changes> {
+    let feed_err = |message: String| Error::ChangeFeed {
+        table: u.name.clone(),
+        start,
+        end,
+        message,
+    };
+    let schema = change_schema(u, arrow_schema(u, table)?.as_ref())?;
+    if start < 0 || end < start {
+        return Err(feed_err(format!("{start}..={end} is not a version range")));
+    }
+    let plan = table
+        .clone()
+        .scan_cdf()
+        .with_starting_version(start as u64)
+        .with_ending_version(end as u64)
+        .build(&ctx.state(), None)
+        .await
+        .map_err(|e| feed_err(e.to_string()))?;
+    let raw = collect(plan, ctx.task_ctx())
+        .await
+        .map_err(|e| feed_err(e.to_string()))?;
+    let mut batches = Vec::with_capacity(raw.len());
+    for b in raw {
+        if b.num_rows() == 0 {
+            continue;
+        }
+        batches.push(conform(&b, &schema).map_err(feed_err)?);
+    }
+    Ok(Changes { schema, batches })
+}
+
+/// Casts and orders the columns of `b` into `schema`.
+pub fn conform(b: &RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, String> {
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let col = b
+            .column_by_name(f.name())
+            .ok_or_else(|| format!("the change rows have no column '{}'", f.name()))?;
+        let col = if col.data_type() == f.data_type() {
+            col.clone()
+        } else {
+            cast(col, f.data_type()).map_err(|e| {
+                format!(
+                    "column '{}': cannot read {} as {}: {e}",
+                    f.name(),
+                    col.data_type(),
+                    f.data_type()
+                )
+            })?
+        };
+        cols.push(col);
+    }
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
+}

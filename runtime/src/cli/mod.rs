@@ -1,0 +1,63 @@
+//! One module per verb, each with its options struct and one function returning an
+//! exit code.
+
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Affected-key pipelines over Delta Lake's Change Data Feed, with Wasm plugins.
+#[derive(Parser, Debug)]
+#[command(name = "dlink-rt", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Folder for compiled plugin components (default: $DLINK_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/dlink-rt/components, else ~/.cache/dlink-rt/components).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Catch a pipeline up with its upstreams, committing one batch at a time, and exit.
+    Run(run::RunArgs),
+    /// Write the example upstream tables, run the four example pipelines, print their link tables.
+    Demo(demo::DemoArgs),
+}
+
+/// Exit code of a run where a pipeline failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of bad usage or configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
+pub fn main(cli: Cli) -> ExitCode {
+    // The demo points the example configs at its folder through DLINK_DATA; set it
+    // before any thread starts.
+    if let Command::Demo(args) = &cli.command {
+        demo::export_data_dir(args);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let cache_dir = cli
+        .cache_dir
+        .clone()
+        .or_else(dlink_rt::plugin::default_cache_dir);
+    rt.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args, cache_dir).await,
+            Command::Demo(args) => demo::demo(args, cache_dir).await,
+        }
+    })
+}

@@ -1,0 +1,495 @@
+//! The upstream catalog (`upstreams.toml`) and pipeline files, parsed with serde and
+//! validated. Every problem names the file and line and says what to change; all
+//! problems of a file are reported together, not only the first.
+
+mod env;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+pub use env::substitute;
+
+/// Name of the catalog file looked up beside a pipeline file when it names none.
+pub const DEFAULT_CATALOG: &str = "upstreams.toml";
+
+/// A resolved upstream (or lookup) table of the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// Name in the catalog, e.g. `spmaster`.
+    pub name: String,
+    /// Table location: an absolute local path or a URL.
+    pub uri: String,
+    /// The table's key columns (documentation and validation only).
+    pub keys: Vec<String>,
+    /// First version a new pipeline reads. Default 0.
+    pub start_version: i64,
+    /// Columns to read; `None` reads all.
+    pub columns: Option<Vec<String>>,
+}
+
+/// The global catalog of upstream tables.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub path: PathBuf,
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// A key column of a link table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyColumn {
+    pub name: String,
+    pub ty: KeyType,
+}
+
+/// Types a key column may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// 64-bit integer (Delta `long`).
+    Long,
+    /// 32-bit integer (Delta `integer`).
+    Int,
+    /// UTF-8 text (Delta `string`).
+    String,
+}
+
+/// Per-call limits of a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-time budget of one `init` or `derive` call, in milliseconds. Default 60000.
+    pub timeout_ms: u64,
+    /// Linear memory cap of the plugin instance, in MiB. Default 1024.
+    pub memory_mb: u64,
+    /// Cap on the bytes one `derive` may return, in MiB. Default 256.
+    pub max_output_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: 60_000,
+            memory_mb: 1024,
+            max_output_mb: 256,
+        }
+    }
+}
+
+/// The plugin of a pipeline.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Absolute path of the `.wasm` component.
+    pub path: PathBuf,
+    /// The `[plugin.config]` table as JSON, handed to the plugin's `init`.
+    pub config_json: String,
+    pub limits: Limits,
+}
+
+/// A resolved pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The pipeline file.
+    pub file: PathBuf,
+    pub enabled: bool,
+    /// Upstreams whose changes the pipeline reads, in file order.
+    pub upstreams: Vec<Upstream>,
+    /// Tables the plugin may only look up (pinned at the batch start, no CDF needed).
+    pub lookups: Vec<Upstream>,
+    /// Versions per upstream per batch. Default 100.
+    pub batch_size: i64,
+    /// Batches per run at most; `None` runs until caught up.
+    pub max_batches: Option<u64>,
+    pub plugin: PluginSpec,
+    /// Link table location (absolute path or URL).
+    pub link_uri: String,
+    pub keys: Vec<KeyColumn>,
+}
+
+impl Pipeline {
+    /// The upstream or lookup table called `name`.
+    pub fn table(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams
+            .iter()
+            .chain(self.lookups.iter())
+            .find(|u| u.name == name)
+    }
+}
+
+// ---- file formats ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    /// `[upstreams.NAME]` tables.
+    #[serde(default)]
+    upstreams: BTreeMap<String, UpstreamEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamEntry {
+    /// Table location; relative paths resolve against the catalog file's folder.
+    uri: Spanned<String>,
+    /// Key columns of the table. Default none.
+    #[serde(default)]
+    keys: Vec<String>,
+    /// First version a new pipeline reads. Default 0.
+    start_version: Option<Spanned<i64>>,
+    /// Columns to read. Default all.
+    columns: Option<Vec<String>>,
+    /// Free text. Default none.
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    name: Spanned<String>,
+    /// Default true.
+    enabled: Option<bool>,
+    /// Catalog file; default `upstreams.toml` beside the pipeline file.
+    catalog: Option<String>,
+    upstreams: Spanned<Vec<Spanned<String>>>,
+    /// Lookup-only tables. Default none.
+    #[serde(default)]
+    lookups: Vec<Spanned<String>>,
+    /// Default 100.
+    batch_size: Option<Spanned<i64>>,
+    /// Default unlimited.
+    max_batches: Option<u64>,
+    plugin: PluginSection,
+    link: LinkSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSection {
+    path: Spanned<String>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkSection {
+    uri: Spanned<String>,
+    keys: Spanned<Vec<KeySpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySpec {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    ty: KeyType,
+}
+
+// ---- loading -----------------------------------------------------------------------
+
+/// A configuration file's text after substitution, for line numbers.
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    fn read(path: &Path) -> Result<Source> {
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("{}: cannot read the file: {e}", path.display())))?;
+        let text =
+            substitute(&raw, |k| std::env::var(k).ok()).map_err(|problems| Error::Config {
+                problems: problems
+                    .into_iter()
+                    .map(|(line, msg)| format!("{}:{line}: {msg}", path.display()))
+                    .collect(),
+            })?;
+        Ok(Source {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(&self.text).map_err(|e| {
+            let line = e.span().map(|s| self.line(s.start)).unwrap_or(1);
+            Error::config(format!(
+                "{}:{line}: {}",
+                self.path.display(),
+                e.message().trim_end()
+            ))
+        })
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, msg: impl std::fmt::Display) -> String {
+        format!(
+            "{}:{}: {msg}",
+            self.path.display(),
+            self.line(s.span().start)
+        )
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// Resolves a table location: URLs stay, relative paths join `base`.
+fn resolve_location(base: &Path, value: &str) -> String {
+    if value.contains("://") {
+        return value.to_string();
+    }
+    let p = Path::new(value);
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    let abs = std::path::absolute(&joined).unwrap_or(joined);
+    normalize(&abs).display().to_string()
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Catalog {
+    /// Loads and validates a catalog file.
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let src = Source::read(path)?;
+        let file: CatalogFile = src.parse()?;
+        let mut problems = Vec::new();
+        let mut upstreams = BTreeMap::new();
+        for (name, e) in file.upstreams {
+            if !is_identifier(&name) {
+                problems.push(format!(
+                    "{}: upstream name '{name}' must be lower-case letters, digits and `_` (it names SQL tables)",
+                    src.path.display()
+                ));
+            }
+            let start_version = match &e.start_version {
+                Some(v) if *v.get_ref() < 0 => {
+                    problems.push(src.at(
+                        v,
+                        format!("upstream '{name}': start_version must be 0 or more"),
+                    ));
+                    0
+                }
+                Some(v) => *v.get_ref(),
+                None => 0,
+            };
+            if e.uri.get_ref().trim().is_empty() {
+                problems.push(src.at(&e.uri, format!("upstream '{name}': uri is empty")));
+            }
+            let uri = resolve_location(&src.dir(), e.uri.get_ref());
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    name,
+                    uri,
+                    keys: e.keys,
+                    start_version,
+                    columns: e.columns,
+                },
+            );
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
+        }
+        Ok(Catalog {
+            path: src.path,
+            upstreams,
+        })
+    }
+}
+
+impl Pipeline {
+    /// Loads a pipeline file and the catalog it names (default: `upstreams.toml`
+    /// beside it), and validates both. Reports every problem found.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let src = Source::read(path)?;
+        let file: PipelineFile = src.parse()?;
+        let catalog_path = src
+            .dir()
+            .join(file.catalog.as_deref().unwrap_or(DEFAULT_CATALOG));
+        let catalog = Catalog::load(&catalog_path)?;
+        Self::resolve(&src, file, &catalog)
+    }
+
+    /// Loads a pipeline file against an already loaded catalog.
+    pub fn load_with_catalog(path: &Path, catalog: &Catalog) -> Result<Pipeline> {
+        let src = Source::read(path)?;
+        let file: PipelineFile = src.parse()?;
+        Self::resolve(&src, file, catalog)
+    }
+
+    fn resolve(src: &Source, file: PipelineFile, catalog: &Catalog) -> Result<Pipeline> {
+        let mut problems = Vec::new();
+        let name = file.name.get_ref().clone();
+        if !is_identifier(&name) {
+            problems.push(src.at(
+                &file.name,
+                format!("name '{name}' must be lower-case letters, digits and `_`"),
+            ));
+        }
+        let known = || {
+            catalog
+                .upstreams
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut seen = BTreeSet::new();
+        let mut lookup_table = |n: &Spanned<String>, what: &str, problems: &mut Vec<String>| {
+            if !seen.insert(n.get_ref().clone()) {
+                problems.push(src.at(n, format!("{what} '{}' is listed twice", n.get_ref())));
+                return None;
+            }
+            match catalog.upstreams.get(n.get_ref()) {
+                Some(u) => Some(u.clone()),
+                None => {
+                    problems.push(src.at(
+                        n,
+                        format!(
+                            "{what} '{}' is not in the catalog {}; add it there or use one of: {}",
+                            n.get_ref(),
+                            catalog.path.display(),
+                            known()
+                        ),
+                    ));
+                    None
+                }
+            }
+        };
+        let upstreams: Vec<Upstream> = file
+            .upstreams
+            .get_ref()
+            .iter()
+            .filter_map(|n| lookup_table(n, "upstream", &mut problems))
+            .collect();
+        if file.upstreams.get_ref().is_empty() {
+            problems.push(src.at(
+                &file.upstreams,
+                "`upstreams` is empty: list at least one upstream",
+            ));
+        }
+        let lookups: Vec<Upstream> = file
+            .lookups
+            .iter()
+            .filter_map(|n| lookup_table(n, "lookup table", &mut problems))
+            .collect();
+        let batch_size = match &file.batch_size {
+            Some(b) if *b.get_ref() < 1 => {
+                problems.push(src.at(
+                    b,
+                    "batch_size must be 1 or more (versions per upstream per batch)",
+                ));
+                1
+            }
+            Some(b) => *b.get_ref(),
+            None => 100,
+        };
+        let plugin_path = PathBuf::from(resolve_location(&src.dir(), file.plugin.path.get_ref()));
+        if !plugin_path.is_file() {
+            problems.push(src.at(
+                &file.plugin.path,
+                format!(
+                    "plugin file {} does not exist; build the plugins (`make build`) or fix the path",
+                    plugin_path.display()
+                ),
+            ));
+        }
+        let config_json = serde_json::to_string(&file.plugin.config)
+            .map_err(|e| Error::config(format!("{}: [plugin.config]: {e}", src.path.display())))?;
+        let limits = file.plugin.limits;
+        if limits.timeout_ms == 0 || limits.memory_mb == 0 || limits.max_output_mb == 0 {
+            problems.push(format!(
+                "{}: [plugin.limits] values must be more than 0",
+                src.path.display()
+            ));
+        }
+        let mut keys = Vec::new();
+        let mut key_names = BTreeSet::new();
+        for k in file.link.keys.get_ref() {
+            let n = k.name.get_ref();
+            if !is_identifier(n) || n.starts_with("dlink_") {
+                problems.push(src.at(
+                    &k.name,
+                    format!("key column '{n}' must be lower-case letters, digits and `_`, not starting with `dlink_`"),
+                ));
+            }
+            if !key_names.insert(n.clone()) {
+                problems.push(src.at(&k.name, format!("key column '{n}' is listed twice")));
+            }
+            keys.push(KeyColumn {
+                name: n.clone(),
+                ty: k.ty,
+            });
+        }
+        if keys.is_empty() {
+            problems.push(src.at(
+                &file.link.keys,
+                "[link] keys is empty: declare at least one key column, e.g. keys = [{ name = \"id\", type = \"long\" }]",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
+        }
+        Ok(Pipeline {
+            name,
+            file: src.path.clone(),
+            enabled: file.enabled.unwrap_or(true),
+            upstreams,
+            lookups,
+            batch_size,
+            max_batches: file.max_batches,
+            plugin: PluginSpec {
+                path: plugin_path,
+                config_json,
+                limits,
+            },
+            link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
+            keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+use super::*;
+
+const CATALOG: &str = r#"
+[upstreams.spmaster]
+uri = "data/spmaster"
+keys = ["diasng_id"]
+
+[upstreams.affiliation]
+uri = "/abs/affiliation"
+start_version = 3
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn pipeline_text(upstreams: &str, extra: &str) -> String {
+    format!(
+        r#"
+name = "sp_affiliation"
+upstreams = [{upstreams}]
+batch_size = 5
+{extra}
+[plugin]
+path = "p.wasm"
+[plugin.config]
+threshold = 3
+
+[link]
+uri = "links/sp"
+keys = [{{ name = "diasng_id", type = "long" }}]
+"#
+    )
+}
+
+fn problems(err: Error) -> Vec<String> {
+    match err {
+        Error::Config { problems } => problems,
+        other => panic!("expected a config error, got {other}"),
+    }
+}
+
+#[test]
+fn example_pipeline_resolves_paths_against_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    let p = write(
+        dir.path(),
+        "sp.toml",
+        &pipeline_text("\"spmaster\", \"affiliation\"", ""),
+    );
+    let pipe = Pipeline::load(&p).unwrap();
+    assert_eq!(pipe.name, "sp_affiliation");
+    assert_eq!(pipe.batch_size, 5);
+    assert_eq!(
+        pipe.upstreams[0].uri,
+        dir.path().join("data/spmaster").display().to_string()
+    );
+    assert_eq!(pipe.upstreams[1].uri, "/abs/affiliation");
+    assert_eq!(pipe.upstreams[1].start_version, 3);
+    assert_eq!(
+        pipe.link_uri,
+        dir.path().join("links/sp").display().to_string()
+    );
+    assert_eq!(pipe.plugin.config_json, r#"{"threshold":3}"#);
+    assert_eq!(
+        pipe.keys,
+        vec![KeyColumn {
+            name: "diasng_id".into(),
+            ty: KeyType::Long
+        }]
+    );
+    assert_eq!(pipe.plugin.limits, Limits::default());
+}
+
+#[test]
+fn unknown_upstream_names_file_line_and_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    let p = write(
+        dir.path(),
+        "sp.toml",
+        &pipeline_text("\"spmaster\", \"nope\"", ""),
+    );
+    let probs = problems(Pipeline::load(&p).unwrap_err());
+    assert_eq!(probs.len(), 1, "{probs:?}");
+    let want = format!("{}:3: upstream 'nope' is not in the catalog", p.display());
+    assert!(probs[0].starts_with(&want), "{}", probs[0]);
+    assert!(probs[0].contains("affiliation, spmaster"), "{}", probs[0]);
+}
+
+#[test]
+fn all_problems_are_reported_not_only_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    // no p.wasm: missing plugin; bad upstream; batch_size 0
+    let text = pipeline_text("\"nope\"", "").replace("batch_size = 5", "batch_size = 0");
+    let p = write(dir.path(), "sp.toml", &text);
+    let probs = problems(Pipeline::load(&p).unwrap_err());
+    assert_eq!(probs.len(), 3, "{probs:?}");
+    assert!(probs.iter().any(|m| m.contains(":3: upstream 'nope'")));
+    assert!(probs
+        .iter()
+        .any(|m| m.contains(":4: batch_size must be 1 or more")));
+    assert!(probs
+        .iter()
+        .any(|m| m.contains(":7: plugin file") && m.contains("does not exist")));
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    let p = write(
+        dir.path(),
+        "sp.toml",
+        &pipeline_text("\"spmaster\"", "batch_sise = 3"),
+    );
+    let probs = problems(Pipeline::load(&p).unwrap_err());
+    assert!(
+        probs[0].starts_with(&format!("{}:5:", p.display())),
+        "{}",
+        probs[0]
+    );
+    assert!(
+        probs[0].contains("unknown field `batch_sise`"),
+        "{}",
+        probs[0]
+    );
+}
+
+#[test]
+fn bad_type_is_rejected_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    let text = pipeline_text("\"spmaster\"", "").replace("type = \"long\"", "type = \"float\"");
+    let p = write(dir.path(), "sp.toml", &text);
+    let probs = problems(Pipeline::load(&p).unwrap_err());
+    assert!(
+        probs[0].starts_with(&format!("{}:13:", p.display())),
+        "{}",
+        probs[0]
+    );
+    assert!(probs[0].contains("float"), "{}", probs[0]);
+}
+
+#[test]
+fn missing_catalog_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "sp.toml", &pipeline_text("\"spmaster\"", ""));
+    let probs = problems(Pipeline::load(&p).unwrap_err());
+    assert!(
+        probs[0].contains("upstreams.toml: cannot read the file"),
+        "{}",
+        probs[0]
+    );
+}
+
+#[test]
+fn environment_defaults_apply_in_uris() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "upstreams.toml",
+        "[upstreams.spmaster]\nuri = \"${DLINK_TEST_SURELY_UNSET_VAR:-fallback}/spmaster\"\n",
+    );
+    let cat = Catalog::load(&dir.path().join("upstreams.toml")).unwrap();
+    assert_eq!(
+        cat.upstreams["spmaster"].uri,
+        dir.path().join("fallback/spmaster").display().to_string()
+    );
+}

@@ -1,0 +1,283 @@
+//! The loop of one pipeline: plan the window from the checkpoint, then per micro-batch
+//! read the change feed, call the plugin and commit keys and checkpoint together.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::DeltaTable;
+use futures::future::try_join_all;
+
+use crate::cdf::{self, Changes};
+use crate::config::{Pipeline, Upstream};
+use crate::error::{Error, Result};
+use crate::plugin::{Plugin, PluginHost, UpstreamInput};
+use crate::sink::{Commit, LinkTable, UpstreamRange};
+use crate::sql::{TableCache, TableLookup};
+
+/// What one committed batch did.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    pub pipeline: String,
+    pub batch_id: i64,
+    pub upstreams: Vec<UpstreamRange>,
+    pub change_rows: usize,
+    pub keys: usize,
+    pub link_version: i64,
+    pub millis: u128,
+}
+
+impl std::fmt::Display for BatchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ranges = self
+            .upstreams
+            .iter()
+            .map(|u| match u.range {
+                Some((s, e)) if s == e => format!("{} v{s}", u.name),
+                Some((s, e)) => format!("{} v{s}..{e}", u.name),
+                None => format!("{} -", u.name),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        write!(
+            f,
+            "{} batch {}: {ranges} | {} change rows | {} keys | {} ms",
+            self.pipeline, self.batch_id, self.change_rows, self.keys, self.millis
+        )
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub batches: Vec<BatchReport>,
+}
+
+/// Where an upstream stands in a run.
+struct Cursor {
+    upstream: Upstream,
+    table: DeltaTable,
+    /// Next version to read.
+    next: i64,
+    latest: i64,
+}
+
+impl Cursor {
+    fn pending(&self) -> bool {
+        self.next <= self.latest
+    }
+}
+
+/// Runs `pipeline` until it has caught up with its upstreams' latest versions as of
+/// the start of the run (or `max_batches` batches). Calls `on_batch` after each
+/// commit. A run with nothing new commits nothing.
+pub async fn run_pipeline(
+    pipeline: &Pipeline,
+    host: &PluginHost,
+    mut on_batch: impl FnMut(&BatchReport),
+) -> Result<RunSummary> {
+    let mut link = LinkTable::open(pipeline).await?;
+    let checkpoint = link.checkpoint().await?;
+    let mut cursors = open_cursors(pipeline, &checkpoint.done).await?;
+    let mut summary = RunSummary::default();
+    if !cursors.iter().any(Cursor::pending) {
+        tracing::info!(
+            "{}: up to date at batch {}",
+            pipeline.name,
+            checkpoint.batch_id
+        );
+        return Ok(summary);
+    }
+    // Lookup-only tables are pinned once per run at their latest version.
+    let mut lookup_versions = Vec::new();
+    for u in &pipeline.lookups {
+        let t = cdf::open_latest(u).await?;
+        lookup_versions.push((u.clone(), cdf::version_of(u, &t)?));
+    }
+    let plugin_label = pipeline.plugin.path.display().to_string();
+    let mut plugin = load_plugin(pipeline, host).await?;
+    let ctx = cdf::session();
+    let cache: TableCache = Arc::default();
+    let mut batch_id = checkpoint.batch_id;
+    while cursors.iter().any(Cursor::pending) {
+        if let Some(max) = pipeline.max_batches {
+            if summary.batches.len() as u64 >= max {
+                break;
+            }
+        }
+        batch_id += 1;
+        let started = Instant::now();
+        let batch_err = |message: String| Error::Batch {
+            pipeline: pipeline.name.clone(),
+            batch_id,
+            plugin: plugin_label.clone(),
+            message,
+        };
+        // Plan: one range per pending upstream, at most batch_size versions.
+        let plan: Vec<Option<(i64, i64)>> = cursors
+            .iter()
+            .map(|c| {
+                c.pending()
+                    .then(|| (c.next, (c.next + pipeline.batch_size - 1).min(c.latest)))
+            })
+            .collect();
+        // Read every upstream's range concurrently.
+        let changes: Vec<Option<Changes>> =
+            try_join_all(cursors.iter().zip(&plan).map(|(c, r)| {
+                let ctx = &ctx;
+                async move {
+                    match r {
+                        Some((s, e)) => cdf::read_changes(ctx, &c.upstream, &c.table, *s, *e)
+                            .await
+                            .map(Some),
+                        None => Ok(None),
+                    }
+                }
+            }))
+            .await?;
+        let mut ranges = Vec::with_capacity(cursors.len());
+        let mut inputs = Vec::with_capacity(cursors.len());
+        let mut pinned = Vec::new();
+        for ((c, r), ch) in cursors.iter().zip(&plan).zip(&changes) {
+            let pin = match r {
+                Some((_, e)) => *e,
+                None => (c.next - 1).clamp(0, c.latest),
+            };
+            pinned.push((c.upstream.clone(), pin));
+            let rows = ch.as_ref().map_or(0, Changes::rows);
+            let bytes = match ch {
+                Some(ch) if rows > 0 => {
+                    crate::ipc::encode(&ch.schema, &ch.batches).map_err(|e| {
+                        batch_err(format!(
+                            "cannot encode the changes of '{}': {e}",
+                            c.upstream.name
+                        ))
+                    })?
+                }
+                _ => Vec::new(),
+            };
+            let (start, end) = r.unwrap_or((pin + 1, pin));
+            inputs.push(UpstreamInput {
+                name: c.upstream.name.clone(),
+                start_version: start,
+                end_version: end,
+                changes: bytes,
+            });
+            ranges.push(UpstreamRange {
+                name: c.upstream.name.clone(),
+                range: *r,
+                pinned: pin,
+                change_rows: rows,
+            });
+        }
+        drop(changes);
+        test_pause("after-read", batch_id);
+        pinned.extend(lookup_versions.iter().cloned());
+        let lookup = Arc::new(TableLookup::new(
+            &pipeline.name,
+            pinned,
+            cache.clone(),
+            ctx.clone(),
+        ));
+        let output = plugin
+            .derive(&pipeline.name, batch_id, inputs, lookup)
+            .await
+            .map_err(&batch_err)?;
+        let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
+        let keys = crate::keys::collect(&output, &pipeline.keys, &names).map_err(&batch_err)?;
+        drop(output);
+        test_pause("before-commit", batch_id);
+        let lookups: Vec<(String, i64)> = lookup_versions
+            .iter()
+            .map(|(u, v)| (u.name.clone(), *v))
+            .collect();
+        let link_version = link
+            .commit(Commit {
+                batch_id,
+                keys: &keys,
+                upstreams: &ranges,
+                lookups: &lookups,
+                plugin_path: plugin_label.clone(),
+                plugin_sha256: plugin.sha256.clone(),
+            })
+            .await?;
+        test_pause("after-commit", batch_id);
+        for (c, r) in cursors.iter_mut().zip(&plan) {
+            if let Some((_, e)) = r {
+                c.next = e + 1;
+            }
+        }
+        let report = BatchReport {
+            pipeline: pipeline.name.clone(),
+            batch_id,
+            change_rows: ranges.iter().map(|r| r.change_rows).sum(),
+            upstreams: ranges,
+            keys: keys.len(),
+            link_version,
+            millis: started.elapsed().as_millis(),
+        };
+        on_batch(&report);
+        summary.batches.push(report);
+    }
+    Ok(summary)
+}
+
+async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Result<Vec<Cursor>> {
+    let tables = try_join_all(pipeline.upstreams.iter().map(cdf::open_latest)).await?;
+    let mut cursors = Vec::with_capacity(tables.len());
+    for (u, table) in pipeline.upstreams.iter().zip(tables) {
+        let latest = cdf::version_of(u, &table)?;
+        let next = match done.get(&u.name) {
+            Some(d) if *d > latest => {
+                return Err(Error::CheckpointAhead {
+                    table: u.name.clone(),
+                    done: *d,
+                    latest,
+                    link: pipeline.link_uri.clone(),
+                })
+            }
+            Some(d) => d + 1,
+            None => u.start_version,
+        };
+        cursors.push(Cursor {
+            upstream: u.clone(),
+            table,
+            next,
+            latest,
+        });
+    }
+    Ok(cursors)
+}
+
+async fn load_plugin(pipeline: &Pipeline, host: &PluginHost) -> Result<Plugin> {
+    let path = &pipeline.plugin.path;
+    let load_err = |message: String| Error::PluginLoad {
+        path: path.clone(),
+        message: format!("pipeline '{}': {message}", pipeline.name),
+    };
+    let compiled = host.compile(path).map_err(load_err)?;
+    host.instantiate(
+        &compiled,
+        &pipeline.name,
+        pipeline.plugin.limits,
+        &pipeline.plugin.config_json,
+    )
+    .await
+    .map_err(load_err)
+}
+
+/// Test hook: `DLINK_TEST_PAUSE_AT=<point>:<batch>` makes the process announce
+/// `DLINK_TEST_PAUSED <point>:<batch>` on stderr and stop there, so a test can SIGKILL
+/// it at an exact point. Points: `after-read`, `before-commit`, `after-commit`.
+fn test_pause(point: &str, batch_id: i64) {
+    static PAUSE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(want) = PAUSE.get_or_init(|| std::env::var("DLINK_TEST_PAUSE_AT").ok()) else {
+        return;
+    };
+    if *want == format!("{point}:{batch_id}") {
+        eprintln!("DLINK_TEST_PAUSED {want}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}

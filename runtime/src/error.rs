@@ -1,0 +1,102 @@
+//! One error enum for the whole host. Each variant says what happened, where, and what
+//! to do about it; the `Display` text is what a user sees.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration file could not be read or is invalid. `problems` holds every
+    /// problem found, each already prefixed with `file:line`.
+    #[error("{}", problems.join("\n"))]
+    Config { problems: Vec<String> },
+
+    /// An upstream or lookup table could not be opened or read.
+    #[error("table '{table}' at {uri}: {message}")]
+    Table {
+        table: String,
+        uri: String,
+        message: String,
+    },
+
+    /// The Change Data Feed of a version range cannot be read.
+    #[error(
+        "upstream '{table}': cannot read the change data feed of versions {start}..={end}: {message}"
+    )]
+    ChangeFeed {
+        table: String,
+        start: i64,
+        end: i64,
+        message: String,
+    },
+
+    /// The pipeline's checkpoint says it has done a version the table does not have.
+    #[error(
+        "upstream '{table}': the checkpoint says version {done} is done but the table's latest version is {latest}; \
+         the table was probably replaced or restored. Check the table, then reset the pipeline's link table ({link})"
+    )]
+    CheckpointAhead {
+        table: String,
+        done: i64,
+        latest: i64,
+        link: String,
+    },
+
+    /// A plugin could not be loaded, compiled or initialized.
+    #[error("plugin {path}: {message}")]
+    PluginLoad { path: PathBuf, message: String },
+
+    /// A batch failed; nothing was committed and the checkpoint did not move.
+    #[error(
+        "pipeline '{pipeline}', batch {batch_id}, plugin {plugin}: {message}\n\
+         nothing was committed for this batch; the pipeline resumes at batch {batch_id} on the next run"
+    )]
+    Batch {
+        pipeline: String,
+        batch_id: i64,
+        plugin: String,
+        message: String,
+    },
+
+    /// Writing or reading the link table failed.
+    #[error("link table {uri} of pipeline '{pipeline}': {message}")]
+    Link {
+        pipeline: String,
+        uri: String,
+        message: String,
+    },
+
+    /// Another run committed the same batch first.
+    #[error(
+        "pipeline '{pipeline}': batch {batch_id} was committed by another run while this one worked on it \
+         (link table now at batch {found}); nothing was written by this run"
+    )]
+    Concurrent {
+        pipeline: String,
+        batch_id: i64,
+        found: i64,
+    },
+
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// A configuration error with a single problem.
+    pub fn config(problem: impl Into<String>) -> Self {
+        Error::Config {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Other(e.to_string())
+    }
+}

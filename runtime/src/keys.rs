@@ -1,0 +1,321 @@
+//! Validates a plugin's `derive` output and folds it into one row per affected key.
+//!
+//! The output must hold exactly the pipeline's key columns (declared types, no nulls),
+//! `_upstream` (utf8, one of the pipeline's upstreams) and optionally
+//! `_commit_timestamp` (any timestamp unit). A key reported several times (several
+//! causes) becomes one row with the sorted set of causing upstreams and the newest
+//! commit timestamp.
+
+use std::collections::{BTreeSet, HashMap};
+
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::{cast, concat_batches, take};
+use deltalake::arrow::datatypes::{DataType, TimestampMicrosecondType};
+use deltalake::arrow::row::{RowConverter, SortField};
+
+use crate::cdf::timestamp_type;
+use crate::config::{KeyColumn, KeyType};
+
+/// `_upstream`: the upstream whose change caused a key.
+pub const UPSTREAM: &str = "_upstream";
+
+/// The Arrow type of a key column.
+pub fn arrow_type(t: KeyType) -> DataType {
+    match t {
+        KeyType::Long => DataType::Int64,
+        KeyType::Int => DataType::Int32,
+        KeyType::String => DataType::Utf8,
+    }
+}
+
+/// Distinct affected keys of a batch with their causes.
+#[derive(Debug, Clone)]
+pub struct AffectedKeys {
+    /// One array per key column, all of the same length, no duplicates across rows.
+    pub columns: Vec<ArrayRef>,
+    /// Sorted names of the upstreams whose changes caused each key.
+    pub upstreams: Vec<Vec<String>>,
+    /// Newest causing commit timestamp of each key, in microseconds.
+    pub change_ts: Vec<Option<i64>>,
+}
+
+impl AffectedKeys {
+    pub fn len(&self) -> usize {
+        self.upstreams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+}
+
+/// Validates `ipc` against the pipeline's keys and upstream names, then deduplicates.
+pub fn collect(
+    ipc: &[u8],
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+) -> Result<AffectedKeys, String> {
+    if ipc.is_empty() {
+        return Ok(AffectedKeys {
+            columns: keys
+                .iter()
+                .map(|k| deltalake::arrow::array::new_empty_array(&arrow_type(k.ty)))
+                .collect(),
+            upstreams: Vec::new(),
+            change_ts: Vec::new(),
+        });
+    }
+    let (schema, batches) = crate::ipc::decode(ipc)
+        .map_err(|e| format!("derive returned bytes that are not an Arrow IPC stream: {e}"))?;
+    let expected = || {
+        keys.iter()
+            .map(|k| format!("{} {}", k.name, arrow_type(k.ty)))
+            .chain([
+                format!("{UPSTREAM} Utf8"),
+                format!("{} Timestamp", crate::cdf::COMMIT_TIMESTAMP),
+            ])
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for f in schema.fields() {
+        let n = f.name().as_str();
+        if n != UPSTREAM && n != crate::cdf::COMMIT_TIMESTAMP && !keys.iter().any(|k| k.name == n) {
+            return Err(format!(
+                "derive returned an unexpected column '{n}'; the output columns are: {}",
+                expected()
+            ));
+        }
+    }
+    for k in keys {
+        let want = arrow_type(k.ty);
+        match schema.field_with_name(&k.name) {
+            Err(_) => {
+                return Err(format!(
+                    "derive returned no key column '{}'; the output columns are: {}",
+                    k.name,
+                    expected()
+                ))
+            }
+            Ok(f) if f.data_type() != &want => return Err(format!(
+                "derive returned key column '{}' as {}, but the pipeline declares it {:?} ({want})",
+                k.name,
+                f.data_type(),
+                k.ty
+            )),
+            Ok(_) => {}
+        }
+    }
+    match schema.field_with_name(UPSTREAM) {
+        Ok(f) if f.data_type() == &DataType::Utf8 => {}
+        Ok(f) => {
+            return Err(format!(
+                "derive returned '{UPSTREAM}' as {}, not Utf8",
+                f.data_type()
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "derive returned no '{UPSTREAM}' column; the output columns are: {}",
+                expected()
+            ))
+        }
+    }
+    let ts_present = match schema.field_with_name(crate::cdf::COMMIT_TIMESTAMP) {
+        Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => true,
+        Ok(f) => {
+            return Err(format!(
+                "derive returned '{}' as {}, not a timestamp",
+                crate::cdf::COMMIT_TIMESTAMP,
+                f.data_type()
+            ))
+        }
+        Err(_) => false,
+    };
+    let all = concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+
+    let mut key_cols = Vec::with_capacity(keys.len());
+    for k in keys {
+        let col = all
+            .column_by_name(&k.name)
+            .ok_or_else(|| format!("derive returned no key column '{}'", k.name))?
+            .clone();
+        if col.null_count() > 0 {
+            return Err(format!(
+                "derive returned {} null value(s) in key column '{}'; keys must not be null",
+                col.null_count(),
+                k.name
+            ));
+        }
+        key_cols.push(col);
+    }
+    let up_col = column(&all, UPSTREAM)?;
+    let up = up_col.as_string::<i32>();
+    if up.null_count() > 0 {
+        return Err(format!(
+            "derive returned {} null value(s) in '{UPSTREAM}'",
+            up.null_count()
+        ));
+    }
+    let ts: Option<ArrayRef> = if ts_present {
+        let c = column(&all, crate::cdf::COMMIT_TIMESTAMP)?;
+        Some(cast(&c, &timestamp_type()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let ts = ts
+        .as_ref()
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>());
+
+    let converter = RowConverter::new(
+        key_cols
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    let rows = converter
+        .convert_columns(&key_cols)
+        .map_err(|e| e.to_string())?;
+    let mut index: HashMap<_, usize> = HashMap::with_capacity(all.num_rows());
+    let mut first = Vec::new();
+    let mut causes: Vec<BTreeSet<&str>> = Vec::new();
+    let mut newest: Vec<Option<i64>> = Vec::new();
+    for i in 0..all.num_rows() {
+        let name = up.value(i);
+        if !upstream_names.contains(&name) {
+            return Err(format!(
+                "derive returned '{UPSTREAM}' = '{name}', which is not an upstream of the pipeline (upstreams: {})",
+                upstream_names.join(", ")
+            ));
+        }
+        let t = ts.and_then(|t| t.is_valid(i).then(|| t.value(i)));
+        let slot = *index.entry(rows.row(i)).or_insert_with(|| {
+            first.push(i as u32);
+            causes.push(BTreeSet::new());
+            newest.push(None);
+            first.len() - 1
+        });
+        causes[slot].insert(name);
+        newest[slot] = newest[slot].max(t);
+    }
+    let idx = UInt32Array::from(first);
+    let columns = key_cols
+        .iter()
+        .map(|c| take(c, &idx, None).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AffectedKeys {
+        columns,
+        upstreams: causes
+            .into_iter()
+            .map(|s| s.into_iter().map(String::from).collect())
+            .collect(),
+        change_ts: newest,
+    })
+}
+
+fn column(b: &RecordBatch, name: &str) -> Result<ArrayRef, String> {
+    b.column_by_name(name)
+        .cloned()
+        .ok_or_else(|| format!("derive returned no '{name}' column"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use deltalake::arrow::datatypes::{Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    fn keys() -> Vec<KeyColumn> {
+        vec![KeyColumn {
+            name: "id".into(),
+            ty: KeyType::Long,
+        }]
+    }
+
+    fn output(ids: Vec<Option<i64>>, ups: Vec<&str>, ts: Vec<Option<i64>>) -> Vec<u8> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(UPSTREAM, DataType::Utf8, false),
+            Field::new(
+                "_commit_timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(ups)),
+                Arc::new(TimestampMillisecondArray::from(ts)),
+            ],
+        )
+        .unwrap();
+        crate::ipc::encode(&schema, &[b]).unwrap()
+    }
+
+    #[test]
+    fn duplicates_fold_into_one_row_with_all_causes_and_newest_time() {
+        let ipc = output(
+            vec![Some(7), Some(3), Some(7), Some(7)],
+            vec!["b", "a", "a", "b"],
+            vec![Some(5), Some(1), Some(9), None],
+        );
+        let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
+        assert_eq!(k.len(), 2);
+        let ids = k.columns[0].as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        assert_eq!(ids.values().to_vec(), vec![7, 3]);
+        assert_eq!(
+            k.upstreams,
+            vec![vec!["a".to_string(), "b".into()], vec!["a".into()]]
+        );
+        // milliseconds in, microseconds out
+        assert_eq!(k.change_ts, vec![Some(9000), Some(1000)]);
+    }
+
+    #[test]
+    fn null_key_is_rejected() {
+        let ipc = output(vec![Some(1), None], vec!["a", "a"], vec![None, None]);
+        let e = collect(&ipc, &keys(), &["a"]).unwrap_err();
+        assert!(e.contains("1 null value(s) in key column 'id'"), "{e}");
+    }
+
+    #[test]
+    fn unknown_upstream_is_rejected() {
+        let ipc = output(vec![Some(1)], vec!["zzz"], vec![None]);
+        let e = collect(&ipc, &keys(), &["a"]).unwrap_err();
+        assert!(e.contains("'zzz', which is not an upstream"), "{e}");
+    }
+
+    #[test]
+    fn wrong_key_type_names_column_and_types() {
+        let wrong = vec![KeyColumn {
+            name: "id".into(),
+            ty: KeyType::String,
+        }];
+        let ipc = output(vec![Some(1)], vec!["a"], vec![None]);
+        let e = collect(&ipc, &wrong, &["a"]).unwrap_err();
+        assert!(e.contains("key column 'id' as Int64"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_column_and_garbage_are_errors() {
+        let other = vec![KeyColumn {
+            name: "uid".into(),
+            ty: KeyType::Long,
+        }];
+        let ipc = output(vec![Some(1)], vec!["a"], vec![None]);
+        assert!(collect(&ipc, &other, &["a"])
+            .unwrap_err()
+            .contains("unexpected column 'id'"));
+        assert!(collect(b"junk", &keys(), &["a"])
+            .unwrap_err()
+            .contains("not an Arrow IPC stream"));
+    }
+
+    #[test]
+    fn empty_output_means_no_keys() {
+        assert!(collect(&[], &keys(), &["a"]).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,20 @@
+//! dlink-rt: affected-key pipelines over Delta Lake's Change Data Feed, with each
+//! pipeline's join/filter/key logic in a sandboxed WebAssembly component.
+//!
+//! Data flow of one batch (each module owns one step):
+//! [`config`] → [`engine`] plans the window → [`cdf`] reads the change feed →
+//! [`plugin`] derives keys (lookups answered by [`sql`]) → [`keys`] validates and
+//! deduplicates → [`sink`] commits keys and checkpoint in one Delta commit.
+
+pub mod cdf;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod ipc;
+pub mod keys;
+pub mod plugin;
+pub mod sink;
+pub mod sql;
+
+pub use error::{Error, Result};

@@ -1,0 +1,40 @@
+//! The `dlink:pipeline/host` interface as seen by a plugin: `lookup` and `log`.
+
+use super::generated::dlink::pipeline::{host, types};
+use super::{State, LOG_BUDGET};
+
+impl types::Host for State {}
+
+impl host::Host for State {
+    async fn lookup(
+        &mut self,
+        table: String,
+        column: String,
+        keys: Vec<u8>,
+        columns: Vec<String>,
+    ) -> Result<Vec<u8>, String> {
+        let Some(lookup) = self.lookup.clone() else {
+            return Err("lookup is only available during derive".into());
+        };
+        lookup.lookup(&table, &column, &keys, &columns).await
+    }
+
+    async fn log(&mut self, level: types::Level, message: String) {
+        if self.log_bytes > LOG_BUDGET {
+            return;
+        }
+        self.log_bytes += message.len();
+        if self.log_bytes > LOG_BUDGET {
+            tracing::warn!("{}: plugin log budget of {LOG_BUDGET} bytes per call used up; dropping further lines", self.label);
+            return;
+        }
+        let label = &self.label;
+        match level {
+            types::Level::Trace => tracing::trace!("{label}: {message}"),
+            types::Level::Debug => tracing::debug!("{label}: {message}"),
+            types::Level::Info => tracing::info!("{label}: {message}"),
+            types::Level::Warn => tracing::warn!("{label}: {message}"),
+            types::Level::Error => tracing::error!("{label}: {message}"),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The wasmtime host for pipeline plugins: compile (with a cache), instantiate in a
+//! sandbox, call `init` and `derive` under limits, and answer `lookup`.
+//!
+//! The sandbox: WASI p2 with no preopened directories, no environment, no arguments,
+//! no network (TCP, UDP and name lookup off), stdout discarded and stderr captured (its
+//! tail is shown when a call fails); a memory cap, a wall-time budget per call (epoch
+//! interruption) and a cap on output size, all from [`Limits`].
+
+mod cache;
+mod host;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
+
+use crate::config::Limits;
+
+mod generated {
+    wasmtime::component::bindgen!({
+        world: "pipeline-plugin",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use generated::dlink::pipeline::types::{Batch as WitBatch, UpstreamChanges};
+use generated::PipelinePlugin;
+
+/// How often the epoch advances; the wall-time budget is counted in these ticks.
+const TICK: Duration = Duration::from_millis(10);
+/// Bytes of guest stderr kept for error messages.
+const STDERR_CAPTURE: usize = 64 * 1024;
+/// Log bytes a plugin may emit per call before further lines are dropped.
+const LOG_BUDGET: usize = 1024 * 1024;
+
+/// Answers a plugin's `lookup` calls for one batch (tables at pinned versions).
+pub trait Lookup: Send + Sync {
+    /// Rows of `table` whose `column` is in `keys` (an IPC stream of one column),
+    /// projected to `columns` (all when empty), as an IPC stream.
+    fn lookup<'a>(
+        &'a self,
+        table: &'a str,
+        column: &'a str,
+        keys: &'a [u8],
+        columns: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// Per-instance state of the store.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    lookup: Option<Arc<dyn Lookup>>,
+    /// "pipeline 'p' batch N" for log lines.
+    label: String,
+    stderr: MemoryOutputPipe,
+    log_bytes: usize,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine, linker and compiled-component cache shared by all plugins of a process.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled plugin, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pub path: PathBuf,
+    /// Hex SHA-256 of the `.wasm` file.
+    pub sha256: String,
+    pub origin: Origin,
+    component: Component,
+}
+
+/// One upstream's changes handed to `derive`.
+pub struct UpstreamInput {
+    pub name: String,
+    pub start_version: i64,
+    pub end_version: i64,
+    /// Arrow IPC stream; empty when the upstream has no changes in the batch.
+    pub changes: Vec<u8>,
+}
+
+/// A live plugin instance.
+pub struct Plugin {
+    store: Store<State>,
+    bindings: PipelinePlugin,
+    limits: Limits,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+impl PluginHost {
+    /// A host caching compiled components in `cache_dir` (none: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (e, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("dlink-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })?;
+        Ok(PluginHost {
+            engine,
+            linker,
+            cache_dir,
+            stop_ticker,
+        })
+    }
+
+    /// Reads and compiles (or loads from the cache) the plugin at `path`.
+    pub fn compile(&self, path: &Path) -> Result<Compiled, String> {
+        let wasm = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+        let sha256 = sha256_hex(&wasm);
+        let (component, origin) = cache::load(
+            &self.engine,
+            &wasm,
+            &sha256,
+            self.cache_dir.as_deref(),
+        )
+        .map_err(|e| {
+            format!(
+                "not a valid WebAssembly component (build it for wasm32-wasip2 as a cdylib): {e:#}"
+            )
+        })?;
+        Ok(Compiled {
+            path: path.to_path_buf(),
+            sha256,
+            origin,
+            component,
+        })
+    }
+
+    /// Instantiates `compiled` in a fresh sandbox and calls its `init(config_json)`.
+    pub async fn instantiate(
+        &self,
+        compiled: &Compiled,
+        pipeline: &str,
+        limits: Limits,
+        config_json: &str,
+    ) -> Result<Plugin, String> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(
+                    usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+                )
+                .trap_on_grow_failure(true)
+                .build(),
+            lookup: None,
+            label: format!("pipeline '{pipeline}' init"),
+            stderr,
+            log_bytes: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(limits));
+        let bindings = PipelinePlugin::instantiate_async(&mut store, &compiled.component, &self.linker)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot instantiate: {e:#}; the plugin must target the world dlink:pipeline/pipeline-plugin \
+                     and import nothing else than WASI p2"
+                )
+            })?;
+        let mut plugin = Plugin {
+            store,
+            bindings,
+            limits,
+            path: compiled.path.clone(),
+            sha256: compiled.sha256.clone(),
+        };
+        let result = plugin
+            .bindings
+            .call_init(&mut plugin.store, config_json)
+            .await;
+        match result {
+            Ok(Ok(())) => Ok(plugin),
+            Ok(Err(msg)) => Err(format!("init rejected the configuration: {msg}")),
+            Err(e) => Err(plugin.describe_trap("init", e)),
+        }
+    }
+}
+
+fn ticks(limits: Limits) -> u64 {
+    limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1)
+}
+
+impl Plugin {
+    /// Calls `derive` on one batch. Errors are complete sentences about the plugin's
+    /// failure; after an error the instance must not be used again.
+    pub async fn derive(
+        &mut self,
+        pipeline: &str,
+        batch_id: i64,
+        upstreams: Vec<UpstreamInput>,
+        lookup: Arc<dyn Lookup>,
+    ) -> Result<Vec<u8>, String> {
+        let batch = WitBatch {
+            pipeline: pipeline.to_string(),
+            batch_id,
+            upstreams: upstreams
+                .into_iter()
+                .map(|u| UpstreamChanges {
+                    name: u.name,
+                    start_version: u.start_version,
+                    end_version: u.end_version,
+                    changes: u.changes,
+                })
+                .collect(),
+        };
+        {
+            let data = self.store.data_mut();
+            data.lookup = Some(lookup);
+            data.label = format!("pipeline '{pipeline}' batch {batch_id}");
+            data.log_bytes = 0;
+        }
+        self.store.set_epoch_deadline(ticks(self.limits));
+        let result = self.bindings.call_derive(&mut self.store, &batch).await;
+        self.store.data_mut().lookup = None;
+        let out = match result {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(msg)) => return Err(format!("derive returned an error: {msg}")),
+            Err(e) => return Err(self.describe_trap("derive", e)),
+        };
+        let cap = self.limits.max_output_mb.saturating_mul(1 << 20);
+        if out.len() as u64 > cap {
+            return Err(format!(
+                "derive returned {} bytes, more than the output cap of {} MiB ([plugin.limits] max_output_mb)",
+                out.len(),
+                self.limits.max_output_mb
+            ));
+        }
+        Ok(out)
+    }
+
+    fn describe_trap(&self, call: &str, e: wasmtime::Error) -> String {
+        let what = match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
+                "{call} exceeded its time budget of {} ms ([plugin.limits] timeout_ms)",
+                self.limits.timeout_ms
+            ),
+            _ if format!("{e:#}").contains("forcing trap when growing memory") => format!(
+                "{call} exceeded its memory cap of {} MiB ([plugin.limits] memory_mb)",
+                self.limits.memory_mb
+            ),
+            Some(trap) => format!("{call} trapped ({trap})"),
+            None => format!("{call} failed: {e:#}"),
+        };
+        let stderr = self.store.data().stderr.contents();
+        let tail = String::from_utf8_lossy(&stderr);
+        let tail = tail.trim();
+        if tail.is_empty() {
+            what
+        } else {
+            let start = tail.len().saturating_sub(2000);
+            let start = (start..tail.len())
+                .find(|i| tail.is_char_boundary(*i))
+                .unwrap_or(0);
+            format!("{what}; the plugin's stderr: {}", &tail[start..])
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The link table: one Delta table per pipeline holding its affected keys, and the
+//! exactly-once commit that also carries the pipeline's checkpoint.
+//!
+//! Every batch is ONE Delta commit (a MERGE, or an empty commit when the batch yields
+//! no key) with these application transactions (`txn` actions):
+//! - `dlink-rt:<pipeline>` = the batch id;
+//! - `dlink-rt:<pipeline>:<upstream>` = the last version of that upstream done.
+//!
+//! and the commit metadata `dlink` (batch id, each upstream's version range, lookup
+//! versions, the plugin's path and SHA-256). The checkpoint is read back from the
+//! `txn` actions, which Delta keeps across checkpoints and log cleanup, unlike
+//! commit metadata. There is no separate state to disagree with the output: a crash
+//! before the commit leaves nothing, after it the batch is done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, Int64Array, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{ArrayType, DataType, StructField, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use serde_json::json;
+
+use crate::config::{KeyType, Pipeline};
+use crate::error::{Error, Result};
+use crate::keys::AffectedKeys;
+
+/// `dlink_batch_id`: the batch that last reported the key.
+pub const BATCH_ID: &str = "dlink_batch_id";
+/// `dlink_upstreams`: names of the upstreams whose changes caused the key.
+pub const UPSTREAMS: &str = "dlink_upstreams";
+/// `dlink_change_ts`: newest upstream commit timestamp among the causes.
+pub const CHANGE_TS: &str = "dlink_change_ts";
+/// `dlink_updated_at`: when the batch was committed.
+pub const UPDATED_AT: &str = "dlink_updated_at";
+
+/// The application id of a pipeline's batches.
+pub fn app_id(pipeline: &str) -> String {
+    format!("dlink-rt:{pipeline}")
+}
+
+/// The application id of a pipeline's progress on one upstream.
+pub fn upstream_app_id(pipeline: &str, upstream: &str) -> String {
+    format!("dlink-rt:{pipeline}:{upstream}")
+}
+
+/// Where a pipeline stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Last committed batch id; 0 when none.
+    pub batch_id: i64,
+    /// Last version done per upstream; absent when never read.
+    pub done: BTreeMap<String, i64>,
+}
+
+/// One upstream's part of a batch, for the commit metadata.
+#[derive(Debug, Clone)]
+pub struct UpstreamRange {
+    pub name: String,
+    /// `None` when the upstream had no new version in the batch.
+    pub range: Option<(i64, i64)>,
+    /// The version lookups read (the batch's pinned version).
+    pub pinned: i64,
+    pub change_rows: usize,
+}
+
+/// Everything one batch commits.
+pub struct Commit<'a> {
+    pub batch_id: i64,
+    pub keys: &'a AffectedKeys,
+    pub upstreams: &'a [UpstreamRange],
+    /// Lookup-only tables and the versions they were read at.
+    pub lookups: &'a [(String, i64)],
+    pub plugin_path: String,
+    pub plugin_sha256: String,
+}
+
+/// A pipeline's link table.
+pub struct LinkTable {
+    pipeline: String,
+    uri: String,
+    keys: Vec<(String, KeyType)>,
+    upstreams: Vec<String>,
+    table: Option<DeltaTable>,
+}
+
+impl LinkTable {
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Link {
+            pipeline: self.pipeline.clone(),
+            uri: self.uri.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Opens the pipeline's link table if it exists (it is created by the first commit).
+    pub async fn open(p: &Pipeline) -> Result<LinkTable> {
+        let mut link = LinkTable {
+            pipeline: p.name.clone(),
+            uri: p.link_uri.clone(),
+            keys: p.keys.iter().map(|k| (k.name.clone(), k.ty)).collect(),
+            upstreams: p.upstreams.iter().map(|u| u.name.clone()).collect(),
+            table: None,
+        };
+        let url = deltalake::ensure_table_uri(&link.uri).map_err(|e| link.err(e))?;
+        let mut t = DeltaTableBuilder::from_url(url)
+            .map_err(|e| link.err(e))?
+            .build()
+            .map_err(|e| link.err(e))?;
+        match t.load().await {
+            Ok(()) => {
+                link.check_schema(&t)?;
+                link.table = Some(t);
+            }
+            Err(deltalake::DeltaTableError::NotATable(_)) => {}
+            Err(e) => return Err(link.err(e)),
+        }
+        Ok(link)
+    }
+
+    fn check_schema(&self, t: &DeltaTable) -> Result<()> {
+        let schema = t
+            .snapshot()
+            .map_err(|e| self.err(e))?
+            .snapshot()
+            .arrow_schema();
+        for (name, ty) in &self.keys {
+            match schema.field_with_name(name) {
+                Ok(f) if f.data_type() == &crate::keys::arrow_type(*ty) => {}
+                Ok(f) => {
+                    return Err(self.err(format!(
+                        "key column '{name}' is {} in the link table but the pipeline declares {ty:?}; \
+                         point [link] uri at a new table or fix the key type",
+                        f.data_type()
+                    )))
+                }
+                Err(_) => {
+                    return Err(self.err(format!(
+                        "the link table has no key column '{name}'; it belongs to another pipeline \
+                         or the keys changed: point [link] uri at a new table"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Delta table, if created.
+    pub fn table(&self) -> Option<&DeltaTable> {
+        self.table.as_ref()
+    }
+
+    /// Reads the checkpoint from the link table's `txn` actions.
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        let Some(t) = &self.table else {
+            return Ok(Checkpoint::default());
+        };
+        let state = t.snapshot().map_err(|e| self.err(e))?;
+        let log_store = t.log_store();
+        let batch_id = state
+            .transaction_version(log_store.as_ref(), app_id(&self.pipeline))
+            .await
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        let mut done = BTreeMap::new();
+        for u in &self.upstreams {
+            if let Some(v) = state
+                .transaction_version(log_store.as_ref(), upstream_app_id(&self.pipeline, u))
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                done.insert(u.clone(), v);
+            }
+        }
+        Ok(Checkpoint { batch_id, done })
+    }
+
+    async fn create(&self) -> Result<DeltaTable> {
+        let mut fields: Vec<StructField> = self
+            .keys
+            .iter()
+            .map(|(n, t)| {
+                let dt = match t {
+                    KeyType::Long => DataType::LONG,
+                    KeyType::Int => DataType::INTEGER,
+                    KeyType::String => DataType::STRING,
+                };
+                StructField::new(n.clone(), dt, false)
+            })
+            .collect();
+        fields.push(StructField::new(BATCH_ID, DataType::LONG, false));
+        fields.push(StructField::new(
+            UPSTREAMS,
+            DataType::Array(Box::new(ArrayType::new(DataType::STRING, false))),
+            true,
+        ));
+        fields.push(StructField::new(CHANGE_TS, DataType::TIMESTAMP, true));
+        fields.push(StructField::new(UPDATED_AT, DataType::TIMESTAMP, false));
+        let url = deltalake::ensure_table_uri(&self.uri).map_err(|e| self.err(e))?;
+        DeltaTableBuilder::from_url(url)
+            .map_err(|e| self.err(e))?
+            .build()
+            .map_err(|e| self.err(e))?
+            .create()
+            .with_table_name(format!("dlink_{}", self.pipeline))
+            .with_comment(format!(
+                "Affected keys of dlink-rt pipeline '{}'. Written only by dlink-rt.",
+                self.pipeline
+            ))
+            .with_columns(fields)
+            .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .await
+            .map_err(|e| self.err(format!("cannot create the link table: {e}")))
+    }
+
+    /// Commits one batch exactly once: the keys (MERGE on the key columns) and the
+    /// checkpoint in one Delta commit. Fails without writing when the link table is no
+    /// longer at batch `batch_id - 1` (another run got there first).
+    pub async fn commit(&mut self, c: Commit<'_>) -> Result<i64> {
+        let mut table = match self.table.take() {
+            Some(mut t) => {
+                t.update_state().await.map_err(|e| self.err(e))?;
+                t
+            }
+            None => self.create().await?,
+        };
+        self.table = Some(table.clone());
+        let found = self.checkpoint().await?.batch_id;
+        if found != c.batch_id - 1 {
+            return Err(Error::Concurrent {
+                pipeline: self.pipeline.clone(),
+                batch_id: c.batch_id,
+                found,
+            });
+        }
+        let mut txns = vec![Transaction::new(app_id(&self.pipeline), c.batch_id)];
+        for u in c.upstreams {
+            if let Some((_, end)) = u.range {
+                txns.push(Transaction::new(
+                    upstream_app_id(&self.pipeline, &u.name),
+                    end,
+                ));
+            }
+        }
+        let upstreams: serde_json::Map<String, serde_json::Value> = c
+            .upstreams
+            .iter()
+            .map(|u| {
+                let v = match u.range {
+                    Some((s, e)) => json!({"start_version": s, "end_version": e, "pinned_version": u.pinned, "change_rows": u.change_rows}),
+                    None => json!({"start_version": null, "end_version": null, "pinned_version": u.pinned, "change_rows": 0}),
+                };
+                (u.name.clone(), v)
+            })
+            .collect();
+        let lookups: serde_json::Map<String, serde_json::Value> = c
+            .lookups
+            .iter()
+            .map(|(n, v)| (n.clone(), json!(v)))
+            .collect();
+        let meta = json!({
+            "pipeline": self.pipeline,
+            "batch_id": c.batch_id,
+            "keys": c.keys.len(),
+            "upstreams": upstreams,
+            "lookups": lookups,
+            "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256},
+            "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
+        });
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata([("dlink".to_string(), meta)]);
+        let before = table.version();
+        if !c.keys.is_empty() {
+            let source = self.rows(&table, c.batch_id, c.keys)?;
+            let ctx = crate::cdf::session();
+            let df = ctx.read_batch(source).map_err(|e| self.err(e))?;
+            let on = self
+                .keys
+                .iter()
+                .map(|(k, _)| format!("t.{k} = s.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let all_cols: Vec<String> = self
+                .keys
+                .iter()
+                .map(|(k, _)| k.clone())
+                .chain([BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT].map(String::from))
+                .collect();
+            let (t, _metrics) = table
+                .clone()
+                .merge(df, on)
+                .with_source_alias("s")
+                .with_target_alias("t")
+                .with_commit_properties(props.clone())
+                .when_matched_update(|u| {
+                    [BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT]
+                        .into_iter()
+                        .fold(u, |u, c| u.update(c, format!("s.{c}")))
+                })
+                .and_then(|m| {
+                    m.when_not_matched_insert(|i| {
+                        all_cols
+                            .iter()
+                            .fold(i, |i, c| i.set(c.as_str(), format!("s.{c}")))
+                    })
+                })
+                .map_err(|e| self.err(e))?
+                .await
+                .map_err(|e| self.err(format!("MERGE of batch {} failed: {e}", c.batch_id)))?;
+            table = t;
+        }
+        if table.version() == before {
+            // No key, or a MERGE that changed nothing: commit the checkpoint alone.
+            let state = table.snapshot().map_err(|e| self.err(e))?;
+            CommitBuilder::from(props)
+                .with_actions(vec![])
+                .build(
+                    Some(state),
+                    table.log_store(),
+                    DeltaOperation::Write {
+                        mode: SaveMode::Append,
+                        partition_by: None,
+                        predicate: None,
+                    },
+                )
+                .await
+                .map_err(|e| self.err(format!("commit of batch {} failed: {e}", c.batch_id)))?;
+            table.update_state().await.map_err(|e| self.err(e))?;
+        }
+        let version = table
+            .version()
+            .map(|v| v as i64)
+            .ok_or_else(|| self.err("the link table has no version after the commit"))?;
+        self.table = Some(table);
+        Ok(version)
+    }
+
+    /// The MERGE source: one row per key, in the link table's own Arrow schema.
+    fn rows(&self, t: &DeltaTable, batch_id: i64, k: &AffectedKeys) -> Result<RecordBatch> {
+        let schema: SchemaRef = t
+            .snapshot()
+            .map_err(|e| self.err(e))?
+            .snapshot()
+            .arrow_schema();
+        let n = k.len();
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut ups = ListBuilder::new(StringBuilder::new());
+        for names in &k.upstreams {
+            for name in names {
+                ups.values().append_value(name);
+            }
+            ups.append(true);
+        }
+        let mut cols: Vec<ArrayRef> = k.columns.clone();
+        cols.push(Arc::new(Int64Array::from(vec![batch_id; n])));
+        cols.push(Arc::new(ups.finish()));
+        cols.push(Arc::new(
+            TimestampMicrosecondArray::from(k.change_ts.clone()).with_timezone("UTC"),
+        ));
+        cols.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC"),
+        ));
+        // Cast each column to the table's exact type (list field names, tz spelling).
+        let cols = cols
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                        .map_err(|e| self.err(format!("column {}: {e}", f.name())))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(deltalake::arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        RecordBatch::try_new(schema, cols).map_err(|e| self.err(e))
+    }
+}

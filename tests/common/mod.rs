@@ -1,0 +1,189 @@
+//! Helpers shared by the end-to-end tests: a temp folder with upstream tables, a
+//! catalog and pipeline files; running the real `dlink-rt` binary; reading link tables.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::datatypes::Int64Type;
+use dlink_rt::config::Pipeline;
+use dlink_rt::sink::LinkTable;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runtime/ has a parent")
+        .to_path_buf()
+}
+
+/// A plugin built by `make build` into plugins/dist.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = repo_root()
+        .join("plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: build the plugins first with `make build` (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// Compiled components are cached here for the whole test run.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dlink-components")
+}
+
+/// The `dlink-rt` binary with the test cache folder.
+pub fn dlink() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dlink-rt"));
+    c.env("DLINK_CACHE_DIR", cache_dir())
+        .env_remove("DLINK_TEST_PAUSE_AT");
+    c
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A folder with a catalog of the six example upstreams (tables under `tables/`).
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+pub const UPSTREAMS: [&str; 6] = [
+    "spmaster",
+    "affiliation",
+    "employee",
+    "department",
+    "publications",
+    "author_publication_link",
+];
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut catalog = String::new();
+        for u in UPSTREAMS {
+            catalog.push_str(&format!("[upstreams.{u}]\nuri = \"tables/{u}\"\n\n"));
+        }
+        std::fs::write(dir.path().join("upstreams.toml"), catalog).expect("write catalog");
+        Workspace { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn table(&self, name: &str) -> PathBuf {
+        self.path().join("tables").join(name)
+    }
+
+    /// Writes `<file>.toml` for a pipeline named `name` with a plugin file and the
+    /// link table at `links/<file>`.
+    pub fn pipeline(
+        &self,
+        file: &str,
+        name: &str,
+        upstreams: &[&str],
+        plugin: &Path,
+        key: &str,
+        batch_size: i64,
+    ) -> PathBuf {
+        let ups = upstreams
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "name = \"{name}\"\nupstreams = [{ups}]\nbatch_size = {batch_size}\n\n\
+             [plugin]\npath = \"{}\"\n\n[link]\nuri = \"links/{file}\"\nkeys = [{{ name = \"{key}\", type = \"long\" }}]\n",
+            plugin.display()
+        );
+        let p = self.path().join(format!("{file}.toml"));
+        std::fs::write(&p, text).expect("write pipeline");
+        p
+    }
+
+    /// Runs `dlink-rt run FILE`, asserting success; returns stdout.
+    pub fn run_ok(&self, file: &Path) -> String {
+        let o = dlink().arg("run").arg(file).output().expect("run dlink-rt");
+        let (out, err) = text(&o);
+        assert!(
+            o.status.success(),
+            "dlink-rt run {} failed:\n{out}\n{err}",
+            file.display()
+        );
+        out
+    }
+}
+
+/// The link table's rows as key -> (batch id, causing upstreams).
+pub async fn link_rows(pipeline_file: &Path) -> BTreeMap<i64, (i64, Vec<String>)> {
+    let p = Pipeline::load(pipeline_file).expect("pipeline loads");
+    let url = deltalake::ensure_table_uri(&p.link_uri).expect("link url");
+    let table = deltalake::open_table(url).await.expect("link table exists");
+    let ctx = dlink_rt::cdf::session();
+    let df = ctx
+        .read_table(table.table_provider().await.expect("provider"))
+        .expect("read link");
+    let key = &p.keys[0].name;
+    let mut out = BTreeMap::new();
+    for b in df.collect().await.expect("collect link") {
+        let k = b
+            .column_by_name(key)
+            .expect("key column")
+            .as_primitive::<Int64Type>()
+            .clone();
+        let id = b
+            .column_by_name("dlink_batch_id")
+            .expect("batch id")
+            .as_primitive::<Int64Type>()
+            .clone();
+        let ups = b
+            .column_by_name("dlink_upstreams")
+            .expect("upstreams")
+            .as_list::<i32>()
+            .clone();
+        for i in 0..b.num_rows() {
+            let names = ups.value(i);
+            let names = names.as_string::<i32>();
+            let names = (0..names.len())
+                .map(|j| names.value(j).to_string())
+                .collect();
+            assert!(
+                out.insert(k.value(i), (id.value(i), names)).is_none(),
+                "duplicate key {}",
+                k.value(i)
+            );
+        }
+    }
+    out
+}
+
+/// Keys whose last reporting batch is `batch`.
+pub async fn keys_of_batch(pipeline_file: &Path, batch: i64) -> BTreeSet<i64> {
+    link_rows(pipeline_file)
+        .await
+        .into_iter()
+        .filter(|(_, (b, _))| *b == batch)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The link table's (Delta version, checkpoint), or None before the first commit.
+pub async fn link_state(pipeline_file: &Path) -> Option<(i64, dlink_rt::sink::Checkpoint)> {
+    let p = Pipeline::load(pipeline_file).expect("pipeline loads");
+    let link = LinkTable::open(&p).await.expect("open link");
+    let version = link.table()?.version()? as i64;
+    Some((version, link.checkpoint().await.expect("checkpoint")))
+}
+
+pub fn set(v: &[i64]) -> BTreeSet<i64> {
+    v.iter().copied().collect()
+}

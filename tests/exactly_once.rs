@@ -1,0 +1,211 @@
+//! Exactly-once: a multi-batch catch-up SIGKILLed at exact points (and at random
+//! moments) and run again ends with the same link table as an uninterrupted run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{dlink, link_rows, link_state, plugin, Workspace};
+use dlink_rt::demo::{Col, DemoTable};
+use serde_json::json;
+
+/// Upstreams with 6 (spmaster) and 5 (affiliation) versions: 6 batches of 1 version.
+async fn history(ws: &Workspace) {
+    let cols = [
+        ("diasng_id", Col::Long),
+        ("name", Col::Str),
+        ("country", Col::Str),
+    ];
+    let mut sp = DemoTable::create(
+        &ws.table("spmaster"),
+        &cols,
+        json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
+    )
+    .await
+    .unwrap();
+    let cols = [
+        ("sp_id", Col::Long),
+        ("institution_key", Col::Long),
+        ("rank", Col::Long),
+    ];
+    let mut aff = DemoTable::create(
+        &ws.table("affiliation"),
+        &cols,
+        json!([[1, 10, 1], [2, 20, 1]]),
+    )
+    .await
+    .unwrap();
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap();
+    aff.update("sp_id = 2", &[("sp_id", "3")]).await.unwrap();
+    sp.update("diasng_id = 1", &[("country", "'BR'")])
+        .await
+        .unwrap();
+    aff.insert(json!([[5, 50, 1], [6, 60, 1]])).await.unwrap();
+    sp.delete("diasng_id = 4").await.unwrap();
+    aff.delete("sp_id = 1").await.unwrap();
+    sp.upsert(&["diasng_id"], json!([[2, "b2", "FR"], [7, "g", "NG"]]))
+        .await
+        .unwrap();
+    aff.upsert(&["sp_id", "rank"], json!([[3, 21, 1], [8, 80, 1]]))
+        .await
+        .unwrap();
+    sp.insert(json!([[9, "i", "DE"]])).await.unwrap();
+}
+
+fn pipeline(ws: &Workspace, file: &str) -> PathBuf {
+    ws.pipeline(
+        file,
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        1,
+    )
+}
+
+/// Starts a run that stops at `point` (see engine::test_pause), waits until it is
+/// there, and SIGKILLs it.
+fn kill_at(file: &Path, point: &str) {
+    let mut child = dlink()
+        .arg("run")
+        .arg(file)
+        .env("DLINK_TEST_PAUSE_AT", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("DLINK_TEST_PAUSED") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&format!("DLINK_TEST_PAUSED {point}")),
+        "never reached {point}:\n{seen}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_exact_points_then_resume_equals_uninterrupted_run() {
+    let ws = Workspace::new();
+    history(&ws).await;
+    let reference = pipeline(&ws, "reference");
+    ws.run_ok(&reference);
+    let want = link_rows(&reference).await;
+    let (_, want_cp) = link_state(&reference).await.unwrap();
+    assert_eq!(want_cp.batch_id, 6, "6 spmaster versions at batch_size 1");
+    assert!(want.len() >= 8, "{want:?}");
+
+    let points = [
+        vec!["after-read:1"],
+        vec!["before-commit:1"],
+        vec!["after-commit:1"],
+        vec!["before-commit:3", "after-commit:4"],
+        vec!["after-read:6", "before-commit:6"],
+        vec!["after-commit:6"],
+    ];
+    for (i, kills) in points.iter().enumerate() {
+        let file = pipeline(&ws, &format!("killed{i}"));
+        for point in kills {
+            kill_at(&file, point);
+        }
+        ws.run_ok(&file);
+        assert_eq!(link_rows(&file).await, want, "killed at {kills:?}");
+        let (_, cp) = link_state(&file).await.unwrap();
+        assert_eq!(cp, want_cp, "checkpoint after kills at {kills:?}");
+        // And the commit log holds each batch exactly once.
+        assert_eq!(
+            batch_ids_in_log(&file).await,
+            (1..=6).collect::<Vec<_>>(),
+            "killed at {kills:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_then_resume_equals_uninterrupted_run() {
+    let ws = Workspace::new();
+    history(&ws).await;
+    let reference = pipeline(&ws, "reference");
+    ws.run_ok(&reference);
+    let want = link_rows(&reference).await;
+    let seed: u64 = std::env::var("DLINK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("random kill seed: {seed} (set DLINK_TEST_SEED to replay)");
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..3 {
+        let file = pipeline(&ws, &format!("random{round}"));
+        for _ in 0..3 {
+            let mut child = dlink()
+                .arg("run")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let wait = Duration::from_millis(next() % 1500);
+            let t = Instant::now();
+            while t.elapsed() < wait {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+        ws.run_ok(&file);
+        assert_eq!(link_rows(&file).await, want, "seed {seed}, round {round}");
+        assert_eq!(
+            batch_ids_in_log(&file).await,
+            (1..=6).collect::<Vec<_>>(),
+            "seed {seed}, round {round}"
+        );
+    }
+}
+
+/// The `dlink.batch_id` of every commit in the link table's log, oldest first.
+async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
+    use futures::StreamExt;
+    let p = dlink_rt::config::Pipeline::load(file).unwrap();
+    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
+        .await
+        .unwrap();
+    let mut ids: Vec<(i64, i64)> = Vec::new();
+    let mut history = table.history(None);
+    while let Some(ci) = history.next().await {
+        let ci = ci.unwrap();
+        if let Some(meta) = ci.info.get("dlink") {
+            ids.push((
+                ci.timestamp.unwrap_or(0),
+                meta["batch_id"].as_i64().unwrap(),
+            ));
+        }
+    }
+    let mut ids: Vec<i64> = ids.into_iter().map(|(_, b)| b).collect();
+    ids.sort();
+    ids
+}

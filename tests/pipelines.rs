@@ -1,0 +1,321 @@
+//! The four example pipelines, batch by batch, on real Delta tables written with
+//! deltalake and the real plugins from plugins/. Expected keys are written by hand.
+
+mod common;
+
+use common::{keys_of_batch, link_rows, link_state, plugin, set, Workspace};
+use dlink_rt::demo::{Col, DemoTable};
+use serde_json::json;
+
+const SPMASTER: [(&str, Col); 3] = [
+    ("diasng_id", Col::Long),
+    ("name", Col::Str),
+    ("country", Col::Str),
+];
+const AFFILIATION: [(&str, Col); 3] = [
+    ("sp_id", Col::Long),
+    ("institution_key", Col::Long),
+    ("rank", Col::Long),
+];
+const EMPLOYEE: [(&str, Col); 4] = [
+    ("emp_id", Col::Long),
+    ("name", Col::Str),
+    ("dept_id", Col::Long),
+    ("manager_id", Col::Long),
+];
+const DEPARTMENT: [(&str, Col); 3] = [
+    ("dept_id", Col::Long),
+    ("manager_id", Col::Long),
+    ("dept_name", Col::Str),
+];
+const PUBLICATIONS: [(&str, Col); 3] = [
+    ("pub_id", Col::Long),
+    ("title", Col::Str),
+    ("year", Col::Long),
+];
+const LINKS: [(&str, Col); 2] = [("pub_id", Col::Long), ("uid", Col::Long)];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sp_affiliation_batch_by_batch() {
+    let ws = Workspace::new();
+    let mut sp = DemoTable::create(
+        &ws.table("spmaster"),
+        &SPMASTER,
+        json!([
+            [1, "Ada", "DE"],
+            [2, "Bert", "FR"],
+            [3, "Chen", "JP"],
+            [4, "Dana", "US"],
+            [5, "Emil", "NG"]
+        ]),
+    )
+    .await
+    .unwrap();
+    let mut aff = DemoTable::create(
+        &ws.table("affiliation"),
+        &AFFILIATION,
+        json!([[1, 100, 1], [2, 100, 1], [3, 200, 1], [3, 201, 2]]),
+    )
+    .await
+    .unwrap();
+    let p = ws.pipeline(
+        "sp",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        100,
+    );
+
+    ws.run_ok(&p);
+    assert_eq!(
+        keys_of_batch(&p, 1).await,
+        set(&[1, 2, 3, 4, 5]),
+        "initial load"
+    );
+    let rows = link_rows(&p).await;
+    assert_eq!(
+        rows[&3].1,
+        vec!["affiliation".to_string(), "spmaster".into()],
+        "3 has both causes"
+    );
+    assert_eq!(
+        rows[&5].1,
+        vec!["spmaster".to_string()],
+        "5 has no affiliation"
+    );
+
+    sp.insert(json!([[6, "Fatima", "BR"]])).await.unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 2).await, set(&[6]), "insert");
+
+    sp.update("diasng_id = 2", &[("name", "'Bert B.'")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 3).await, set(&[2]), "payload update");
+
+    // The join column moves from researcher 3 to 4: both are affected.
+    aff.update("sp_id = 3 AND rank = 2", &[("sp_id", "4")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(
+        keys_of_batch(&p, 4).await,
+        set(&[3, 4]),
+        "join-column update: old and new side"
+    );
+
+    aff.delete("sp_id = 1").await.unwrap();
+    ws.run_ok(&p);
+    assert_eq!(
+        keys_of_batch(&p, 5).await,
+        set(&[1]),
+        "delete on the affiliation side only"
+    );
+
+    sp.upsert(
+        &["diasng_id"],
+        json!([[5, "Emil E.", "NG"], [7, "Goran", "DE"]]),
+    )
+    .await
+    .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(
+        keys_of_batch(&p, 6).await,
+        set(&[5, 7]),
+        "merge: update + insert"
+    );
+
+    // Nothing new: nothing committed.
+    let before = link_state(&p).await.unwrap();
+    let out = ws.run_ok(&p);
+    assert!(out.contains("up to date"), "{out}");
+    assert_eq!(
+        link_state(&p).await.unwrap(),
+        before,
+        "a run with no new commits commits nothing"
+    );
+    assert_eq!(before.1.batch_id, 6);
+    assert_eq!(before.1.done["spmaster"], 3);
+    assert_eq!(before.1.done["affiliation"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emp_dept_follows_department_changes_through_lookup() {
+    let ws = Workspace::new();
+    let mut dept = DemoTable::create(
+        &ws.table("department"),
+        &DEPARTMENT,
+        json!([[1, 10, "Research"], [2, 20, "Sales"]]),
+    )
+    .await
+    .unwrap();
+    let mut emp = DemoTable::create(
+        &ws.table("employee"),
+        &EMPLOYEE,
+        json!([
+            [1, "e1", 1, 10],
+            [2, "e2", 1, 10],
+            [3, "e3", 2, 20],
+            [4, "e4", 1, 10]
+        ]),
+    )
+    .await
+    .unwrap();
+    let p = ws.pipeline(
+        "ed",
+        "emp_dept",
+        &["employee", "department"],
+        &plugin("emp_dept"),
+        "emp_id",
+        100,
+    );
+
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 1).await, set(&[1, 2, 3, 4]));
+
+    // A change to a department alone affects every employee of that department.
+    dept.update("dept_id = 2", &[("dept_name", "'Sales & Marketing'")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(
+        keys_of_batch(&p, 2).await,
+        set(&[3]),
+        "department-only change"
+    );
+    assert_eq!(link_rows(&p).await[&3].1, vec!["department".to_string()]);
+
+    // An employee who moves is affected.
+    emp.update("emp_id = 1", &[("dept_id", "2"), ("manager_id", "20")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 3).await, set(&[1]), "employee moves");
+
+    // Department 2 now has employees 1 and 3.
+    dept.update("dept_id = 2", &[("manager_id", "21")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(
+        keys_of_batch(&p, 4).await,
+        set(&[1, 3]),
+        "lookup reads the pinned version"
+    );
+
+    emp.delete("emp_id = 2").await.unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 5).await, set(&[2]), "delete");
+
+    // Merge on department: 1 updated (employee 4 is its only member now), 3 inserted (no one).
+    dept.upsert(&["dept_id"], json!([[1, 11, "Research"], [3, 30, "Legal"]]))
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 6).await, set(&[4]), "merge");
+
+    // A department nobody works in: the batch commits with no key, the checkpoint moves.
+    dept.update("dept_id = 3", &[("dept_name", "'Legal & Compliance'")])
+        .await
+        .unwrap();
+    let out = ws.run_ok(&p);
+    assert!(out.contains("batch 7") && out.contains("| 0 keys"), "{out}");
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(cp.batch_id, 7);
+    assert_eq!(cp.done["department"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pub_authors_and_author_pubs_share_upstreams() {
+    let ws = Workspace::new();
+    let mut pubs = DemoTable::create(
+        &ws.table("publications"),
+        &PUBLICATIONS,
+        json!([[1, "t1", 2020], [2, "t2", 2021], [3, "t3", 2022]]),
+    )
+    .await
+    .unwrap();
+    let mut links = DemoTable::create(
+        &ws.table("author_publication_link"),
+        &LINKS,
+        json!([[1, 100], [1, 101], [2, 101], [3, 102]]),
+    )
+    .await
+    .unwrap();
+    let ups = ["publications", "author_publication_link"];
+    let pa = ws.pipeline(
+        "pa",
+        "pub_authors",
+        &ups,
+        &plugin("pub_authors"),
+        "pub_id",
+        100,
+    );
+    let ap = ws.pipeline(
+        "ap",
+        "author_pubs",
+        &ups,
+        &plugin("author_pubs"),
+        "uid",
+        100,
+    );
+    let run_both = |batch: i64| {
+        ws.run_ok(&pa);
+        ws.run_ok(&ap);
+        batch
+    };
+
+    let b = run_both(1);
+    assert_eq!(keys_of_batch(&pa, b).await, set(&[1, 2, 3]));
+    assert_eq!(keys_of_batch(&ap, b).await, set(&[100, 101, 102]));
+
+    // A publication changes: its authors are found through the link table.
+    pubs.update("pub_id = 1", &[("title", "'t1 revised'")])
+        .await
+        .unwrap();
+    let b = run_both(2);
+    assert_eq!(keys_of_batch(&pa, b).await, set(&[1]));
+    assert_eq!(
+        keys_of_batch(&ap, b).await,
+        set(&[100, 101]),
+        "publication-only change"
+    );
+
+    // A link's join column moves from publication 1 to 3: both publications.
+    links.update("uid = 100", &[("pub_id", "3")]).await.unwrap();
+    let b = run_both(3);
+    assert_eq!(
+        keys_of_batch(&pa, b).await,
+        set(&[1, 3]),
+        "old and new side"
+    );
+    assert_eq!(keys_of_batch(&ap, b).await, set(&[100]));
+
+    pubs.delete("pub_id = 2").await.unwrap();
+    let b = run_both(4);
+    assert_eq!(keys_of_batch(&pa, b).await, set(&[2]));
+    assert_eq!(
+        keys_of_batch(&ap, b).await,
+        set(&[101]),
+        "deleted publication's author"
+    );
+
+    // MERGE on the publications side: one update, one insert.
+    pubs.upsert(
+        &["pub_id"],
+        json!([[3, "t3 (2nd ed.)", 2023], [4, "t4", 2024]]),
+    )
+    .await
+    .unwrap();
+    let b = run_both(5);
+    assert_eq!(keys_of_batch(&pa, b).await, set(&[3, 4]), "merge");
+    // Publication 3 has authors 102 and (since batch 3) 100; 4 has none yet.
+    assert_eq!(keys_of_batch(&ap, b).await, set(&[100, 102]));
+
+    links.insert(json!([[4, 103]])).await.unwrap();
+    let b = run_both(6);
+    assert_eq!(keys_of_batch(&pa, b).await, set(&[4]), "link-only change");
+    assert_eq!(keys_of_batch(&ap, b).await, set(&[103]));
+}
