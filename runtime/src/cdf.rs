@@ -42,18 +42,31 @@ fn url_of(u: &Upstream) -> Result<url::Url> {
     deltalake::ensure_table_uri(&u.uri).map_err(|e| table_err(u, e))
 }
 
+/// True when `uri` is a local path with no `_delta_log` folder (no table yet). URLs
+/// of object stores are never judged here.
+pub fn local_path_without_log(uri: &str) -> bool {
+    let path = match uri.strip_prefix("file://") {
+        Some(p) => p,
+        None if uri.contains("://") => return false,
+        None => uri,
+    };
+    !std::path::Path::new(path).join("_delta_log").is_dir()
+}
+
+const NOT_A_TABLE: &str = "no Delta table here (no _delta_log); check the uri in the catalog";
+
 /// Opens an upstream table at its latest version.
 pub async fn open_latest(u: &Upstream) -> Result<DeltaTable> {
+    if local_path_without_log(&u.uri) {
+        return Err(table_err(u, NOT_A_TABLE));
+    }
     let url = url_of(u)?;
     DeltaTableBuilder::from_url(url)
         .map_err(|e| table_err(u, e))?
         .load()
         .await
         .map_err(|e| match e {
-            DeltaTableError::NotATable(_) => table_err(
-                u,
-                "no Delta table here (no _delta_log); check the uri in the catalog",
-            ),
+            DeltaTableError::NotATable(_) => table_err(u, NOT_A_TABLE),
             e => table_err(u, e),
         })
 }

@@ -96,12 +96,14 @@ pub fn collect(
                     expected()
                 ))
             }
-            Ok(f) if f.data_type() != &want => return Err(format!(
+            Ok(f) if f.data_type() != &want => {
+                return Err(format!(
                 "derive returned key column '{}' as {}, but the pipeline declares it {:?} ({want})",
                 k.name,
                 f.data_type(),
                 k.ty
-            )),
+            ))
+            }
             Ok(_) => {}
         }
     }

@@ -9,7 +9,12 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DLINK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // deltalake's MERGE warns about a missing file metric on every commit.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "warn,deltalake_core::operations::merge=error",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -107,6 +107,9 @@ impl LinkTable {
             upstreams: p.upstreams.iter().map(|u| u.name.clone()).collect(),
             table: None,
         };
+        if crate::cdf::local_path_without_log(&link.uri) {
+            return Ok(link);
+        }
         let url = deltalake::ensure_table_uri(&link.uri).map_err(|e| link.err(e))?;
         let mut t = DeltaTableBuilder::from_url(url)
             .map_err(|e| link.err(e))?

@@ -131,12 +131,27 @@ impl TableLookup {
             .map_err(out_err)?
             .select(projection)
             .map_err(out_err)?;
-        let out_schema = Arc::new(df.schema().as_arrow().clone());
+        // Answer in the table's own types (DataFusion may read strings as views).
+        let out_schema = Arc::new(deltalake::arrow::datatypes::Schema::new(
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| match schema.field_with_name(f.name()) {
+                    Ok(t) => t.clone().with_nullable(true),
+                    Err(_) => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
         let batches = if key_batches.iter().all(|b| b.num_rows() == 0) {
             Vec::new()
         } else {
             df.collect().await.map_err(out_err)?
         };
+        let batches = batches
+            .iter()
+            .map(|b| crate::cdf::conform(b, &out_schema))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("lookup of table '{table}' at version {version}: {e}"))?;
         crate::ipc::encode(&out_schema, &batches).map_err(|e| e.to_string())
     }
 }

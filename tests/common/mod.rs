@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use deltalake::arrow::array::{Array, AsArray};
-use deltalake::arrow::datatypes::Int64Type;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Int64Type};
 use dlink_rt::config::Pipeline;
 use dlink_rt::sink::LinkTable;
 
@@ -151,7 +152,7 @@ pub async fn link_rows(pipeline_file: &Path) -> BTreeMap<i64, (i64, Vec<String>)
             .as_list::<i32>()
             .clone();
         for i in 0..b.num_rows() {
-            let names = ups.value(i);
+            let names = cast(&ups.value(i), &DataType::Utf8).expect("names as utf8");
             let names = names.as_string::<i32>();
             let names = (0..names.len())
                 .map(|j| names.value(j).to_string())

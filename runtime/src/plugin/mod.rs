@@ -149,19 +149,26 @@ impl PluginHost {
 
     /// Reads and compiles (or loads from the cache) the plugin at `path`.
     pub fn compile(&self, path: &Path) -> Result<Compiled, String> {
+        let started = std::time::Instant::now();
         let wasm = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
         let sha256 = sha256_hex(&wasm);
-        let (component, origin) = cache::load(
-            &self.engine,
-            &wasm,
-            &sha256,
-            self.cache_dir.as_deref(),
-        )
-        .map_err(|e| {
-            format!(
+        let (component, origin) =
+            cache::load(&self.engine, &wasm, &sha256, self.cache_dir.as_deref()).map_err(|e| {
+                format!(
                 "not a valid WebAssembly component (build it for wasm32-wasip2 as a cdylib): {e:#}"
             )
-        })?;
+            })?;
+        tracing::info!(
+            "plugin {} ({} bytes, sha256 {}): {} in {} ms",
+            path.display(),
+            wasm.len(),
+            &sha256[..12],
+            match origin {
+                Origin::Compiled => "compiled",
+                Origin::Cached => "loaded from the cache",
+            },
+            started.elapsed().as_millis()
+        );
         Ok(Compiled {
             path: path.to_path_buf(),
             sha256,
