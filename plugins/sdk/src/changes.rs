@@ -1,0 +1,502 @@
+//! A batch's upstream change rows (Delta Lake Change Data Feed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::{DataType, TimeUnit};
+
+use crate::table::{IntColumn, StrColumn, Table, TableRow, TableRows};
+use crate::Config;
+
+/// Name of the change type column of change rows.
+pub const CHANGE_TYPE_COLUMN: &str = "_change_type";
+/// Name of the commit version column of change rows.
+pub const COMMIT_VERSION_COLUMN: &str = "_commit_version";
+/// Name of the commit timestamp column of change rows (and of the output).
+pub const COMMIT_TIMESTAMP_COLUMN: &str = "_commit_timestamp";
+
+/// The `_change_type` of a change row.
+///
+/// An update produces two rows: the `UpdatePreimage` (the row as it was) and the
+/// `UpdatePostimage` (the row as it is now). A plugin must look at both: when a join
+/// column changes, the old and the new side are both affected. Deletes count too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeType {
+    /// `insert`: a new row.
+    Insert,
+    /// `update_preimage`: an updated row as it was before the commit.
+    UpdatePreimage,
+    /// `update_postimage`: an updated row as it is after the commit.
+    UpdatePostimage,
+    /// `delete`: a removed row, as it was before the commit.
+    Delete,
+}
+
+impl ChangeType {
+    /// The Change Data Feed spelling: `insert`, `update_preimage`, `update_postimage`,
+    /// `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Insert => "insert",
+            ChangeType::UpdatePreimage => "update_preimage",
+            ChangeType::UpdatePostimage => "update_postimage",
+            ChangeType::Delete => "delete",
+        }
+    }
+
+    /// True for rows that show the table row as it was before the commit
+    /// (`update_preimage`, `delete`).
+    pub fn is_before_image(self) -> bool {
+        matches!(self, ChangeType::UpdatePreimage | ChangeType::Delete)
+    }
+
+    /// True for rows that show the table row as it is after the commit
+    /// (`insert`, `update_postimage`).
+    pub fn is_after_image(self) -> bool {
+        !self.is_before_image()
+    }
+}
+
+impl fmt::Display for ChangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChangeType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "insert" => Ok(ChangeType::Insert),
+            "update_preimage" => Ok(ChangeType::UpdatePreimage),
+            "update_postimage" => Ok(ChangeType::UpdatePostimage),
+            "delete" => Ok(ChangeType::Delete),
+            other => Err(format!(
+                "unknown change type '{other}' (expected insert, update_preimage, \
+                 update_postimage or delete)"
+            )),
+        }
+    }
+}
+
+/// The change rows of one upstream in a batch.
+///
+/// The data columns are the upstream table's; `_change_type`, `_commit_version` and
+/// `_commit_timestamp` are checked and decoded up front, so [`Row`]'s accessors for
+/// them cannot fail.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    name: String,
+    start_version: i64,
+    end_version: i64,
+    table: Table,
+    change_types: Vec<ChangeType>,
+    commit_versions: Vec<i64>,
+    commit_timestamps: Vec<Option<i64>>,
+}
+
+impl Changes {
+    /// Decodes an upstream's change rows from Arrow IPC stream bytes (zero bytes: no
+    /// rows). Errors name the upstream and the column.
+    pub fn from_ipc(
+        name: impl Into<String>,
+        start_version: i64,
+        end_version: i64,
+        bytes: &[u8],
+    ) -> Result<Changes, String> {
+        let name = name.into();
+        let table = Table::from_ipc(format!("upstream '{name}'"), bytes)?;
+        Changes::from_table(name, start_version, end_version, table)
+    }
+
+    /// Wraps decoded change rows; checks and decodes the three CDF columns.
+    pub fn from_table(
+        name: impl Into<String>,
+        start_version: i64,
+        end_version: i64,
+        table: Table,
+    ) -> Result<Changes, String> {
+        let name = name.into();
+        let mut change_types = Vec::with_capacity(table.len());
+        let mut commit_versions = Vec::with_capacity(table.len());
+        let mut commit_timestamps = Vec::with_capacity(table.len());
+        if table.schema().is_some() {
+            for column in [
+                CHANGE_TYPE_COLUMN,
+                COMMIT_VERSION_COLUMN,
+                COMMIT_TIMESTAMP_COLUMN,
+            ] {
+                if !table.has_column(column) {
+                    return Err(format!(
+                        "upstream '{name}': the change rows have no '{column}' column \
+                         (columns: {})",
+                        table.column_names().join(", ")
+                    ));
+                }
+            }
+        }
+        for batch in table.record_batches() {
+            let column = |c: &str| {
+                batch
+                    .column_by_name(c)
+                    .ok_or_else(|| format!("upstream '{name}': a record batch has no '{c}' column"))
+            };
+            let source = format!("upstream '{name}'");
+            let types = StrColumn::new(&source, CHANGE_TYPE_COLUMN, column(CHANGE_TYPE_COLUMN)?)?;
+            let versions = IntColumn::new(
+                &source,
+                COMMIT_VERSION_COLUMN,
+                column(COMMIT_VERSION_COLUMN)?,
+            )?;
+            let timestamps = column(COMMIT_TIMESTAMP_COLUMN)?;
+            let micros = timestamp_micros(&name, timestamps)?;
+            for i in 0..batch.num_rows() {
+                let position = change_types.len();
+                let change_type = types
+                    .get(i)
+                    .ok_or_else(|| {
+                        format!("upstream '{name}': row {position} has a null {CHANGE_TYPE_COLUMN}")
+                    })?
+                    .parse::<ChangeType>()
+                    .map_err(|e| format!("upstream '{name}': row {position}: {e}"))?;
+                let version = versions.get(i).ok_or_else(|| {
+                    format!("upstream '{name}': row {position} has a null {COMMIT_VERSION_COLUMN}")
+                })?;
+                change_types.push(change_type);
+                commit_versions.push(version);
+                commit_timestamps.push(micros(i));
+            }
+        }
+        Ok(Changes {
+            name,
+            start_version,
+            end_version,
+            table,
+            change_types,
+            commit_versions,
+            commit_timestamps,
+        })
+    }
+
+    /// The upstream's name in the catalog.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// First table version read for this batch (inclusive).
+    pub fn start_version(&self) -> i64 {
+        self.start_version
+    }
+
+    /// Last table version read for this batch (inclusive); lookups read this version.
+    pub fn end_version(&self) -> i64 {
+        self.end_version
+    }
+
+    /// Number of change rows.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when the upstream has no changes in this batch.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The change rows as a plain table (including the three CDF columns).
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Every change row, in stream order: inserts, both images of updates, and deletes.
+    pub fn rows(&self) -> Rows<'_> {
+        Rows {
+            changes: self,
+            inner: self.table.rows(),
+        }
+    }
+
+    /// The change rows of one change type.
+    pub fn rows_of(&self, change_type: ChangeType) -> impl Iterator<Item = Row<'_>> + '_ {
+        self.rows().filter(move |r| r.change_type() == change_type)
+    }
+
+    /// Every value of an integer column, widened to i64 (null -> `None`).
+    pub fn i64_column(&self, column: &str) -> Result<Vec<Option<i64>>, String> {
+        self.table.i64_column(column)
+    }
+
+    /// Every value of a string column (null -> `None`).
+    pub fn str_column(&self, column: &str) -> Result<Vec<Option<&str>>, String> {
+        self.table.str_column(column)
+    }
+
+    /// The distinct non-null values of an integer column, each with the newest commit
+    /// timestamp among the change rows (of any change type) that hold it. Handy before
+    /// a lookup: the keys found through a value are attributed to that time.
+    pub fn newest_commit_by_i64(&self, column: &str) -> Result<BTreeMap<i64, Option<i64>>, String> {
+        let mut out: BTreeMap<i64, Option<i64>> = BTreeMap::new();
+        for row in self.rows() {
+            if let Some(value) = row.i64(column)? {
+                let slot = out.entry(value).or_insert(None);
+                *slot = newest(*slot, row.commit_timestamp());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pairs each `update_postimage` row with its `update_preimage` row: the one of the
+    /// same commit version with the same (non-null) value of `id_column`, an integer
+    /// column that identifies a table row (its primary key). Returns `(pre, post)`
+    /// pairs in post-image order; rows without a partner are left out.
+    pub fn update_pairs(&self, id_column: &str) -> Result<Vec<(Row<'_>, Row<'_>)>, String> {
+        let mut pre: HashMap<(i64, i64), Row<'_>> = HashMap::new();
+        for row in self.rows_of(ChangeType::UpdatePreimage) {
+            if let Some(id) = row.i64(id_column)? {
+                pre.insert((row.commit_version(), id), row);
+            }
+        }
+        let mut pairs = Vec::new();
+        for post in self.rows_of(ChangeType::UpdatePostimage) {
+            if let Some(id) = post.i64(id_column)? {
+                if let Some(before) = pre.remove(&(post.commit_version(), id)) {
+                    pairs.push((before, post));
+                }
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+/// The newer of two optional commit timestamps (a known time beats an unknown one).
+pub(crate) fn newest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Reads a timestamp column of any unit as microseconds since the epoch.
+fn timestamp_micros<'a>(
+    upstream: &str,
+    array: &'a ArrayRef,
+) -> Result<impl Fn(usize) -> Option<i64> + 'a, String> {
+    enum Ts<'a> {
+        S(&'a arrow_array::PrimitiveArray<TimestampSecondType>),
+        Ms(&'a arrow_array::PrimitiveArray<TimestampMillisecondType>),
+        Us(&'a arrow_array::PrimitiveArray<TimestampMicrosecondType>),
+        Ns(&'a arrow_array::PrimitiveArray<TimestampNanosecondType>),
+        Null,
+    }
+    let ts = match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => array.as_primitive_opt().map(Ts::S),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => array.as_primitive_opt().map(Ts::Ms),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array.as_primitive_opt().map(Ts::Us),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => array.as_primitive_opt().map(Ts::Ns),
+        DataType::Null => Some(Ts::Null),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        format!(
+            "upstream '{upstream}': column '{COMMIT_TIMESTAMP_COLUMN}' is {}, not a timestamp",
+            array.data_type()
+        )
+    })?;
+    Ok(move |i: usize| {
+        if i >= array.len() || array.is_null(i) {
+            return None;
+        }
+        match &ts {
+            Ts::S(a) => a.value(i).checked_mul(1_000_000),
+            Ts::Ms(a) => a.value(i).checked_mul(1_000),
+            Ts::Us(a) => Some(a.value(i)),
+            Ts::Ns(a) => Some(a.value(i).div_euclid(1_000)),
+            Ts::Null => None,
+        }
+    })
+}
+
+/// Iterator over the rows of [`Changes`].
+#[derive(Debug, Clone)]
+pub struct Rows<'a> {
+    changes: &'a Changes,
+    inner: TableRows<'a>,
+}
+
+impl<'a> Iterator for Rows<'a> {
+    type Item = Row<'a>;
+
+    fn next(&mut self) -> Option<Row<'a>> {
+        self.inner.next().map(|row| Row {
+            changes: self.changes,
+            row,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Rows<'_> {}
+
+/// One change row of an upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    changes: &'a Changes,
+    row: TableRow<'a>,
+}
+
+impl<'a> Row<'a> {
+    /// The upstream this change row belongs to.
+    pub fn upstream(&self) -> &'a str {
+        &self.changes.name
+    }
+
+    /// The row's `_change_type`.
+    pub fn change_type(&self) -> ChangeType {
+        self.changes.change_types[self.row.position()]
+    }
+
+    /// The row's `_commit_version`.
+    pub fn commit_version(&self) -> i64 {
+        self.changes.commit_versions[self.row.position()]
+    }
+
+    /// The row's `_commit_timestamp` in microseconds since the Unix epoch (UTC).
+    pub fn commit_timestamp(&self) -> Option<i64> {
+        self.changes.commit_timestamps[self.row.position()]
+    }
+
+    /// The row's position among its upstream's change rows (0-based).
+    pub fn position(&self) -> usize {
+        self.row.position()
+    }
+
+    /// The value of an integer column (Int8..Int64, UInt8..UInt32), widened to i64;
+    /// `None` when null. Errors name the upstream and the column.
+    pub fn i64(&self, column: &str) -> Result<Option<i64>, String> {
+        self.row.i64(column)
+    }
+
+    /// The value of a string column (Utf8, LargeUtf8, Utf8View); `None` when null.
+    pub fn str(&self, column: &str) -> Result<Option<&'a str>, String> {
+        self.row.str(column)
+    }
+
+    /// True when the column is null in this row.
+    pub fn is_null(&self, column: &str) -> Result<bool, String> {
+        self.row.is_null(column)
+    }
+
+    /// Raw access for other types: the column's array and the row's index in it.
+    pub fn array(&self, column: &str) -> Result<(&'a ArrayRef, usize), String> {
+        self.row.array(column)
+    }
+
+    /// The row's data as a plain table row.
+    pub fn values(&self) -> TableRow<'a> {
+        self.row
+    }
+}
+
+/// One micro-batch of a pipeline: the change rows of each of its upstreams.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pipeline: String,
+    id: i64,
+    upstreams: Vec<Changes>,
+    config: Arc<Config>,
+}
+
+impl Batch {
+    /// A batch from already decoded upstreams, with an empty config (`{}`). Useful to
+    /// unit-test a plugin's `derive` natively.
+    pub fn new(pipeline: impl Into<String>, id: i64, upstreams: Vec<Changes>) -> Batch {
+        Batch {
+            pipeline: pipeline.into(),
+            id,
+            upstreams,
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    /// Decodes the batch record of the raw bindings: every upstream's Arrow IPC stream
+    /// (the config is `{}`; `export_pipeline!` sets the one given to `init`).
+    pub fn from_wit(
+        batch: crate::bindings::dlink::pipeline::types::Batch,
+    ) -> Result<Batch, String> {
+        let upstreams = batch
+            .upstreams
+            .into_iter()
+            .map(|u| Changes::from_ipc(u.name, u.start_version, u.end_version, &u.changes))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch::new(batch.pipeline, batch.batch_id, upstreams))
+    }
+
+    /// The same batch with the given plugin config.
+    pub fn with_config(mut self, config: Config) -> Batch {
+        self.config = Arc::new(config);
+        self
+    }
+
+    pub(crate) fn with_shared_config(mut self, config: Arc<Config>) -> Batch {
+        self.config = config;
+        self
+    }
+
+    /// The batch id (1, 2, ...).
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The plugin config given to `init` (`{}` when absent).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The change rows of one upstream; an error names the pipeline's upstreams when
+    /// it has no upstream of that name.
+    pub fn changes(&self, upstream: &str) -> Result<&Changes, String> {
+        self.upstreams
+            .iter()
+            .find(|c| c.name == upstream)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.upstream_names().collect();
+                let names = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                };
+                format!(
+                    "pipeline '{}' has no upstream '{upstream}' (its upstreams: {names})",
+                    self.pipeline
+                )
+            })
+    }
+
+    /// Every upstream, in the order the pipeline file lists them.
+    pub fn upstreams(&self) -> &[Changes] {
+        &self.upstreams
+    }
+
+    /// The upstreams' names, in the order the pipeline file lists them.
+    pub fn upstream_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.upstreams.iter().map(|c| c.name.as_str())
+    }
+}

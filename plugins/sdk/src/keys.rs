@@ -1,0 +1,441 @@
+//! The affected-keys builder and its Arrow encoding (the `derive` output).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::changes::{newest, Row, COMMIT_TIMESTAMP_COLUMN};
+use crate::Batch;
+
+/// Name of the output column that names the upstream whose change caused a key.
+pub const UPSTREAM_COLUMN: &str = "_upstream";
+
+/// The Arrow type of a key column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// int64 ("long").
+    Int64,
+    /// int32 ("int"); values are given as i64 and must fit.
+    Int32,
+    /// utf8 ("string").
+    Utf8,
+}
+
+impl KeyType {
+    /// The Arrow data type.
+    pub fn data_type(self) -> DataType {
+        match self {
+            KeyType::Int64 => DataType::Int64,
+            KeyType::Int32 => DataType::Int32,
+            KeyType::Utf8 => DataType::Utf8,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::Int64 => "int64",
+            KeyType::Int32 => "int32",
+            KeyType::Utf8 => "utf8",
+        })
+    }
+}
+
+/// One key column of the pipeline, as the pipeline file declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyColumn {
+    /// Column name.
+    pub name: &'static str,
+    /// Column type.
+    pub key_type: KeyType,
+}
+
+impl KeyColumn {
+    /// An int64 key column.
+    pub const fn i64(name: &'static str) -> KeyColumn {
+        KeyColumn {
+            name,
+            key_type: KeyType::Int64,
+        }
+    }
+
+    /// An int32 key column. Its values are given as `i64` (as `Row::i64` returns them)
+    /// and must fit in int32.
+    pub const fn i32(name: &'static str) -> KeyColumn {
+        KeyColumn {
+            name,
+            key_type: KeyType::Int32,
+        }
+    }
+
+    /// A utf8 key column.
+    pub const fn utf8(name: &'static str) -> KeyColumn {
+        KeyColumn {
+            name,
+            key_type: KeyType::Utf8,
+        }
+    }
+}
+
+impl fmt::Display for KeyColumn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.key_type)
+    }
+}
+
+/// One value of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyValue {
+    /// A value of an int64 key column.
+    Int64(i64),
+    /// A value of a utf8 key column.
+    Utf8(String),
+}
+
+impl KeyValue {
+    fn key_type(&self) -> KeyType {
+        match self {
+            KeyValue::Int64(_) => KeyType::Int64,
+            KeyValue::Utf8(_) => KeyType::Utf8,
+        }
+    }
+
+    fn fits(&self, key_type: KeyType) -> bool {
+        match (self, key_type) {
+            (KeyValue::Int64(_), KeyType::Int64) | (KeyValue::Utf8(_), KeyType::Utf8) => true,
+            (KeyValue::Int64(v), KeyType::Int32) => i32::try_from(*v).is_ok(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyValue::Int64(v) => write!(f, "{v}"),
+            KeyValue::Utf8(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// A value that can be one column of a key; `None` (null) means "no key".
+pub trait IntoKeyValue {
+    /// The key value, or `None` for null.
+    fn into_key_value(self) -> Option<KeyValue>;
+}
+
+impl IntoKeyValue for KeyValue {
+    fn into_key_value(self) -> Option<KeyValue> {
+        Some(self)
+    }
+}
+
+impl IntoKeyValue for i64 {
+    fn into_key_value(self) -> Option<KeyValue> {
+        Some(KeyValue::Int64(self))
+    }
+}
+
+impl IntoKeyValue for &str {
+    fn into_key_value(self) -> Option<KeyValue> {
+        Some(KeyValue::Utf8(self.to_string()))
+    }
+}
+
+impl IntoKeyValue for String {
+    fn into_key_value(self) -> Option<KeyValue> {
+        Some(KeyValue::Utf8(self))
+    }
+}
+
+impl<T: IntoKeyValue> IntoKeyValue for Option<T> {
+    fn into_key_value(self) -> Option<KeyValue> {
+        self.and_then(IntoKeyValue::into_key_value)
+    }
+}
+
+/// A whole key: one value per key column, in declaration order. Implemented for single
+/// values (`i64`, `&str`, `String`, `Option` of those, [`KeyValue`]), tuples of up to
+/// four of them, and `Vec<KeyValue>`. A key with any null part is no key (skipped).
+pub trait IntoKey {
+    /// The key's values, or `None` when a part is null.
+    fn into_key(self) -> Option<Vec<KeyValue>>;
+}
+
+impl<T: IntoKeyValue> IntoKey for T {
+    fn into_key(self) -> Option<Vec<KeyValue>> {
+        self.into_key_value().map(|v| vec![v])
+    }
+}
+
+impl<A: IntoKeyValue, B: IntoKeyValue> IntoKey for (A, B) {
+    fn into_key(self) -> Option<Vec<KeyValue>> {
+        Some(vec![self.0.into_key_value()?, self.1.into_key_value()?])
+    }
+}
+
+impl<A: IntoKeyValue, B: IntoKeyValue, C: IntoKeyValue> IntoKey for (A, B, C) {
+    fn into_key(self) -> Option<Vec<KeyValue>> {
+        Some(vec![
+            self.0.into_key_value()?,
+            self.1.into_key_value()?,
+            self.2.into_key_value()?,
+        ])
+    }
+}
+
+impl<A: IntoKeyValue, B: IntoKeyValue, C: IntoKeyValue, D: IntoKeyValue> IntoKey for (A, B, C, D) {
+    fn into_key(self) -> Option<Vec<KeyValue>> {
+        Some(vec![
+            self.0.into_key_value()?,
+            self.1.into_key_value()?,
+            self.2.into_key_value()?,
+            self.3.into_key_value()?,
+        ])
+    }
+}
+
+impl IntoKey for Vec<KeyValue> {
+    fn into_key(self) -> Option<Vec<KeyValue>> {
+        Some(self)
+    }
+}
+
+/// The affected keys of one batch: the `derive` output being built.
+///
+/// Each key is recorded with its cause: the upstream whose change caused it and that
+/// change's commit timestamp. A (key, upstream) pair is kept once, with the newest
+/// timestamp. Keys whose value is null are skipped: a deleted or unmatched join side
+/// can have a null foreign key, and a null key affects nothing.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    columns: Vec<KeyColumn>,
+    /// Known upstream names; `_upstream` values index into it.
+    upstreams: Vec<String>,
+    /// When set, `_upstream` must be one of `upstreams`.
+    closed: bool,
+    entries: Vec<Entry>,
+    index: HashMap<(Vec<KeyValue>, usize), usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Vec<KeyValue>,
+    upstream: usize,
+    commit_timestamp: Option<i64>,
+}
+
+impl Keys {
+    /// An empty builder for the given key columns, accepting any upstream name.
+    pub fn new(columns: &[KeyColumn]) -> Result<Keys, String> {
+        if columns.is_empty() {
+            return Err("the pipeline declares no key columns (Pipeline::KEYS is empty)".into());
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if c.name.is_empty() {
+                return Err("a key column has an empty name".into());
+            }
+            if c.name == UPSTREAM_COLUMN || c.name == COMMIT_TIMESTAMP_COLUMN {
+                return Err(format!(
+                    "key column '{}' clashes with an output column the SDK adds",
+                    c.name
+                ));
+            }
+            if columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("key column '{}' is declared twice", c.name));
+            }
+        }
+        Ok(Keys {
+            columns: columns.to_vec(),
+            upstreams: Vec::new(),
+            closed: false,
+            entries: Vec::new(),
+            index: HashMap::new(),
+        })
+    }
+
+    /// An empty builder for the given key columns that accepts only the batch's
+    /// upstreams as causes. This is what `derive` receives.
+    pub fn for_batch(columns: &[KeyColumn], batch: &Batch) -> Result<Keys, String> {
+        let mut keys = Keys::new(columns)?;
+        keys.upstreams = batch.upstream_names().map(str::to_string).collect();
+        keys.closed = true;
+        Ok(keys)
+    }
+
+    /// The key columns.
+    pub fn columns(&self) -> &[KeyColumn] {
+        &self.columns
+    }
+
+    /// Number of distinct (key, upstream) pairs recorded.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no key was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Records a key caused by a change row: `_upstream` and `_commit_timestamp` come
+    /// from the row. A null key (or key part) is skipped.
+    pub fn add_from(&mut self, row: &Row<'_>, key: impl IntoKey) -> Result<(), String> {
+        self.add(row.upstream(), row.commit_timestamp(), key)
+    }
+
+    /// Records a key caused by a change of `upstream` committed at `commit_timestamp`
+    /// (microseconds since the epoch, UTC), e.g. a key found through a lookup. A null
+    /// key (or key part) is skipped.
+    pub fn add(
+        &mut self,
+        upstream: &str,
+        commit_timestamp: Option<i64>,
+        key: impl IntoKey,
+    ) -> Result<(), String> {
+        let Some(key) = key.into_key() else {
+            return Ok(());
+        };
+        self.check_key(&key)?;
+        let upstream = self.upstream_index(upstream)?;
+        let slot = (key, upstream);
+        match self.index.get(&slot) {
+            Some(&i) => {
+                let entry = &mut self.entries[i];
+                entry.commit_timestamp = newest(entry.commit_timestamp, commit_timestamp);
+            }
+            None => {
+                self.index.insert(slot.clone(), self.entries.len());
+                self.entries.push(Entry {
+                    key: slot.0,
+                    upstream,
+                    commit_timestamp,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_key(&self, key: &[KeyValue]) -> Result<(), String> {
+        let matches = key.len() == self.columns.len()
+            && key
+                .iter()
+                .zip(&self.columns)
+                .all(|(v, c)| v.fits(c.key_type));
+        if matches {
+            return Ok(());
+        }
+        let values: Vec<String> = key
+            .iter()
+            .map(|v| format!("{v} ({})", v.key_type()))
+            .collect();
+        let columns: Vec<String> = self.columns.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "key [{}] does not match the key columns [{}]",
+            values.join(", "),
+            columns.join(", ")
+        ))
+    }
+
+    fn upstream_index(&mut self, upstream: &str) -> Result<usize, String> {
+        if let Some(i) = self.upstreams.iter().position(|u| u == upstream) {
+            return Ok(i);
+        }
+        if self.closed {
+            return Err(format!(
+                "'{upstream}' is not an upstream of this pipeline (upstreams: {}); a key's \
+                 _upstream must name the upstream whose change caused it",
+                self.upstreams.join(", ")
+            ));
+        }
+        self.upstreams.push(upstream.to_string());
+        Ok(self.upstreams.len() - 1)
+    }
+
+    /// The output schema: the key columns (non-null), `_upstream` (utf8, non-null) and
+    /// `_commit_timestamp` (timestamp[us, UTC], nullable).
+    pub fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(c.name, c.key_type.data_type(), false))
+            .collect();
+        fields.push(Field::new(UPSTREAM_COLUMN, DataType::Utf8, false));
+        fields.push(Field::new(
+            COMMIT_TIMESTAMP_COLUMN,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The recorded keys as one record batch, in first-recorded order.
+    pub fn to_record_batch(&self) -> Result<RecordBatch, String> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 2);
+        for (i, column) in self.columns.iter().enumerate() {
+            let values = self.entries.iter().map(|e| e.key.get(i));
+            let array: ArrayRef = match column.key_type {
+                KeyType::Int64 => Arc::new(
+                    values
+                        .map(|v| match v {
+                            Some(KeyValue::Int64(v)) => Some(*v),
+                            _ => None,
+                        })
+                        .collect::<Int64Array>(),
+                ),
+                KeyType::Int32 => Arc::new(
+                    values
+                        .map(|v| match v {
+                            Some(KeyValue::Int64(v)) => i32::try_from(*v).ok(),
+                            _ => None,
+                        })
+                        .collect::<Int32Array>(),
+                ),
+                KeyType::Utf8 => Arc::new(
+                    values
+                        .map(|v| match v {
+                            Some(KeyValue::Utf8(v)) => Some(v.as_str()),
+                            _ => None,
+                        })
+                        .collect::<StringArray>(),
+                ),
+            };
+            columns.push(array);
+        }
+        let upstreams: StringArray = self
+            .entries
+            .iter()
+            .map(|e| self.upstreams.get(e.upstream).map(String::as_str))
+            .collect();
+        columns.push(Arc::new(upstreams));
+        let timestamps: TimestampMicrosecondArray = self
+            .entries
+            .iter()
+            .map(|e| e.commit_timestamp)
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC");
+        columns.push(Arc::new(timestamps));
+        RecordBatch::try_new(self.schema(), columns)
+            .map_err(|e| format!("cannot build the affected-keys record batch: {e}"))
+    }
+
+    /// The recorded keys as one Arrow IPC stream: the `derive` output. No record batch
+    /// is written when there are no keys (schema and end-of-stream marker only).
+    pub fn to_ipc(&self) -> Result<Vec<u8>, String> {
+        let schema = self.schema();
+        let error = |e: arrow_schema::ArrowError| format!("cannot write the affected keys: {e}");
+        let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
+        if !self.entries.is_empty() {
+            writer.write(&self.to_record_batch()?).map_err(error)?;
+        }
+        writer.finish().map_err(error)?;
+        writer.into_inner().map_err(error)
+    }
+}

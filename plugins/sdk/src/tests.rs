@@ -1,0 +1,759 @@
+//! Native unit tests of the pure parts: decoding, getters, the keys builder, lookups
+//! against a fake host. Expected values are written by hand.
+
+use std::sync::Arc;
+
+use arrow_array::types::{Int16Type, Int8Type};
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, LargeStringArray, RecordBatch,
+    StringArray, StringViewArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+use crate::lookup::{lookup_i64_with, lookup_str_with};
+use crate::*;
+
+const T1: i64 = 1_700_000_000_000_000;
+const T2: i64 = 1_700_000_060_000_000;
+const T3: i64 = 1_700_000_120_000_000;
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn ipc(batches: &[RecordBatch]) -> Vec<u8> {
+    let schema = batches[0].schema();
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema).unwrap();
+    for b in batches {
+        writer.write(b).unwrap();
+    }
+    writer.finish().unwrap();
+    writer.into_inner().unwrap()
+}
+
+fn read_ipc(bytes: &[u8]) -> (Arc<Schema>, Vec<RecordBatch>) {
+    let reader = StreamReader::try_new(bytes, None).unwrap();
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().unwrap();
+    (schema, batches)
+}
+
+/// spmaster-like change rows: diasng_id is Int32 to exercise widening.
+fn spmaster_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("diasng_id", DataType::Int32, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("_change_type", DataType::Utf8, false),
+        Field::new("_commit_version", DataType::Int64, false),
+        Field::new("_commit_timestamp", ts_type(), true),
+    ]))
+}
+
+fn spmaster_batch(
+    ids: Vec<Option<i32>>,
+    names: Vec<Option<&str>>,
+    types: Vec<&str>,
+    versions: Vec<i64>,
+    ts: Vec<Option<i64>>,
+) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(ids)),
+        Arc::new(StringArray::from(names)),
+        Arc::new(StringArray::from(types)),
+        Arc::new(Int64Array::from(versions)),
+        Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(spmaster_schema(), columns).unwrap()
+}
+
+/// Five rows over two record batches: an insert, an update (pre + post), a delete
+/// with a null id, and an insert with a null name.
+fn spmaster_changes() -> Changes {
+    let first = spmaster_batch(
+        vec![Some(1), Some(2), Some(2)],
+        vec![Some("Ada"), Some("Bob"), Some("Robert")],
+        vec!["insert", "update_preimage", "update_postimage"],
+        vec![5, 6, 6],
+        vec![Some(T1), Some(T2), Some(T2)],
+    );
+    let second = spmaster_batch(
+        vec![None, Some(3)],
+        vec![Some("Gone"), None],
+        vec!["delete", "insert"],
+        vec![7, 7],
+        vec![Some(T3), None],
+    );
+    Changes::from_ipc("spmaster", 5, 7, &ipc(&[first, second])).unwrap()
+}
+
+#[test]
+fn decodes_change_rows_across_record_batches() {
+    let changes = spmaster_changes();
+    assert_eq!(changes.name(), "spmaster");
+    assert_eq!(changes.start_version(), 5);
+    assert_eq!(changes.end_version(), 7);
+    assert_eq!(changes.len(), 5);
+    assert!(!changes.is_empty());
+    assert_eq!(changes.rows().len(), 5);
+
+    let rows: Vec<Row<'_>> = changes.rows().collect();
+    assert_eq!(
+        rows.iter().map(|r| r.change_type()).collect::<Vec<_>>(),
+        vec![
+            ChangeType::Insert,
+            ChangeType::UpdatePreimage,
+            ChangeType::UpdatePostimage,
+            ChangeType::Delete,
+            ChangeType::Insert,
+        ]
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.commit_version()).collect::<Vec<_>>(),
+        vec![5, 6, 6, 7, 7]
+    );
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.commit_timestamp())
+            .collect::<Vec<_>>(),
+        vec![Some(T1), Some(T2), Some(T2), Some(T3), None]
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.position()).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert!(rows.iter().all(|r| r.upstream() == "spmaster"));
+}
+
+#[test]
+fn row_getters_widen_and_map_null_to_none() {
+    let changes = spmaster_changes();
+    let rows: Vec<Row<'_>> = changes.rows().collect();
+    assert_eq!(rows[0].i64("diasng_id"), Ok(Some(1)));
+    assert_eq!(rows[0].str("name"), Ok(Some("Ada")));
+    assert_eq!(rows[2].str("name"), Ok(Some("Robert")));
+    assert_eq!(rows[3].i64("diasng_id"), Ok(None));
+    assert_eq!(rows[3].is_null("diasng_id"), Ok(true));
+    assert_eq!(rows[4].i64("diasng_id"), Ok(Some(3)));
+    assert_eq!(rows[4].str("name"), Ok(None));
+    assert_eq!(rows[4].is_null("name"), Ok(true));
+    assert_eq!(rows[1].str("_change_type"), Ok(Some("update_preimage")));
+}
+
+#[test]
+fn column_getters_span_record_batches() {
+    let changes = spmaster_changes();
+    assert_eq!(
+        changes.i64_column("diasng_id"),
+        Ok(vec![Some(1), Some(2), Some(2), None, Some(3)])
+    );
+    assert_eq!(
+        changes.str_column("name"),
+        Ok(vec![
+            Some("Ada"),
+            Some("Bob"),
+            Some("Robert"),
+            Some("Gone"),
+            None
+        ])
+    );
+    assert_eq!(
+        changes.i64_column("_commit_version"),
+        Ok(vec![Some(5), Some(6), Some(6), Some(7), Some(7)])
+    );
+}
+
+#[test]
+fn getter_errors_name_the_upstream_and_the_column() {
+    let changes = spmaster_changes();
+    let row = changes.rows().next().unwrap();
+    assert_eq!(
+        row.i64("country"),
+        Err(
+            "upstream 'spmaster': no column 'country' (columns: diasng_id, name, \
+             _change_type, _commit_version, _commit_timestamp)"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        row.i64("name"),
+        Err(
+            "upstream 'spmaster': column 'name' is Utf8, not an integer column that fits int64"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        row.str("diasng_id"),
+        Err("upstream 'spmaster': column 'diasng_id' is Int32, not a string column".to_string())
+    );
+    assert_eq!(
+        changes.i64_column("country").unwrap_err(),
+        "upstream 'spmaster': no column 'country' (columns: diasng_id, name, \
+         _change_type, _commit_version, _commit_timestamp)"
+    );
+}
+
+#[test]
+fn zero_bytes_is_an_upstream_without_rows() {
+    let changes = Changes::from_ipc("affiliation", 3, 3, &[]).unwrap();
+    assert_eq!(changes.len(), 0);
+    assert!(changes.is_empty());
+    assert_eq!(changes.rows().count(), 0);
+    assert_eq!(changes.i64_column("sp_id"), Ok(vec![]));
+    assert!(changes.table().schema().is_none());
+}
+
+#[test]
+fn a_stream_with_a_schema_and_no_batches_has_no_rows() {
+    let schema = spmaster_schema();
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema).unwrap();
+    writer.finish().unwrap();
+    let bytes = writer.into_inner().unwrap();
+    let changes = Changes::from_ipc("spmaster", 1, 1, &bytes).unwrap();
+    assert_eq!(changes.len(), 0);
+    assert_eq!(changes.i64_column("diasng_id"), Ok(vec![]));
+    assert!(changes.i64_column("nope").is_err());
+}
+
+#[test]
+fn garbage_bytes_are_an_error_naming_the_upstream() {
+    let err = Changes::from_ipc("spmaster", 1, 1, b"not arrow").unwrap_err();
+    assert!(
+        err.starts_with("upstream 'spmaster': cannot read the Arrow IPC stream"),
+        "{err}"
+    );
+}
+
+#[test]
+fn change_rows_must_carry_the_cdf_columns() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("sp_id", DataType::Int64, true),
+        Field::new("_commit_version", DataType::Int64, false),
+        Field::new("_commit_timestamp", ts_type(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(TimestampMicrosecondArray::from(vec![T1]).with_timezone("UTC")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        Changes::from_ipc("affiliation", 1, 1, &ipc(&[batch])).unwrap_err(),
+        "upstream 'affiliation': the change rows have no '_change_type' column \
+         (columns: sp_id, _commit_version, _commit_timestamp)"
+    );
+}
+
+#[test]
+fn an_unknown_change_type_is_an_error() {
+    let batch = spmaster_batch(
+        vec![Some(1), Some(2)],
+        vec![None, None],
+        vec!["insert", "upsert"],
+        vec![1, 1],
+        vec![Some(T1), Some(T1)],
+    );
+    assert_eq!(
+        Changes::from_ipc("spmaster", 1, 1, &ipc(&[batch])).unwrap_err(),
+        "upstream 'spmaster': row 1: unknown change type 'upsert' (expected insert, \
+         update_preimage, update_postimage or delete)"
+    );
+}
+
+#[test]
+fn other_arrow_layouts_are_accepted() {
+    // Dictionary-encoded _change_type, Utf8View and LargeUtf8 strings, Int8/Int16 ids,
+    // millisecond timestamps without a time zone.
+    let change_types: DictionaryArray<Int8Type> =
+        vec!["delete", "insert", "delete"].into_iter().collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int8, true),
+        Field::new("b", DataType::Int16, true),
+        Field::new("title", DataType::Utf8View, true),
+        Field::new("code", DataType::LargeUtf8, true),
+        Field::new(
+            "_change_type",
+            DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)),
+            false,
+        ),
+        Field::new("_commit_version", DataType::Int32, false),
+        Field::new(
+            "_commit_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(arrow_array::PrimitiveArray::<Int8Type>::from(vec![
+                Some(-3),
+                None,
+                Some(7),
+            ])),
+            Arc::new(arrow_array::PrimitiveArray::<Int16Type>::from(vec![
+                300, 301, 302,
+            ])),
+            Arc::new(StringViewArray::from(vec![Some("x"), None, Some("z")])),
+            Arc::new(LargeStringArray::from(vec![Some("L1"), Some("L2"), None])),
+            Arc::new(change_types),
+            Arc::new(Int32Array::from(vec![9, 9, 10])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                Some(1_700_000_000_123),
+                None,
+                Some(1_700_000_000_456),
+            ])),
+        ],
+    )
+    .unwrap();
+    let changes = Changes::from_ipc("t", 9, 10, &ipc(&[batch])).unwrap();
+    let rows: Vec<Row<'_>> = changes.rows().collect();
+    assert_eq!(rows[0].change_type(), ChangeType::Delete);
+    assert_eq!(rows[1].change_type(), ChangeType::Insert);
+    assert_eq!(rows[2].change_type(), ChangeType::Delete);
+    assert_eq!(rows[2].commit_version(), 10);
+    assert_eq!(rows[0].commit_timestamp(), Some(1_700_000_000_123_000));
+    assert_eq!(rows[1].commit_timestamp(), None);
+    assert_eq!(rows[0].i64("a"), Ok(Some(-3)));
+    assert_eq!(rows[1].i64("a"), Ok(None));
+    assert_eq!(rows[2].i64("b"), Ok(Some(302)));
+    assert_eq!(rows[0].str("title"), Ok(Some("x")));
+    assert_eq!(rows[1].str("title"), Ok(None));
+    assert_eq!(rows[1].str("code"), Ok(Some("L2")));
+    assert_eq!(rows[2].str("code"), Ok(None));
+    assert_eq!(rows[1].str("_change_type"), Ok(Some("insert")));
+}
+
+#[test]
+fn change_type_helpers() {
+    assert_eq!("update_postimage".parse(), Ok(ChangeType::UpdatePostimage));
+    assert_eq!(ChangeType::UpdatePreimage.as_str(), "update_preimage");
+    assert!(ChangeType::Delete.is_before_image());
+    assert!(ChangeType::UpdatePreimage.is_before_image());
+    assert!(ChangeType::Insert.is_after_image());
+    assert!(ChangeType::UpdatePostimage.is_after_image());
+    assert!(!ChangeType::Delete.is_after_image());
+
+    let changes = spmaster_changes();
+    let inserts: Vec<i64> = changes
+        .rows_of(ChangeType::Insert)
+        .map(|r| r.i64("diasng_id").unwrap().unwrap())
+        .collect();
+    assert_eq!(inserts, vec![1, 3]);
+}
+
+#[test]
+fn update_pairs_match_pre_and_post_images() {
+    // Two updates in one commit, listed post-images first, plus an unpaired pre-image.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("emp_id", DataType::Int64, false),
+        Field::new("dept_id", DataType::Int64, true),
+        Field::new("_change_type", DataType::Utf8, false),
+        Field::new("_commit_version", DataType::Int64, false),
+        Field::new("_commit_timestamp", ts_type(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![10, 11, 11, 10, 12])),
+            Arc::new(Int64Array::from(vec![
+                Some(2),
+                Some(3),
+                Some(1),
+                Some(1),
+                None,
+            ])),
+            Arc::new(StringArray::from(vec![
+                "update_postimage",
+                "update_postimage",
+                "update_preimage",
+                "update_preimage",
+                "update_preimage",
+            ])),
+            Arc::new(Int64Array::from(vec![4, 4, 4, 4, 3])),
+            Arc::new(TimestampMicrosecondArray::from(vec![T2; 5]).with_timezone("UTC")),
+        ],
+    )
+    .unwrap();
+    let changes = Changes::from_ipc("employee", 3, 4, &ipc(&[batch])).unwrap();
+    let pairs: Vec<(i64, Option<i64>, Option<i64>)> = changes
+        .update_pairs("emp_id")
+        .unwrap()
+        .into_iter()
+        .map(|(pre, post)| {
+            (
+                post.i64("emp_id").unwrap().unwrap(),
+                pre.i64("dept_id").unwrap(),
+                post.i64("dept_id").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, vec![(10, Some(1), Some(2)), (11, Some(1), Some(3))]);
+}
+
+#[test]
+fn newest_commit_by_value() {
+    let changes = spmaster_changes();
+    let by_id = changes.newest_commit_by_i64("diasng_id").unwrap();
+    let expected: std::collections::BTreeMap<i64, Option<i64>> =
+        [(1, Some(T1)), (2, Some(T2)), (3, None)]
+            .into_iter()
+            .collect();
+    assert_eq!(by_id, expected);
+}
+
+#[test]
+fn batch_finds_upstreams_by_name() {
+    let batch = Batch::new(
+        "sp_affiliation",
+        42,
+        vec![
+            spmaster_changes(),
+            Changes::from_ipc("affiliation", 1, 2, &[]).unwrap(),
+        ],
+    );
+    assert_eq!(batch.id(), 42);
+    assert_eq!(batch.pipeline(), "sp_affiliation");
+    assert_eq!(batch.changes("spmaster").unwrap().len(), 5);
+    assert_eq!(batch.changes("affiliation").unwrap().len(), 0);
+    assert_eq!(
+        batch.upstream_names().collect::<Vec<_>>(),
+        vec!["spmaster", "affiliation"]
+    );
+    assert_eq!(batch.upstreams().len(), 2);
+    assert_eq!(
+        batch.changes("employee").unwrap_err(),
+        "pipeline 'sp_affiliation' has no upstream 'employee' (its upstreams: spmaster, \
+         affiliation)"
+    );
+    assert_eq!(batch.config().raw(), "{}");
+}
+
+#[test]
+fn keys_output_schema_matches_the_contract() {
+    let keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
+    let expected = Schema::new(vec![
+        Field::new("diasng_id", DataType::Int64, false),
+        Field::new("_upstream", DataType::Utf8, false),
+        Field::new(
+            "_commit_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]);
+    assert_eq!(keys.schema().as_ref(), &expected);
+
+    let multi = Keys::new(&[KeyColumn::utf8("uid"), KeyColumn::i64("pub_id")]).unwrap();
+    let expected = Schema::new(vec![
+        Field::new("uid", DataType::Utf8, false),
+        Field::new("pub_id", DataType::Int64, false),
+        Field::new("_upstream", DataType::Utf8, false),
+        Field::new(
+            "_commit_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]);
+    assert_eq!(multi.schema().as_ref(), &expected);
+}
+
+#[test]
+fn keys_deduplicate_per_upstream_keeping_the_newest_timestamp() {
+    let mut keys = Keys::new(&[KeyColumn::i64("emp_id")]).unwrap();
+    keys.add("employee", Some(T2), 7).unwrap();
+    keys.add("employee", Some(T1), 7).unwrap(); // older: ignored
+    keys.add("department", None, 7).unwrap(); // other cause: own row
+    keys.add("department", Some(T3), 7).unwrap(); // known beats unknown
+    keys.add("employee", Some(T1), 8).unwrap();
+    keys.add("employee", Some(T3), Some(8)).unwrap(); // newer: kept
+    keys.add("employee", Some(T3), None::<i64>).unwrap(); // null: skipped
+    assert_eq!(keys.len(), 3);
+
+    let (schema, batches) = read_ipc(&keys.to_ipc().unwrap());
+    assert_eq!(schema, keys.schema());
+    assert_eq!(batches.len(), 1);
+    let b = &batches[0];
+    assert_eq!(
+        b.column(0).as_ref(),
+        &Int64Array::from(vec![7, 7, 8]) as &dyn Array
+    );
+    assert_eq!(
+        b.column(1).as_ref(),
+        &StringArray::from(vec!["employee", "department", "employee"]) as &dyn Array
+    );
+    assert_eq!(
+        b.column(2).as_ref(),
+        &TimestampMicrosecondArray::from(vec![Some(T2), Some(T3), Some(T3)]).with_timezone("UTC")
+            as &dyn Array
+    );
+}
+
+#[test]
+fn keys_from_rows_take_upstream_and_timestamp_from_the_row() {
+    let changes = spmaster_changes();
+    let mut keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
+    for row in changes.rows() {
+        keys.add_from(&row, row.i64("diasng_id").unwrap()).unwrap();
+    }
+    // ids 1 (T1), 2 (pre + post, T2), null (skipped), 3 (no timestamp)
+    let batch = keys.to_record_batch().unwrap();
+    assert_eq!(batch.num_rows(), 3);
+    assert_eq!(
+        batch.column(0).as_ref(),
+        &Int64Array::from(vec![1, 2, 3]) as &dyn Array
+    );
+    assert_eq!(
+        batch.column(1).as_ref(),
+        &StringArray::from(vec!["spmaster", "spmaster", "spmaster"]) as &dyn Array
+    );
+    assert_eq!(
+        batch.column(2).as_ref(),
+        &TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), None]).with_timezone("UTC")
+            as &dyn Array
+    );
+}
+
+#[test]
+fn composite_and_string_keys() {
+    let mut keys = Keys::new(&[KeyColumn::utf8("uid"), KeyColumn::i64("pub_id")]).unwrap();
+    keys.add("link", Some(T1), ("u1", 5)).unwrap();
+    keys.add("link", Some(T2), ("u1".to_string(), Some(5)))
+        .unwrap();
+    keys.add("link", Some(T2), (Some("u2"), None::<i64>))
+        .unwrap(); // null part: skipped
+    keys.add(
+        "link",
+        None,
+        vec![KeyValue::Utf8("u3".into()), KeyValue::Int64(6)],
+    )
+    .unwrap();
+    let batch = keys.to_record_batch().unwrap();
+    assert_eq!(
+        batch.column(0).as_ref(),
+        &StringArray::from(vec!["u1", "u3"]) as &dyn Array
+    );
+    assert_eq!(
+        batch.column(1).as_ref(),
+        &Int64Array::from(vec![5, 6]) as &dyn Array
+    );
+    assert_eq!(
+        batch.column(3).as_ref(),
+        &TimestampMicrosecondArray::from(vec![Some(T2), None]).with_timezone("UTC") as &dyn Array
+    );
+}
+
+#[test]
+fn int32_key_columns_take_i64_values_that_fit() {
+    let mut keys = Keys::new(&[KeyColumn::i32("dept_no")]).unwrap();
+    keys.add("department", Some(T1), 12).unwrap();
+    assert_eq!(
+        keys.add("department", None, 3_000_000_000).unwrap_err(),
+        "key [3000000000 (int64)] does not match the key columns [dept_no int32]"
+    );
+    let batch = keys.to_record_batch().unwrap();
+    assert_eq!(
+        batch.schema().field(0),
+        &Field::new("dept_no", DataType::Int32, false)
+    );
+    assert_eq!(
+        batch.column(0).as_ref(),
+        &Int32Array::from(vec![12]) as &dyn Array
+    );
+}
+
+#[test]
+fn keys_reject_keys_that_do_not_fit_the_columns() {
+    let mut keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
+    assert_eq!(
+        keys.add("spmaster", None, "7").unwrap_err(),
+        "key [\"7\" (utf8)] does not match the key columns [diasng_id int64]"
+    );
+    assert_eq!(
+        keys.add("spmaster", None, (1, 2)).unwrap_err(),
+        "key [1 (int64), 2 (int64)] does not match the key columns [diasng_id int64]"
+    );
+    assert!(keys.is_empty());
+}
+
+#[test]
+fn keys_for_a_batch_only_accept_its_upstreams() {
+    let batch = Batch::new("p", 1, vec![spmaster_changes()]);
+    let mut keys = Keys::for_batch(&[KeyColumn::i64("diasng_id")], &batch).unwrap();
+    keys.add("spmaster", None, 1).unwrap();
+    assert_eq!(
+        keys.add("spmastr", None, 1).unwrap_err(),
+        "'spmastr' is not an upstream of this pipeline (upstreams: spmaster); a key's \
+         _upstream must name the upstream whose change caused it"
+    );
+}
+
+#[test]
+fn key_declarations_are_checked() {
+    assert!(Keys::new(&[]).is_err());
+    assert_eq!(
+        Keys::new(&[KeyColumn::i64("a"), KeyColumn::utf8("a")]).unwrap_err(),
+        "key column 'a' is declared twice"
+    );
+    assert_eq!(
+        Keys::new(&[KeyColumn::i64("_upstream")]).unwrap_err(),
+        "key column '_upstream' clashes with an output column the SDK adds"
+    );
+}
+
+#[test]
+fn no_keys_is_a_stream_with_the_schema_and_no_rows() {
+    let keys = Keys::new(&[KeyColumn::i64("pub_id")]).unwrap();
+    let (schema, batches) = read_ipc(&keys.to_ipc().unwrap());
+    assert_eq!(
+        schema.field(0),
+        &Field::new("pub_id", DataType::Int64, false)
+    );
+    assert_eq!(schema.fields().len(), 3);
+    assert!(batches.is_empty());
+}
+
+#[test]
+fn lookup_sends_deduplicated_keys_as_one_column_named_after_the_lookup_column() {
+    let mut calls = 0;
+    let mut host =
+        |table: &str, column: &str, keys: &[u8], columns: &[String]| -> Result<Vec<u8>, String> {
+            calls += 1;
+            assert_eq!(table, "employee");
+            assert_eq!(column, "dept_id");
+            assert_eq!(columns, ["emp_id".to_string(), "dept_id".to_string()]);
+            let (schema, batches) = read_ipc(keys);
+            assert_eq!(
+                schema.as_ref(),
+                &Schema::new(vec![Field::new("dept_id", DataType::Int64, false)])
+            );
+            assert_eq!(batches.len(), 1);
+            assert_eq!(
+                batches[0].column(0).as_ref(),
+                &Int64Array::from(vec![10, 20]) as &dyn Array
+            );
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("emp_id", DataType::Int64, false),
+                Field::new("dept_id", DataType::Int64, true),
+            ]));
+            let answer = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(vec![100, 101, 200])),
+                    Arc::new(Int64Array::from(vec![10, 10, 20])),
+                ],
+            )
+            .unwrap();
+            Ok(ipc(&[answer]))
+        };
+    let table = lookup_i64_with(
+        &mut host,
+        "employee",
+        "dept_id",
+        &[20, 10, 20, 10],
+        &["emp_id", "dept_id"],
+    )
+    .unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(table.len(), 3);
+    assert_eq!(
+        table.i64_column("emp_id"),
+        Ok(vec![Some(100), Some(101), Some(200)])
+    );
+    let first = table.rows().next().unwrap();
+    assert_eq!(first.i64("dept_id"), Ok(Some(10)));
+    assert_eq!(
+        first.i64("name").unwrap_err(),
+        "lookup of 'employee' by 'dept_id': no column 'name' (columns: emp_id, dept_id)"
+    );
+}
+
+#[test]
+fn lookup_with_no_keys_does_not_call_the_host() {
+    let mut host = |_: &str, _: &str, _: &[u8], _: &[String]| -> Result<Vec<u8>, String> {
+        panic!("the host must not be called")
+    };
+    let table = lookup_i64_with(&mut host, "employee", "dept_id", &[], &[]).unwrap();
+    assert!(table.is_empty());
+    assert_eq!(table.rows().count(), 0);
+}
+
+#[test]
+fn lookup_errors_name_the_table_and_column() {
+    let mut host = |_: &str, _: &str, _: &[u8], _: &[String]| -> Result<Vec<u8>, String> {
+        Err("table 'employe' is not an upstream or lookup table".to_string())
+    };
+    assert_eq!(
+        lookup_i64_with(&mut host, "employe", "dept_id", &[1], &[]).unwrap_err(),
+        "lookup of 'employe' by 'dept_id': table 'employe' is not an upstream or lookup table"
+    );
+    // Natively there is no host at all.
+    assert_eq!(
+        lookup_i64("employee", "dept_id", &[1], &[]).unwrap_err(),
+        "lookup of 'employee' by 'dept_id': host lookups are only available when the plugin \
+         runs inside dlink-rt (wasm32-wasip2 build)"
+    );
+}
+
+#[test]
+fn string_lookup_keys_are_utf8() {
+    let mut host = |_: &str, column: &str, keys: &[u8], _: &[String]| -> Result<Vec<u8>, String> {
+        let (schema, batches) = read_ipc(keys);
+        assert_eq!(schema.field(0), &Field::new(column, DataType::Utf8, false));
+        assert_eq!(
+            batches[0].column(0).as_ref(),
+            &StringArray::from(vec!["a", "b"]) as &dyn Array
+        );
+        Ok(Vec::new())
+    };
+    let table = lookup_str_with(&mut host, "users", "uid", &["b", "a", "b"], &[]).unwrap();
+    assert!(table.is_empty());
+}
+
+#[test]
+fn config_is_a_json_object() {
+    assert_eq!(Config::parse("").unwrap().raw(), "{}");
+    let config = Config::parse(r#"{"employee": "emp_v2", "n": 3, "extra": {"x": 1}}"#).unwrap();
+    assert_eq!(config.str("employee"), Ok(Some("emp_v2")));
+    assert_eq!(config.str_or("employee", "employee"), Ok("emp_v2"));
+    assert_eq!(config.str_or("department", "department"), Ok("department"));
+    assert_eq!(
+        config.str("n").unwrap_err(),
+        "plugin config field 'n' must be a string, got: 3"
+    );
+    assert_eq!(
+        Config::parse("[1]").unwrap_err(),
+        "plugin config must be a JSON object, got: [1]"
+    );
+    assert!(Config::parse("{")
+        .unwrap_err()
+        .starts_with("plugin config is not valid JSON"));
+}
+
+struct EveryId;
+
+impl Pipeline for EveryId {
+    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+
+    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
+        for row in batch.changes("spmaster")?.rows() {
+            keys.add_from(&row, row.i64("diasng_id")?)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn run_derive_runs_a_pipeline_natively() {
+    let batch = Batch::new("p", 1, vec![spmaster_changes()]);
+    let keys = run_derive::<EveryId>(&batch).unwrap();
+    assert_eq!(keys.len(), 3);
+    let missing = Batch::new("p", 1, vec![]);
+    assert_eq!(
+        run_derive::<EveryId>(&missing).unwrap_err(),
+        "pipeline 'p' has no upstream 'spmaster' (its upstreams: none)"
+    );
+}

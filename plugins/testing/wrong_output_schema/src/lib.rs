@@ -1,0 +1,66 @@
+//! Test plugin for the host's failure tests: `init` succeeds, `derive` returns an Arrow
+//! IPC stream whose key column `diasng_id` is utf8 instead of int64 (with correct
+//! `_upstream` and `_commit_timestamp` columns), one row per `spmaster` change row
+//! (with a non-null `diasng_id`). The host must reject the output as not matching the
+//! pipeline's declared key type.
+//!
+//! It bypasses the SDK's `Pipeline` trait and `Keys` builder (which would refuse a utf8
+//! value for an int64 key, and deduplicate), using the raw component bindings and
+//! arrow directly.
+
+use std::sync::Arc;
+
+use dlink_plugin_sdk::arrow_array::{
+    ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use dlink_plugin_sdk::arrow_ipc::writer::StreamWriter;
+use dlink_plugin_sdk::arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
+use dlink_plugin_sdk::bindings::dlink::pipeline::types;
+use dlink_plugin_sdk::bindings::Guest;
+use dlink_plugin_sdk::Batch;
+
+struct WrongOutputSchema;
+
+impl Guest for WrongOutputSchema {
+    fn init(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn derive(batch: types::Batch) -> Result<Vec<u8>, String> {
+        let batch = Batch::from_wit(batch)?;
+        let changes = batch.changes("spmaster")?;
+        let mut ids = Vec::with_capacity(changes.len());
+        let mut timestamps = Vec::with_capacity(changes.len());
+        for row in changes.rows() {
+            if let Some(id) = row.i64("diasng_id")? {
+                ids.push(id.to_string());
+                timestamps.push(row.commit_timestamp());
+            }
+        }
+        let upstreams = vec!["spmaster"; ids.len()];
+
+        let schema = Arc::new(Schema::new(vec![
+            // Wrong on purpose: the pipeline declares diasng_id as int64.
+            Field::new("diasng_id", DataType::Utf8, false),
+            Field::new("_upstream", DataType::Utf8, false),
+            Field::new(
+                "_commit_timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(upstreams)),
+            Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
+        ];
+        let error = |e: ArrowError| format!("wrong_output_schema: {e}");
+        let output = RecordBatch::try_new(schema.clone(), columns).map_err(error)?;
+        let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
+        writer.write(&output).map_err(error)?;
+        writer.finish().map_err(error)?;
+        writer.into_inner().map_err(error)
+    }
+}
+
+dlink_plugin_sdk::bindings::export!(WrongOutputSchema with_types_in dlink_plugin_sdk::bindings);
