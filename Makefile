@@ -6,7 +6,7 @@ WASM_TARGET := wasm32-wasip2
 PLUGINS_TARGET_DIR = $(shell cd plugins && $(CARGO) metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 DEMO_DIR ?= $(CURDIR)/demo-data
 
-.PHONY: all build host plugins wasm-target demo test test-host test-sdk fmt lint clean
+.PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean
 
 all: build
 
@@ -34,6 +34,10 @@ test: build test-sdk test-host
 
 test-host:
 	$(CARGO) test --workspace
+
+## test-long: the randomized differential test with many cases (DLINK_RANDOM_CASES, default 200)
+test-long: build
+	DLINK_RANDOM_CASES=$${DLINK_RANDOM_CASES:-200} $(CARGO) test --test randomized -- --nocapture
 
 test-sdk:
 	cd plugins && $(CARGO) test -p dlink-plugin-sdk

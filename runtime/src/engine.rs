@@ -1,5 +1,8 @@
 //! The loop of one pipeline: plan the window from the checkpoint, then per micro-batch
-//! read the change feed, call the plugin and commit keys and checkpoint together.
+//! check and read the change feed, call the plugin and commit keys and checkpoint
+//! together.
+
+mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,12 +11,15 @@ use std::time::Instant;
 use deltalake::DeltaTable;
 use futures::future::try_join_all;
 
-use crate::cdf::{self, Changes};
+use crate::cdf::{self, Changes, LogCheck};
 use crate::config::{Pipeline, Upstream};
 use crate::error::{Error, Result};
 use crate::plugin::{Plugin, PluginHost, UpstreamInput};
 use crate::sink::{Commit, LinkTable, UpstreamRange};
 use crate::sql::{TableCache, TableLookup};
+
+/// How often a run starts over after another run committed the batch it worked on.
+const MAX_RACES: usize = 20;
 
 /// What one committed batch did.
 #[derive(Debug, Clone)]
@@ -60,6 +66,7 @@ struct Cursor {
     /// Next version to read.
     next: i64,
     latest: i64,
+    log: Option<LogCheck>,
 }
 
 impl Cursor {
@@ -70,32 +77,69 @@ impl Cursor {
 
 /// Runs `pipeline` until it has caught up with its upstreams' latest versions as of
 /// the start of the run (or `max_batches` batches). Calls `on_batch` after each
-/// commit. A run with nothing new commits nothing.
+/// commit. A run with nothing new commits nothing. When another run of the same
+/// pipeline commits a batch first, this one starts over from the new checkpoint.
 pub async fn run_pipeline(
     pipeline: &Pipeline,
     host: &PluginHost,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> Result<RunSummary> {
+    let mut summary = RunSummary::default();
+    let mut plugin: Option<Plugin> = None;
+    for _ in 0..MAX_RACES {
+        match run_once(pipeline, host, &mut plugin, &mut summary, &mut on_batch).await {
+            Err(Error::Concurrent {
+                batch_id, found, ..
+            }) => {
+                tracing::warn!(
+                    "{}: batch {batch_id} was committed by another run (link table at batch {found}); continuing from there",
+                    pipeline.name
+                );
+                // The instance may hold state of the abandoned batch; start a fresh one.
+                plugin = None;
+            }
+            other => {
+                return other
+                    .map(|()| summary)
+                    .map_err(|e| e.with_pipeline_file(&pipeline.file))
+            }
+        }
+    }
+    Err(Error::Other(format!(
+        "pipeline '{}': lost the race for a batch {MAX_RACES} times to other runs; is another run looping?",
+        pipeline.name
+    )))
+}
+
+async fn run_once(
+    pipeline: &Pipeline,
+    host: &PluginHost,
+    plugin: &mut Option<Plugin>,
+    summary: &mut RunSummary,
+    on_batch: &mut impl FnMut(&BatchReport),
+) -> Result<()> {
     let mut link = LinkTable::open(pipeline).await?;
     let checkpoint = link.checkpoint().await?;
     let mut cursors = open_cursors(pipeline, &checkpoint.done).await?;
-    let mut summary = RunSummary::default();
     if !cursors.iter().any(Cursor::pending) {
         tracing::info!(
             "{}: up to date at batch {}",
             pipeline.name,
             checkpoint.batch_id
         );
-        return Ok(summary);
+        return Ok(());
     }
-    // Lookup-only tables are pinned once per run at their latest version.
-    let mut lookup_versions = Vec::new();
+    let mut lookups: Vec<(Upstream, DeltaTable)> = Vec::new();
     for u in &pipeline.lookups {
-        let t = cdf::open_latest(u).await?;
-        lookup_versions.push((u.clone(), cdf::version_of(u, &t)?));
+        lookups.push((u.clone(), cdf::open_latest(u).await?));
     }
     let plugin_label = pipeline.plugin.path.display().to_string();
-    let mut plugin = load_plugin(pipeline, host).await?;
+    if plugin.is_none() {
+        *plugin = Some(load_plugin(pipeline, host).await?);
+    }
+    let Some(plugin) = plugin.as_mut() else {
+        return Err(Error::Other("plugin not loaded".into()));
+    };
     let ctx = cdf::session();
     let cache: TableCache = Arc::default();
     let mut batch_id = checkpoint.batch_id;
@@ -113,17 +157,22 @@ pub async fn run_pipeline(
             plugin: plugin_label.clone(),
             message,
         };
-        // Plan: one range per pending upstream, at most batch_size versions.
-        let plan: Vec<Option<(i64, i64)>> = cursors
+        // Plan at most batch_size versions per pending upstream, check their log
+        // entries, read them, then trim the plan to the row budget.
+        let wanted: Vec<Option<(i64, i64)>> = cursors
             .iter()
             .map(|c| {
                 c.pending()
                     .then(|| (c.next, (c.next + pipeline.batch_size - 1).min(c.latest)))
             })
             .collect();
-        // Read every upstream's range concurrently.
+        for (c, r) in cursors.iter_mut().zip(&wanted) {
+            if let (Some((_, e)), Some(log)) = (r, c.log.as_mut()) {
+                log.check_to(&c.upstream, &c.table, *e).await?;
+            }
+        }
         let changes: Vec<Option<Changes>> =
-            try_join_all(cursors.iter().zip(&plan).map(|(c, r)| {
+            try_join_all(cursors.iter().zip(&wanted).map(|(c, r)| {
                 let ctx = &ctx;
                 async move {
                     match r {
@@ -135,6 +184,8 @@ pub async fn run_pipeline(
                 }
             }))
             .await?;
+        let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows);
+
         let mut ranges = Vec::with_capacity(cursors.len());
         let mut inputs = Vec::with_capacity(cursors.len());
         let mut pinned = Vec::new();
@@ -172,7 +223,18 @@ pub async fn run_pipeline(
         }
         drop(changes);
         test_pause("after-read", batch_id);
-        pinned.extend(lookup_versions.iter().cloned());
+        // Lookup-only tables are pinned at their latest version as of the batch start.
+        let mut lookup_versions = Vec::with_capacity(lookups.len());
+        for (u, t) in &mut lookups {
+            t.update_state().await.map_err(|e| Error::Table {
+                table: u.name.clone(),
+                uri: u.uri.clone(),
+                message: e.to_string(),
+            })?;
+            let v = cdf::version_of(u, t)?;
+            pinned.push((u.clone(), v));
+            lookup_versions.push((u.name.clone(), v));
+        }
         let lookup = Arc::new(TableLookup::new(
             &pipeline.name,
             pinned,
@@ -187,16 +249,12 @@ pub async fn run_pipeline(
         let keys = crate::keys::collect(&output, &pipeline.keys, &names).map_err(&batch_err)?;
         drop(output);
         test_pause("before-commit", batch_id);
-        let lookups: Vec<(String, i64)> = lookup_versions
-            .iter()
-            .map(|(u, v)| (u.name.clone(), *v))
-            .collect();
         let link_version = link
             .commit(Commit {
                 batch_id,
                 keys: &keys,
                 upstreams: &ranges,
-                lookups: &lookups,
+                lookups: &lookup_versions,
                 plugin_path: plugin_label.clone(),
                 plugin_sha256: plugin.sha256.clone(),
             })
@@ -219,7 +277,7 @@ pub async fn run_pipeline(
         on_batch(&report);
         summary.batches.push(report);
     }
-    Ok(summary)
+    Ok(())
 }
 
 async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Result<Vec<Cursor>> {
@@ -233,17 +291,23 @@ async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Resu
                     table: u.name.clone(),
                     done: *d,
                     latest,
-                    link: pipeline.link_uri.clone(),
+                    pipeline_file: None,
                 })
             }
             Some(d) => d + 1,
             None => u.start_version,
+        };
+        let log = if next <= latest {
+            Some(LogCheck::start(u, next).await?)
+        } else {
+            None
         };
         cursors.push(Cursor {
             upstream: u.clone(),
             table,
             next,
             latest,
+            log,
         });
     }
     Ok(cursors)

@@ -37,13 +37,28 @@ pub enum Error {
     /// The pipeline's checkpoint says it has done a version the table does not have.
     #[error(
         "upstream '{table}': the checkpoint says version {done} is done but the table's latest version is {latest}; \
-         the table was probably replaced or restored. Check the table, then reset the pipeline's link table ({link})"
+         the table was replaced by a new one or restored to an older version. Nothing was committed. \
+         Check the table, then choose where to resume:\n{}",
+        way_out(pipeline_file.as_deref(), table)
     )]
     CheckpointAhead {
         table: String,
         done: i64,
         latest: i64,
-        link: String,
+        pipeline_file: Option<PathBuf>,
+    },
+
+    /// A version of an upstream cannot be read as a change feed.
+    #[error(
+        "upstream '{table}': version {version} cannot be read: {reason}. Nothing was committed. \
+         Repair the table, or skip what cannot be read and resume:\n{}",
+        way_out(pipeline_file.as_deref(), table)
+    )]
+    Unreadable {
+        table: String,
+        version: i64,
+        reason: String,
+        pipeline_file: Option<PathBuf>,
     },
 
     /// A plugin could not be loaded, compiled or initialized.
@@ -86,11 +101,51 @@ pub enum Error {
     Other(String),
 }
 
+fn way_out(file: Option<&std::path::Path>, table: &str) -> String {
+    let file = file.map_or_else(
+        || "<pipeline.toml>".to_string(),
+        |f| f.display().to_string(),
+    );
+    format!(
+        "  dlink-rt reset {file} --upstream {table} --to-version N   # resume reading at version N\n  \
+         dlink-rt reset {file} --upstream {table} --to-latest      # skip to the latest version"
+    )
+}
+
 impl Error {
     /// A configuration error with a single problem.
     pub fn config(problem: impl Into<String>) -> Self {
         Error::Config {
             problems: vec![problem.into()],
+        }
+    }
+
+    /// Names the pipeline file in the way out of table errors.
+    pub fn with_pipeline_file(self, file: &std::path::Path) -> Self {
+        match self {
+            Error::Unreadable {
+                table,
+                version,
+                reason,
+                ..
+            } => Error::Unreadable {
+                table,
+                version,
+                reason,
+                pipeline_file: Some(file.to_path_buf()),
+            },
+            Error::CheckpointAhead {
+                table,
+                done,
+                latest,
+                ..
+            } => Error::CheckpointAhead {
+                table,
+                done,
+                latest,
+                pipeline_file: Some(file.to_path_buf()),
+            },
+            e => e,
         }
     }
 }

@@ -223,9 +223,40 @@ impl LinkTable {
     }
 
     /// Commits one batch exactly once: the keys (MERGE on the key columns) and the
-    /// checkpoint in one Delta commit. Fails without writing when the link table is no
-    /// longer at batch `batch_id - 1` (another run got there first).
+    /// checkpoint in one Delta commit. Fails with [`Error::Concurrent`] without writing
+    /// when another run committed this batch first (seen before the commit, or as the
+    /// Delta conflict on the pipeline's application transaction).
     pub async fn commit(&mut self, c: Commit<'_>) -> Result<i64> {
+        let batch_id = c.batch_id;
+        match self.write_batch(c).await {
+            Ok(v) => Ok(v),
+            Err(e @ Error::Concurrent { .. }) => Err(e),
+            Err(e) => {
+                // Did we lose a race? Then say so; otherwise it is a real failure.
+                if let Ok(found) = self.reload_batch_id().await {
+                    if found >= batch_id {
+                        return Err(Error::Concurrent {
+                            pipeline: self.pipeline.clone(),
+                            batch_id,
+                            found,
+                        });
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn reload_batch_id(&mut self) -> Result<i64> {
+        if let Some(t) = self.table.as_mut() {
+            t.update_state()
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?;
+        }
+        Ok(self.checkpoint().await?.batch_id)
+    }
+
+    async fn write_batch(&mut self, c: Commit<'_>) -> Result<i64> {
         let mut table = match self.table.take() {
             Some(mut t) => {
                 t.update_state().await.map_err(|e| self.err(e))?;
@@ -341,6 +372,82 @@ impl LinkTable {
             .version()
             .map(|v| v as i64)
             .ok_or_else(|| self.err("the link table has no version after the commit"))?;
+        self.table = Some(table);
+        Ok(version)
+    }
+
+    /// Moves an upstream's checkpoint so that the next run reads from `next_version`
+    /// (skipping or re-reading versions), recording in the commit metadata what was
+    /// skipped, by whom and when. The batch id does not change. Returns the link
+    /// table's new version.
+    pub async fn reset(
+        &mut self,
+        upstream: &str,
+        next_version: i64,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<i64> {
+        if !self.upstreams.iter().any(|u| u == upstream) {
+            return Err(self.err(format!(
+                "'{upstream}' is not an upstream of the pipeline (upstreams: {})",
+                self.upstreams.join(", ")
+            )));
+        }
+        let mut table = match self.table.take() {
+            Some(mut t) => {
+                t.update_state().await.map_err(|e| self.err(e))?;
+                t
+            }
+            None => self.create().await?,
+        };
+        self.table = Some(table.clone());
+        let cp = self.checkpoint().await?;
+        let previous_next = cp.done.get(upstream).map(|d| d + 1);
+        let meta = json!({
+            "pipeline": self.pipeline,
+            "batch_id": cp.batch_id,
+            "reset": {
+                "upstream": upstream,
+                "from_next_version": previous_next,
+                "to_next_version": next_version,
+                "skipped_versions": match previous_next {
+                    Some(p) if p < next_version => json!([p, next_version - 1]),
+                    _ => serde_json::Value::Null,
+                },
+                "by": by,
+                "at": chrono::Utc::now().to_rfc3339(),
+                "reason": reason,
+            },
+            "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
+        });
+        // The pipeline's own txn is repeated so that a batch committed concurrently
+        // conflicts with this reset instead of silently overwriting it.
+        let txns = vec![
+            Transaction::new(app_id(&self.pipeline), cp.batch_id),
+            Transaction::new(upstream_app_id(&self.pipeline, upstream), next_version - 1),
+        ];
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata([("dlink".to_string(), meta)]);
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        CommitBuilder::from(props)
+            .with_actions(vec![])
+            .build(
+                Some(state),
+                table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                },
+            )
+            .await
+            .map_err(|e| self.err(format!("reset commit failed: {e}")))?;
+        table.update_state().await.map_err(|e| self.err(e))?;
+        let version = table
+            .version()
+            .map(|v| v as i64)
+            .ok_or_else(|| self.err("the link table has no version after the reset"))?;
         self.table = Some(table);
         Ok(version)
     }

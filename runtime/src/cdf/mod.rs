@@ -13,6 +13,10 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use crate::config::Upstream;
 use crate::error::{Error, Result};
 
+pub mod history;
+
+use history::{TableState, Unreadable};
+
 /// `_change_type`: insert, update_preimage, update_postimage or delete.
 pub const CHANGE_TYPE: &str = "_change_type";
 /// `_commit_version` (int64).
@@ -84,6 +88,82 @@ pub async fn open_at(u: &Upstream, version: i64) -> Result<DeltaTable> {
         .map_err(|e| table_err(u, format!("cannot load version {version}: {e}")))
 }
 
+fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> Error {
+    Error::Unreadable {
+        table: u.name.clone(),
+        version,
+        reason: reason.to_string(),
+        pipeline_file: None,
+    }
+}
+
+/// The metadata state of a loaded table.
+pub fn state_of(u: &Upstream, t: &DeltaTable) -> Result<TableState> {
+    let m = serde_json::to_value(t.snapshot().map_err(|e| table_err(u, e))?.metadata())
+        .map_err(|e| table_err(u, e))?;
+    Ok(TableState::from_json(&m))
+}
+
+/// A cursor over an upstream's commit log that checks, version by version, that each
+/// version can be read as a change feed.
+#[derive(Debug, Clone)]
+pub struct LogCheck {
+    state: TableState,
+    /// Next version whose commit must be stepped through.
+    next: i64,
+}
+
+impl LogCheck {
+    /// Starts checking at version `start` of `u`.
+    pub async fn start(u: &Upstream, start: i64) -> Result<LogCheck> {
+        if start > 0 {
+            if let Ok(t) = open_at(u, start - 1).await {
+                return Ok(LogCheck {
+                    state: state_of(u, &t)?,
+                    next: start,
+                });
+            }
+        } else {
+            return Ok(LogCheck {
+                state: TableState {
+                    id: String::new(),
+                    cdf_enabled: false,
+                },
+                next: 0,
+            });
+        }
+        // The version before `start` is gone (log cleanup below a checkpoint): take the
+        // state at `start` itself, which includes its own metadata.
+        let t = open_at(u, start)
+            .await
+            .map_err(|_| unreadable(u, start, Unreadable::LogMissing))?;
+        let state = state_of(u, &t)?;
+        if !state.cdf_enabled {
+            return Err(unreadable(u, start, Unreadable::CdfDisabled));
+        }
+        Ok(LogCheck {
+            state,
+            next: start + 1,
+        })
+    }
+
+    /// Checks every version up to `end` (inclusive) that has not been checked yet.
+    pub async fn check_to(&mut self, u: &Upstream, table: &DeltaTable, end: i64) -> Result<()> {
+        let log = table.log_store();
+        while self.next <= end {
+            let v = self.next;
+            let bytes = log
+                .read_commit_entry(v as u64)
+                .await
+                .map_err(|e| unreadable(u, v, Unreadable::Corrupt(e.to_string())))?
+                .ok_or_else(|| unreadable(u, v, Unreadable::LogMissing))?;
+            history::step(&mut self.state, &bytes).map_err(|r| unreadable(u, v, r))?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
 /// The table's latest version.
 pub fn version_of(u: &Upstream, t: &DeltaTable) -> Result<i64> {
     t.version()
@@ -136,13 +216,13 @@ pub fn change_schema(u: &Upstream, table_schema: &Schema) -> Result<SchemaRef> {
             .map(|c| {
                 table_schema
                     .field_with_name(c)
-                    .map(|f| f.clone())
+                    .cloned()
                     .map_err(|_| {
                         table_err(
                             u,
                             format!(
                                 "column '{c}' is listed in the catalog's `columns` but the table has no such column \
-                                 (it has: {}); fix `columns` in the catalog",
+                                 (dropped or renamed?); it has: {}. Fix `columns` in the catalog or the table",
                                 table_schema
                                     .fields()
                                     .iter()
@@ -192,9 +272,18 @@ pub async fn read_changes(
         .build(&ctx.state(), None)
         .await
         .map_err(|e| feed_err(e.to_string()))?;
-    let raw = collect(plan, ctx.task_ctx())
-        .await
-        .map_err(|e| feed_err(e.to_string()))?;
+    let raw = collect(plan, ctx.task_ctx()).await.map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("not found") || msg.contains("No such file") {
+            unreadable(
+                u,
+                start,
+                Unreadable::FilesMissing(format!("versions {start}..={end}: {msg}")),
+            )
+        } else {
+            feed_err(msg)
+        }
+    })?;
     let mut batches = Vec::with_capacity(raw.len());
     for b in raw {
         if b.num_rows() == 0 {

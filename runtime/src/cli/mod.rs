@@ -2,6 +2,7 @@
 //! exit code.
 
 mod demo;
+mod reset;
 mod run;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     Run(run::RunArgs),
     /// Write the example upstream tables, run the four example pipelines, print their link tables.
     Demo(demo::DemoArgs),
+    /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
+    Reset(reset::ResetArgs),
 }
 
 /// Exit code of a run where a pipeline failed.
@@ -58,6 +61,7 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args, cache_dir).await,
             Command::Demo(args) => demo::demo(args, cache_dir).await,
+            Command::Reset(args) => reset::reset(args).await,
         }
     })
 }

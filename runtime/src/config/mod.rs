@@ -105,6 +105,9 @@ pub struct Pipeline {
     pub batch_size: i64,
     /// Batches per run at most; `None` runs until caught up.
     pub max_batches: Option<u64>,
+    /// Change rows per batch at most (a batch still takes at least one commit, and
+    /// never splits one); `None` for no budget.
+    pub max_batch_rows: Option<u64>,
     pub plugin: PluginSpec,
     /// Link table location (absolute path or URL).
     pub link_uri: String,
@@ -164,6 +167,8 @@ struct PipelineFile {
     batch_size: Option<Spanned<i64>>,
     /// Default unlimited.
     max_batches: Option<u64>,
+    /// Default unlimited.
+    max_batch_rows: Option<Spanned<u64>>,
     plugin: PluginSection,
     link: LinkSection,
 }
@@ -426,6 +431,14 @@ impl Pipeline {
             Some(b) => *b.get_ref(),
             None => 100,
         };
+        if let Some(r) = &file.max_batch_rows {
+            if *r.get_ref() == 0 {
+                problems.push(src.at(
+                    r,
+                    "max_batch_rows must be 1 or more (or left out for no budget)",
+                ));
+            }
+        }
         let plugin_path = PathBuf::from(resolve_location(&src.dir(), file.plugin.path.get_ref()));
         if !plugin_path.is_file() {
             problems.push(src.at(
@@ -480,6 +493,7 @@ impl Pipeline {
             lookups,
             batch_size,
             max_batches: file.max_batches,
+            max_batch_rows: file.max_batch_rows.as_ref().map(|s| *s.get_ref()),
             plugin: PluginSpec {
                 path: plugin_path,
                 config_json,

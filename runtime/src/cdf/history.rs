@@ -1,0 +1,192 @@
+//! What an upstream's commit log says about whether a range of versions can be read
+//! as a change feed. Pure protocol logic over commit JSON; the IO is in the parent.
+//!
+//! A version is unreadable when its log entry is gone (log cleanup), when the Change
+//! Data Feed is off at that version, or when the table was replaced (a `metaData`
+//! action with another table id: `CREATE OR REPLACE`, or a new table at the path).
+
+use serde_json::Value;
+
+/// The table property that turns the Change Data Feed on.
+pub const CDF_PROPERTY: &str = "delta.enableChangeDataFeed";
+
+/// What matters of a table's metadata at some version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    /// `metaData.id`: changes when the table is replaced.
+    pub id: String,
+    pub cdf_enabled: bool,
+}
+
+impl TableState {
+    /// From a `metaData.configuration` map and id.
+    pub fn new(id: &str, configuration: impl Fn(&str) -> Option<String>) -> Self {
+        TableState {
+            id: id.to_string(),
+            cdf_enabled: configuration(CDF_PROPERTY)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        }
+    }
+}
+
+impl TableState {
+    /// From a `metaData` action's JSON (`id`, `configuration`).
+    pub fn from_json(m: &Value) -> Self {
+        let id = m.get("id").and_then(Value::as_str).unwrap_or_default();
+        let conf = m.get("configuration");
+        TableState::new(id, |k| {
+            conf.and_then(|c| c.get(k))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+    }
+}
+
+/// Why a version cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The Change Data Feed is off at this version.
+    CdfDisabled,
+    /// The table was replaced at this version (new table id).
+    Replaced { old_id: String, new_id: String },
+    /// The log entry of this version was removed (log retention / cleanup).
+    LogMissing,
+    /// Data or change files of this version were removed (VACUUM).
+    FilesMissing(String),
+    /// The commit's JSON cannot be parsed.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::CdfDisabled => write!(
+                f,
+                "the Change Data Feed is off at this version ({CDF_PROPERTY} is not true), so its updates and deletes cannot be read"
+            ),
+            Unreadable::Replaced { old_id, new_id } => write!(
+                f,
+                "the table was replaced at this version (table id {old_id} became {new_id}); its earlier changes no longer relate to the new table"
+            ),
+            Unreadable::LogMissing => write!(f, "its log entry was removed (log retention / cleanup)"),
+            Unreadable::FilesMissing(m) => write!(f, "its data or change files were removed (VACUUM): {m}"),
+            Unreadable::Corrupt(m) => write!(f, "its log entry cannot be parsed: {m}"),
+        }
+    }
+}
+
+/// The `metaData` action of a commit, if any, as a state.
+pub fn metadata_of(commit: &[u8]) -> Result<Option<TableState>, Unreadable> {
+    let mut found = None;
+    for line in commit.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_slice(line).map_err(|e| Unreadable::Corrupt(e.to_string()))?;
+        if let Some(m) = v.get("metaData") {
+            found = Some(TableState::from_json(m));
+        }
+    }
+    Ok(found)
+}
+
+/// Applies the commit of `version` to `state` (the state before it) and says whether
+/// the version can be read as a change feed.
+pub fn step(state: &mut TableState, commit: &[u8]) -> Result<(), Unreadable> {
+    if let Some(next) = metadata_of(commit)? {
+        if !state.id.is_empty() && !next.id.is_empty() && next.id != state.id {
+            return Err(Unreadable::Replaced {
+                old_id: state.id.clone(),
+                new_id: next.id,
+            });
+        }
+        *state = next;
+    }
+    if state.cdf_enabled {
+        Ok(())
+    } else {
+        Err(Unreadable::CdfDisabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str, cdf: Option<&str>) -> String {
+        let conf = match cdf {
+            Some(v) => format!(r#"{{"{CDF_PROPERTY}":"{v}"}}"#),
+            None => "{}".into(),
+        };
+        format!(
+            "{{\"commitInfo\":{{\"operation\":\"SET TBLPROPERTIES\"}}}}\n{{\"metaData\":{{\"id\":\"{id}\",\"format\":{{\"provider\":\"parquet\"}},\"schemaString\":\"{{}}\",\"partitionColumns\":[],\"configuration\":{conf}}}}}\n"
+        )
+    }
+
+    const ADD: &str = "{\"add\":{\"path\":\"a.parquet\",\"size\":1,\"dataChange\":true}}\n";
+
+    fn enabled(id: &str) -> TableState {
+        TableState {
+            id: id.into(),
+            cdf_enabled: true,
+        }
+    }
+
+    #[test]
+    fn plain_commit_keeps_an_enabled_feed_readable() {
+        let mut s = enabled("a");
+        assert_eq!(step(&mut s, ADD.as_bytes()), Ok(()));
+        assert_eq!(s, enabled("a"));
+    }
+
+    #[test]
+    fn cdf_disabled_midstream_is_unreadable_from_that_version_on() {
+        let mut s = enabled("a");
+        assert_eq!(
+            step(&mut s, meta("a", Some("false")).as_bytes()),
+            Err(Unreadable::CdfDisabled)
+        );
+        assert_eq!(
+            step(&mut s, ADD.as_bytes()),
+            Err(Unreadable::CdfDisabled),
+            "stays off"
+        );
+        assert_eq!(
+            step(&mut s, meta("a", Some("TRUE")).as_bytes()),
+            Ok(()),
+            "back on"
+        );
+    }
+
+    #[test]
+    fn property_removed_means_off() {
+        let mut s = enabled("a");
+        assert_eq!(
+            step(&mut s, meta("a", None).as_bytes()),
+            Err(Unreadable::CdfDisabled)
+        );
+    }
+
+    #[test]
+    fn new_table_id_is_a_replacement() {
+        let mut s = enabled("a");
+        let e = step(&mut s, meta("b", Some("true")).as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            Unreadable::Replaced {
+                old_id: "a".into(),
+                new_id: "b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        let mut s = enabled("a");
+        assert!(matches!(
+            step(&mut s, b"{not json"),
+            Err(Unreadable::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,88 @@
+//! `dlink-rt reset <pipeline.toml> --upstream NAME (--to-version N | --to-latest)`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dlink_rt::config::Pipeline;
+use dlink_rt::sink::LinkTable;
+use dlink_rt::{cdf, Error};
+
+use super::{EXIT_CONFIG, EXIT_FAILED};
+
+/// Moves one upstream's checkpoint: the way past versions that cannot be read
+/// (vacuumed, log cleaned up, CDF off, table replaced). What was skipped, by whom and
+/// when is recorded in the link table's commit metadata.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_version", "to_latest"])))]
+pub struct ResetArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The upstream whose checkpoint moves.
+    #[arg(long)]
+    pub upstream: String,
+    /// The next run reads this upstream from version N on.
+    #[arg(long, value_name = "N")]
+    pub to_version: Option<i64>,
+    /// The next run reads only versions committed after the current latest one.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// Why, recorded with the reset.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+pub async fn reset(args: ResetArgs) -> ExitCode {
+    match reset_inner(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                Error::Config { .. } => EXIT_CONFIG,
+                _ => EXIT_FAILED,
+            })
+        }
+    }
+}
+
+async fn reset_inner(args: &ResetArgs) -> Result<(), Error> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    let Some(u) = pipeline.upstreams.iter().find(|u| u.name == args.upstream) else {
+        return Err(Error::config(format!(
+            "{}: '{}' is not an upstream of pipeline '{}' (upstreams: {})",
+            args.pipeline.display(),
+            args.upstream,
+            pipeline.name,
+            pipeline
+                .upstreams
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let next = match args.to_version {
+        Some(n) if n < 0 => return Err(Error::config("--to-version must be 0 or more")),
+        Some(n) => n,
+        None => {
+            let t = cdf::open_latest(u).await?;
+            cdf::version_of(u, &t)? + 1
+        }
+    };
+    let by = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let mut link = LinkTable::open(&pipeline).await?;
+    let before = link.checkpoint().await?.done.get(&u.name).map(|d| d + 1);
+    let version = link
+        .reset(&u.name, next, &by, args.reason.as_deref())
+        .await?;
+    let from = before.map_or_else(
+        || format!("start_version {}", u.start_version),
+        |v| format!("version {v}"),
+    );
+    println!(
+        "{}: upstream '{}' will be read from version {next} (was {from}); recorded by {by} in link table version {version}",
+        pipeline.name, u.name
+    );
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Trimming a batch's planned version ranges to its change-row budget.
+//!
+//! Ranges are read first (bounded by `batch_size`), then cut at whole commits: upstream
+//! by upstream, versions are kept while the batch stays within `max_batch_rows`. The
+//! first version of the first pending upstream is always kept, so every batch makes
+//! progress even when one commit alone is over the budget.
+
+use std::collections::BTreeMap;
+
+use deltalake::arrow::array::{AsArray, Int64Array};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::compute::kernels::cmp::lt_eq;
+use deltalake::arrow::datatypes::Int64Type;
+
+use crate::cdf::{Changes, COMMIT_VERSION};
+
+/// Per upstream, the inclusive version range of a batch (`None`: not in this batch).
+pub type Ranges = Vec<Option<(i64, i64)>>;
+
+/// Trims the planned `wanted` ranges and their read `changes` to `budget` rows.
+pub fn trim_to_budget(
+    wanted: Ranges,
+    changes: Vec<Option<Changes>>,
+    budget: Option<u64>,
+) -> (Ranges, Vec<Option<Changes>>) {
+    let Some(budget) = budget else {
+        return (wanted, changes);
+    };
+    let budget = usize::try_from(budget).unwrap_or(usize::MAX);
+    let mut total = 0usize;
+    let mut taken_any = false;
+    let mut plan = Vec::with_capacity(wanted.len());
+    let mut kept = Vec::with_capacity(wanted.len());
+    for (range, ch) in wanted.into_iter().zip(changes) {
+        let (Some((start, end)), Some(ch)) = (range, ch) else {
+            plan.push(None);
+            kept.push(None);
+            continue;
+        };
+        let counts = rows_per_version(&ch);
+        let mut cut = None;
+        for v in start..=end {
+            let n = counts.get(&v).copied().unwrap_or(0);
+            if taken_any && total + n > budget {
+                break;
+            }
+            total += n;
+            taken_any = true;
+            cut = Some(v);
+        }
+        match cut {
+            None => {
+                plan.push(None);
+                kept.push(None);
+            }
+            Some(c) if c == end => {
+                plan.push(Some((start, end)));
+                kept.push(Some(ch));
+            }
+            Some(c) => {
+                plan.push(Some((start, c)));
+                kept.push(Some(up_to(ch, c)));
+            }
+        }
+    }
+    (plan, kept)
+}
+
+fn rows_per_version(ch: &Changes) -> BTreeMap<i64, usize> {
+    let mut counts = BTreeMap::new();
+    for b in &ch.batches {
+        if let Some(col) = b.column_by_name(COMMIT_VERSION) {
+            for v in col.as_primitive::<Int64Type>().iter().flatten() {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn up_to(ch: Changes, last: i64) -> Changes {
+    let batches = ch
+        .batches
+        .iter()
+        .filter_map(|b| {
+            let col = b.column_by_name(COMMIT_VERSION)?;
+            let mask = lt_eq(col, &Int64Array::new_scalar(last)).ok()?;
+            filter_record_batch(b, &mask).ok()
+        })
+        .filter(|b| b.num_rows() > 0)
+        .collect();
+    Changes {
+        schema: ch.schema,
+        batches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::RecordBatch;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// Changes with `n` rows at each listed version.
+    fn changes(per_version: &[(i64, usize)]) -> Changes {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            COMMIT_VERSION,
+            DataType::Int64,
+            false,
+        )]));
+        let versions: Vec<i64> = per_version
+            .iter()
+            .flat_map(|(v, n)| std::iter::repeat_n(*v, *n))
+            .collect();
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(versions))])
+            .unwrap();
+        Changes {
+            schema,
+            batches: vec![b],
+        }
+    }
+
+    #[test]
+    fn no_budget_keeps_everything() {
+        let (plan, _) = trim_to_budget(vec![Some((0, 4))], vec![Some(changes(&[(0, 100)]))], None);
+        assert_eq!(plan, vec![Some((0, 4))]);
+    }
+
+    #[test]
+    fn cuts_at_whole_commits_across_upstreams() {
+        // upstream a: v3 5 rows, v4 5 rows, v5 5 rows; b: v0 4 rows. Budget 12.
+        let (plan, kept) = trim_to_budget(
+            vec![Some((3, 5)), Some((0, 0))],
+            vec![
+                Some(changes(&[(3, 5), (4, 5), (5, 5)])),
+                Some(changes(&[(0, 4)])),
+            ],
+            Some(12),
+        );
+        assert_eq!(plan, vec![Some((3, 4)), None]);
+        assert_eq!(kept[0].as_ref().unwrap().rows(), 10);
+        assert!(kept[1].is_none());
+    }
+
+    #[test]
+    fn one_commit_over_budget_is_still_taken_alone() {
+        let (plan, kept) = trim_to_budget(
+            vec![Some((7, 9)), Some((1, 1))],
+            vec![Some(changes(&[(7, 50), (8, 1)])), Some(changes(&[(1, 1)]))],
+            Some(10),
+        );
+        assert_eq!(plan, vec![Some((7, 7)), None]);
+        assert_eq!(kept[0].as_ref().unwrap().rows(), 50);
+    }
+
+    #[test]
+    fn empty_commits_cost_nothing() {
+        // v1 is an OPTIMIZE (no change rows): it rides along for free.
+        let (plan, _) = trim_to_budget(
+            vec![Some((0, 2))],
+            vec![Some(changes(&[(0, 3), (2, 3)]))],
+            Some(6),
+        );
+        assert_eq!(plan, vec![Some((0, 2))]);
+    }
+
+    #[test]
+    fn upstreams_without_range_stay_out() {
+        let (plan, kept) = trim_to_budget(
+            vec![None, Some((2, 2))],
+            vec![None, Some(changes(&[(2, 1)]))],
+            Some(5),
+        );
+        assert_eq!(plan, vec![None, Some((2, 2))]);
+        assert!(kept[0].is_none());
+    }
+}
