@@ -18,8 +18,9 @@ use crate::plugin::{Plugin, PluginHost, UpstreamInput};
 use crate::sink::{Commit, LinkTable, UpstreamRange};
 use crate::sql::{TableCache, TableLookup};
 
-/// How often a run starts over after another run committed the batch it worked on.
-const MAX_RACES: usize = 20;
+/// After this many lost races in a row (another run committed the batch this one
+/// worked on) a run stops and leaves the catch-up to the other run.
+const MAX_LOST_IN_A_ROW: usize = 3;
 
 /// What one committed batch did.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ impl std::fmt::Display for BatchReport {
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub batches: Vec<BatchReport>,
+    /// Set when the run stopped because another run was committing the same batches.
+    pub yielded: Option<String>,
 }
 
 /// Where an upstream stands in a run.
@@ -78,7 +81,9 @@ impl Cursor {
 /// Runs `pipeline` until it has caught up with its upstreams' latest versions as of
 /// the start of the run (or `max_batches` batches). Calls `on_batch` after each
 /// commit. A run with nothing new commits nothing. When another run of the same
-/// pipeline commits a batch first, this one starts over from the new checkpoint.
+/// pipeline commits a batch first, this one starts over from the new checkpoint; after
+/// [`MAX_LOST_IN_A_ROW`] such losses in a row it stops (successfully, with
+/// `yielded` set) and leaves the catch-up to the other run.
 pub async fn run_pipeline(
     pipeline: &Pipeline,
     host: &PluginHost,
@@ -86,15 +91,28 @@ pub async fn run_pipeline(
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
     let mut plugin: Option<Plugin> = None;
-    for _ in 0..MAX_RACES {
+    let mut lost_in_a_row = 0;
+    loop {
+        let committed = summary.batches.len();
         match run_once(pipeline, host, &mut plugin, &mut summary, &mut on_batch).await {
             Err(Error::Concurrent {
                 batch_id, found, ..
             }) => {
-                tracing::warn!(
-                    "{}: batch {batch_id} was committed by another run (link table at batch {found}); continuing from there",
-                    pipeline.name
+                lost_in_a_row = if summary.batches.len() > committed {
+                    1
+                } else {
+                    lost_in_a_row + 1
+                };
+                let what = format!(
+                    "batch {batch_id} was committed by another run (link table at batch {found})"
                 );
+                if lost_in_a_row >= MAX_LOST_IN_A_ROW {
+                    summary.yielded = Some(format!(
+                        "another run is committing this pipeline's batches ({what}); stopping and leaving the catch-up to it"
+                    ));
+                    return Ok(summary);
+                }
+                tracing::warn!("{}: {what}; continuing from there", pipeline.name);
                 // The instance may hold state of the abandoned batch; start a fresh one.
                 plugin = None;
             }
@@ -105,10 +123,6 @@ pub async fn run_pipeline(
             }
         }
     }
-    Err(Error::Other(format!(
-        "pipeline '{}': lost the race for a batch {MAX_RACES} times to other runs; is another run looping?",
-        pipeline.name
-    )))
 }
 
 async fn run_once(
@@ -237,6 +251,7 @@ async fn run_once(
         }
         let lookup = Arc::new(TableLookup::new(
             &pipeline.name,
+            pipeline.plugin.limits.max_lookup_rows,
             pinned,
             cache.clone(),
             ctx.clone(),
@@ -320,14 +335,9 @@ async fn load_plugin(pipeline: &Pipeline, host: &PluginHost) -> Result<Plugin> {
         message: format!("pipeline '{}': {message}", pipeline.name),
     };
     let compiled = host.compile(path).map_err(load_err)?;
-    host.instantiate(
-        &compiled,
-        &pipeline.name,
-        pipeline.plugin.limits,
-        &pipeline.plugin.config_json,
-    )
-    .await
-    .map_err(load_err)
+    host.instantiate(&compiled, &pipeline.name, &pipeline.plugin)
+        .await
+        .map_err(load_err)
 }
 
 /// Test hook: `DLINK_TEST_PAUSE_AT=<point>:<batch>` makes the process announce

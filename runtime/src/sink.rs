@@ -183,7 +183,24 @@ impl LinkTable {
         Ok(Checkpoint { batch_id, done })
     }
 
+    /// Creates the link table, or adopts the one a concurrent run just created.
     async fn create(&self) -> Result<DeltaTable> {
+        match self.try_create().await {
+            Ok(t) => Ok(t),
+            Err(create_err) => {
+                let url = deltalake::ensure_table_uri(&self.uri).map_err(|e| self.err(e))?;
+                match deltalake::open_table(url).await {
+                    Ok(t) => {
+                        self.check_schema(&t)?;
+                        Ok(t)
+                    }
+                    Err(_) => Err(create_err),
+                }
+            }
+        }
+    }
+
+    async fn try_create(&self) -> Result<DeltaTable> {
         let mut fields: Vec<StructField> = self
             .keys
             .iter()
@@ -218,6 +235,8 @@ impl LinkTable {
             .with_columns(fields)
             .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
             .with_save_mode(SaveMode::ErrorIfExists)
+            // A concurrent creator must fail, not commit a second CREATE after it.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await
             .map_err(|e| self.err(format!("cannot create the link table: {e}")))
     }

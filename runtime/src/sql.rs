@@ -18,6 +18,8 @@ use crate::plugin::Lookup;
 /// Tables of one batch at their pinned versions.
 pub struct TableLookup {
     pipeline: String,
+    /// Rows one lookup may return.
+    max_rows: u64,
     /// name -> (table, pinned version)
     pinned: HashMap<String, (Upstream, i64)>,
     /// Loaded tables by (name, version), shared across the batches of a run.
@@ -31,12 +33,14 @@ pub type TableCache = Arc<Mutex<HashMap<(String, i64), DeltaTable>>>;
 impl TableLookup {
     pub fn new(
         pipeline: &str,
+        max_rows: u64,
         pinned: impl IntoIterator<Item = (Upstream, i64)>,
         cache: TableCache,
         ctx: SessionContext,
     ) -> Self {
         TableLookup {
             pipeline: pipeline.to_string(),
+            max_rows,
             pinned: pinned
                 .into_iter()
                 .map(|(u, v)| (u.name.clone(), (u, v)))
@@ -130,6 +134,15 @@ impl TableLookup {
             .filter(ident(column).in_list(values.into_iter().map(lit).collect(), false))
             .map_err(out_err)?
             .select(projection)
+            .map_err(out_err)?
+            .limit(
+                0,
+                Some(
+                    usize::try_from(self.max_rows)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(1),
+                ),
+            )
             .map_err(out_err)?;
         // Answer in the table's own types (DataFusion may read strings as views).
         let out_schema = Arc::new(deltalake::arrow::datatypes::Schema::new(
@@ -147,6 +160,13 @@ impl TableLookup {
         } else {
             df.collect().await.map_err(out_err)?
         };
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if rows > self.max_rows {
+            return Err(format!(
+                "lookup of table '{table}' at version {version} returned more than {} rows ([plugin.limits] max_lookup_rows)",
+                self.max_rows
+            ));
+        }
         let batches = batches
             .iter()
             .map(|b| crate::cdf::conform(b, &out_schema))

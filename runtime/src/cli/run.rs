@@ -60,7 +60,9 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
 /// Runs one pipeline to the end, printing a line per batch.
 pub async fn run_once(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Error> {
     let summary = run_pipeline(pipeline, host, |b| println!("{b}")).await?;
-    if summary.batches.is_empty() {
+    if let Some(why) = &summary.yielded {
+        println!("{}: {why}", pipeline.name);
+    } else if summary.batches.is_empty() {
         println!("{}: up to date, nothing committed", pipeline.name);
     }
     Ok(())

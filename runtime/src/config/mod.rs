@@ -68,6 +68,11 @@ pub struct Limits {
     pub memory_mb: u64,
     /// Cap on the bytes one `derive` may return, in MiB. Default 256.
     pub max_output_mb: u64,
+    /// Log bytes a plugin may emit per call, in KiB; further lines are dropped with a
+    /// warning. Default 1024.
+    pub max_log_kb: u64,
+    /// Rows one `lookup` may return; more fails the batch. Default 1000000.
+    pub max_lookup_rows: u64,
 }
 
 impl Default for Limits {
@@ -76,6 +81,8 @@ impl Default for Limits {
             timeout_ms: 60_000,
             memory_mb: 1024,
             max_output_mb: 256,
+            max_log_kb: 1024,
+            max_lookup_rows: 1_000_000,
         }
     }
 }
@@ -88,6 +95,9 @@ pub struct PluginSpec {
     /// The `[plugin.config]` table as JSON, handed to the plugin's `init`.
     pub config_json: String,
     pub limits: Limits,
+    /// Folders the plugin may read: (name, absolute host path), seen by the plugin
+    /// read-only at `/<name>`.
+    pub read_dirs: Vec<(String, PathBuf)>,
 }
 
 /// A resolved pipeline.
@@ -181,6 +191,9 @@ struct PluginSection {
     config: toml::Table,
     #[serde(default)]
     limits: Limits,
+    /// `name = "path"`: folders the plugin may read at `/<name>`. Default none.
+    #[serde(default)]
+    read_dirs: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -452,7 +465,27 @@ impl Pipeline {
         let config_json = serde_json::to_string(&file.plugin.config)
             .map_err(|e| Error::config(format!("{}: [plugin.config]: {e}", src.path.display())))?;
         let limits = file.plugin.limits;
-        if limits.timeout_ms == 0 || limits.memory_mb == 0 || limits.max_output_mb == 0 {
+        let mut read_dirs = Vec::new();
+        for (name, path) in &file.plugin.read_dirs {
+            let abs = PathBuf::from(resolve_location(&src.dir(), path.get_ref()));
+            if !is_identifier(name) {
+                problems.push(src.at(
+                    path,
+                    format!("read_dirs name '{name}' must be lower-case letters, digits and `_`"),
+                ));
+            } else if !abs.is_dir() {
+                problems.push(src.at(
+                    path,
+                    format!("read_dirs '{name}': {} is not a folder", abs.display()),
+                ));
+            }
+            read_dirs.push((name.clone(), abs));
+        }
+        if limits.timeout_ms == 0
+            || limits.memory_mb == 0
+            || limits.max_output_mb == 0
+            || limits.max_lookup_rows == 0
+        {
             problems.push(format!(
                 "{}: [plugin.limits] values must be more than 0",
                 src.path.display()
@@ -498,6 +531,7 @@ impl Pipeline {
                 path: plugin_path,
                 config_json,
                 limits,
+                read_dirs,
             },
             link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
             keys,

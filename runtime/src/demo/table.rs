@@ -30,18 +30,7 @@ impl DemoTable {
     /// Creates the table at `path` (version 0) with `rows` (a JSON array of arrays).
     pub async fn create(path: &Path, columns: &[(&str, Col)], rows: Value) -> DynResult<Self> {
         std::fs::create_dir_all(path)?;
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|(n, c)| {
-                    let t = match c {
-                        Col::Long => DataType::Int64,
-                        Col::Str => DataType::Utf8,
-                    };
-                    Field::new(*n, t, true)
-                })
-                .collect::<Vec<_>>(),
-        ));
+        let schema = schema_of(columns);
         let batch = to_batch(&schema, &rows)?;
         let url = deltalake::ensure_table_uri(path.to_string_lossy())?;
         let table = DeltaTableBuilder::from_url(url)?
@@ -139,6 +128,102 @@ impl DemoTable {
         self.table = t;
         Ok(self.version())
     }
+}
+
+/// Operations that make a table's history hard to read, for the tests of what
+/// dlink-rt does about them.
+impl DemoTable {
+    /// Sets a table property, e.g. `delta.enableChangeDataFeed` (one commit).
+    pub async fn set_property(&mut self, key: &str, value: &str) -> DynResult<i64> {
+        self.table = self
+            .table
+            .clone()
+            .set_tbl_properties()
+            .with_properties([(key.to_string(), value.to_string())].into())
+            .await?;
+        Ok(self.version())
+    }
+
+    /// Appends `rows` with extra columns (schema evolution, one commit).
+    pub async fn insert_with_columns(
+        &mut self,
+        columns: &[(&str, Col)],
+        rows: Value,
+    ) -> DynResult<i64> {
+        let schema = schema_of(columns);
+        let batch = to_batch(&schema, &rows)?;
+        self.table = self
+            .table
+            .clone()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+            .await?;
+        self.schema = schema;
+        Ok(self.version())
+    }
+
+    /// Overwrites data and schema with `rows` of `columns` (one commit, same table id).
+    pub async fn overwrite_with_columns(
+        &mut self,
+        columns: &[(&str, Col)],
+        rows: Value,
+    ) -> DynResult<i64> {
+        let schema = schema_of(columns);
+        let batch = to_batch(&schema, &rows)?;
+        self.table = self
+            .table
+            .clone()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .await?;
+        self.schema = schema;
+        Ok(self.version())
+    }
+
+    /// Removes every file the latest version does not reference, with no retention
+    /// (what `VACUUM ... RETAIN 0 HOURS` does).
+    pub async fn vacuum_all(&mut self) -> DynResult<usize> {
+        let (t, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(chrono::Duration::zero())
+            .with_enforce_retention_duration(false)
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+            .await?;
+        self.table = t;
+        Ok(metrics.files_deleted.len())
+    }
+
+    /// Writes a checkpoint at the latest version and deletes the log entries before
+    /// it (what log retention does).
+    pub async fn checkpoint_and_clean_log(&mut self, dir: &Path) -> DynResult<()> {
+        deltalake::checkpoints::create_checkpoint(&self.table, None).await?;
+        for v in 0..self.version() {
+            let f = dir.join("_delta_log").join(format!("{v:020}.json"));
+            if f.exists() {
+                std::fs::remove_file(f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn schema_of(columns: &[(&str, Col)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(n, c)| {
+                let t = match c {
+                    Col::Long => DataType::Int64,
+                    Col::Str => DataType::Utf8,
+                };
+                Field::new(*n, t, true)
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Builds a batch of `schema` from a JSON array of row arrays.

@@ -1,7 +1,7 @@
 //! The `dlink:pipeline/host` interface as seen by a plugin: `lookup` and `log`.
 
 use super::generated::dlink::pipeline::{host, types};
-use super::{State, LOG_BUDGET};
+use super::State;
 
 impl types::Host for State {}
 
@@ -20,12 +20,16 @@ impl host::Host for State {
     }
 
     async fn log(&mut self, level: types::Level, message: String) {
-        if self.log_bytes > LOG_BUDGET {
+        if self.log_bytes > self.log_budget {
             return;
         }
         self.log_bytes += message.len();
-        if self.log_bytes > LOG_BUDGET {
-            tracing::warn!("{}: plugin log budget of {LOG_BUDGET} bytes per call used up; dropping further lines", self.label);
+        if self.log_bytes > self.log_budget {
+            tracing::warn!(
+                "{}: plugin log budget of {} bytes per call ([plugin.limits] max_log_kb) used up; dropping further lines",
+                self.label,
+                self.log_budget
+            );
             return;
         }
         let label = &self.label;

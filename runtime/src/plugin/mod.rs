@@ -18,11 +18,11 @@ use futures::future::BoxFuture;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
 
-use crate::config::Limits;
+use crate::config::{Limits, PluginSpec};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -40,8 +40,6 @@ use generated::PipelinePlugin;
 const TICK: Duration = Duration::from_millis(10);
 /// Bytes of guest stderr kept for error messages.
 const STDERR_CAPTURE: usize = 64 * 1024;
-/// Log bytes a plugin may emit per call before further lines are dropped.
-const LOG_BUDGET: usize = 1024 * 1024;
 
 /// Answers a plugin's `lookup` calls for one batch (tables at pinned versions).
 pub trait Lookup: Send + Sync {
@@ -66,6 +64,7 @@ pub struct State {
     label: String,
     stderr: MemoryOutputPipe,
     log_bytes: usize,
+    log_budget: usize,
 }
 
 impl WasiView for State {
@@ -178,20 +177,30 @@ impl PluginHost {
     }
 
     /// Instantiates `compiled` in a fresh sandbox and calls its `init(config_json)`.
+    /// `read_dirs` are (name, host folder) pairs the plugin may read at `/<name>`.
     pub async fn instantiate(
         &self,
         compiled: &Compiled,
         pipeline: &str,
-        limits: Limits,
-        config_json: &str,
+        spec: &PluginSpec,
     ) -> Result<Plugin, String> {
+        let limits = spec.limits;
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        for (name, dir) in &spec.read_dirs {
+            wasi.preopened_dir(dir, format!("/{name}"), FsPerms::ReadOnly)
+                .map_err(|e| {
+                    format!(
+                        "cannot grant read access to {} as /{name}: {e:#}",
+                        dir.display()
+                    )
+                })?;
+        }
+        let wasi = wasi.build();
         let state = State {
             wasi,
             table: ResourceTable::new(),
@@ -205,6 +214,8 @@ impl PluginHost {
             label: format!("pipeline '{pipeline}' init"),
             stderr,
             log_bytes: 0,
+            log_budget: usize::try_from(limits.max_log_kb.saturating_mul(1024))
+                .unwrap_or(usize::MAX),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -227,7 +238,7 @@ impl PluginHost {
         };
         let result = plugin
             .bindings
-            .call_init(&mut plugin.store, config_json)
+            .call_init(&mut plugin.store, &spec.config_json)
             .await;
         match result {
             Ok(Ok(())) => Ok(plugin),

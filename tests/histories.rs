@@ -1,0 +1,537 @@
+//! Change propagation under real histories: versions that cannot be read are found,
+//! named and skipped only by an explicit `dlink-rt reset`; schema changes; row
+//! budgets; lookup-only tables; two runs at once; and the seed's pitfalls.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{dlink, keys_of_batch, link_rows, link_state, plugin, set, text, Workspace};
+use dlink_rt::demo::{Col, DemoTable};
+use serde_json::{json, Value};
+
+const SPMASTER: [(&str, Col); 3] = [
+    ("diasng_id", Col::Long),
+    ("name", Col::Str),
+    ("country", Col::Str),
+];
+const AFFILIATION: [(&str, Col); 3] = [
+    ("sp_id", Col::Long),
+    ("institution_key", Col::Long),
+    ("rank", Col::Long),
+];
+
+/// spmaster with rows 1..=3 (v0) and an empty-ish affiliation (v0).
+async fn sp_tables(ws: &Workspace) -> (DemoTable, DemoTable) {
+    let sp = DemoTable::create(
+        &ws.table("spmaster"),
+        &SPMASTER,
+        json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
+    )
+    .await
+    .unwrap();
+    let aff = DemoTable::create(&ws.table("affiliation"), &AFFILIATION, json!([[1, 10, 1]]))
+        .await
+        .unwrap();
+    (sp, aff)
+}
+
+fn sp_pipeline(ws: &Workspace, batch_size: i64) -> PathBuf {
+    ws.pipeline(
+        "sp",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        batch_size,
+    )
+}
+
+/// Adds top-level lines to a pipeline file (before its first table).
+fn add_lines(file: &Path, lines: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let at = text.find("\n[plugin]").unwrap();
+    std::fs::write(file, format!("{}\n{lines}{}", &text[..at], &text[at..])).unwrap();
+}
+
+/// Adds lines to an upstream's entry in the workspace catalog.
+fn catalog_lines(ws: &Workspace, upstream: &str, lines: &str) {
+    let p = ws.path().join("upstreams.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let header = format!("[upstreams.{upstream}]\n");
+    let text = text.replace(&header, &format!("{header}{lines}\n"));
+    std::fs::write(p, text).unwrap();
+}
+
+/// Runs `dlink-rt run`, expecting exit code 1; returns stderr.
+fn run_fails(file: &Path) -> String {
+    let o = dlink().arg("run").arg(file).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected a failed run:\n{out}\n{err}"
+    );
+    err
+}
+
+fn reset(file: &Path, upstream: &str, to: &[&str]) -> String {
+    let o = dlink()
+        .arg("reset")
+        .arg(file)
+        .args(["--upstream", upstream])
+        .args(to)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "reset failed:\n{out}\n{err}");
+    out
+}
+
+/// The `dlink` commit metadata of every commit of the link table, newest first.
+async fn link_commit_metadata(file: &Path) -> Vec<Value> {
+    use futures::StreamExt;
+    let p = dlink_rt::config::Pipeline::load(file).unwrap();
+    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut history = table.history(None);
+    while let Some(ci) = history.next().await {
+        if let Some(m) = ci.unwrap().info.get("dlink") {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdf_disabled_midstream_stops_at_that_version_until_reset() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap(); // v1
+    sp.set_property("delta.enableChangeDataFeed", "false")
+        .await
+        .unwrap(); // v2
+    sp.update("diasng_id = 1", &[("country", "'BR'")])
+        .await
+        .unwrap(); // v3: no change files
+    let p = sp_pipeline(&ws, 1);
+
+    let err = run_fails(&p);
+    assert!(
+        err.contains("upstream 'spmaster': version 2 cannot be read"),
+        "{err}"
+    );
+    assert!(err.contains("Change Data Feed is off"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "dlink-rt reset {} --upstream spmaster --to-version N",
+            p.display()
+        )),
+        "{err}"
+    );
+    // Versions 0 and 1 were committed batch by batch; nothing of 2 or later.
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(cp.done["spmaster"], 1);
+    assert_eq!(cp.batch_id, 2);
+
+    // Turn it back on, and skip the versions that cannot be read.
+    sp.set_property("delta.enableChangeDataFeed", "true")
+        .await
+        .unwrap(); // v4
+    sp.insert(json!([[5, "e", "NG"]])).await.unwrap(); // v5
+    let out = reset(&p, "spmaster", &["--to-version", "4"]);
+    assert!(
+        out.contains("will be read from version 4 (was version 2)"),
+        "{out}"
+    );
+    let meta = link_commit_metadata(&p).await;
+    let r = &meta[0]["reset"];
+    assert_eq!(r["upstream"], "spmaster");
+    assert_eq!(r["skipped_versions"], json!([2, 3]));
+    assert!(
+        r["by"].as_str().is_some_and(|s| !s.is_empty()) && r["at"].is_string(),
+        "{r}"
+    );
+
+    ws.run_ok(&p);
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(cp.done["spmaster"], 5);
+    assert_eq!(
+        keys_of_batch(&p, cp.batch_id).await,
+        set(&[5]),
+        "the insert after the gap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vacuumed_files_are_named_not_read_as_empty() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    sp.update("diasng_id = 2", &[("name", "'b2'")])
+        .await
+        .unwrap(); // v1 rewrites the file
+    sp.delete("diasng_id = 3").await.unwrap(); // v2
+    let removed = sp.vacuum_all().await.unwrap();
+    assert!(removed > 0, "vacuum removed nothing");
+    let p = sp_pipeline(&ws, 10);
+    let err = run_fails(&p);
+    assert!(err.contains("upstream 'spmaster'"), "{err}");
+    assert!(err.contains("removed (VACUUM)"), "{err}");
+    assert!(err.contains("--to-latest"), "{err}");
+    assert!(link_state(&p).await.is_none(), "nothing committed");
+
+    reset(&p, "spmaster", &["--to-latest"]);
+    ws.run_ok(&p);
+    let rows = link_rows(&p).await;
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        vec![1],
+        "only affiliation's key 1 after skipping spmaster"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleaned_up_log_is_named() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap(); // v1
+    sp.insert(json!([[5, "e", "NG"]])).await.unwrap(); // v2
+    sp.checkpoint_and_clean_log(&ws.table("spmaster"))
+        .await
+        .unwrap();
+    let p = sp_pipeline(&ws, 10);
+    let err = run_fails(&p);
+    assert!(
+        err.contains("upstream 'spmaster': version 0 cannot be read: its log entry was removed"),
+        "{err}"
+    );
+
+    // Resuming at the checkpoint's version reads its change rows.
+    reset(&p, "spmaster", &["--to-version", "2"]);
+    ws.run_ok(&p);
+    assert_eq!(
+        link_rows(&p).await.keys().copied().collect::<Vec<_>>(),
+        vec![1, 5]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_table_with_lower_versions_is_named() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap();
+    sp.insert(json!([[5, "e", "NG"]])).await.unwrap();
+    let p = sp_pipeline(&ws, 10);
+    ws.run_ok(&p);
+
+    // Someone drops the table and writes a new one at the same path.
+    std::fs::remove_dir_all(ws.table("spmaster")).unwrap();
+    DemoTable::create(&ws.table("spmaster"), &SPMASTER, json!([[7, "g", "DE"]]))
+        .await
+        .unwrap();
+    let before = link_state(&p).await.unwrap();
+    let err = run_fails(&p);
+    assert!(
+        err.contains("upstream 'spmaster': the checkpoint says version 2 is done but the table's latest version is 0"),
+        "{err}"
+    );
+    assert!(err.contains("--upstream spmaster --to-version N"), "{err}");
+    assert_eq!(link_state(&p).await.unwrap(), before);
+
+    reset(&p, "spmaster", &["--to-version", "0"]);
+    ws.run_ok(&p);
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(keys_of_batch(&p, cp.batch_id).await, set(&[7]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn added_column_keeps_going() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    let p = sp_pipeline(&ws, 10);
+    ws.run_ok(&p);
+    let wider = [SPMASTER[0], SPMASTER[1], SPMASTER[2], ("email", Col::Str)];
+    sp.insert_with_columns(&wider, json!([[8, "h", "FR", "h@x.org"]]))
+        .await
+        .unwrap();
+    sp.update("diasng_id = 1", &[("email", "'a@x.org'")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 2).await, set(&[1, 8]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_column_the_pipeline_needs_is_a_clear_error() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    catalog_lines(&ws, "spmaster", "columns = [\"diasng_id\", \"country\"]");
+    let p = sp_pipeline(&ws, 10);
+    ws.run_ok(&p);
+    // The table is rewritten without `country`.
+    sp.overwrite_with_columns(
+        &[("diasng_id", Col::Long), ("name", Col::Str)],
+        json!([[1, "a"]]),
+    )
+    .await
+    .unwrap();
+    let before = link_state(&p).await.unwrap();
+    let err = run_fails(&p);
+    assert!(err.contains("table 'spmaster'"), "{err}");
+    assert!(
+        err.contains("column 'country'") && err.contains("dropped or renamed"),
+        "{err}"
+    );
+    assert_eq!(link_state(&p).await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_batch_rows_cuts_batches_at_whole_commits() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await; // v0: 3 rows
+    for i in 0..4 {
+        let rows: Vec<Value> = (0..4)
+            .map(|j| json!([100 + i * 10 + j, "x", "DE"]))
+            .collect();
+        sp.insert(Value::Array(rows)).await.unwrap(); // v1..v4: 4 rows each
+    }
+    let p = sp_pipeline(&ws, 100);
+    add_lines(&p, "max_batch_rows = 9\n");
+    let out = ws.run_ok(&p);
+    let lines: Vec<&str> = out.lines().collect();
+    // Budget 9, filled upstream by upstream at whole commits:
+    // batch 1: spmaster v0 (3) + v1 (4) = 7, v2 would make 11; affiliation v0 (1) fits: 8.
+    // batch 2: spmaster v2 (4) + v3 (4) = 8.   batch 3: spmaster v4 (4).
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("spmaster v0..1, affiliation v0 | 8 change rows"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("spmaster v2..3, affiliation - | 8 change rows"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("spmaster v4, affiliation - | 4 change rows"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookup_only_table_is_read_at_the_batch_start_and_recorded() {
+    let ws = Workspace::new();
+    let emp_cols = [
+        ("emp_id", Col::Long),
+        ("name", Col::Str),
+        ("dept_id", Col::Long),
+        ("manager_id", Col::Long),
+    ];
+    let dept_cols = [
+        ("dept_id", Col::Long),
+        ("manager_id", Col::Long),
+        ("dept_name", Col::Str),
+    ];
+    let mut emp = DemoTable::create(
+        &ws.table("employee"),
+        &emp_cols,
+        json!([[1, "e1", 1, 10], [2, "e2", 2, 20]]),
+    )
+    .await
+    .unwrap();
+    let mut dept = DemoTable::create(
+        &ws.table("department"),
+        &dept_cols,
+        json!([[1, 10, "A"], [2, 20, "B"]]),
+    )
+    .await
+    .unwrap();
+    let p = ws.pipeline(
+        "lo",
+        "dept_members",
+        &["department"],
+        &plugin("lookup_only_table"),
+        "emp_id",
+        10,
+    );
+    add_lines(&p, "lookups = [\"employee\"]\n");
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 1).await, set(&[1, 2]));
+
+    // The employee table moves on without the pipeline watching it ...
+    emp.insert(json!([[3, "e3", 1, 10]])).await.unwrap();
+    assert!(
+        ws.run_ok(&p).contains("up to date"),
+        "a lookup table's commits do not trigger batches"
+    );
+    // ... and the next department change sees its latest version.
+    dept.update("dept_id = 1", &[("dept_name", "'A2'")])
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    assert_eq!(keys_of_batch(&p, 2).await, set(&[1, 3]));
+    let meta = link_commit_metadata(&p).await;
+    assert_eq!(
+        meta[0]["lookups"]["employee"],
+        json!(1),
+        "pinned lookup version recorded: {}",
+        meta[0]
+    );
+}
+
+/// Two runs of the same pipeline at once: each batch is committed once, the link
+/// table equals an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_at_once_commit_each_batch_once() {
+    let ws = Workspace::new();
+    let (mut sp, mut aff) = sp_tables(&ws).await;
+    for i in 0..6 {
+        sp.insert(json!([[10 + i, "n", "DE"]])).await.unwrap();
+        aff.update(
+            &format!("sp_id = {}", if i % 2 == 0 { 1 } else { 10 + i - 1 }),
+            &[("sp_id", &format!("{}", 10 + i))],
+        )
+        .await
+        .unwrap();
+    }
+    let reference = ws.pipeline(
+        "ref",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        1,
+    );
+    ws.run_ok(&reference);
+    let want = link_rows(&reference).await;
+    let (_, want_cp) = link_state(&reference).await.unwrap();
+
+    for round in 0..2 {
+        let p = ws.pipeline(
+            &format!("race{round}"),
+            "sp_affiliation",
+            &["spmaster", "affiliation"],
+            &plugin("sp_affiliation"),
+            "diasng_id",
+            1,
+        );
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                dlink()
+                    .arg("run")
+                    .arg(&p)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut printed = 0;
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            let (out, err) = text(&o);
+            assert!(o.status.success(), "round {round}:\n{out}\n{err}");
+            let mine = out.lines().filter(|l| l.starts_with("sp_affiliation batch ")).count();
+            let lost = err.matches("was committed by another run").count()
+                + out.matches("another run").count();
+            eprintln!("round {round}: a run committed {mine} batches and lost {lost} races");
+            printed += mine;
+        }
+        assert_eq!(link_rows(&p).await, want, "round {round}");
+        let (_, cp) = link_state(&p).await.unwrap();
+        assert_eq!(cp, want_cp, "round {round}");
+        let mut ids: Vec<i64> = link_commit_metadata(&p)
+            .await
+            .iter()
+            .filter_map(|m| m["batch_id"].as_i64())
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            (1..=want_cp.batch_id).collect::<Vec<_>>(),
+            "each batch committed once (round {round})"
+        );
+        assert_eq!(
+            printed as i64, want_cp.batch_id,
+            "each batch reported by exactly one run (round {round})"
+        );
+    }
+}
+
+/// The seed's pitfalls, each as its own regression test.
+mod pitfalls {
+    use super::*;
+
+    /// A change-type filter must never drop updates: both images yield keys.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_update_yields_keys_of_both_images() {
+        let ws = Workspace::new();
+        let (_, mut aff) = sp_tables(&ws).await;
+        let p = sp_pipeline(&ws, 10);
+        ws.run_ok(&p);
+        aff.update("sp_id = 1", &[("sp_id", "2")]).await.unwrap();
+        ws.run_ok(&p);
+        assert_eq!(keys_of_batch(&p, 2).await, set(&[1, 2]));
+    }
+
+    /// A change only on the "static" (non-driving) side of a join yields keys.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_change_on_the_static_side_of_a_join_yields_keys() {
+        let ws = Workspace::new();
+        let emp_cols = [
+            ("emp_id", Col::Long),
+            ("name", Col::Str),
+            ("dept_id", Col::Long),
+            ("manager_id", Col::Long),
+        ];
+        let dept_cols = [
+            ("dept_id", Col::Long),
+            ("manager_id", Col::Long),
+            ("dept_name", Col::Str),
+        ];
+        DemoTable::create(
+            &ws.table("employee"),
+            &emp_cols,
+            json!([[1, "e1", 7, 10], [2, "e2", 8, 20]]),
+        )
+        .await
+        .unwrap();
+        let mut dept = DemoTable::create(
+            &ws.table("department"),
+            &dept_cols,
+            json!([[7, 10, "A"], [8, 20, "B"]]),
+        )
+        .await
+        .unwrap();
+        let p = ws.pipeline(
+            "ed",
+            "emp_dept",
+            &["employee", "department"],
+            &plugin("emp_dept"),
+            "emp_id",
+            10,
+        );
+        ws.run_ok(&p);
+        dept.delete("dept_id = 8").await.unwrap();
+        ws.run_ok(&p);
+        assert_eq!(
+            keys_of_batch(&p, 2).await,
+            set(&[2]),
+            "deleting a department affects its employee"
+        );
+    }
+
+    /// A delete yields the deleted row's key.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_delete_yields_keys() {
+        let ws = Workspace::new();
+        let (mut sp, _) = sp_tables(&ws).await;
+        let p = sp_pipeline(&ws, 10);
+        ws.run_ok(&p);
+        sp.delete("diasng_id = 3").await.unwrap();
+        ws.run_ok(&p);
+        assert_eq!(keys_of_batch(&p, 2).await, set(&[3]));
+    }
+}
