@@ -2,7 +2,10 @@
 //! check and read the change feed, call the plugin and commit keys and checkpoint
 //! together.
 
+mod follow;
 mod plan;
+
+pub use follow::{follow, FollowOptions};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +81,66 @@ impl Cursor {
     }
 }
 
+/// The plugin instance a pipeline runs with, and the ones waiting to replace it.
+#[derive(Default)]
+pub struct PluginSlot {
+    current: Option<Plugin>,
+    /// The batch at which `current` took effect.
+    active_since: Option<i64>,
+    /// New instances (compiled, instantiated and `init`-ed off the batch path).
+    incoming: Option<tokio::sync::mpsc::Receiver<Plugin>>,
+}
+
+impl PluginSlot {
+    /// A slot that also takes new instances from `incoming` between batches.
+    pub fn with_incoming(incoming: tokio::sync::mpsc::Receiver<Plugin>) -> Self {
+        PluginSlot {
+            incoming: Some(incoming),
+            ..Default::default()
+        }
+    }
+
+    /// The SHA-256 of the running plugin, if any.
+    pub fn sha256(&self) -> Option<&str> {
+        self.current.as_ref().map(|p| p.sha256.as_str())
+    }
+
+    /// Swaps in the newest waiting instance, if any, to take effect at `batch_id`.
+    fn swap_in(&mut self, pipeline: &str, batch_id: i64) {
+        let Some(rx) = self.incoming.as_mut() else {
+            return;
+        };
+        let mut newest = None;
+        while let Ok(p) = rx.try_recv() {
+            newest = Some(p);
+        }
+        if let Some(p) = newest {
+            let started = Instant::now();
+            let old = self.current.replace(p);
+            self.active_since = Some(batch_id);
+            // Unmapping the old instance's memory takes milliseconds: not on the batch path.
+            if let Some(old) = old {
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            tracing::info!(
+                "{pipeline}: plugin {} takes effect at batch {batch_id} (swap pause {} µs)",
+                self.sha256().map_or("", |s| &s[..12]),
+                started.elapsed().as_micros()
+            );
+        }
+    }
+
+    /// Waits until a new instance arrives (after a failed batch). `None` when no
+    /// watcher feeds this slot.
+    async fn wait_for_new(&mut self) -> Option<()> {
+        let rx = self.incoming.as_mut()?;
+        let p = rx.recv().await?;
+        self.current = Some(p);
+        self.active_since = None;
+        Some(())
+    }
+}
+
 /// Runs `pipeline` until it has caught up with its upstreams' latest versions as of
 /// the start of the run (or `max_batches` batches). Calls `on_batch` after each
 /// commit. A run with nothing new commits nothing. When another run of the same
@@ -89,12 +152,22 @@ pub async fn run_pipeline(
     host: &PluginHost,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> Result<RunSummary> {
+    run_with(pipeline, host, &mut PluginSlot::default(), &mut on_batch).await
+}
+
+/// [`run_pipeline`] with a given plugin slot, which keeps its instance across runs
+/// and may swap in new ones between batches (see [`follow`]).
+pub async fn run_with(
+    pipeline: &Pipeline,
+    host: &PluginHost,
+    slot: &mut PluginSlot,
+    on_batch: &mut impl FnMut(&BatchReport),
+) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
-    let mut plugin: Option<Plugin> = None;
     let mut lost_in_a_row = 0;
     loop {
         let committed = summary.batches.len();
-        match run_once(pipeline, host, &mut plugin, &mut summary, &mut on_batch).await {
+        match run_once(pipeline, host, slot, &mut summary, on_batch).await {
             Err(Error::Concurrent {
                 batch_id, found, ..
             }) => {
@@ -114,7 +187,7 @@ pub async fn run_pipeline(
                 }
                 tracing::warn!("{}: {what}; continuing from there", pipeline.name);
                 // The instance may hold state of the abandoned batch; start a fresh one.
-                plugin = None;
+                slot.current = None;
             }
             other => {
                 return other
@@ -128,7 +201,7 @@ pub async fn run_pipeline(
 async fn run_once(
     pipeline: &Pipeline,
     host: &PluginHost,
-    plugin: &mut Option<Plugin>,
+    slot: &mut PluginSlot,
     summary: &mut RunSummary,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
@@ -148,12 +221,6 @@ async fn run_once(
         lookups.push((u.clone(), cdf::open_latest(u).await?));
     }
     let plugin_label = pipeline.plugin.path.display().to_string();
-    if plugin.is_none() {
-        *plugin = Some(load_plugin(pipeline, host).await?);
-    }
-    let Some(plugin) = plugin.as_mut() else {
-        return Err(Error::Other("plugin not loaded".into()));
-    };
     let ctx = cdf::session();
     let cache: TableCache = Arc::default();
     let mut batch_id = checkpoint.batch_id;
@@ -165,6 +232,14 @@ async fn run_once(
         }
         batch_id += 1;
         let started = Instant::now();
+        slot.swap_in(&pipeline.name, batch_id);
+        if slot.current.is_none() {
+            slot.current = Some(load_plugin(pipeline, host).await?);
+        }
+        let active_since = *slot.active_since.get_or_insert(batch_id);
+        let Some(plugin) = slot.current.as_mut() else {
+            return Err(Error::Other("plugin not loaded".into()));
+        };
         let batch_err = |message: String| Error::Batch {
             pipeline: pipeline.name.clone(),
             batch_id,
@@ -256,10 +331,18 @@ async fn run_once(
             cache.clone(),
             ctx.clone(),
         ));
-        let output = plugin
+        let output = match plugin
             .derive(&pipeline.name, batch_id, inputs, lookup)
             .await
-            .map_err(&batch_err)?;
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // A trapped instance must not run again.
+                slot.current = None;
+                return Err(batch_err(e));
+            }
+        };
+        let plugin_sha256 = plugin.sha256.clone();
         let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
         let keys = crate::keys::collect(&output, &pipeline.keys, &names).map_err(&batch_err)?;
         drop(output);
@@ -271,7 +354,8 @@ async fn run_once(
                 upstreams: &ranges,
                 lookups: &lookup_versions,
                 plugin_path: plugin_label.clone(),
-                plugin_sha256: plugin.sha256.clone(),
+                plugin_sha256: plugin_sha256.clone(),
+                plugin_active_since: active_since,
             })
             .await?;
         test_pause("after-commit", batch_id);
@@ -328,7 +412,7 @@ async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Resu
     Ok(cursors)
 }
 
-async fn load_plugin(pipeline: &Pipeline, host: &PluginHost) -> Result<Plugin> {
+pub(crate) async fn load_plugin(pipeline: &Pipeline, host: &PluginHost) -> Result<Plugin> {
     let path = &pipeline.plugin.path;
     let load_err = |message: String| Error::PluginLoad {
         path: path.clone(),

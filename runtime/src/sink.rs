@@ -78,6 +78,8 @@ pub struct Commit<'a> {
     pub lookups: &'a [(String, i64)],
     pub plugin_path: String,
     pub plugin_sha256: String,
+    /// The batch at which this plugin file took effect in the running process.
+    pub plugin_active_since: i64,
 }
 
 /// A pipeline's link table.
@@ -323,7 +325,7 @@ impl LinkTable {
             "keys": c.keys.len(),
             "upstreams": upstreams,
             "lookups": lookups,
-            "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256},
+            "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since},
             "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
         });
         let props = CommitProperties::default()

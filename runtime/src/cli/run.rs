@@ -14,9 +14,16 @@ use super::{EXIT_CONFIG, EXIT_FAILED};
 pub struct RunArgs {
     /// The pipeline file (its catalog is `upstreams.toml` beside it unless it names one).
     pub pipeline: PathBuf,
-    /// Stop after this many batches (overrides the file's `max_batches`).
+    /// Stop after this many batches per run (overrides the file's `max_batches`).
     #[arg(long)]
     pub max_batches: Option<u64>,
+    /// Keep running: poll the upstreams every --interval, run batches as commits
+    /// arrive, and hot-swap the plugin when its file changes. Stops on Ctrl-C/SIGTERM.
+    #[arg(long)]
+    pub follow: bool,
+    /// Pause between polls with --follow (e.g. 500ms, 2s, 1m).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
 }
 
 pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
@@ -45,6 +52,33 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    if args.follow {
+        let opts = dlink_rt::engine::FollowOptions {
+            interval: args.interval,
+            ..Default::default()
+        };
+        println!(
+            "{}: following (polling every {}, watching {}); Ctrl-C to stop",
+            pipeline.name,
+            humantime::format_duration(args.interval),
+            pipeline.plugin.path.display()
+        );
+        let r = dlink_rt::engine::follow(
+            &pipeline,
+            std::sync::Arc::new(host),
+            opts,
+            |b| println!("{b}"),
+            shutdown(),
+        )
+        .await;
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     match run_once(&pipeline, &host).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -54,6 +88,22 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
                 _ => EXIT_FAILED,
             })
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

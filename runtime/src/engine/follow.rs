@@ -1,0 +1,178 @@
+//! `run --follow`: poll the upstreams and run batches as commits arrive, while a
+//! watcher hot-swaps the plugin.
+//!
+//! The watcher checks the plugin file every `watch_interval`. A changed file (new
+//! SHA-256) is compiled, instantiated and `init`-ed in the background, off the batch
+//! path; the ready instance is handed to the batch loop, which swaps it in before its
+//! next batch and records the batch id and hash in that commit's metadata. A file that
+//! fails to compile, instantiate or `init` is rejected with a log line and the running
+//! plugin stays. A plugin that fails a batch stops the pipeline at that batch (nothing
+//! committed); the next version of the file is then tried on the same batch.
+//!
+//! Replace plugin files atomically (write a temporary file, then rename it over the
+//! old one) so the watcher never reads a half-written file.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::{run_with, BatchReport, PluginSlot};
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::plugin::{sha256_hex, Plugin, PluginHost};
+
+/// How `follow` polls.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowOptions {
+    /// Pause between two polls of the upstreams. Default 1 s.
+    pub interval: Duration,
+    /// Pause between two checks of the plugin file. Default 250 ms.
+    pub watch_interval: Duration,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        FollowOptions {
+            interval: Duration::from_secs(1),
+            watch_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Follows `pipeline` until `stop` resolves. Errors of a poll (an unreadable table, a
+/// failed batch) are logged and do not end the loop.
+pub async fn follow(
+    pipeline: &Pipeline,
+    host: Arc<PluginHost>,
+    opts: FollowOptions,
+    mut on_batch: impl FnMut(&BatchReport),
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    let initial = std::fs::read(&pipeline.plugin.path)
+        .map(|b| sha256_hex(&b))
+        .map_err(|e| Error::PluginLoad {
+            path: pipeline.plugin.path.clone(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+    let (tx, rx) = mpsc::channel(2);
+    let watcher = tokio::spawn(watch(
+        pipeline.clone(),
+        host.clone(),
+        tx,
+        initial,
+        opts.watch_interval,
+    ));
+    let mut slot = PluginSlot::with_incoming(rx);
+    tokio::pin!(stop);
+    loop {
+        let outcome = tokio::select! {
+            _ = &mut stop => break,
+            r = run_with(pipeline, &host, &mut slot, &mut on_batch) => r,
+        };
+        match outcome {
+            Ok(_) => {}
+            Err(e @ Error::Batch { .. }) => {
+                tracing::error!("{e}");
+                tracing::warn!(
+                    "{}: waiting for a new version of {} to retry the batch",
+                    pipeline.name,
+                    pipeline.plugin.path.display()
+                );
+                tokio::select! {
+                    _ = &mut stop => break,
+                    got = slot.wait_for_new() => if got.is_none() { break },
+                }
+                continue;
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(opts.interval) => {}
+        }
+    }
+    watcher.abort();
+    Ok(())
+}
+
+/// Identity of a file cheap to check often.
+fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+async fn watch(
+    pipeline: Pipeline,
+    host: Arc<PluginHost>,
+    tx: mpsc::Sender<Plugin>,
+    mut known: String,
+    every: Duration,
+) {
+    let path: PathBuf = pipeline.plugin.path.clone();
+    let mut last_stamp = stamp(&path);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = stamp(&path);
+        if now.is_none() || now == last_stamp {
+            continue;
+        }
+        last_stamp = now;
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let sha = sha256_hex(&bytes);
+        if sha == known {
+            continue;
+        }
+        known = sha.clone();
+        let started = Instant::now();
+        let h = host.clone();
+        let p = path.clone();
+        let compiled = match tokio::task::spawn_blocking(move || h.compile(&p)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
+                    pipeline.name,
+                    path.display(),
+                    &sha[..12]
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{}: compiling {} failed: {e}",
+                    pipeline.name,
+                    path.display()
+                );
+                continue;
+            }
+        };
+        match host
+            .instantiate(&compiled, &pipeline.name, &pipeline.plugin)
+            .await
+        {
+            Ok(plugin) => {
+                tracing::info!(
+                    "{}: new plugin file {} ({}) ready in {} ms; it takes effect at the next batch",
+                    pipeline.name,
+                    path.display(),
+                    &sha[..12],
+                    started.elapsed().as_millis()
+                );
+                if tx.send(plugin).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!(
+                "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
+                pipeline.name,
+                path.display(),
+                &sha[..12]
+            ),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `dlink-rt run --follow`: batches as upstream commits arrive, and plugin hot swap
+//! without a restart: a new file takes effect between batches (recorded in the commit
+//! metadata), a broken file is rejected while the running plugin stays, and a plugin
+//! that fails a batch is replaced and the same batch retried.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use common::{dlink, keys_of_batch, link_state, plugin, set, Workspace};
+use dlink_rt::demo::{Col, DemoTable};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Lines of a child's stream, read on a thread.
+fn lines(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; returns it and everything seen before.
+fn wait_for(rx: &Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+    panic!(
+        "no line with {needle:?} within {WAIT:?}; seen:\n{}",
+        seen.join("\n")
+    );
+}
+
+/// The same component with a custom section appended: same behaviour, new hash.
+fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"dlink-test";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    let mut n = body.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Replaces `dst` atomically, as a deployment should.
+fn install(dst: &Path, bytes: &[u8]) {
+    let tmp = dst.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(tmp, dst).unwrap();
+}
+
+fn sha(bytes: &[u8]) -> String {
+    dlink_rt::plugin::sha256_hex(bytes)
+}
+
+async fn last_commit_plugin(file: &Path) -> Value {
+    use futures::StreamExt;
+    let p = dlink_rt::config::Pipeline::load(file).unwrap();
+    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
+        .await
+        .unwrap();
+    let mut history = table.history(Some(1));
+    let ci = history.next().await.unwrap().unwrap();
+    ci.info["dlink"]["plugin"].clone()
+}
+
+struct Follower(Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
+    let ws = Workspace::new();
+    let cols = [
+        ("diasng_id", Col::Long),
+        ("name", Col::Str),
+        ("country", Col::Str),
+    ];
+    let mut sp = DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
+        .await
+        .unwrap();
+    let cols = [
+        ("sp_id", Col::Long),
+        ("institution_key", Col::Long),
+        ("rank", Col::Long),
+    ];
+    DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
+        .await
+        .unwrap();
+    let good = std::fs::read(plugin("sp_affiliation")).unwrap();
+    let live = ws.path().join("live.wasm");
+    install(&live, &good);
+    let p = ws.pipeline(
+        "sp",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &live,
+        "diasng_id",
+        10,
+    );
+
+    let mut child = dlink()
+        .args(["run", "--follow", "--interval", "100ms"])
+        .arg(&p)
+        .env("DLINK_LOG", "warn,dlink_rt=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let follower = Follower(child);
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+
+    wait_for(&out, "sp_affiliation batch 1:", &mut o);
+
+    // A commit arrives: picked up without a restart.
+    sp.insert(json!([[2, "b", "FR"]])).await.unwrap();
+    let t = Instant::now();
+    wait_for(&out, "sp_affiliation batch 2:", &mut o);
+    eprintln!(
+        "follow: commit to committed batch in {} ms (interval 100 ms)",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(keys_of_batch(&p, 2).await, set(&[2]));
+    assert_eq!(last_commit_plugin(&p).await["sha256"], sha(&good));
+
+    // A new version of the plugin file: swapped in between batches, recorded.
+    let v2 = new_version_of(&good, "v2");
+    install(&live, &v2);
+    wait_for(&err, &format!("({}) ready", &sha(&v2)[..12]), &mut e);
+    sp.insert(json!([[3, "c", "JP"]])).await.unwrap();
+    wait_for(&out, "sp_affiliation batch 3:", &mut o);
+    let swap = wait_for(&err, "takes effect at batch 3", &mut e);
+    eprintln!("follow: {swap}");
+    let meta = last_commit_plugin(&p).await;
+    assert_eq!(meta["sha256"], sha(&v2));
+    assert_eq!(meta["active_since_batch"], 3);
+
+    // A broken file is rejected; the running plugin stays.
+    install(&live, b"\0asm not really a component");
+    wait_for(&err, "rejected new plugin file", &mut e);
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap();
+    wait_for(&out, "sp_affiliation batch 4:", &mut o);
+    assert_eq!(
+        last_commit_plugin(&p).await["sha256"],
+        sha(&v2),
+        "v2 still runs"
+    );
+    assert_eq!(keys_of_batch(&p, 4).await, set(&[4]));
+
+    // A plugin that fails a batch: the pipeline stops at that batch ...
+    let bad = std::fs::read(plugin("wrong_output_schema")).unwrap();
+    install(&live, &bad);
+    wait_for(&err, &format!("({}) ready", &sha(&bad)[..12]), &mut e);
+    let before = link_state(&p).await.unwrap();
+    sp.insert(json!([[5, "e", "NG"]])).await.unwrap();
+    wait_for(&err, "pipeline 'sp_affiliation', batch 5, plugin", &mut e);
+    wait_for(&err, "waiting for a new version", &mut e);
+    assert_eq!(
+        link_state(&p).await.unwrap(),
+        before,
+        "nothing committed for the failed batch"
+    );
+    // ... and the next version of the file is tried on the same batch.
+    let v3 = new_version_of(&good, "v3");
+    install(&live, &v3);
+    wait_for(&out, "sp_affiliation batch 5:", &mut o);
+    assert_eq!(keys_of_batch(&p, 5).await, set(&[5]));
+    let meta = last_commit_plugin(&p).await;
+    assert_eq!(meta["sha256"], sha(&v3));
+    assert_eq!(meta["active_since_batch"], 5);
+
+    // SIGTERM stops it cleanly.
+    let pid = follower.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let mut follower = follower;
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = follower.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
