@@ -433,7 +433,10 @@ async fn two_runs_at_once_commit_each_batch_once() {
             let o = c.wait_with_output().unwrap();
             let (out, err) = text(&o);
             assert!(o.status.success(), "round {round}:\n{out}\n{err}");
-            let mine = out.lines().filter(|l| l.starts_with("sp_affiliation batch ")).count();
+            let mine = out
+                .lines()
+                .filter(|l| l.starts_with("sp_affiliation batch "))
+                .count();
             let lost = err.matches("was committed by another run").count()
                 + out.matches("another run").count();
             eprintln!("round {round}: a run committed {mine} batches and lost {lost} races");
