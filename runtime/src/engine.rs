@@ -15,11 +15,13 @@ use deltalake::DeltaTable;
 use futures::future::try_join_all;
 
 use crate::cdf::{self, Changes, LogCheck};
-use crate::config::{Pipeline, Upstream};
+use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
 use crate::error::{Error, Result};
+use crate::keys::DefaultCause;
 use crate::plugin::{Plugin, PluginHost, UpstreamInput};
 use crate::sink::{Commit, LinkTable, UpstreamRange};
 use crate::sql::{TableCache, TableLookup};
+use crate::sql_pipeline::ChangeTable;
 
 /// After this many lost races in a row (another run committed the batch this one
 /// worked on) a run stops and leaves the catch-up to the other run.
@@ -220,10 +222,11 @@ async fn run_once(
     for u in &pipeline.lookups {
         lookups.push((u.clone(), cdf::open_latest(u).await?));
     }
-    let plugin_label = pipeline.plugin.path.display().to_string();
+    let plugin_label = pipeline.deriver();
     let ctx = cdf::session();
     let cache: TableCache = Arc::default();
     let mut batch_id = checkpoint.batch_id;
+    let first_batch = batch_id + 1;
     while cursors.iter().any(Cursor::pending) {
         if let Some(max) = pipeline.max_batches {
             if summary.batches.len() as u64 >= max {
@@ -232,14 +235,6 @@ async fn run_once(
         }
         batch_id += 1;
         let started = Instant::now();
-        slot.swap_in(&pipeline.name, batch_id);
-        if slot.current.is_none() {
-            slot.current = Some(load_plugin(pipeline, host).await?);
-        }
-        let active_since = *slot.active_since.get_or_insert(batch_id);
-        let Some(plugin) = slot.current.as_mut() else {
-            return Err(Error::Other("plugin not loaded".into()));
-        };
         let batch_err = |message: String| Error::Batch {
             pipeline: pipeline.name.clone(),
             batch_id,
@@ -276,7 +271,6 @@ async fn run_once(
         let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows);
 
         let mut ranges = Vec::with_capacity(cursors.len());
-        let mut inputs = Vec::with_capacity(cursors.len());
         let mut pinned = Vec::new();
         for ((c, r), ch) in cursors.iter().zip(&plan).zip(&changes) {
             let pin = match r {
@@ -284,33 +278,13 @@ async fn run_once(
                 None => (c.next - 1).clamp(0, c.latest),
             };
             pinned.push((c.upstream.clone(), pin));
-            let rows = ch.as_ref().map_or(0, Changes::rows);
-            let bytes = match ch {
-                Some(ch) if rows > 0 => {
-                    crate::ipc::encode(&ch.schema, &ch.batches).map_err(|e| {
-                        batch_err(format!(
-                            "cannot encode the changes of '{}': {e}",
-                            c.upstream.name
-                        ))
-                    })?
-                }
-                _ => Vec::new(),
-            };
-            let (start, end) = r.unwrap_or((pin + 1, pin));
-            inputs.push(UpstreamInput {
-                name: c.upstream.name.clone(),
-                start_version: start,
-                end_version: end,
-                changes: bytes,
-            });
             ranges.push(UpstreamRange {
                 name: c.upstream.name.clone(),
                 range: *r,
                 pinned: pin,
-                change_rows: rows,
+                change_rows: ch.as_ref().map_or(0, Changes::rows),
             });
         }
-        drop(changes);
         test_pause("after-read", batch_id);
         // Lookup-only tables are pinned at their latest version as of the batch start.
         let mut lookup_versions = Vec::with_capacity(lookups.len());
@@ -324,28 +298,100 @@ async fn run_once(
             pinned.push((u.clone(), v));
             lookup_versions.push((u.name.clone(), v));
         }
-        let lookup = Arc::new(TableLookup::new(
-            &pipeline.name,
-            pipeline.plugin.limits.max_lookup_rows,
-            pinned,
-            cache.clone(),
-            ctx.clone(),
-        ));
-        let output = match plugin
-            .derive(&pipeline.name, batch_id, inputs, lookup)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                // A trapped instance must not run again.
-                slot.current = None;
-                return Err(batch_err(e));
+        let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
+        let (keys, deriver_sha256, active_since) = match &pipeline.derivation {
+            Derivation::Plugin(spec) => {
+                slot.swap_in(&pipeline.name, batch_id);
+                if slot.current.is_none() {
+                    slot.current = Some(load_plugin(pipeline, spec, host).await?);
+                }
+                let active_since = *slot.active_since.get_or_insert(batch_id);
+                let Some(plugin) = slot.current.as_mut() else {
+                    return Err(Error::Other("plugin not loaded".into()));
+                };
+                let mut inputs = Vec::with_capacity(cursors.len());
+                for ((c, ch), r) in cursors.iter().zip(&changes).zip(&ranges) {
+                    let bytes = match ch {
+                        Some(ch) if r.change_rows > 0 => {
+                            crate::ipc::encode(&ch.schema, &ch.batches).map_err(|e| {
+                                batch_err(format!("cannot encode the changes of '{}': {e}", r.name))
+                            })?
+                        }
+                        _ => Vec::new(),
+                    };
+                    let (start, end) = r.range.unwrap_or((r.pinned + 1, r.pinned));
+                    inputs.push(UpstreamInput {
+                        name: c.upstream.name.clone(),
+                        start_version: start,
+                        end_version: end,
+                        changes: bytes,
+                    });
+                }
+                drop(changes);
+                let lookup = Arc::new(TableLookup::new(
+                    &pipeline.name,
+                    spec.limits.max_lookup_rows,
+                    pinned,
+                    cache.clone(),
+                    ctx.clone(),
+                ));
+                let output = match plugin
+                    .derive(&pipeline.name, batch_id, inputs, lookup)
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // A trapped instance must not run again.
+                        slot.current = None;
+                        return Err(batch_err(e));
+                    }
+                };
+                let keys =
+                    crate::keys::collect(&output, &pipeline.keys, &names).map_err(&batch_err)?;
+                (keys, plugin.sha256.clone(), active_since)
+            }
+            Derivation::Sql { query } => {
+                let mut tables = Vec::with_capacity(cursors.len());
+                let mut default = DefaultCause::default();
+                for ((c, ch), r) in cursors.iter().zip(changes).zip(&ranges) {
+                    let (schema, batches) = match ch {
+                        Some(ch) => (ch.schema.clone(), ch.batches),
+                        None => (
+                            cdf::change_schema(
+                                &c.upstream,
+                                cdf::arrow_schema(&c.upstream, &c.table)?.as_ref(),
+                            )?,
+                            Vec::new(),
+                        ),
+                    };
+                    if r.change_rows > 0 {
+                        default.upstreams.push(r.name.clone());
+                        default.change_ts = default.change_ts.max(cdf::newest_commit_ts(&batches));
+                    }
+                    tables.push(ChangeTable {
+                        name: &c.upstream.name,
+                        schema,
+                        batches,
+                    });
+                }
+                let (schema, rows) = crate::sql_pipeline::derive(query, tables, &pinned, &cache)
+                    .await
+                    .map_err(&batch_err)?;
+                let keys = crate::keys::collect_batches(
+                    &schema,
+                    &rows,
+                    &pipeline.keys,
+                    &names,
+                    Some(&default),
+                )
+                .map_err(&batch_err)?;
+                (
+                    keys,
+                    crate::plugin::sha256_hex(query.as_bytes()),
+                    first_batch,
+                )
             }
         };
-        let plugin_sha256 = plugin.sha256.clone();
-        let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
-        let keys = crate::keys::collect(&output, &pipeline.keys, &names).map_err(&batch_err)?;
-        drop(output);
         test_pause("before-commit", batch_id);
         let link_version = link
             .commit(Commit {
@@ -354,7 +400,7 @@ async fn run_once(
                 upstreams: &ranges,
                 lookups: &lookup_versions,
                 plugin_path: plugin_label.clone(),
-                plugin_sha256: plugin_sha256.clone(),
+                plugin_sha256: deriver_sha256,
                 plugin_active_since: active_since,
             })
             .await?;
@@ -412,14 +458,18 @@ async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Resu
     Ok(cursors)
 }
 
-pub(crate) async fn load_plugin(pipeline: &Pipeline, host: &PluginHost) -> Result<Plugin> {
-    let path = &pipeline.plugin.path;
+pub(crate) async fn load_plugin(
+    pipeline: &Pipeline,
+    spec: &PluginSpec,
+    host: &PluginHost,
+) -> Result<Plugin> {
+    let path = &spec.path;
     let load_err = |message: String| Error::PluginLoad {
         path: path.clone(),
         message: format!("pipeline '{}': {message}", pipeline.name),
     };
     let compiled = host.compile(path).map_err(load_err)?;
-    host.instantiate(&compiled, &pipeline.name, &pipeline.plugin)
+    host.instantiate(&compiled, &pipeline.name, spec)
         .await
         .map_err(load_err)
 }

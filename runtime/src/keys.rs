@@ -49,6 +49,14 @@ impl AffectedKeys {
     }
 }
 
+/// The causes of keys from output without an `_upstream` column (SQL pipelines): the
+/// upstreams with change rows in the batch, and their newest commit timestamp.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultCause {
+    pub upstreams: Vec<String>,
+    pub change_ts: Option<i64>,
+}
+
 /// Validates `ipc` against the pipeline's keys and upstream names, then deduplicates.
 pub fn collect(
     ipc: &[u8],
@@ -67,6 +75,21 @@ pub fn collect(
     }
     let (schema, batches) = crate::ipc::decode(ipc)
         .map_err(|e| format!("derive returned bytes that are not an Arrow IPC stream: {e}"))?;
+    collect_batches(&schema, &batches, keys, upstream_names, None)
+}
+
+/// [`collect`] for decoded rows. With `default`, the output may lack `_upstream` (its
+/// keys get the default causes) and key columns are cast to the declared types.
+pub fn collect_batches(
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+    default: Option<&DefaultCause>,
+) -> Result<AffectedKeys, String> {
+    if let Some(d) = default {
+        return collect_with_default(schema, batches, keys, upstream_names, d);
+    }
     let expected = || {
         keys.iter()
             .map(|k| format!("{} {}", k.name, arrow_type(k.ty)))
@@ -133,7 +156,7 @@ pub fn collect(
         }
         Err(_) => false,
     };
-    let all = concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    let all = concat_batches(schema, batches).map_err(|e| e.to_string())?;
 
     let mut key_cols = Vec::with_capacity(keys.len());
     for k in keys {
@@ -213,6 +236,72 @@ pub fn collect(
             .collect(),
         change_ts: newest,
     })
+}
+
+/// SQL output: key columns are cast to their declared types and the rows take the
+/// standard shape, then go through the same validation. Without `_upstream`, every
+/// key's causes are the batch's changed upstreams.
+fn collect_with_default(
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+    d: &DefaultCause,
+) -> Result<AffectedKeys, String> {
+    use deltalake::arrow::array::StringArray;
+    use deltalake::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+    let all = concat_batches(schema, batches).map_err(|e| e.to_string())?;
+    let mut fields = Vec::with_capacity(keys.len() + 2);
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(keys.len() + 2);
+    for k in keys {
+        let col = all.column_by_name(&k.name).ok_or_else(|| {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            format!(
+                "the query returns no key column '{}' (it returns: {})",
+                k.name,
+                names.join(", ")
+            )
+        })?;
+        let want = arrow_type(k.ty);
+        cols.push(cast(col, &want).map_err(|e| {
+            format!(
+                "the query returns key column '{}' as {}, which cannot be read as {want}: {e}",
+                k.name,
+                col.data_type()
+            )
+        })?);
+        fields.push(Field::new(&k.name, want, true));
+    }
+    let given = all.column_by_name(UPSTREAM);
+    cols.push(match given {
+        Some(u) => cast(u, &DataType::Utf8).map_err(|e| e.to_string())?,
+        None => {
+            let placeholder = upstream_names.first().copied().unwrap_or_default();
+            Arc::new(StringArray::from(vec![placeholder; all.num_rows()]))
+        }
+    });
+    fields.push(Field::new(UPSTREAM, DataType::Utf8, false));
+    if let Some(t) = all.column_by_name(crate::cdf::COMMIT_TIMESTAMP) {
+        cols.push(t.clone());
+        fields.push(Field::new(
+            crate::cdf::COMMIT_TIMESTAMP,
+            t.data_type().clone(),
+            true,
+        ));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let b = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
+    let mut k = collect_batches(&schema, &[b], keys, upstream_names, None)?;
+    if given.is_none() {
+        let mut all_causes = d.upstreams.clone();
+        all_causes.sort();
+        for (causes, ts) in k.upstreams.iter_mut().zip(k.change_ts.iter_mut()) {
+            causes.clone_from(&all_causes);
+            *ts = (*ts).max(d.change_ts);
+        }
+    }
+    Ok(k)
 }
 
 fn column(b: &RecordBatch, name: &str) -> Result<ArrayRef, String> {

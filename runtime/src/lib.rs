@@ -16,5 +16,6 @@ pub mod keys;
 pub mod plugin;
 pub mod sink;
 pub mod sql;
+pub mod sql_pipeline;
 
 pub use error::{Error, Result};

@@ -203,6 +203,18 @@ impl Changes {
     }
 }
 
+/// The newest `_commit_timestamp` (microseconds) among change rows.
+pub fn newest_commit_ts(batches: &[RecordBatch]) -> Option<i64> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::TimestampMicrosecondType;
+    batches
+        .iter()
+        .filter_map(|b| b.column_by_name(COMMIT_TIMESTAMP))
+        .filter_map(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .filter_map(|c| c.iter().flatten().max())
+        .max()
+}
+
 /// The schema change rows of `table_schema` are delivered in.
 pub fn change_schema(u: &Upstream, table_schema: &Schema) -> Result<SchemaRef> {
     let mut fields: Vec<Field> = match &u.columns {

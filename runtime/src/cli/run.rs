@@ -61,7 +61,7 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
             "{}: following (polling every {}, watching {}); Ctrl-C to stop",
             pipeline.name,
             humantime::format_duration(args.interval),
-            pipeline.plugin.path.display()
+            pipeline.deriver()
         );
         let r = dlink_rt::engine::follow(
             &pipeline,

@@ -3,6 +3,7 @@
 //! problems of a file are reported together, not only the first.
 
 mod env;
+mod plugin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -118,13 +119,39 @@ pub struct Pipeline {
     /// Change rows per batch at most (a batch still takes at least one commit, and
     /// never splits one); `None` for no budget.
     pub max_batch_rows: Option<u64>,
-    pub plugin: PluginSpec,
+    /// How the keys are derived.
+    pub derivation: Derivation,
     /// Link table location (absolute path or URL).
     pub link_uri: String,
     pub keys: Vec<KeyColumn>,
 }
 
+/// How a pipeline derives its keys.
+#[derive(Debug, Clone)]
+pub enum Derivation {
+    /// A WebAssembly component.
+    Plugin(PluginSpec),
+    /// A DataFusion SQL query over `<upstream>_changes` and `<upstream>`.
+    Sql { query: String },
+}
+
 impl Pipeline {
+    /// The plugin, for plugin pipelines.
+    pub fn plugin(&self) -> Option<&PluginSpec> {
+        match &self.derivation {
+            Derivation::Plugin(p) => Some(p),
+            Derivation::Sql { .. } => None,
+        }
+    }
+
+    /// What derives the keys, for messages: the plugin path or `sql`.
+    pub fn deriver(&self) -> String {
+        match &self.derivation {
+            Derivation::Plugin(p) => p.path.display().to_string(),
+            Derivation::Sql { .. } => "[sql] query".to_string(),
+        }
+    }
+
     /// The upstream or lookup table called `name`.
     pub fn table(&self, name: &str) -> Option<&Upstream> {
         self.upstreams
@@ -179,21 +206,18 @@ struct PipelineFile {
     max_batches: Option<u64>,
     /// Default unlimited.
     max_batch_rows: Option<Spanned<u64>>,
-    plugin: PluginSection,
+    /// The plugin deriving the keys; or `sql`.
+    plugin: Option<plugin::PluginSection>,
+    /// The SQL query deriving the keys; or `plugin`.
+    sql: Option<SqlSection>,
     link: LinkSection,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PluginSection {
-    path: Spanned<String>,
-    #[serde(default)]
-    config: toml::Table,
-    #[serde(default)]
-    limits: Limits,
-    /// `name = "path"`: folders the plugin may read at `/<name>`. Default none.
-    #[serde(default)]
-    read_dirs: BTreeMap<String, Spanned<String>>,
+struct SqlSection {
+    /// Runs over `<upstream>_changes` and `<upstream>` (as of the pinned version).
+    query: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -452,45 +476,37 @@ impl Pipeline {
                 ));
             }
         }
-        let plugin_path = PathBuf::from(resolve_location(&src.dir(), file.plugin.path.get_ref()));
-        if !plugin_path.is_file() {
-            problems.push(src.at(
-                &file.plugin.path,
-                format!(
-                    "plugin file {} does not exist; build the plugins (`make build`) or fix the path",
-                    plugin_path.display()
-                ),
-            ));
-        }
-        let config_json = serde_json::to_string(&file.plugin.config)
-            .map_err(|e| Error::config(format!("{}: [plugin.config]: {e}", src.path.display())))?;
-        let limits = file.plugin.limits;
-        let mut read_dirs = Vec::new();
-        for (name, path) in &file.plugin.read_dirs {
-            let abs = PathBuf::from(resolve_location(&src.dir(), path.get_ref()));
-            if !is_identifier(name) {
-                problems.push(src.at(
-                    path,
-                    format!("read_dirs name '{name}' must be lower-case letters, digits and `_`"),
-                ));
-            } else if !abs.is_dir() {
-                problems.push(src.at(
-                    path,
-                    format!("read_dirs '{name}': {} is not a folder", abs.display()),
-                ));
+        let derivation = match (&file.plugin, &file.sql) {
+            (Some(plugin), None) => {
+                Derivation::Plugin(plugin::resolve(src, plugin, &mut problems)?)
             }
-            read_dirs.push((name.clone(), abs));
-        }
-        if limits.timeout_ms == 0
-            || limits.memory_mb == 0
-            || limits.max_output_mb == 0
-            || limits.max_lookup_rows == 0
-        {
-            problems.push(format!(
-                "{}: [plugin.limits] values must be more than 0",
-                src.path.display()
-            ));
-        }
+            (None, Some(sql)) => {
+                if sql.query.get_ref().trim().is_empty() {
+                    problems.push(src.at(&sql.query, "[sql] query is empty"));
+                }
+                Derivation::Sql {
+                    query: sql.query.get_ref().clone(),
+                }
+            }
+            (Some(_), Some(_)) => {
+                problems.push(src.at(
+                    &file.name,
+                    "the pipeline has both [plugin] and [sql]: keep the one that derives its keys",
+                ));
+                Derivation::Sql {
+                    query: String::new(),
+                }
+            }
+            (None, None) => {
+                problems.push(src.at(
+                    &file.name,
+                    "the pipeline has neither [plugin] (a .wasm path) nor [sql] (a query): add one",
+                ));
+                Derivation::Sql {
+                    query: String::new(),
+                }
+            }
+        };
         let mut keys = Vec::new();
         let mut key_names = BTreeSet::new();
         for k in file.link.keys.get_ref() {
@@ -527,12 +543,7 @@ impl Pipeline {
             batch_size,
             max_batches: file.max_batches,
             max_batch_rows: file.max_batch_rows.as_ref().map(|s| *s.get_ref()),
-            plugin: PluginSpec {
-                path: plugin_path,
-                config_json,
-                limits,
-                read_dirs,
-            },
+            derivation,
             link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
             keys,
         })

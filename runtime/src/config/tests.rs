@@ -65,7 +65,7 @@ fn example_pipeline_resolves_paths_against_its_folder() {
         pipe.link_uri,
         dir.path().join("links/sp").display().to_string()
     );
-    assert_eq!(pipe.plugin.config_json, r#"{"threshold":3}"#);
+    assert_eq!(pipe.plugin().unwrap().config_json, r#"{"threshold":3}"#);
     assert_eq!(
         pipe.keys,
         vec![KeyColumn {
@@ -73,7 +73,7 @@ fn example_pipeline_resolves_paths_against_its_folder() {
             ty: KeyType::Long
         }]
     );
-    assert_eq!(pipe.plugin.limits, Limits::default());
+    assert_eq!(pipe.plugin().unwrap().limits, Limits::default());
 }
 
 #[test]

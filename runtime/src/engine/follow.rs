@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::{run_with, BatchReport, PluginSlot};
-use crate::config::Pipeline;
+use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
 use crate::plugin::{sha256_hex, Plugin, PluginHost};
 
@@ -51,20 +51,26 @@ pub async fn follow(
     mut on_batch: impl FnMut(&BatchReport),
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
-    let initial = std::fs::read(&pipeline.plugin.path)
-        .map(|b| sha256_hex(&b))
-        .map_err(|e| Error::PluginLoad {
-            path: pipeline.plugin.path.clone(),
-            message: format!("cannot read the file: {e}"),
-        })?;
     let (tx, rx) = mpsc::channel(2);
-    let watcher = tokio::spawn(watch(
-        pipeline.clone(),
-        host.clone(),
-        tx,
-        initial,
-        opts.watch_interval,
-    ));
+    let watcher = match pipeline.plugin() {
+        Some(spec) => {
+            let initial = std::fs::read(&spec.path)
+                .map(|b| sha256_hex(&b))
+                .map_err(|e| Error::PluginLoad {
+                    path: spec.path.clone(),
+                    message: format!("cannot read the file: {e}"),
+                })?;
+            Some(tokio::spawn(watch(
+                pipeline.clone(),
+                spec.clone(),
+                host.clone(),
+                tx,
+                initial,
+                opts.watch_interval,
+            )))
+        }
+        None => None,
+    };
     let mut slot = PluginSlot::with_incoming(rx);
     tokio::pin!(stop);
     loop {
@@ -79,7 +85,7 @@ pub async fn follow(
                 tracing::warn!(
                     "{}: waiting for a new version of {} to retry the batch",
                     pipeline.name,
-                    pipeline.plugin.path.display()
+                    pipeline.deriver()
                 );
                 tokio::select! {
                     _ = &mut stop => break,
@@ -94,7 +100,9 @@ pub async fn follow(
             _ = tokio::time::sleep(opts.interval) => {}
         }
     }
-    watcher.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     Ok(())
 }
 
@@ -106,12 +114,13 @@ fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
 
 async fn watch(
     pipeline: Pipeline,
+    spec: PluginSpec,
     host: Arc<PluginHost>,
     tx: mpsc::Sender<Plugin>,
     mut known: String,
     every: Duration,
 ) {
-    let path: PathBuf = pipeline.plugin.path.clone();
+    let path: PathBuf = spec.path.clone();
     let mut last_stamp = stamp(&path);
     loop {
         tokio::time::sleep(every).await;
@@ -151,10 +160,7 @@ async fn watch(
                 continue;
             }
         };
-        match host
-            .instantiate(&compiled, &pipeline.name, &pipeline.plugin)
-            .await
-        {
+        match host.instantiate(&compiled, &pipeline.name, &spec).await {
             Ok(plugin) => {
                 tracing::info!(
                     "{}: new plugin file {} ({}) ready in {} ms; it takes effect at the next batch",

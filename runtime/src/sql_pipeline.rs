@@ -1,0 +1,90 @@
+//! SQL pipelines: the keys of a batch derived by a DataFusion query over
+//! `<upstream>_changes` (the batch's change rows of each upstream) and `<table>` (each
+//! upstream and lookup table as of the batch's pinned version).
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::SessionContext;
+
+use crate::config::Upstream;
+use crate::sql::TableCache;
+
+/// One upstream's change rows of a batch.
+pub struct ChangeTable<'a> {
+    pub name: &'a str,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Registers the batch's tables in a fresh session.
+async fn session(
+    changes: Vec<ChangeTable<'_>>,
+    pinned: &[(Upstream, i64)],
+    cache: &TableCache,
+) -> Result<SessionContext, String> {
+    let ctx = crate::cdf::session();
+    for c in changes {
+        let name = format!("{}_changes", c.name);
+        let t = MemTable::try_new(c.schema, vec![c.batches]).map_err(|e| format!("{name}: {e}"))?;
+        ctx.register_table(name.as_str(), Arc::new(t))
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    for (u, version) in pinned {
+        let table = {
+            let mut cache = cache.lock().await;
+            match cache.get(&(u.name.clone(), *version)) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = crate::cdf::open_at(u, *version)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    cache.insert((u.name.clone(), *version), t.clone());
+                    t
+                }
+            }
+        };
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| format!("{}: {e}", u.name))?;
+        ctx.register_table(u.name.as_str(), provider)
+            .map_err(|e| format!("{}: {e}", u.name))?;
+    }
+    Ok(ctx)
+}
+
+/// Runs `query` for one batch; returns its rows.
+pub async fn derive(
+    query: &str,
+    changes: Vec<ChangeTable<'_>>,
+    pinned: &[(Upstream, i64)],
+    cache: &TableCache,
+) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+    let ctx = session(changes, pinned, cache).await?;
+    let df = ctx
+        .sql(query)
+        .await
+        .map_err(|e| format!("the query failed: {e}"))?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| format!("the query failed: {e}"))?;
+    Ok((schema, batches))
+}
+
+/// Plans `query` against empty change tables of the given schemas and the tables at
+/// the given versions, without running it; returns the output schema.
+pub async fn plan(
+    query: &str,
+    changes: Vec<ChangeTable<'_>>,
+    pinned: &[(Upstream, i64)],
+    cache: &TableCache,
+) -> Result<SchemaRef, String> {
+    let ctx = session(changes, pinned, cache).await?;
+    let df = ctx.sql(query).await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(df.schema().as_arrow().clone()))
+}
