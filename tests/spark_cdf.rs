@@ -102,13 +102,7 @@ async fn every_spark_fixture_reads_like_the_independent_reader() {
             .to_string();
         let expected: Value =
             serde_json::from_str(&std::fs::read_to_string(&expected_path).unwrap()).unwrap();
-        let u = Upstream {
-            name: name.clone(),
-            uri: dir.join(&name).display().to_string(),
-            keys: vec![],
-            start_version: 0,
-            columns: None,
-        };
+        let u = Upstream::new(name.as_str(), dir.join(&name).display().to_string());
         let table = cdf::open_latest(&u)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -171,13 +165,10 @@ async fn every_spark_fixture_reads_like_the_independent_reader() {
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_below_a_cleaned_up_log_are_an_error_not_empty() {
     let Some(dir) = fixtures() else { return };
-    let u = Upstream {
-        name: "checkpoint-cdf-table".into(),
-        uri: dir.join("checkpoint-cdf-table").display().to_string(),
-        keys: vec![],
-        start_version: 0,
-        columns: None,
-    };
+    let u = Upstream::new(
+        "checkpoint-cdf-table",
+        dir.join("checkpoint-cdf-table").display().to_string(),
+    );
     let table = cdf::open_latest(&u).await.unwrap();
     let err = cdf::read_changes(&cdf::session(), &u, &table, 0, 5)
         .await

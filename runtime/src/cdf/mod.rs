@@ -6,8 +6,9 @@ use std::sync::Arc;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use deltalake::datafusion::physical_plan::collect;
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::datafusion::prelude::{col, lit};
+use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::config::Upstream;
@@ -276,15 +277,38 @@ pub async fn read_changes(
     if start < 0 || end < start {
         return Err(feed_err(format!("{start}..={end} is not a version range")));
     }
-    let plan = table
+    let builder = table
         .clone()
         .scan_cdf()
         .with_starting_version(start as u64)
-        .with_ending_version(end as u64)
-        .build(&ctx.state(), None)
-        .await
+        .with_ending_version(end as u64);
+    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| feed_err(e.to_string()))?;
+    let mut df = ctx
+        .read_table(Arc::new(provider))
         .map_err(|e| feed_err(e.to_string()))?;
-    let raw = collect(plan, ctx.task_ctx()).await.map_err(|e| {
+    if let Some(predicate) = &u.filter {
+        let expr = df.parse_sql_expr(predicate).map_err(|e| {
+            table_err(
+                u,
+                format!(
+                    "the catalog's filter `{predicate}` is not a valid predicate on the table: {e}"
+                ),
+            )
+        })?;
+        df = df.filter(expr).map_err(|e| feed_err(e.to_string()))?;
+    }
+    if let Some(types) = &u.change_types {
+        let types = types.iter().map(|t| lit(t.as_str())).collect();
+        df = df
+            .filter(col(CHANGE_TYPE).in_list(types, false))
+            .map_err(|e| feed_err(e.to_string()))?;
+    }
+    // Read only the columns delivered.
+    let wanted: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    df = df
+        .select_columns(&wanted)
+        .map_err(|e| feed_err(e.to_string()))?;
+    let raw = df.collect().await.map_err(|e| {
         let msg = e.to_string();
         if msg.contains("not found") || msg.contains("No such file") {
             unreadable(

@@ -31,7 +31,30 @@ pub struct Upstream {
     pub start_version: i64,
     /// Columns to read; `None` reads all.
     pub columns: Option<Vec<String>>,
+    /// An SQL predicate on the table's columns, applied inside the change-feed read.
+    pub filter: Option<String>,
+    /// The change types to keep; `None` keeps all four.
+    pub change_types: Option<Vec<String>>,
 }
+
+impl Upstream {
+    /// An upstream with every option at its default (all columns, all change types,
+    /// no filter, from version 0).
+    pub fn new(name: impl Into<String>, uri: impl Into<String>) -> Self {
+        Upstream {
+            name: name.into(),
+            uri: uri.into(),
+            keys: Vec::new(),
+            start_version: 0,
+            columns: None,
+            filter: None,
+            change_types: None,
+        }
+    }
+}
+
+/// The four change types of a Change Data Feed.
+pub const CHANGE_TYPES: [&str; 4] = ["insert", "update_preimage", "update_postimage", "delete"];
 
 /// The global catalog of upstream tables.
 #[derive(Debug, Clone)]
@@ -183,6 +206,10 @@ struct UpstreamEntry {
     start_version: Option<Spanned<i64>>,
     /// Columns to read. Default all.
     columns: Option<Vec<String>>,
+    /// SQL predicate pushed into the change-feed read. Default none.
+    filter: Option<Spanned<String>>,
+    /// Change types to keep. Default all four.
+    change_types: Option<Spanned<Vec<String>>>,
     /// Free text. Default none.
     #[allow(dead_code)]
     description: Option<String>,
@@ -360,6 +387,26 @@ impl Catalog {
                 problems.push(src.at(&e.uri, format!("upstream '{name}': uri is empty")));
             }
             let uri = resolve_location(&src.dir(), e.uri.get_ref());
+            if let Some(types) = &e.change_types {
+                for t in types.get_ref() {
+                    if !CHANGE_TYPES.contains(&t.as_str()) {
+                        problems.push(src.at(
+                            types,
+                            format!(
+                                "upstream '{name}': unknown change type '{t}'; use {}",
+                                CHANGE_TYPES.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                if !types.get_ref().iter().any(|t| t == "update_preimage") {
+                    tracing::warn!(
+                        "{}: upstream '{name}' drops update_preimage rows: a row whose join column changes \
+                         will not affect its old side",
+                        src.path.display()
+                    );
+                }
+            }
             upstreams.insert(
                 name.clone(),
                 Upstream {
@@ -368,6 +415,8 @@ impl Catalog {
                     keys: e.keys,
                     start_version,
                     columns: e.columns,
+                    filter: e.filter.map(|f| f.into_inner()),
+                    change_types: e.change_types.map(|t| t.into_inner()),
                 },
             );
         }
