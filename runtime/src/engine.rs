@@ -3,9 +3,11 @@
 //! together.
 
 mod follow;
+mod many;
 mod plan;
 
 pub use follow::{follow, FollowOptions};
+pub use many::{run_many, ManyOutcome};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Instant;
 use deltalake::DeltaTable;
 use futures::future::try_join_all;
 
-use crate::cdf::{self, Changes, LogCheck};
+use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
 use crate::error::{Error, Result};
 use crate::keys::DefaultCause;
@@ -154,7 +156,14 @@ pub async fn run_pipeline(
     host: &PluginHost,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> Result<RunSummary> {
-    run_with(pipeline, host, &mut PluginSlot::default(), &mut on_batch).await
+    run_with(
+        pipeline,
+        host,
+        &mut PluginSlot::default(),
+        None,
+        &mut on_batch,
+    )
+    .await
 }
 
 /// [`run_pipeline`] with a given plugin slot, which keeps its instance across runs
@@ -163,13 +172,14 @@ pub async fn run_with(
     pipeline: &Pipeline,
     host: &PluginHost,
     slot: &mut PluginSlot,
+    fanout: Option<&FanOut>,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
     let mut lost_in_a_row = 0;
     loop {
         let committed = summary.batches.len();
-        match run_once(pipeline, host, slot, &mut summary, on_batch).await {
+        match run_once(pipeline, host, slot, fanout, &mut summary, on_batch).await {
             Err(Error::Concurrent {
                 batch_id, found, ..
             }) => {
@@ -204,6 +214,7 @@ async fn run_once(
     pipeline: &Pipeline,
     host: &PluginHost,
     slot: &mut PluginSlot,
+    fanout: Option<&FanOut>,
     summary: &mut RunSummary,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
@@ -259,11 +270,17 @@ async fn run_once(
             try_join_all(cursors.iter().zip(&wanted).map(|(c, r)| {
                 let ctx = &ctx;
                 async move {
-                    match r {
-                        Some((s, e)) => cdf::read_changes(ctx, &c.upstream, &c.table, *s, *e)
+                    match (r, fanout) {
+                        (Some((s, e)), Some(f)) => f
+                            .read(ctx, &c.upstream, &c.table, *s, *e)
                             .await
-                            .map(Some),
-                        None => Ok(None),
+                            .map(|shared| Some(Changes::clone(&shared))),
+                        (Some((s, e)), None) => {
+                            cdf::read_changes(ctx, &c.upstream, &c.table, *s, *e)
+                                .await
+                                .map(Some)
+                        }
+                        (None, _) => Ok(None),
                     }
                 }
             }))

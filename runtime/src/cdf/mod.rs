@@ -14,7 +14,10 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use crate::config::Upstream;
 use crate::error::{Error, Result};
 
+mod fanout;
 pub mod history;
+
+pub use fanout::{FanOut, FanOutStats};
 
 use history::{TableState, Unreadable};
 

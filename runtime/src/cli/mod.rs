@@ -4,6 +4,7 @@
 mod demo;
 mod reset;
 mod run;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
     Reset(reset::ResetArgs),
+    /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
+    Validate(validate::ValidateArgs),
 }
 
 /// Exit code of a run where a pipeline failed.
@@ -62,6 +65,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run(args) => run::run(args, cache_dir).await,
             Command::Demo(args) => demo::demo(args, cache_dir).await,
             Command::Reset(args) => reset::reset(args).await,
+            Command::Validate(args) => validate::validate(args, cache_dir).await,
         }
     })
 }

@@ -12,8 +12,12 @@ use super::{EXIT_CONFIG, EXIT_FAILED};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The pipeline file (its catalog is `upstreams.toml` beside it unless it names one).
+    /// A pipeline file (its catalog is `upstreams.toml` beside it unless it names one),
+    /// or a folder: every enabled pipeline file in it, with its `upstreams.toml`.
     pub pipeline: PathBuf,
+    /// Pipelines run at once when given a folder (default: the number of CPUs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Stop after this many batches per run (overrides the file's `max_batches`).
     #[arg(long)]
     pub max_batches: Option<u64>,
@@ -27,6 +31,9 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+    if args.pipeline.is_dir() {
+        return run_folder(args, cache_dir).await;
+    }
     let mut pipeline = match Pipeline::load(&args.pipeline) {
         Ok(p) => p,
         Err(e) => {
@@ -116,4 +123,107 @@ pub async fn run_once(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Erro
         println!("{}: up to date, nothing committed", pipeline.name);
     }
     Ok(())
+}
+
+/// `run <folder>`: every enabled pipeline of the folder in one process.
+async fn run_folder(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+    if args.follow {
+        eprintln!("error: --follow takes one pipeline file, not a folder");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let (mut pipelines, problems) = match load_folder(&args.pipeline) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    if let Some(m) = args.max_batches {
+        for p in &mut pipelines {
+            p.max_batches = Some(m);
+        }
+    }
+    let host = match PluginHost::new(cache_dir) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the plugin host: {e:#}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let started = std::time::Instant::now();
+    let outcome = dlink_rt::engine::run_many(&pipelines, &host, jobs, |b| println!("{b}")).await;
+    let (mut failed, mut batches) = (0, 0);
+    for (name, r) in &outcome.results {
+        match r {
+            Ok(s) => batches += s.batches.len(),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: pipeline '{name}': {e}");
+            }
+        }
+    }
+    let reads = outcome.reads;
+    println!(
+        "{} pipelines: {} batches committed, {failed} failed, {} not loaded; change-feed reads: {} for {} requested ({} shared) in {} ms",
+        pipelines.len(),
+        batches,
+        problems.len(),
+        reads.performed,
+        reads.requested,
+        reads.requested - reads.performed,
+        started.elapsed().as_millis()
+    );
+    if !problems.is_empty() {
+        ExitCode::from(EXIT_CONFIG)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The enabled pipelines of a folder and the problems of the files that did not load.
+pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>), Error> {
+    let catalog = dlink_rt::config::Catalog::load(&dir.join(dlink_rt::config::DEFAULT_CATALOG))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::config(format!("{}: cannot list the folder: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name()
+                    .is_some_and(|n| n != dlink_rt::config::DEFAULT_CATALOG)
+        })
+        .collect();
+    files.sort();
+    let mut pipelines: Vec<Pipeline> = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match Pipeline::load_with_catalog(&f, &catalog) {
+            Ok(p) if !p.enabled => println!("{}: disabled ({})", p.name, f.display()),
+            Ok(p) => {
+                if let Some(other) = pipelines
+                    .iter()
+                    .find(|o| o.name == p.name || o.link_uri == p.link_uri)
+                {
+                    problems.push(format!(
+                        "{}: pipeline '{}' has the same name or link table as {}; each pipeline needs its own",
+                        f.display(),
+                        p.name,
+                        other.file.display()
+                    ));
+                } else {
+                    pipelines.push(p);
+                }
+            }
+            Err(Error::Config { problems: ps }) => problems.extend(ps),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok((pipelines, problems))
 }

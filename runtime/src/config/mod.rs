@@ -144,6 +144,8 @@ pub struct Pipeline {
     pub max_batch_rows: Option<u64>,
     /// How the keys are derived.
     pub derivation: Derivation,
+    /// The line of the plugin path or SQL query in the pipeline file.
+    pub derivation_line: usize,
     /// Link table location (absolute path or URL).
     pub link_uri: String,
     pub keys: Vec<KeyColumn>,
@@ -525,6 +527,11 @@ impl Pipeline {
                 ));
             }
         }
+        let derivation_line = match (&file.plugin, &file.sql) {
+            (Some(p), _) => src.line(p.path.span().start),
+            (None, Some(q)) => src.line(q.query.span().start),
+            (None, None) => 1,
+        };
         let derivation = match (&file.plugin, &file.sql) {
             (Some(plugin), None) => {
                 Derivation::Plugin(plugin::resolve(src, plugin, &mut problems)?)
@@ -593,6 +600,7 @@ impl Pipeline {
             max_batches: file.max_batches,
             max_batch_rows: file.max_batch_rows.as_ref().map(|s| *s.get_ref()),
             derivation,
+            derivation_line,
             link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
             keys,
         })

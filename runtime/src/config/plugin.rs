@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PluginSection {
-    path: Spanned<String>,
+    pub(super) path: Spanned<String>,
     #[serde(default)]
     config: toml::Table,
     #[serde(default)]

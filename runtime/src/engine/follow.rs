@@ -76,7 +76,7 @@ pub async fn follow(
     loop {
         let outcome = tokio::select! {
             _ = &mut stop => break,
-            r = run_with(pipeline, &host, &mut slot, &mut on_batch) => r,
+            r = run_with(pipeline, &host, &mut slot, None, &mut on_batch) => r,
         };
         match outcome {
             Ok(_) => {}

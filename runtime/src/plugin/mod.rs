@@ -176,6 +176,18 @@ impl PluginHost {
         })
     }
 
+    /// Checks, without running it, that `compiled` imports nothing but what the host
+    /// provides (WASI p2 and `dlink:pipeline/host`) and exports `init` and `derive`
+    /// with the types of the WIT contract.
+    pub fn check(&self, compiled: &Compiled) -> Result<(), String> {
+        let pre = self.linker.instantiate_pre(&compiled.component).map_err(|e| {
+            format!("imports something the host does not provide (only WASI p2 and dlink:pipeline/host): {e:#}")
+        })?;
+        generated::PipelinePluginPre::new(pre)
+            .map(|_| ())
+            .map_err(|e| format!("does not export the dlink:pipeline/pipeline-plugin world's init and derive: {e:#}"))
+    }
+
     /// Instantiates `compiled` in a fresh sandbox and calls its `init(config_json)`.
     /// `read_dirs` are (name, host folder) pairs the plugin may read at `/<name>`.
     pub async fn instantiate(

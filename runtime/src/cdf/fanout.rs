@@ -1,0 +1,114 @@
+//! One change-feed read per upstream range, fanned out to every pipeline that needs it
+//! (the seeds' "central Delta-Link generator").
+//!
+//! Pipelines of one process ask for `(upstream, start..=end)`. The first asker reads;
+//! the others wait for that read and share its rows. An entry is dropped as soon as
+//! every pipeline using the upstream has taken it, so memory stays bounded by the
+//! batches in flight, not by the backlog. Pipelines whose checkpoints differ ask for
+//! different ranges and read them separately; that is still correct, only not shared.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use tokio::sync::OnceCell;
+
+use super::{read_changes, Changes};
+use crate::config::Upstream;
+use crate::error::Result;
+
+type Key = (String, i64, i64);
+
+/// Ranges of one upstream kept at once. Pipelines at different positions ask for
+/// ranges others never take; the oldest of those is dropped (and re-read if a slow
+/// pipeline does come for it), so memory stays bounded by a few batches.
+const KEEP_PER_UPSTREAM: usize = 4;
+
+struct Entry {
+    cell: Arc<OnceCell<Arc<Changes>>>,
+    /// Pipelines that have not taken this range yet.
+    remaining: usize,
+}
+
+/// Shared change-feed reads of one process.
+#[derive(Default)]
+pub struct FanOut {
+    /// upstream name -> number of pipelines reading it.
+    consumers: HashMap<String, usize>,
+    entries: Mutex<HashMap<Key, Entry>>,
+    requested: AtomicU64,
+    performed: AtomicU64,
+}
+
+/// How many reads were asked for and how many ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanOutStats {
+    pub requested: u64,
+    pub performed: u64,
+}
+
+impl FanOut {
+    /// A fan-out for pipelines whose upstream names are given (one list per pipeline).
+    pub fn new<'a>(pipelines: impl IntoIterator<Item = Vec<&'a str>>) -> Self {
+        let mut consumers = HashMap::new();
+        for ups in pipelines {
+            for u in ups {
+                *consumers.entry(u.to_string()).or_insert(0) += 1;
+            }
+        }
+        FanOut {
+            consumers,
+            ..Default::default()
+        }
+    }
+
+    /// The change rows of `u` for `start..=end`, read once for all pipelines.
+    pub async fn read(
+        &self,
+        ctx: &SessionContext,
+        u: &Upstream,
+        table: &DeltaTable,
+        start: i64,
+        end: i64,
+    ) -> Result<Arc<Changes>> {
+        self.requested.fetch_add(1, Ordering::Relaxed);
+        let key = (u.name.clone(), start, end);
+        let cell = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let consumers = self.consumers.get(&u.name).copied().unwrap_or(1);
+            let e = entries.entry(key.clone()).or_insert_with(|| Entry {
+                cell: Arc::new(OnceCell::new()),
+                remaining: consumers,
+            });
+            e.remaining = e.remaining.saturating_sub(1);
+            let cell = e.cell.clone();
+            if e.remaining == 0 {
+                // The last consumer: whoever holds the cell keeps the rows alive.
+                entries.remove(&key);
+            }
+            let mut kept: Vec<&Key> = entries.keys().filter(|k| k.0 == u.name).collect();
+            if kept.len() > KEEP_PER_UPSTREAM {
+                kept.sort_by_key(|k| k.1);
+                let oldest = kept[0].clone();
+                entries.remove(&oldest);
+            }
+            cell
+        };
+        let changes = cell
+            .get_or_try_init(|| async {
+                self.performed.fetch_add(1, Ordering::Relaxed);
+                read_changes(ctx, u, table, start, end).await.map(Arc::new)
+            })
+            .await?;
+        Ok(changes.clone())
+    }
+
+    pub fn stats(&self) -> FanOutStats {
+        FanOutStats {
+            requested: self.requested.load(Ordering::Relaxed),
+            performed: self.performed.load(Ordering::Relaxed),
+        }
+    }
+}

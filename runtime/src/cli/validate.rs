@@ -1,0 +1,186 @@
+//! `dlink-rt validate [PATH]`: checks a folder of pipelines (or one pipeline file) in
+//! phases and prints every problem, each with its file and line, not only the first.
+//!
+//! 1. the catalog and every pipeline file (syntax, names, types, paths);
+//! 2. every upstream table: it opens, the Change Data Feed is on, the catalog's
+//!    `columns` exist and its `filter` is a valid predicate;
+//! 3. every plugin: it compiles and exports what the WIT contract requires;
+//!    every SQL query: it plans against the upstreams' schemas and returns the keys;
+//! 4. every existing link table: its key columns match the declared types.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dlink_rt::cdf::{self, history::TableState};
+use dlink_rt::config::{Derivation, Pipeline, Upstream};
+use dlink_rt::plugin::PluginHost;
+use dlink_rt::sink::LinkTable;
+use dlink_rt::sql::TableCache;
+use dlink_rt::sql_pipeline::ChangeTable;
+
+use super::{EXIT_CONFIG, EXIT_FAILED};
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// A folder of pipeline files with its upstreams.toml, or one pipeline file.
+    #[arg(default_value = "configs")]
+    pub path: PathBuf,
+}
+
+pub async fn validate(args: ValidateArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+    let started = std::time::Instant::now();
+    let (pipelines, mut problems) = if args.path.is_dir() {
+        match super::run::load_folder(&args.path) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        match Pipeline::load(&args.path) {
+            Ok(p) => (vec![p], Vec::new()),
+            Err(dlink_rt::Error::Config { problems }) => (Vec::new(), problems),
+            Err(e) => (Vec::new(), vec![e.to_string()]),
+        }
+    };
+    let host = match PluginHost::new(cache_dir) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the plugin host: {e:#}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    // Phase 2: each upstream once.
+    let mut upstreams: Vec<&Upstream> = pipelines
+        .iter()
+        .flat_map(|p| p.upstreams.iter().chain(&p.lookups))
+        .collect();
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    upstreams.dedup_by(|a, b| a.name == b.name);
+    let mut schemas = std::collections::HashMap::new();
+    for u in upstreams {
+        match check_upstream(u).await {
+            Ok((schema, version)) => {
+                schemas.insert(u.name.clone(), (schema, version));
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    // Phases 3 and 4: each pipeline.
+    let cache = TableCache::default();
+    for p in &pipelines {
+        let at = format!("{}:{}", p.file.display(), p.derivation_line);
+        match &p.derivation {
+            Derivation::Plugin(spec) => {
+                if let Err(e) = host.compile(&spec.path).and_then(|c| host.check(&c)) {
+                    problems.push(format!("{at}: plugin {}: {e}", spec.path.display()));
+                }
+            }
+            Derivation::Sql { query } => {
+                if let Err(e) = check_sql(p, query, &schemas, &cache).await {
+                    problems.push(format!("{at}: [sql] query of pipeline '{}': {e}", p.name));
+                }
+            }
+        }
+        if let Err(e) = LinkTable::open(p).await {
+            problems.push(format!("{}: {e}", p.file.display()));
+        }
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    println!(
+        "{} pipelines checked in {} ms: {}",
+        pipelines.len(),
+        started.elapsed().as_millis(),
+        if problems.is_empty() {
+            "all valid".to_string()
+        } else {
+            format!("{} problem(s)", problems.len())
+        }
+    );
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+type Schemas = std::collections::HashMap<String, (deltalake::arrow::datatypes::SchemaRef, i64)>;
+
+/// Opens the upstream and checks its options; returns its change-row schema and version.
+async fn check_upstream(
+    u: &Upstream,
+) -> Result<(deltalake::arrow::datatypes::SchemaRef, i64), String> {
+    let t = cdf::open_latest(u).await.map_err(|e| e.to_string())?;
+    let version = cdf::version_of(u, &t).map_err(|e| e.to_string())?;
+    let state: TableState = cdf::state_of(u, &t).map_err(|e| e.to_string())?;
+    if !state.cdf_enabled {
+        return Err(format!(
+            "upstream '{}' ({}): the Change Data Feed is off at its latest version {version}; \
+             turn on delta.enableChangeDataFeed",
+            u.name, u.uri
+        ));
+    }
+    let table_schema = cdf::arrow_schema(u, &t).map_err(|e| e.to_string())?;
+    let schema = cdf::change_schema(u, &table_schema).map_err(|e| e.to_string())?;
+    if let Some(f) = &u.filter {
+        let ctx = cdf::session();
+        let df = ctx
+            .read_batch(deltalake::arrow::array::RecordBatch::new_empty(
+                table_schema.clone(),
+            ))
+            .map_err(|e| e.to_string())?;
+        df.parse_sql_expr(f).map_err(|e| {
+            format!("upstream '{}': the catalog's filter `{f}` is not a valid predicate on the table: {e}", u.name)
+        })?;
+    }
+    Ok((schema, version))
+}
+
+async fn check_sql(
+    p: &Pipeline,
+    query: &str,
+    schemas: &Schemas,
+    cache: &TableCache,
+) -> Result<(), String> {
+    let mut tables = Vec::new();
+    let mut pinned = Vec::new();
+    for u in p.upstreams.iter().chain(&p.lookups) {
+        let Some((schema, version)) = schemas.get(&u.name) else {
+            return Err(format!(
+                "upstream '{}' could not be checked (see above)",
+                u.name
+            ));
+        };
+        if p.upstreams.iter().any(|x| x.name == u.name) {
+            tables.push(ChangeTable {
+                name: &u.name,
+                schema: schema.clone(),
+                batches: Vec::new(),
+            });
+        }
+        pinned.push((u.clone(), *version));
+    }
+    let out = dlink_rt::sql_pipeline::plan(query, tables, &pinned, cache).await?;
+    for k in &p.keys {
+        let f = out.field_with_name(&k.name).map_err(|_| {
+            let names: Vec<&str> = out.fields().iter().map(|f| f.name().as_str()).collect();
+            format!(
+                "returns no key column '{}' (it returns: {})",
+                k.name,
+                names.join(", ")
+            )
+        })?;
+        let want = dlink_rt::keys::arrow_type(k.ty);
+        if !deltalake::arrow::compute::can_cast_types(f.data_type(), &want) {
+            return Err(format!(
+                "returns key column '{}' as {}, which cannot be read as {want}",
+                k.name,
+                f.data_type()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The seeds' model at scale in one process: 100 upstream tables in one catalog and 20
+//! pipelines (2-8 upstreams each, plugin and SQL alternating), `validate` and one
+//! catch-up with `dlink-rt run <folder>`, each upstream range read once and fanned out.
+//! Also: `validate` reports every problem of a broken folder with file and line.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Instant;
+
+use common::{dlink, plugin, text};
+use dlink_rt::demo::{Col, DemoTable};
+use serde_json::{json, Value};
+
+const TABLES: usize = 100;
+const PIPELINES: usize = 20;
+const COLS: [(&str, Col); 3] = [("id", Col::Long), ("ref_id", Col::Long), ("val", Col::Str)];
+
+/// A small deterministic generator (the test must not depend on a seed to pass).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Writes table `t{i}` with 2-3 versions; returns every id in its change feed.
+async fn write_table(dir: &Path, i: usize, rng: &mut Lcg) -> BTreeSet<i64> {
+    let ids: BTreeSet<i64> = (0..4).map(|_| 1 + rng.next(60) as i64).collect();
+    let rows: Vec<Value> = ids
+        .iter()
+        .map(|id| json!([id, rng.next(60), format!("v{i}")]))
+        .collect();
+    let mut t = DemoTable::create(&dir.join(format!("t{i:03}")), &COLS, Value::Array(rows))
+        .await
+        .unwrap();
+    let first = *ids.iter().next().unwrap();
+    t.update(&format!("id = {first}"), &[("val", "'changed'")])
+        .await
+        .unwrap();
+    if i % 3 == 0 {
+        let last = *ids.iter().last().unwrap();
+        t.delete(&format!("id = {last}")).await.unwrap();
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hundred_upstreams_twenty_pipelines_validate_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let started = Instant::now();
+    let mut rng = Lcg(42);
+    let mut ids: Vec<BTreeSet<i64>> = Vec::new();
+    let mut catalog = String::new();
+    for i in 0..TABLES {
+        ids.push(write_table(&d.join("tables"), i, &mut rng).await);
+        catalog.push_str(&format!(
+            "[upstreams.t{i:03}]\nuri = \"tables/t{i:03}\"\nkeys = [\"id\"]\n\n"
+        ));
+    }
+    std::fs::write(d.join("upstreams.toml"), catalog).unwrap();
+    eprintln!(
+        "wrote {TABLES} tables in {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let every = plugin("every_upstream_key");
+    let mut expected: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut upstream_uses = 0;
+    for p in 0..PIPELINES {
+        let k = 2 + rng.next(7) as usize;
+        let mut ups: BTreeSet<usize> = BTreeSet::new();
+        while ups.len() < k {
+            ups.insert(rng.next(TABLES as u64) as usize);
+        }
+        upstream_uses += ups.len();
+        let names: Vec<String> = ups.iter().map(|i| format!("t{i:03}")).collect();
+        let list = names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let derive = if p % 2 == 0 {
+            format!(
+                "[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = \"id\"\n",
+                every.display()
+            )
+        } else {
+            let q = names
+                .iter()
+                .map(|n| format!("SELECT id FROM {n}_changes"))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            format!("[sql]\nquery = \"{q}\"\n")
+        };
+        let name = format!("p{p:02}");
+        std::fs::write(
+            d.join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\nupstreams = [{list}]\nbatch_size = 100\n\n{derive}\n[link]\nuri = \"links/{name}\"\nkeys = [{{ name = \"id\", type = \"long\" }}]\n"
+            ),
+        )
+        .unwrap();
+        expected.insert(
+            name,
+            ups.iter().flat_map(|i| ids[*i].iter().copied()).collect(),
+        );
+    }
+
+    let t = Instant::now();
+    let o = dlink().arg("validate").arg(d).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "validate:\n{out}\n{err}");
+    assert!(
+        out.contains(&format!("{PIPELINES} pipelines checked")) && out.contains("all valid"),
+        "{out}"
+    );
+    eprintln!(
+        "validate of {TABLES} x {PIPELINES}: {} ms ({})",
+        t.elapsed().as_millis(),
+        out.trim()
+    );
+
+    let t = Instant::now();
+    let o = dlink()
+        .args(["run", "--jobs", "4"])
+        .arg(d)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "run:\n{out}\n{err}");
+    let summary = out.lines().last().unwrap_or_default().to_string();
+    eprintln!(
+        "catch-up of {TABLES} x {PIPELINES}: {} ms; {summary}",
+        t.elapsed().as_millis()
+    );
+    assert!(
+        summary.starts_with(&format!(
+            "{PIPELINES} pipelines: {PIPELINES} batches committed, 0 failed"
+        )),
+        "{out}"
+    );
+    // Every pipeline read each of its upstreams once; shared ranges were read once.
+    let requested = format!("for {upstream_uses} requested");
+    assert!(
+        summary.contains(&requested),
+        "{summary} (expected {requested})"
+    );
+    let performed: usize = summary
+        .split("change-feed reads: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let distinct: BTreeSet<&str> = expected.keys().map(String::as_str).collect();
+    assert!(!distinct.is_empty());
+    assert!(performed < upstream_uses, "no read was shared: {summary}");
+
+    for (name, want) in &expected {
+        let keys: BTreeSet<i64> = common::link_rows(&d.join(format!("{name}.toml")))
+            .await
+            .into_keys()
+            .collect();
+        assert_eq!(&keys, want, "pipeline {name}");
+    }
+    let o = dlink().args(["run"]).arg(d).output().unwrap();
+    let (out, _) = text(&o);
+    assert!(
+        out.contains(&format!("{PIPELINES} pipelines: 0 batches committed")),
+        "second run: {out}"
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        DemoTable::create(&d.join("tables/a"), &COLS, json!([[1, 1, "x"]]))
+            .await
+            .unwrap();
+    });
+    std::fs::write(
+        d.join("upstreams.toml"),
+        "[upstreams.a]\nuri = \"tables/a\"\n\n[upstreams.gone]\nuri = \"tables/gone\"\n\n[upstreams.filtered]\nuri = \"tables/a\"\nfilter = \"no_such_column > 1\"\n",
+    )
+    .unwrap();
+    let garbage = d.join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0").unwrap();
+    let link = "\n[link]\nuri = \"links/NAME\"\nkeys = [{ name = \"id\", type = \"long\" }]\n";
+    let files = [
+        (
+            "bad_upstream",
+            "upstreams = [\"a\", \"nope\"]\n[sql]\nquery = \"SELECT id FROM a_changes\"\n",
+        ),
+        (
+            "bad_sql",
+            "upstreams = [\"a\"]\n[sql]\nquery = \"SELECT missing_col AS id FROM a_changes\"\n",
+        ),
+        (
+            "bad_key",
+            "upstreams = [\"a\"]\n[sql]\nquery = \"SELECT val AS other FROM a_changes\"\n",
+        ),
+        (
+            "bad_plugin",
+            &format!(
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n",
+                garbage.display()
+            ),
+        ),
+        (
+            "no_table",
+            "upstreams = [\"gone\"]\n[sql]\nquery = \"SELECT id FROM gone_changes\"\n",
+        ),
+        (
+            "bad_filter",
+            "upstreams = [\"filtered\"]\n[sql]\nquery = \"SELECT id FROM filtered_changes\"\n",
+        ),
+        (
+            "good",
+            "upstreams = [\"a\"]\n[sql]\nquery = \"SELECT id FROM a_changes\"\n",
+        ),
+    ];
+    for (name, body) in files {
+        std::fs::write(
+            d.join(format!("{name}.toml")),
+            format!("name = \"{name}\"\n{body}{}", link.replace("NAME", name)),
+        )
+        .unwrap();
+    }
+    let o = dlink().arg("validate").arg(d).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    let f = |name: &str| d.join(format!("{name}.toml")).display().to_string();
+    for want in [
+        format!(
+            "{}:2: upstream 'nope' is not in the catalog",
+            f("bad_upstream")
+        ),
+        format!("{}:4: [sql] query of pipeline 'bad_sql'", f("bad_sql")),
+        format!(
+            "{}:4: [sql] query of pipeline 'bad_key': returns no key column 'id'",
+            f("bad_key")
+        ),
+        format!("{}:4: plugin {}", f("bad_plugin"), garbage.display()),
+        "upstream 'gone'".to_string(),
+        "upstream 'filtered': the catalog's filter `no_such_column > 1` is not a valid predicate"
+            .to_string(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("missing_col"), "DataFusion's message: {err}");
+    assert!(
+        !err.contains("good.toml"),
+        "the valid pipeline has no problem: {err}"
+    );
+    assert!(out.contains("problem(s)"), "{out}");
+}
