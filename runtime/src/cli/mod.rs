@@ -4,6 +4,7 @@
 mod demo;
 mod reset;
 mod run;
+mod schema;
 mod validate;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
     Reset(reset::ResetArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
     Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of the catalog and pipeline files (for editors).
+    Schema(schema::SchemaArgs),
 }
 
 /// Exit code of a run where a pipeline failed.
@@ -66,6 +69,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Demo(args) => demo::demo(args, cache_dir).await,
             Command::Reset(args) => reset::reset(args).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
+            Command::Schema(args) => schema::schema(args),
         }
     })
 }

@@ -3,7 +3,10 @@
 //! problems of a file are reported together, not only the first.
 
 mod env;
+mod file;
 mod plugin;
+
+use file::{CatalogFile, PipelineFile};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -71,7 +74,7 @@ pub struct KeyColumn {
 }
 
 /// Types a key column may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyType {
     /// 64-bit integer (Delta `long`).
@@ -83,7 +86,7 @@ pub enum KeyType {
 }
 
 /// Per-call limits of a plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-time budget of one `init` or `derive` call, in milliseconds. Default 60000.
@@ -184,84 +187,6 @@ impl Pipeline {
             .chain(self.lookups.iter())
             .find(|u| u.name == name)
     }
-}
-
-// ---- file formats ------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogFile {
-    /// `[upstreams.NAME]` tables.
-    #[serde(default)]
-    upstreams: BTreeMap<String, UpstreamEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpstreamEntry {
-    /// Table location; relative paths resolve against the catalog file's folder.
-    uri: Spanned<String>,
-    /// Key columns of the table. Default none.
-    #[serde(default)]
-    keys: Vec<String>,
-    /// First version a new pipeline reads. Default 0.
-    start_version: Option<Spanned<i64>>,
-    /// Columns to read. Default all.
-    columns: Option<Vec<String>>,
-    /// SQL predicate pushed into the change-feed read. Default none.
-    filter: Option<Spanned<String>>,
-    /// Change types to keep. Default all four.
-    change_types: Option<Spanned<Vec<String>>>,
-    /// Free text. Default none.
-    #[allow(dead_code)]
-    description: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PipelineFile {
-    name: Spanned<String>,
-    /// Default true.
-    enabled: Option<bool>,
-    /// Catalog file; default `upstreams.toml` beside the pipeline file.
-    catalog: Option<String>,
-    upstreams: Spanned<Vec<Spanned<String>>>,
-    /// Lookup-only tables. Default none.
-    #[serde(default)]
-    lookups: Vec<Spanned<String>>,
-    /// Default 100.
-    batch_size: Option<Spanned<i64>>,
-    /// Default unlimited.
-    max_batches: Option<u64>,
-    /// Default unlimited.
-    max_batch_rows: Option<Spanned<u64>>,
-    /// The plugin deriving the keys; or `sql`.
-    plugin: Option<plugin::PluginSection>,
-    /// The SQL query deriving the keys; or `plugin`.
-    sql: Option<SqlSection>,
-    link: LinkSection,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SqlSection {
-    /// Runs over `<upstream>_changes` and `<upstream>` (as of the pinned version).
-    query: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkSection {
-    uri: Spanned<String>,
-    keys: Spanned<Vec<KeySpec>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeySpec {
-    name: Spanned<String>,
-    #[serde(rename = "type")]
-    ty: KeyType,
 }
 
 // ---- loading -----------------------------------------------------------------------
@@ -605,6 +530,16 @@ impl Pipeline {
             keys,
         })
     }
+}
+
+/// JSON Schema of the catalog file (`upstreams.toml`).
+pub fn catalog_schema() -> serde_json::Value {
+    schemars::schema_for!(CatalogFile).to_value()
+}
+
+/// JSON Schema of a pipeline file.
+pub fn pipeline_schema() -> serde_json::Value {
+    schemars::schema_for!(PipelineFile).to_value()
 }
 
 #[cfg(test)]

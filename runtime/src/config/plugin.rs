@@ -9,16 +9,19 @@ use toml::Spanned;
 use super::{is_identifier, resolve_location, Limits, PluginSpec, Source};
 use crate::error::{Error, Result};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PluginSection {
+    #[schemars(with = "String")]
     pub(super) path: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     config: toml::Table,
     #[serde(default)]
     limits: Limits,
     /// `name = "path"`: folders the plugin may read at `/<name>`. Default none.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     read_dirs: BTreeMap<String, Spanned<String>>,
 }
 

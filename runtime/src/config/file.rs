@@ -1,0 +1,97 @@
+//! The serde shapes of the catalog and pipeline files (also their JSON Schemas).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{plugin, KeyType};
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CatalogFile {
+    /// `[upstreams.NAME]` tables.
+    #[serde(default)]
+    pub(super) upstreams: BTreeMap<String, UpstreamEntry>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamEntry {
+    /// Table location; relative paths resolve against the catalog file's folder.
+    #[schemars(with = "String")]
+    pub(super) uri: Spanned<String>,
+    /// Key columns of the table. Default none.
+    #[serde(default)]
+    pub(super) keys: Vec<String>,
+    /// First version a new pipeline reads. Default 0.
+    #[schemars(with = "Option<i64>")]
+    pub(super) start_version: Option<Spanned<i64>>,
+    /// Columns to read. Default all.
+    pub(super) columns: Option<Vec<String>>,
+    /// SQL predicate pushed into the change-feed read. Default none.
+    #[schemars(with = "Option<String>")]
+    pub(super) filter: Option<Spanned<String>>,
+    /// Change types to keep. Default all four.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(super) change_types: Option<Spanned<Vec<String>>>,
+    /// Free text. Default none.
+    #[allow(dead_code)]
+    pub(super) description: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PipelineFile {
+    #[schemars(with = "String")]
+    pub(super) name: Spanned<String>,
+    /// Default true.
+    pub(super) enabled: Option<bool>,
+    /// Catalog file; default `upstreams.toml` beside the pipeline file.
+    pub(super) catalog: Option<String>,
+    #[schemars(with = "Vec<String>")]
+    pub(super) upstreams: Spanned<Vec<Spanned<String>>>,
+    /// Lookup-only tables. Default none.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(super) lookups: Vec<Spanned<String>>,
+    /// Default 100.
+    #[schemars(with = "Option<i64>")]
+    pub(super) batch_size: Option<Spanned<i64>>,
+    /// Default unlimited.
+    pub(super) max_batches: Option<u64>,
+    /// Default unlimited.
+    #[schemars(with = "Option<u64>")]
+    pub(super) max_batch_rows: Option<Spanned<u64>>,
+    /// The plugin deriving the keys; or `sql`.
+    pub(super) plugin: Option<plugin::PluginSection>,
+    /// The SQL query deriving the keys; or `plugin`.
+    pub(super) sql: Option<SqlSection>,
+    pub(super) link: LinkSection,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SqlSection {
+    /// Runs over `<upstream>_changes` and `<upstream>` (as of the pinned version).
+    #[schemars(with = "String")]
+    pub(super) query: Spanned<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LinkSection {
+    #[schemars(with = "String")]
+    pub(super) uri: Spanned<String>,
+    #[schemars(with = "Vec<KeySpec>")]
+    pub(super) keys: Spanned<Vec<KeySpec>>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeySpec {
+    #[schemars(with = "String")]
+    pub(super) name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub(super) ty: KeyType,
+}
