@@ -39,6 +39,21 @@ pub struct BatchReport {
     pub keys: usize,
     pub link_version: i64,
     pub millis: u128,
+    /// Where the batch's time went.
+    pub stages: Stages,
+}
+
+/// Wall time of a batch's stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stages {
+    /// Checking the upstreams' logs and planning ranges.
+    pub plan: std::time::Duration,
+    /// Reading the change feed.
+    pub read: std::time::Duration,
+    /// Plugin or SQL derivation, lookups and output validation included.
+    pub derive: std::time::Duration,
+    /// The link-table commit.
+    pub commit: std::time::Duration,
 }
 
 impl std::fmt::Display for BatchReport {
@@ -261,11 +276,14 @@ async fn run_once(
                     .then(|| (c.next, (c.next + pipeline.batch_size - 1).min(c.latest)))
             })
             .collect();
+        let mut stages = Stages::default();
         for (c, r) in cursors.iter_mut().zip(&wanted) {
             if let (Some((_, e)), Some(log)) = (r, c.log.as_mut()) {
                 log.check_to(&c.upstream, &c.table, *e).await?;
             }
         }
+        stages.plan = started.elapsed();
+        let read_started = Instant::now();
         let changes: Vec<Option<Changes>> =
             try_join_all(cursors.iter().zip(&wanted).map(|(c, r)| {
                 let ctx = &ctx;
@@ -302,7 +320,9 @@ async fn run_once(
                 change_rows: ch.as_ref().map_or(0, Changes::rows),
             });
         }
+        stages.read = read_started.elapsed();
         test_pause("after-read", batch_id);
+        let derive_started = Instant::now();
         // Lookup-only tables are pinned at their latest version as of the batch start.
         let mut lookup_versions = Vec::with_capacity(lookups.len());
         for (u, t) in &mut lookups {
@@ -409,7 +429,9 @@ async fn run_once(
                 )
             }
         };
+        stages.derive = derive_started.elapsed();
         test_pause("before-commit", batch_id);
+        let commit_started = Instant::now();
         let link_version = link
             .commit(Commit {
                 batch_id,
@@ -421,6 +443,7 @@ async fn run_once(
                 plugin_active_since: active_since,
             })
             .await?;
+        stages.commit = commit_started.elapsed();
         test_pause("after-commit", batch_id);
         for (c, r) in cursors.iter_mut().zip(&plan) {
             if let Some((_, e)) = r {
@@ -435,6 +458,7 @@ async fn run_once(
             keys: keys.len(),
             link_version,
             millis: started.elapsed().as_millis(),
+            stages,
         };
         on_batch(&report);
         summary.batches.push(report);
