@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod fixtures;
 pub mod ipc;
 pub mod keys;
 pub mod plugin;

@@ -2,6 +2,7 @@
 //! exit code.
 
 mod demo;
+mod plugin;
 mod reset;
 mod run;
 mod schema;
@@ -36,6 +37,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the catalog and pipeline files (for editors).
     Schema(schema::SchemaArgs),
+    /// For plugin authors: write a new plugin crate, or run a plugin on hand-written change rows.
+    Plugin(plugin::PluginArgs),
 }
 
 /// Exit code of a run where a pipeline failed.
@@ -70,6 +73,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Reset(args) => reset::reset(args).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
+            Command::Plugin(args) => plugin::plugin(args, cache_dir).await,
         }
     })
 }
