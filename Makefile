@@ -5,6 +5,9 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGINS_TARGET_DIR = $(shell cd plugins && $(CARGO) metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 DEMO_DIR ?= $(CURDIR)/demo-data
+# The plugin crates of this repository (cdylib members of plugins/); only their
+# artifacts are copied, whatever else a shared CARGO_TARGET_DIR holds.
+PLUGIN_NAMES = $(notdir $(patsubst %/Cargo.toml,%,$(shell grep -l cdylib plugins/*/Cargo.toml plugins/testing/*/Cargo.toml)))
 
 .PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean
 
@@ -22,7 +25,7 @@ wasm-target:
 plugins: wasm-target
 	cd plugins && $(CARGO) build --release --target $(WASM_TARGET)
 	@mkdir -p plugins/dist
-	@cp "$(PLUGINS_TARGET_DIR)/$(WASM_TARGET)/release/"*.wasm plugins/dist/
+	@for p in $(PLUGIN_NAMES); do cp "$(PLUGINS_TARGET_DIR)/$(WASM_TARGET)/release/$$p.wasm" plugins/dist/ || exit 1; done
 	@ls -l plugins/dist/*.wasm | awk '{print "  " $$NF " (" $$5 " bytes)"}'
 
 ## demo: write the example upstream tables to ./demo-data and run the four pipelines

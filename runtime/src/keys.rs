@@ -121,7 +121,7 @@ pub fn collect_batches(
             }
             Ok(f) if f.data_type() != &want => {
                 return Err(format!(
-                "derive returned key column '{}' as {}, but the pipeline declares it {:?} ({want})",
+                "derive returned key column '{}' as {}, but the pipeline declares it {} ({want})",
                 k.name,
                 f.data_type(),
                 k.ty

@@ -137,13 +137,11 @@ impl LinkTable {
         for (name, ty) in &self.keys {
             match schema.field_with_name(name) {
                 Ok(f) if f.data_type() == &crate::keys::arrow_type(*ty) => {}
-                Ok(f) => {
-                    return Err(self.err(format!(
-                        "key column '{name}' is {} in the link table but the pipeline declares {ty:?}; \
+                Ok(f) => return Err(self.err(format!(
+                    "key column '{name}' is {} in the link table but the pipeline declares {ty}; \
                          point [link] uri at a new table or fix the key type",
-                        f.data_type()
-                    )))
-                }
+                    f.data_type()
+                ))),
                 Err(_) => {
                     return Err(self.err(format!(
                         "the link table has no key column '{name}'; it belongs to another pipeline \

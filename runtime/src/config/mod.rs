@@ -85,6 +85,17 @@ pub enum KeyType {
     String,
 }
 
+impl std::fmt::Display for KeyType {
+    /// The spelling of pipeline files: `long`, `int`, `string`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyType::Long => "long",
+            KeyType::Int => "int",
+            KeyType::String => "string",
+        })
+    }
+}
+
 /// Per-call limits of a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
