@@ -120,9 +120,10 @@ pub fn run_derive<P: Pipeline>(batch: &Batch) -> Result<Keys, String> {
     Ok(keys)
 }
 
-/// Exports a [`Pipeline`] implementation as the component's `init` and `derive`.
+/// Exports a [`Pipeline`] implementation as the component's `init` and `derive` (the
+/// crate documentation compiles a complete plugin using it):
 ///
-/// ```ignore
+/// ```text
 /// dlink_plugin_sdk::export_pipeline!(MyPipeline);
 /// ```
 #[macro_export]
