@@ -137,11 +137,13 @@ impl LinkTable {
         for (name, ty) in &self.keys {
             match schema.field_with_name(name) {
                 Ok(f) if f.data_type() == &crate::keys::arrow_type(*ty) => {}
-                Ok(f) => return Err(self.err(format!(
+                Ok(f) => {
+                    return Err(self.err(format!(
                     "key column '{name}' is {} in the link table but the pipeline declares {ty}; \
                          point [link] uri at a new table or fix the key type",
                     f.data_type()
-                ))),
+                )))
+                }
                 Err(_) => {
                     return Err(self.err(format!(
                         "the link table has no key column '{name}'; it belongs to another pipeline \
@@ -371,21 +373,9 @@ impl LinkTable {
         }
         if table.version() == before {
             // No key, or a MERGE that changed nothing: commit the checkpoint alone.
-            let state = table.snapshot().map_err(|e| self.err(e))?;
-            CommitBuilder::from(props)
-                .with_actions(vec![])
-                .build(
-                    Some(state),
-                    table.log_store(),
-                    DeltaOperation::Write {
-                        mode: SaveMode::Append,
-                        partition_by: None,
-                        predicate: None,
-                    },
-                )
+            self.commit_without_data(&mut table, props)
                 .await
                 .map_err(|e| self.err(format!("commit of batch {} failed: {e}", c.batch_id)))?;
-            table.update_state().await.map_err(|e| self.err(e))?;
         }
         let version = table
             .version()
@@ -448,6 +438,23 @@ impl LinkTable {
         let props = CommitProperties::default()
             .with_application_transactions(txns)
             .with_metadata([("dlink".to_string(), meta)]);
+        self.commit_without_data(&mut table, props)
+            .await
+            .map_err(|e| self.err(format!("reset commit failed: {e}")))?;
+        let version = table
+            .version()
+            .map(|v| v as i64)
+            .ok_or_else(|| self.err("the link table has no version after the reset"))?;
+        self.table = Some(table);
+        Ok(version)
+    }
+
+    /// A commit with no data: only `props`' transactions and metadata.
+    async fn commit_without_data(
+        &self,
+        table: &mut DeltaTable,
+        props: CommitProperties,
+    ) -> Result<()> {
         let state = table.snapshot().map_err(|e| self.err(e))?;
         CommitBuilder::from(props)
             .with_actions(vec![])
@@ -461,14 +468,8 @@ impl LinkTable {
                 },
             )
             .await
-            .map_err(|e| self.err(format!("reset commit failed: {e}")))?;
-        table.update_state().await.map_err(|e| self.err(e))?;
-        let version = table
-            .version()
-            .map(|v| v as i64)
-            .ok_or_else(|| self.err("the link table has no version after the reset"))?;
-        self.table = Some(table);
-        Ok(version)
+            .map_err(|e| self.err(e))?;
+        table.update_state().await.map_err(|e| self.err(e))
     }
 
     /// The MERGE source: one row per key, in the link table's own Arrow schema.
