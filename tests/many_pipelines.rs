@@ -44,7 +44,7 @@ async fn write_table(dir: &Path, i: usize, rng: &mut Lcg) -> BTreeSet<i64> {
     t.update(&format!("id = {first}"), &[("val", "'changed'")])
         .await
         .unwrap();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let last = *ids.iter().last().unwrap();
         t.delete(&format!("id = {last}")).await.unwrap();
     }
@@ -87,7 +87,7 @@ async fn hundred_upstreams_twenty_pipelines_validate_and_catch_up() {
             .map(|n| format!("\"{n}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let derive = if p % 2 == 0 {
+        let derive = if p.is_multiple_of(2) {
             format!(
                 "[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = \"id\"\n",
                 every.display()

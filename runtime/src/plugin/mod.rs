@@ -12,11 +12,11 @@ mod host;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
@@ -65,6 +65,8 @@ pub struct State {
     stderr: MemoryOutputPipe,
     log_bytes: usize,
     log_budget: usize,
+    /// When the running call's wall-time budget ends.
+    deadline: Option<Instant>,
 }
 
 impl WasiView for State {
@@ -226,13 +228,23 @@ impl PluginHost {
             label: format!("pipeline '{pipeline}' init"),
             stderr,
             log_bytes: 0,
+            deadline: None,
             log_budget: usize::try_from(limits.max_log_kb.saturating_mul(1024))
                 .unwrap_or(usize::MAX),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(limits));
+        // Every epoch tick, a running call yields to the async executor, so a plugin
+        // spinning in Wasm never holds up other pipelines of the process; past its
+        // wall-time budget it is interrupted (a `Trap::Interrupt`).
+        store.epoch_deadline_callback(|ctx| {
+            Ok(match ctx.data().deadline {
+                Some(d) if Instant::now() >= d => UpdateDeadline::Interrupt,
+                _ => UpdateDeadline::Yield(1),
+            })
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().deadline = Some(Instant::now() + Duration::from_millis(limits.timeout_ms));
         let bindings = PipelinePlugin::instantiate_async(&mut store, &compiled.component, &self.linker)
             .await
             .map_err(|e| {
@@ -258,10 +270,6 @@ impl PluginHost {
             Err(e) => Err(plugin.describe_trap("init", e)),
         }
     }
-}
-
-fn ticks(limits: Limits) -> u64 {
-    limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1)
 }
 
 impl Plugin {
@@ -293,7 +301,9 @@ impl Plugin {
             data.label = format!("pipeline '{pipeline}' batch {batch_id}");
             data.log_bytes = 0;
         }
-        self.store.set_epoch_deadline(ticks(self.limits));
+        self.store.data_mut().deadline =
+            Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
+        self.store.set_epoch_deadline(1);
         let result = self.bindings.call_derive(&mut self.store, &batch).await;
         self.store.data_mut().lookup = None;
         let out = match result {
