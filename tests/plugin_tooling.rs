@@ -379,7 +379,7 @@ fn output_that_breaks_the_declared_keys_fails_and_bad_usage_exits_2() {
     };
     let err = fails(&with(&["--key", "diasng_id:string"]), 1);
     assert!(
-        err.contains("key column 'diasng_id' as Int64, but the pipeline declares it String"),
+        err.contains("key column 'diasng_id' as Int64, but the pipeline declares it string (Utf8)"),
         "{err}"
     );
     assert!(err.contains("--key"), "{err}");
