@@ -1,0 +1,247 @@
+//! The files `plugin new` writes: Cargo.toml, src/lib.rs and README.md.
+
+use dlink_rt::config::{KeyColumn, KeyType};
+
+use super::*;
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+pub(super) fn cargo_toml(name: &str, sdk_path: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[lib]
+# A plugin is a WebAssembly component: for wasm32-wasip2 rustc links a cdylib into one.
+crate-type = ["cdylib"]
+
+[dependencies]
+dlink-plugin-sdk = {{ path = {sdk} }}
+
+# Its own workspace, so the crate builds wherever the folder is, also inside another
+# Cargo workspace.
+[workspace]
+
+# As in dlink-rt's plugins/Cargo.toml: fat LTO and one codegen unit give a smaller
+# component, which the host also compiles faster.
+[profile.release]
+opt-level = 3
+strip = true
+lto = true
+codegen-units = 1
+"#,
+        sdk = toml_string(sdk_path)
+    )
+}
+
+pub(super) fn key_getter(k: &KeyColumn) -> String {
+    match k.ty {
+        KeyType::Long | KeyType::Int => format!("row.i64({:?})?", k.name),
+        KeyType::String => format!("row.str({:?})?", k.name),
+    }
+}
+
+pub(super) fn lib_rs(
+    name: &str,
+    ty: &str,
+    keys: &[KeyColumn],
+    upstreams: &[String],
+    test_cmd: &str,
+) -> String {
+    let key_items: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let ctor = match k.ty {
+                KeyType::Long => "i64",
+                KeyType::Int => "i32",
+                KeyType::String => "utf8",
+            };
+            format!("KeyColumn::{ctor}({:?})", k.name)
+        })
+        .collect();
+    // Laid out as rustfmt would: one line when short, else one item per line.
+    let key_decl = format!("[{}]", key_items.join(", "));
+    let key_decl = if key_decl.len() <= 60 {
+        key_decl
+    } else {
+        format!("[\n        {},\n    ]", key_items.join(",\n        "))
+    };
+    let getters: Vec<String> = keys.iter().map(key_getter).collect();
+    let key_expr = if keys.len() == 1 {
+        getters.join("")
+    } else {
+        format!("({})", getters.join(", "))
+    };
+    let add = if key_expr.len() + 6 <= 60 {
+        format!("keys.add_from(&row, {key_expr})?;")
+    } else if key_expr.len() <= 60 {
+        format!("keys.add_from(\n            &row,\n            {key_expr},\n        )?;")
+    } else {
+        format!(
+            "keys.add_from(\n            &row,\n            (\n                {},\n            ),\n        )?;",
+            getters.join(",\n                ")
+        )
+    };
+    let key_doc = keys
+        .iter()
+        .map(|k| format!("`{}` ({})", k.name, key_type_name(k.ty)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let upstream_doc = upstreams
+        .iter()
+        .map(|u| format!("`{u}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let loops = upstreams
+        .iter()
+        .map(|u| {
+            format!(
+                "    // A changed `{u}` row affects the key it holds.\n    \
+                 for row in batch.changes({u:?})?.rows() {{\n        \
+                 {add}\n    \
+                 }}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        r#"//! `{name}`: a dlink-rt pipeline plugin (a WebAssembly component).
+//!
+//! Upstreams: {upstream_doc}. Key: {key_doc}.
+//!
+//! Build it and run it on the sample change rows:
+//!
+//! ```sh
+//! cargo build --release --target wasm32-wasip2
+//! {test_cmd}
+//! ```
+
+use dlink_plugin_sdk::{{export_pipeline, Batch, KeyColumn, Keys, Pipeline}};
+
+struct {ty};
+
+impl Pipeline for {ty} {{
+    /// The link table's key columns, as the pipeline file's `[link] keys` declares them.
+    const KEYS: &'static [KeyColumn] = &{key_decl};
+
+    // `fn init(config: &dlink_plugin_sdk::Config) -> Result<(), String>` may check the
+    // pipeline's `[plugin.config]`; by default any config is accepted.
+
+    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {{
+        derive(batch, keys)
+    }}
+}}
+
+/// The affected keys of one batch of change rows.
+///
+/// Every change row counts: `insert`, `delete` and BOTH images of an update
+/// (`update_preimage`, `update_postimage`). An update that changes a join column affects
+/// the old partner (the pre-image) and the new one (the post-image).
+fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {{
+{loops}
+    // To follow a change through a join, look up the rows of another table (an
+    // upstream or a lookup table of the pipeline) as of the batch's version:
+    //
+    //     let changed = batch.changes("department")?.newest_commit_by_i64("dept_id")?;
+    //     let ids: Vec<i64> = changed.keys().copied().collect();
+    //     let members =
+    //         dlink_plugin_sdk::lookup_i64("employee", "dept_id", &ids, &["emp_id", "dept_id"])?;
+    //     for member in members.rows() {{
+    //         let ts = member.i64("dept_id")?.and_then(|d| changed.get(&d).copied().flatten());
+    //         keys.add("department", ts, member.i64("emp_id")?)?;
+    //     }}
+    //
+    // and give `dlink-rt plugin test` the table's rows with --table employee=FILE.
+    Ok(())
+}}
+
+export_pipeline!({ty});
+"#
+    )
+}
+
+pub(super) fn readme(
+    name: &str,
+    artifact: &str,
+    keys: &[KeyColumn],
+    upstreams: &[String],
+    test_cmd: &str,
+    expected: &str,
+) -> String {
+    let ups = upstreams
+        .iter()
+        .map(|u| toml_string(u))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_toml = keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{{ name = {}, type = \"{}\" }}",
+                toml_string(&k.name),
+                key_type_name(k.ty)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let indented = expected
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        r#"# {name}
+
+A dlink-rt pipeline plugin, written with the dlink-plugin-sdk (see `plugins/README.md`
+in the dlink-rt repository). Its logic is the function `derive` in `src/lib.rs`: it
+gets every upstream's change rows of a batch (Delta Change Data Feed rows: `insert`,
+`update_preimage`, `update_postimage`, `delete`) and records the pipeline's affected
+keys.
+
+## Build
+
+    rustup target add wasm32-wasip2   # once
+    cargo build --release --target wasm32-wasip2
+
+The component is `target/wasm32-wasip2/release/{artifact}.wasm` (under
+`$CARGO_TARGET_DIR` when that is set).
+
+## Test
+
+`dlink-rt plugin test` runs the component in the host's sandbox on change rows written
+by hand, one JSON or CSV file per upstream (named after the upstream, or given as
+`UPSTREAM=FILE`), and prints the affected keys:
+
+    {test_cmd}
+
+prints
+
+{indented}
+
+Change rows may set `_change_type` (default `insert`), `_commit_version` (default 1) and
+`_commit_timestamp`. Give the rows of looked-up tables with `--table NAME=FILE`, the
+plugin's config with `--config '{{...}}'`, and check the key types with
+`--key COLUMN:TYPE`; `dlink-rt plugin test --help` tells the rest.
+
+## Use it in a pipeline
+
+```toml
+name = "{artifact}"
+upstreams = [{ups}]
+
+[plugin]
+path = "path/to/{artifact}.wasm"
+
+[link]
+uri = "links/{artifact}"
+keys = [{key_toml}]
+```
+"#
+    )
+}

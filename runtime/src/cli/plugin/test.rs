@@ -1,0 +1,246 @@
+//! `dlink-rt plugin test PLUGIN.wasm --changes FILE...`: run a plugin on change rows
+//! written by hand.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::arrow::datatypes::DataType;
+use dlink_rt::config::{KeyColumn, KeyType, Limits, PluginSpec};
+use dlink_rt::fixtures::{self, MemoryLookup};
+use dlink_rt::keys::UPSTREAM;
+use dlink_rt::plugin::{PluginHost, UpstreamInput};
+
+use super::output::*;
+use super::*;
+
+/// `[NAME=]FILE`: the name defaults to the file's stem.
+pub(super) fn named_file(flag: &str, spec: &str) -> Result<(String, PathBuf), String> {
+    if let Some((name, file)) = spec.split_once('=') {
+        if !name.is_empty() && !name.contains(['/', '\\']) {
+            if file.is_empty() {
+                return Err(format!("{flag} '{spec}': no file after '='"));
+            }
+            return Ok((name.to_string(), PathBuf::from(file)));
+        }
+    }
+    let path = PathBuf::from(spec);
+    match path.file_stem().and_then(|s| s.to_str()) {
+        Some(stem) if !stem.is_empty() => Ok((stem.to_string(), path)),
+        _ => Err(format!(
+            "{flag} '{spec}': cannot name the table after this file; write NAME=FILE"
+        )),
+    }
+}
+
+/// The key columns of the plugin's output: every column but `_upstream` and
+/// `_commit_timestamp`. Bytes that do not decode are left to [`dlink_rt::keys::collect`].
+pub(super) fn output_keys(output: &[u8]) -> Result<Vec<KeyColumn>, String> {
+    if output.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Ok((schema, _)) = dlink_rt::ipc::decode(output) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for f in schema.fields() {
+        let name = f.name().as_str();
+        if name == UPSTREAM || name == dlink_rt::cdf::COMMIT_TIMESTAMP {
+            continue;
+        }
+        let ty = match f.data_type() {
+            DataType::Int64 => KeyType::Long,
+            DataType::Int32 => KeyType::Int,
+            DataType::Utf8 => KeyType::String,
+            other => {
+                return Err(format!(
+                "derive returned column '{name}' as {other}; a key column is Int64, Int32 or Utf8 \
+                     (long, int or string in a pipeline file)"
+            ))
+            }
+        };
+        keys.push(KeyColumn {
+            name: name.to_string(),
+            ty,
+        });
+    }
+    if keys.is_empty() {
+        return Err(format!(
+            "derive returned no key column (its columns: {})",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(keys)
+}
+
+pub(super) async fn test(args: &TestArgs, cache_dir: Option<PathBuf>) -> Result<(), Fail> {
+    let started = Instant::now();
+    let declared = parse_keys(&args.keys).map_err(Fail::Usage)?;
+    match serde_json::from_str::<serde_json::Value>(&args.config) {
+        Ok(serde_json::Value::Object(_)) => {}
+        Ok(other) => {
+            return Err(Fail::Usage(format!(
+                "--config must be a JSON object such as '{{\"min_rank\": 1}}', not {other}"
+            )))
+        }
+        Err(e) => {
+            return Err(Fail::Usage(format!(
+                "--config is not JSON: {e}; write a JSON object such as '{{\"min_rank\": 1}}'"
+            )))
+        }
+    }
+    let mut upstreams: Vec<(String, Option<PathBuf>)> = Vec::new();
+    for spec in &args.changes {
+        let (name, path) = named_file("--changes", spec).map_err(Fail::Usage)?;
+        upstreams.push((name, Some(path)));
+    }
+    for name in &args.empty_upstreams {
+        upstreams.push((name.clone(), None));
+    }
+    let mut seen = BTreeSet::new();
+    for (name, path) in &upstreams {
+        if !seen.insert(name.as_str()) {
+            return Err(Fail::Usage(format!(
+                "upstream '{name}' is given twice{}; name the files UPSTREAM=FILE",
+                path.as_ref()
+                    .map(|p| format!(" (again by {})", p.display()))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    let mut tables = Vec::new();
+    for spec in &args.tables {
+        let (name, path) = named_file("--table", spec).map_err(Fail::Usage)?;
+        if tables.iter().any(|(n, _)| *n == name) {
+            return Err(Fail::Usage(format!(
+                "--table: table '{name}' is given twice"
+            )));
+        }
+        tables.push((name, path));
+    }
+    let pipeline = args.pipeline.clone().unwrap_or_else(|| {
+        args.plugin
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "plugin".into())
+    });
+
+    // Read every file before starting the plugin: input errors come first.
+    let mut read = Vec::with_capacity(upstreams.len());
+    for (name, path) in &upstreams {
+        let rows = match path {
+            Some(p) => {
+                let c = fixtures::read_changes(name, p).map_err(Fail::Failed)?;
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        read.push((name.clone(), rows));
+    }
+    let limits = Limits::default();
+    let mut lookup = MemoryLookup::new(limits.max_lookup_rows);
+    for (name, path) in &tables {
+        let batch = fixtures::read_table(path).map_err(Fail::Failed)?;
+        lookup
+            .add(name, &path.display().to_string(), batch)
+            .map_err(Fail::Failed)?;
+    }
+    let lookup = Arc::new(lookup);
+    // Upstreams without rows are "read up to" the newest version of the batch.
+    let newest = read
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().and_then(|c| c.versions))
+        .map(|(_, end)| end)
+        .max()
+        .unwrap_or(fixtures::DEFAULT_COMMIT_VERSION);
+    let mut inputs = Vec::with_capacity(read.len());
+    let mut change_rows = 0;
+    for (name, rows) in &read {
+        let (start, end, bytes) = match rows {
+            Some(c) if c.batch.num_rows() > 0 => {
+                let (start, end) = c.versions.unwrap_or((newest, newest));
+                change_rows += c.batch.num_rows();
+                let bytes =
+                    dlink_rt::ipc::encode(&c.batch.schema(), std::slice::from_ref(&c.batch))
+                        .map_err(|e| {
+                            Fail::Failed(format!("cannot encode the changes of '{name}': {e}"))
+                        })?;
+                (start, end, bytes)
+            }
+            _ => (newest + 1, newest, Vec::new()),
+        };
+        inputs.push(UpstreamInput {
+            name: name.clone(),
+            start_version: start,
+            end_version: end,
+            changes: bytes,
+        });
+    }
+
+    let plugin_label = args.plugin.display().to_string();
+    let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
+    let host = PluginHost::new(cache_dir)
+        .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
+    let compiled = host.compile(&args.plugin).map_err(plugin_err)?;
+    let spec = PluginSpec {
+        path: args.plugin.clone(),
+        config_json: args.config.clone(),
+        limits,
+        read_dirs: Vec::new(),
+    };
+    let mut instance = host
+        .instantiate(&compiled, &pipeline, &spec)
+        .await
+        .map_err(plugin_err)?;
+    let output = instance
+        .derive(&pipeline, args.batch_id, inputs, lookup.clone())
+        .await
+        .map_err(|e| {
+            let hint = if e.contains("has no upstream") {
+                "; the upstreams of a test are named after the --changes files (or UPSTREAM=FILE), \
+                 and --upstream NAME adds one without change rows"
+            } else {
+                ""
+            };
+            plugin_err(format!("{e}{hint}"))
+        })?;
+    let keys = if declared.is_empty() {
+        output_keys(&output).map_err(plugin_err)?
+    } else {
+        declared
+    };
+    let names: Vec<&str> = upstreams.iter().map(|(n, _)| n.as_str()).collect();
+    let affected = dlink_rt::keys::collect(&output, &keys, &names).map_err(|e| {
+        let hint = if args.keys.is_empty() {
+            ""
+        } else {
+            " (the key columns are the --key options)"
+        };
+        plugin_err(format!("{e}{hint}"))
+    })?;
+    let rows = key_rows(&affected).map_err(plugin_err)?;
+    let key_names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
+    if args.json {
+        print!("{}", render_json(&key_names, &rows));
+    } else {
+        print!("{}", render_table(&key_names, &rows));
+    }
+    let calls = lookup.calls();
+    eprintln!(
+        "{plugin_label}: {change_rows} change row(s) of {} upstream(s), {calls} lookup(s): {} affected key(s) ({} ms)",
+        names.len(),
+        rows.len(),
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
