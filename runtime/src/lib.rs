@@ -6,6 +6,7 @@
 //! [`plugin`] derives keys (lookups answered by [`sql`]) → [`keys`] validates and
 //! deduplicates → [`sink`] commits keys and checkpoint in one Delta commit.
 
+pub mod bench;
 pub mod cdf;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! One module per verb, each with its options struct and one function returning an
 //! exit code.
 
+mod bench;
 mod demo;
 mod plugin;
 mod reset;
@@ -39,6 +40,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// For plugin authors: write a new plugin crate, or run a plugin on hand-written change rows.
     Plugin(plugin::PluginArgs),
+    /// Generate a workload, catch it up, and time it against the raw-read and native references.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit code of a run where a pipeline failed.
@@ -74,6 +77,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, cache_dir).await,
+            Command::Bench(args) => bench::bench(args, cache_dir).await,
         }
     })
 }

@@ -1,0 +1,421 @@
+//! `dlink-rt bench`: one full catch-up of many pipelines over a generated workload
+//! ([`workload`]), timed by stage, with its peak memory, and the references measured
+//! on the same data in the same run ([`reference`]): the raw parquet read of the change
+//! rows, and the same derivation as Wasm, native Rust and SQL.
+
+pub mod reference;
+pub mod workload;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Catalog, Pipeline};
+use crate::engine::BatchReport;
+use crate::plugin::PluginHost;
+use workload::{Workload, WorkloadSpec};
+
+/// How to run the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub spec: WorkloadSpec,
+    /// Where to write the workload (must be empty or absent); default a temp folder.
+    pub dir: Option<PathBuf>,
+    /// Keep the workload folder after the run.
+    pub keep: bool,
+    /// Pipelines run at once (and threads of the raw read).
+    pub jobs: usize,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Stage times of the catch-up, summed over every batch of every pipeline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageSecs {
+    pub plan_s: f64,
+    pub read_s: f64,
+    pub derive_s: f64,
+    pub commit_s: f64,
+}
+
+/// The figures of one run (the `--json` object).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// `debug` or `release`: the profile the binary was built with.
+    pub profile: String,
+    pub upstreams: usize,
+    pub pipelines: usize,
+    pub pipelines_plugin: usize,
+    pub pipelines_sql: usize,
+    pub rows: usize,
+    /// Commits per table after version 0 (versions x scale).
+    pub versions: usize,
+    pub scale: usize,
+    pub change_fraction: f64,
+    pub seed: u64,
+    pub batch_size: i64,
+    pub jobs: usize,
+    pub dir: String,
+    /// Writing the workload (not part of `wall_s`).
+    pub generation_s: f64,
+    /// Change rows the generator wrote into the tables the pipelines read (its own count).
+    pub generated_change_rows: u64,
+    /// Compiling (or loading from the cache) the plugin before the catch-up.
+    pub plugin_compile_s: f64,
+    /// The catch-up of every pipeline (`run_many`).
+    pub wall_s: f64,
+    pub batches: usize,
+    /// Distinct change rows the catch-up read (each upstream range once).
+    pub change_rows: u64,
+    /// Change rows handed to derivations (an upstream read by 3 pipelines counts 3 times).
+    pub change_rows_per_pipeline: u64,
+    pub keys: u64,
+    pub reads_performed: u64,
+    pub reads_requested: u64,
+    /// VmHWM of the catch-up (reset before it when the kernel allows).
+    pub peak_rss_bytes: u64,
+    /// Whether the peak was reset before the catch-up (else it includes generation).
+    pub peak_rss_reset: bool,
+    pub stages: StageSecs,
+    /// Raw read: each upstream range of the catch-up once, its change files' `id` and
+    /// `_change_type` columns with the parquet reader alone, on `jobs` threads.
+    pub limit_read_s: f64,
+    /// Finding those files in the commit JSON (not part of `limit_read_s`).
+    pub limit_list_s: f64,
+    pub limit_files: usize,
+    pub limit_bytes: u64,
+    pub limit_rows: u64,
+    /// dlink-rt's change-feed reader over the same ranges, outside the catch-up.
+    pub reference_cdf_read_s: f64,
+    /// The derivation of every pipeline-batch as the Wasm plugin (IPC encoding, the
+    /// call and the host's output checks included).
+    pub derive_wasm_s: f64,
+    /// The same in Rust, compiled into the host.
+    pub derive_native_s: f64,
+    /// The same as the UNION ALL query with DataFusion.
+    pub derive_sql_s: f64,
+    /// Whether the three derivations and the catch-up found the same keys.
+    pub keys_agree: bool,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The profile this binary was built with.
+pub fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// The process's peak resident set (VmHWM), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets VmHWM to the current RSS (Linux: `5` to clear_refs).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Removes the workload folder on drop unless kept.
+struct Cleanup {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn workload_dir(dir: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            std::env::temp_dir().join(format!("dlink-bench-{}-{nanos}", std::process::id()))
+        }
+    };
+    if dir.exists()
+        && std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        return Err(format!(
+            "{} is not empty; give --dir a new or empty folder",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// Generates the workload, runs the catch-up and the references; `progress` gets a
+/// line per step.
+pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchResult, String> {
+    let spec = &opts.spec;
+    let jobs = opts.jobs.max(1);
+    let dir = workload_dir(opts.dir.as_deref())?;
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        keep: opts.keep,
+    };
+    progress(&format!(
+        "generating {} tables x {} rows, {} commits each, {} pipelines in {}",
+        spec.upstreams,
+        spec.rows,
+        spec.commits(),
+        spec.pipelines,
+        dir.display()
+    ));
+    let w = workload::generate(spec, &dir, 2 * jobs.max(2)).await?;
+    progress(&format!("generated in {:.1} s", secs(w.generation)));
+
+    let pipelines = load_pipelines(&w)?;
+    let host = PluginHost::new(opts.cache_dir.clone()).map_err(|e| format!("{e:#}"))?;
+    let t = Instant::now();
+    let compiled = host
+        .compile(&spec.plugin)
+        .map_err(|e| format!("plugin {}: {e}", spec.plugin.display()))?;
+    let plugin_compile = t.elapsed();
+
+    progress("catching up");
+    let reports: Mutex<Vec<BatchReport>> = Mutex::default();
+    let peak_rss_reset = reset_peak_rss();
+    let t = Instant::now();
+    let outcome = crate::engine::run_many(&pipelines, &host, jobs, |b| {
+        reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(b.clone());
+    })
+    .await;
+    let wall = t.elapsed();
+    let peak = peak_rss().unwrap_or(0);
+    for (name, r) in &outcome.results {
+        if let Err(e) = r {
+            return Err(format!("pipeline '{name}' failed: {e}"));
+        }
+    }
+    let reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    progress(&format!(
+        "caught up in {:.1} s ({} batches); measuring the references",
+        secs(wall),
+        reports.len()
+    ));
+
+    let mut r = BenchResult {
+        profile: profile().into(),
+        upstreams: spec.upstreams,
+        pipelines: spec.pipelines,
+        pipelines_plugin: w.pipelines.iter().filter(|p| !p.sql).count(),
+        pipelines_sql: w.pipelines.iter().filter(|p| p.sql).count(),
+        rows: spec.rows,
+        versions: spec.commits(),
+        scale: spec.scale,
+        change_fraction: spec.change_fraction,
+        seed: spec.seed,
+        batch_size: spec.batch_size,
+        jobs,
+        dir: dir.display().to_string(),
+        generation_s: secs(w.generation),
+        generated_change_rows: w.change_rows_read(),
+        plugin_compile_s: secs(plugin_compile),
+        wall_s: secs(wall),
+        batches: reports.len(),
+        peak_rss_bytes: peak,
+        peak_rss_reset,
+        reads_performed: outcome.reads.performed,
+        reads_requested: outcome.reads.requested,
+        ..Default::default()
+    };
+    let mut stages = crate::engine::Stages::default();
+    let mut ranges: BTreeSet<(String, i64, i64)> = BTreeSet::new();
+    for b in &reports {
+        stages.plan += b.stages.plan;
+        stages.read += b.stages.read;
+        stages.derive += b.stages.derive;
+        stages.commit += b.stages.commit;
+        r.keys += b.keys as u64;
+        r.change_rows_per_pipeline += b.change_rows as u64;
+        for u in &b.upstreams {
+            if let Some((s, e)) = u.range {
+                if ranges.insert((u.name.clone(), s, e)) {
+                    r.change_rows += u.change_rows as u64;
+                }
+            }
+        }
+    }
+    r.stages = StageSecs {
+        plan_s: secs(stages.plan),
+        read_s: secs(stages.read),
+        derive_s: secs(stages.derive),
+        commit_s: secs(stages.commit),
+    };
+
+    // (a) The raw-read limit.
+    let t = Instant::now();
+    let mut files = Vec::new();
+    for (name, s, e) in &ranges {
+        files.extend(reference::change_files(
+            &dir.join("tables").join(name),
+            *s,
+            *e,
+        )?);
+    }
+    r.limit_list_s = secs(t.elapsed());
+    let limit = reference::read_files(&files, &["id", crate::cdf::CHANGE_TYPE], jobs)?;
+    r.limit_read_s = secs(limit.time);
+    r.limit_files = limit.files;
+    r.limit_bytes = limit.bytes;
+    r.limit_rows = limit.rows;
+
+    // (b), (c) The derivations on the same change rows, batch by batch.
+    reference::derivations(&pipelines, &host, &compiled, &reports, &mut r).await?;
+    Ok(r)
+}
+
+fn load_pipelines(w: &Workload) -> Result<Vec<Pipeline>, String> {
+    let catalog =
+        Catalog::load(&w.dir.join(crate::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
+    w.pipelines
+        .iter()
+        .map(|p| {
+            Pipeline::load_with_catalog(&w.dir.join(format!("{}.toml", p.name)), &catalog)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// Bytes as MiB.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// The human-readable table of one run.
+pub fn table(r: &BenchResult) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("  {label:<38} {value}\n"));
+    };
+    line(
+        "generation (not in wall)",
+        format!("{:.2} s", r.generation_s),
+    );
+    line(
+        "plugin compile/cache load",
+        format!("{:.2} s", r.plugin_compile_s),
+    );
+    line(
+        "catch-up wall",
+        format!(
+            "{:.3} s  ({} batches, jobs {})",
+            r.wall_s, r.batches, r.jobs
+        ),
+    );
+    line(
+        "change rows (distinct / per pipeline)",
+        format!("{} / {}", r.change_rows, r.change_rows_per_pipeline),
+    );
+    line(
+        "generator's change rows (tables read)",
+        r.generated_change_rows.to_string(),
+    );
+    line("affected keys committed", r.keys.to_string());
+    line(
+        "change-feed reads",
+        format!("{} for {} requested", r.reads_performed, r.reads_requested),
+    );
+    line(
+        "peak RSS of the catch-up",
+        format!(
+            "{}{}",
+            mib(r.peak_rss_bytes),
+            if r.peak_rss_reset {
+                ""
+            } else {
+                " (includes generation)"
+            }
+        ),
+    );
+    let s = &r.stages;
+    line(
+        "  stage plan (sum over batches)",
+        format!("{:.3} s", s.plan_s),
+    );
+    line("  stage read", format!("{:.3} s", s.read_s));
+    line("  stage derive", format!("{:.3} s", s.derive_s));
+    line("  stage commit", format!("{:.3} s", s.commit_s));
+    line(
+        "  outside stages (open tables, checkpoints)",
+        format!(
+            "{:.3} s",
+            r.wall_s - s.plan_s - s.read_s - s.derive_s - s.commit_s
+        ),
+    );
+    line(
+        "limit: parquet read of change files",
+        format!(
+            "{:.3} s  ({} files, {}, {} rows; listing {:.3} s)",
+            r.limit_read_s,
+            r.limit_files,
+            mib(r.limit_bytes),
+            r.limit_rows,
+            r.limit_list_s
+        ),
+    );
+    line(
+        "dlink-rt change-feed read, same ranges",
+        format!("{:.3} s", r.reference_cdf_read_s),
+    );
+    line("derive: Wasm plugin", format!("{:.3} s", r.derive_wasm_s));
+    line("derive: native Rust", format!("{:.3} s", r.derive_native_s));
+    line(
+        "derive: SQL (DataFusion)",
+        format!("{:.3} s", r.derive_sql_s),
+    );
+    line("derivations agree on the keys", r.keys_agree.to_string());
+    line(
+        "ratio catch-up / limit read",
+        ratio(r.wall_s, r.limit_read_s),
+    );
+    line(
+        "ratio stage read / limit read",
+        ratio(s.read_s, r.limit_read_s),
+    );
+    line(
+        "ratio Wasm / native",
+        ratio(r.derive_wasm_s, r.derive_native_s),
+    );
+    line(
+        "ratio SQL / native",
+        ratio(r.derive_sql_s, r.derive_native_s),
+    );
+    line(
+        "catch-up per 1k change rows",
+        format!("{:.2} ms", r.wall_s * 1e6 / (r.change_rows.max(1) as f64)),
+    );
+    out
+}

@@ -1,0 +1,240 @@
+//! `dlink-rt bench`: one catch-up over a generated workload, with the references.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dlink_rt::bench::{self, workload::WorkloadSpec, BenchOptions, BenchResult};
+
+use super::{EXIT_CONFIG, EXIT_FAILED};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Upstream tables.
+    #[arg(long, default_value_t = 100)]
+    pub upstreams: usize,
+    /// Pipelines (2-8 upstreams each; plugin and SQL alternating).
+    #[arg(long, default_value_t = 20)]
+    pub pipelines: usize,
+    /// Rows of each table at version 0.
+    #[arg(long, default_value_t = 1000)]
+    pub rows: usize,
+    /// Commits per table after version 0 (append, update, delete or merge), before --scale.
+    #[arg(long, default_value_t = 4)]
+    pub versions: usize,
+    /// Fraction of --rows one commit touches.
+    #[arg(long, default_value_t = 0.02)]
+    pub change_fraction: f64,
+    /// Seed of the workload (same seed, same workload).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Versions per upstream per batch.
+    #[arg(long, default_value_t = 5)]
+    pub batch_size: i64,
+    /// Multiplies the backlog (--versions).
+    #[arg(long, default_value_t = 1)]
+    pub scale: usize,
+    /// Pipelines run at once (and threads of the raw read).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Where to write the workload (new or empty folder; default a temp folder).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the workload folder after the run.
+    #[arg(long)]
+    pub keep: bool,
+    /// The every_upstream_key plugin (default plugins/dist/every_upstream_key.wasm).
+    #[arg(long, value_name = "FILE")]
+    pub plugin: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the catch-up at 1x, 3x and 10x the backlog (each in its own process) and
+    /// print time and peak memory of each.
+    #[arg(long)]
+    pub scaling: bool,
+}
+
+fn default_plugin() -> PathBuf {
+    let rel = PathBuf::from("plugins/dist/every_upstream_key.wasm");
+    if rel.is_file() {
+        return rel;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+    if args.scaling {
+        return scaling(&args, cache_dir.as_ref());
+    }
+    let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
+    if !plugin.is_file() {
+        eprintln!(
+            "error: plugin {} not found; build the plugins (`make build`) or give --plugin",
+            plugin.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let plugin = std::fs::canonicalize(&plugin).unwrap_or(plugin);
+    let opts = BenchOptions {
+        spec: WorkloadSpec {
+            upstreams: args.upstreams,
+            pipelines: args.pipelines,
+            rows: args.rows,
+            versions: args.versions,
+            change_fraction: args.change_fraction,
+            seed: args.seed,
+            scale: args.scale.max(1),
+            batch_size: args.batch_size.max(1),
+            plugin,
+        },
+        dir: args.dir.clone(),
+        keep: args.keep,
+        jobs: args.jobs.max(1),
+        cache_dir,
+    };
+    let r = match bench::run(&opts, |m| eprintln!("bench: {m}")).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if args.json {
+        match serde_json::to_string(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    } else {
+        println!("{}", header(&r));
+        print!("{}", bench::table(&r));
+    }
+    ExitCode::SUCCESS
+}
+
+fn header(r: &BenchResult) -> String {
+    format!(
+        "dlink-rt bench (profile: {}; {} upstreams, {} pipelines ({} plugin, {} SQL), {} rows, {} commits per table, change fraction {}, seed {}, batch_size {}){}",
+        r.profile,
+        r.upstreams,
+        r.pipelines,
+        r.pipelines_plugin,
+        r.pipelines_sql,
+        r.rows,
+        r.versions,
+        r.change_fraction,
+        r.seed,
+        r.batch_size,
+        if r.profile == "debug" {
+            "\n  a debug build: figures are for comparison within this run, not absolute speed"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Runs the bench at 1x, 3x and 10x the backlog, each in a child process.
+fn scaling(args: &BenchArgs, cache_dir: Option<&PathBuf>) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut rows: Vec<(usize, BenchResult)> = Vec::new();
+    for k in [1, 3, 10] {
+        let scale = args.scale.max(1) * k;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("bench").arg("--json");
+        for (flag, value) in [
+            ("--upstreams", args.upstreams.to_string()),
+            ("--pipelines", args.pipelines.to_string()),
+            ("--rows", args.rows.to_string()),
+            ("--versions", args.versions.to_string()),
+            ("--change-fraction", args.change_fraction.to_string()),
+            ("--seed", args.seed.to_string()),
+            ("--batch-size", args.batch_size.to_string()),
+            ("--jobs", args.jobs.to_string()),
+            ("--scale", scale.to_string()),
+        ] {
+            cmd.arg(flag).arg(value);
+        }
+        if let Some(p) = &args.plugin {
+            cmd.arg("--plugin").arg(p);
+        }
+        if let Some(c) = cache_dir {
+            cmd.arg("--cache-dir").arg(c);
+        }
+        if let Some(d) = &args.dir {
+            cmd.arg("--dir").arg(d.join(format!("scale-{scale}")));
+        }
+        if args.keep {
+            cmd.arg("--keep");
+        }
+        eprintln!("bench: scale {scale}x ...");
+        let out = match cmd.stderr(std::process::Stdio::inherit()).output() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: cannot run {}: {e}", exe.display());
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let parsed = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<BenchResult>(l).ok());
+        match (out.status.success(), parsed) {
+            (true, Some(r)) => rows.push((scale, r)),
+            _ => {
+                eprintln!("error: the run at scale {scale} failed ({})", out.status);
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+    let Some((_, first)) = rows.first() else {
+        return ExitCode::from(EXIT_FAILED);
+    };
+    if args.json {
+        let all: Vec<&BenchResult> = rows.iter().map(|(_, r)| r).collect();
+        match serde_json::to_string(&serde_json::json!({ "scaling": all })) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("{}", header(first));
+    println!(
+        "  {:>5}  {:>8}  {:>11}  {:>9}  {:>12}  {:>14}  {:>9}",
+        "scale", "versions", "change rows", "wall_s", "peak RSS", "ms / 1k rows", "batches"
+    );
+    for (scale, r) in &rows {
+        println!(
+            "  {:>4}x  {:>8}  {:>11}  {:>9.3}  {:>12}  {:>14.2}  {:>9}",
+            scale,
+            r.versions,
+            r.change_rows,
+            r.wall_s,
+            bench::mib(r.peak_rss_bytes),
+            r.wall_s * 1e6 / r.change_rows.max(1) as f64,
+            r.batches
+        );
+    }
+    if let (Some((_, a)), Some((_, b))) = (rows.first(), rows.last()) {
+        println!(
+            "  1x -> 10x: wall x{:.2} for change rows x{:.2}; peak RSS x{:.2}",
+            b.wall_s / a.wall_s.max(1e-9),
+            b.change_rows as f64 / a.change_rows.max(1) as f64,
+            b.peak_rss_bytes as f64 / a.peak_rss_bytes.max(1) as f64
+        );
+    }
+    ExitCode::SUCCESS
+}

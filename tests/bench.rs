@@ -1,0 +1,134 @@
+//! `dlink-rt bench --json` at a tiny size: every figure is there and sane. No timing
+//! assertions: speed is measured by the bench, never by tests.
+
+mod common;
+
+use common::{dlink, plugin, text};
+use serde_json::Value;
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64()
+        .unwrap_or_else(|| panic!("{} is not a number in {v}", path.join(".")))
+}
+
+#[test]
+fn bench_json_has_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let o = dlink()
+        .args([
+            "bench",
+            "--json",
+            "--upstreams",
+            "4",
+            "--pipelines",
+            "3",
+            "--rows",
+            "40",
+            "--versions",
+            "4",
+            "--change-fraction",
+            "0.1",
+            "--batch-size",
+            "2",
+            "--seed",
+            "7",
+            "--keep",
+        ])
+        .arg("--plugin")
+        .arg(plugin("every_upstream_key"))
+        .arg("--dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "bench failed:\n{out}\n{err}");
+    let line = out.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {out}"));
+
+    for field in [
+        "wall_s",
+        "change_rows",
+        "peak_rss_bytes",
+        "limit_read_s",
+        "derive_wasm_s",
+        "derive_native_s",
+        "derive_sql_s",
+        "generation_s",
+        "generated_change_rows",
+    ] {
+        assert!(num(&v, &[field]) > 0.0, "{field} must be > 0: {v}");
+    }
+    let stages: f64 = ["plan_s", "read_s", "derive_s", "commit_s"]
+        .iter()
+        .map(|s| num(&v, &["stages", s]))
+        .sum();
+    assert!(stages > 0.0, "{v}");
+    assert!(
+        stages <= num(&v, &["wall_s"]),
+        "with --jobs 1 the stages fit in the wall time: {v}"
+    );
+    // The catch-up read exactly the change rows the generator wrote, and so did the
+    // raw parquet read of the same files.
+    assert_eq!(v["change_rows"], v["generated_change_rows"], "{v}");
+    assert_eq!(v["limit_rows"], v["change_rows"], "{v}");
+    assert_eq!(v["keys_agree"], Value::Bool(true), "{v}");
+    assert!(v["profile"] == "debug" || v["profile"] == "release", "{v}");
+    assert_eq!(v["pipelines_plugin"], 2);
+    assert_eq!(v["pipelines_sql"], 1);
+    // 4 commits after version 0 in batches of 2 versions: 3 batches per pipeline.
+    assert_eq!(v["batches"], 9, "{v}");
+    assert!(
+        work.join("upstreams.toml").is_file(),
+        "--keep keeps the workload"
+    );
+
+    // Same seed, same workload: the generator's count is reproducible.
+    let again = dlink()
+        .args([
+            "bench",
+            "--json",
+            "--upstreams",
+            "4",
+            "--pipelines",
+            "3",
+            "--rows",
+            "40",
+            "--versions",
+            "4",
+            "--change-fraction",
+            "0.1",
+            "--batch-size",
+            "2",
+            "--seed",
+            "7",
+        ])
+        .arg("--plugin")
+        .arg(plugin("every_upstream_key"))
+        .output()
+        .unwrap();
+    let (out2, err2) = text(&again);
+    assert!(again.status.success(), "{out2}\n{err2}");
+    let w: Value = serde_json::from_str(out2.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(w["generated_change_rows"], v["generated_change_rows"]);
+    assert_eq!(w["keys"], v["keys"]);
+    let tmp = w["dir"].as_str().unwrap();
+    assert!(
+        !std::path::Path::new(tmp).exists(),
+        "the temp workload is removed without --keep"
+    );
+
+    // A non-empty --dir is refused.
+    let o = dlink()
+        .args(["bench", "--upstreams", "2", "--pipelines", "1"])
+        .arg("--dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("not empty"), "{err}");
+}
