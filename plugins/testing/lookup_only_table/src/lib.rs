@@ -10,10 +10,14 @@ impl Pipeline for LookupOnlyTable {
     const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("emp_id")];
 
     fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let changed = batch.changes("department")?.newest_commit_by_i64("dept_id")?;
+        let changed = batch
+            .changes("department")?
+            .newest_commit_by_i64("dept_id")?;
         let ids: Vec<i64> = changed.keys().copied().collect();
         for member in lookup_i64("employee", "dept_id", &ids, &["emp_id", "dept_id"])?.rows() {
-            let ts = member.i64("dept_id")?.and_then(|d| changed.get(&d).copied().flatten());
+            let ts = member
+                .i64("dept_id")?
+                .and_then(|d| changed.get(&d).copied().flatten());
             keys.add("department", ts, member.i64("emp_id")?)?;
         }
         Ok(())
