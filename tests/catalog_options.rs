@@ -7,14 +7,8 @@ use common::{keys_of_batch, plugin, set, Workspace};
 use deltalake::arrow::array::AsArray;
 use deltalake::arrow::datatypes::Int64Type;
 use dlink_rt::config::Upstream;
-use dlink_rt::demo::{Col, DemoTable};
+use dlink_rt::demo::{Col, DemoTable, SPMASTER};
 use serde_json::json;
-
-const SPMASTER: [(&str, Col); 3] = [
-    ("diasng_id", Col::Long),
-    ("name", Col::Str),
-    ("country", Col::Str),
-];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn projection_filter_and_change_types_apply_inside_the_read() {

@@ -8,19 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::{dlink, keys_of_batch, link_rows, link_state, plugin, set, text, Workspace};
-use dlink_rt::demo::{Col, DemoTable};
+use dlink_rt::demo::{Col, DemoTable, AFFILIATION, SPMASTER};
 use serde_json::{json, Value};
-
-const SPMASTER: [(&str, Col); 3] = [
-    ("diasng_id", Col::Long),
-    ("name", Col::Str),
-    ("country", Col::Str),
-];
-const AFFILIATION: [(&str, Col); 3] = [
-    ("sp_id", Col::Long),
-    ("institution_key", Col::Long),
-    ("rank", Col::Long),
-];
 
 /// spmaster with rows 1..=3 (v0) and an empty-ish affiliation (v0).
 async fn sp_tables(ws: &Workspace) -> (DemoTable, DemoTable) {

@@ -4,36 +4,11 @@
 mod common;
 
 use common::{keys_of_batch, link_rows, link_state, plugin, set, Workspace};
-use dlink_rt::demo::{Col, DemoTable};
+use dlink_rt::demo::{
+    DemoTable, AFFILIATION, AUTHOR_PUBLICATION_LINK as LINKS, DEPARTMENT, EMPLOYEE, PUBLICATIONS,
+    SPMASTER,
+};
 use serde_json::json;
-
-const SPMASTER: [(&str, Col); 3] = [
-    ("diasng_id", Col::Long),
-    ("name", Col::Str),
-    ("country", Col::Str),
-];
-const AFFILIATION: [(&str, Col); 3] = [
-    ("sp_id", Col::Long),
-    ("institution_key", Col::Long),
-    ("rank", Col::Long),
-];
-const EMPLOYEE: [(&str, Col); 4] = [
-    ("emp_id", Col::Long),
-    ("name", Col::Str),
-    ("dept_id", Col::Long),
-    ("manager_id", Col::Long),
-];
-const DEPARTMENT: [(&str, Col); 3] = [
-    ("dept_id", Col::Long),
-    ("manager_id", Col::Long),
-    ("dept_name", Col::Str),
-];
-const PUBLICATIONS: [(&str, Col); 3] = [
-    ("pub_id", Col::Long),
-    ("title", Col::Str),
-    ("year", Col::Long),
-];
-const LINKS: [(&str, Col); 2] = [("pub_id", Col::Long), ("uid", Col::Long)];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sp_affiliation_batch_by_batch() {

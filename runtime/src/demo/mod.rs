@@ -11,6 +11,35 @@ pub use table::{to_batch, Col, DemoTable};
 
 type DynResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Columns of the example upstream tables (all ids `long`).
+pub const SPMASTER: [(&str, Col); 3] = [
+    ("diasng_id", Col::Long),
+    ("name", Col::Str),
+    ("country", Col::Str),
+];
+pub const AFFILIATION: [(&str, Col); 3] = [
+    ("sp_id", Col::Long),
+    ("institution_key", Col::Long),
+    ("rank", Col::Long),
+];
+pub const EMPLOYEE: [(&str, Col); 4] = [
+    ("emp_id", Col::Long),
+    ("name", Col::Str),
+    ("dept_id", Col::Long),
+    ("manager_id", Col::Long),
+];
+pub const DEPARTMENT: [(&str, Col); 3] = [
+    ("dept_id", Col::Long),
+    ("manager_id", Col::Long),
+    ("dept_name", Col::Str),
+];
+pub const PUBLICATIONS: [(&str, Col); 3] = [
+    ("pub_id", Col::Long),
+    ("title", Col::Str),
+    ("year", Col::Long),
+];
+pub const AUTHOR_PUBLICATION_LINK: [(&str, Col); 2] = [("pub_id", Col::Long), ("uid", Col::Long)];
+
 /// Marker file that identifies a folder written by `dlink-rt demo`.
 pub const MARKER: &str = ".dlink-demo";
 
@@ -70,12 +99,7 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
     let rows: Vec<Value> = (1..=40)
         .map(|i| json!([i, name(i), COUNTRIES[(i as usize) % COUNTRIES.len()]]))
         .collect();
-    let cols = [
-        ("diasng_id", Col::Long),
-        ("name", Col::Str),
-        ("country", Col::Str),
-    ];
-    let mut t = DemoTable::create(&dir.join("spmaster"), &cols, Value::Array(rows)).await?;
+    let mut t = DemoTable::create(&dir.join("spmaster"), &SPMASTER, Value::Array(rows)).await?;
     t.insert(json!([[41, name(41), "DE"], [42, name(42), "JP"]]))
         .await?; // new hires
     t.update("diasng_id IN (3, 4)", &[("country", "'US'")])
@@ -101,12 +125,8 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
             v
         })
         .collect();
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
-    let mut t = DemoTable::create(&dir.join("affiliation"), &cols, Value::Array(rows)).await?;
+    let mut t =
+        DemoTable::create(&dir.join("affiliation"), &AFFILIATION, Value::Array(rows)).await?;
     t.update("sp_id = 7 AND rank = 1", &[("institution_key", "999")])
         .await?; // moves institution
     t.update("sp_id = 12", &[("sp_id", "13")]).await?; // join column: 12 -> 13
@@ -123,12 +143,7 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
     let rows: Vec<Value> = (1..=5)
         .map(|d| json!([d, d * 10, DEPTS[(d - 1) as usize]]))
         .collect();
-    let cols = [
-        ("dept_id", Col::Long),
-        ("manager_id", Col::Long),
-        ("dept_name", Col::Str),
-    ];
-    let mut t = DemoTable::create(&dir.join("department"), &cols, Value::Array(rows)).await?;
+    let mut t = DemoTable::create(&dir.join("department"), &DEPARTMENT, Value::Array(rows)).await?;
     t.update("dept_id = 2", &[("dept_name", "'Platform & Data'")])
         .await?; // dept-only change
     t.upsert(&["dept_id"], json!([[4, 31, "Sales"], [6, 60, "Security"]]))
@@ -141,13 +156,7 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
     let rows: Vec<Value> = (1..=30)
         .map(|e| json!([e, name(e + 100), 1 + e % 5, (1 + e % 5) * 10]))
         .collect();
-    let cols = [
-        ("emp_id", Col::Long),
-        ("name", Col::Str),
-        ("dept_id", Col::Long),
-        ("manager_id", Col::Long),
-    ];
-    let mut t = DemoTable::create(&dir.join("employee"), &cols, Value::Array(rows)).await?;
+    let mut t = DemoTable::create(&dir.join("employee"), &EMPLOYEE, Value::Array(rows)).await?;
     t.update("emp_id = 6", &[("dept_id", "3"), ("manager_id", "30")])
         .await?; // moves 2 -> 3
     t.insert(json!([[31, name(131), 6, 60], [32, name(132), 6, 60]]))
@@ -168,12 +177,8 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
             ])
         })
         .collect();
-    let cols = [
-        ("pub_id", Col::Long),
-        ("title", Col::Str),
-        ("year", Col::Long),
-    ];
-    let mut t = DemoTable::create(&dir.join("publications"), &cols, Value::Array(rows)).await?;
+    let mut t =
+        DemoTable::create(&dir.join("publications"), &PUBLICATIONS, Value::Array(rows)).await?;
     t.update("pub_id = 7", &[("title", "'On change feeds, revisited'")])
         .await?;
     t.insert(json!([[51, "Affected keys at scale", 2026]]))
@@ -201,10 +206,9 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
             v
         })
         .collect();
-    let cols = [("pub_id", Col::Long), ("uid", Col::Long)];
     let mut t = DemoTable::create(
         &dir.join("author_publication_link"),
-        &cols,
+        &AUTHOR_PUBLICATION_LINK,
         Value::Array(rows),
     )
     .await?;

@@ -150,17 +150,9 @@ impl DemoTable {
         columns: &[(&str, Col)],
         rows: Value,
     ) -> DynResult<i64> {
-        let schema = schema_of(columns);
-        let batch = to_batch(&schema, &rows)?;
-        self.table = self
-            .table
-            .clone()
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-            .await?;
-        self.schema = schema;
-        Ok(self.version())
+        use deltalake::operations::write::SchemaMode;
+        self.write_schema(columns, rows, SaveMode::Append, SchemaMode::Merge)
+            .await
     }
 
     /// Overwrites data and schema with `rows` of `columns` (one commit, same table id).
@@ -169,14 +161,26 @@ impl DemoTable {
         columns: &[(&str, Col)],
         rows: Value,
     ) -> DynResult<i64> {
+        use deltalake::operations::write::SchemaMode;
+        self.write_schema(columns, rows, SaveMode::Overwrite, SchemaMode::Overwrite)
+            .await
+    }
+
+    async fn write_schema(
+        &mut self,
+        columns: &[(&str, Col)],
+        rows: Value,
+        mode: SaveMode,
+        schema_mode: deltalake::operations::write::SchemaMode,
+    ) -> DynResult<i64> {
         let schema = schema_of(columns);
         let batch = to_batch(&schema, &rows)?;
         self.table = self
             .table
             .clone()
             .write(vec![batch])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_save_mode(mode)
+            .with_schema_mode(schema_mode)
             .await?;
         self.schema = schema;
         Ok(self.version())
