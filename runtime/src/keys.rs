@@ -6,11 +6,12 @@
 //! causes) becomes one row with the sorted set of causing upstreams and the newest
 //! commit timestamp.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use deltalake::arrow::compute::{cast, concat_batches, take};
-use deltalake::arrow::datatypes::{DataType, TimestampMicrosecondType};
+use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicrosecondType};
 use deltalake::arrow::row::{RowConverter, SortField};
 
 use crate::cdf::timestamp_type;
@@ -33,8 +34,9 @@ pub fn arrow_type(t: KeyType) -> DataType {
 pub struct AffectedKeys {
     /// One array per key column, all of the same length, no duplicates across rows.
     pub columns: Vec<ArrayRef>,
-    /// Sorted names of the upstreams whose changes caused each key.
-    pub upstreams: Vec<Vec<String>>,
+    /// Sorted names of the upstreams whose changes caused each key (keys with the same
+    /// causes share one list).
+    pub upstreams: Vec<Arc<[String]>>,
     /// Newest causing commit timestamp of each key, in microseconds.
     pub change_ts: Vec<Option<i64>>,
 }
@@ -191,38 +193,51 @@ pub fn collect_batches(
         .as_ref()
         .map(|c| c.as_primitive::<TimestampMicrosecondType>());
 
-    let converter = RowConverter::new(
-        key_cols
-            .iter()
-            .map(|c| SortField::new(c.data_type().clone()))
-            .collect(),
-    )
-    .map_err(|e| e.to_string())?;
-    let rows = converter
-        .convert_columns(&key_cols)
-        .map_err(|e| e.to_string())?;
-    let mut index: HashMap<_, usize> = HashMap::with_capacity(all.num_rows());
-    let mut first = Vec::new();
-    let mut causes: Vec<BTreeSet<&str>> = Vec::new();
-    let mut newest: Vec<Option<i64>> = Vec::new();
-    for i in 0..all.num_rows() {
+    // Which distinct key each row is, then each key's causes (a bit per upstream)
+    // and newest timestamp.
+    let (slot_of_row, first) = distinct_keys(&key_cols, all.num_rows())?;
+    let words = upstream_names.len().div_ceil(64).max(1);
+    let mut causes = vec![0_u64; first.len() * words];
+    let mut newest: Vec<Option<i64>> = vec![None; first.len()];
+    let mut last = usize::MAX;
+    for (i, slot) in slot_of_row.iter().map(|s| *s as usize).enumerate() {
         let name = up.value(i);
-        if !upstream_names.contains(&name) {
-            return Err(format!(
-                "derive returned '{UPSTREAM}' = '{name}', which is not an upstream of the pipeline (upstreams: {})",
-                upstream_names.join(", ")
-            ));
+        // Rows of one upstream usually come in a run: try the last one first.
+        if upstream_names.get(last) != Some(&name) {
+            last = upstream_names
+                .iter()
+                .position(|u| *u == name)
+                .ok_or_else(|| {
+                    format!(
+                        "derive returned '{UPSTREAM}' = '{name}', which is not an upstream of the pipeline (upstreams: {})",
+                        upstream_names.join(", ")
+                    )
+                })?;
         }
-        let t = ts.and_then(|t| t.is_valid(i).then(|| t.value(i)));
-        let slot = *index.entry(rows.row(i)).or_insert_with(|| {
-            first.push(i as u32);
-            causes.push(BTreeSet::new());
-            newest.push(None);
-            first.len() - 1
-        });
-        causes[slot].insert(name);
-        newest[slot] = newest[slot].max(t);
+        causes[slot * words + last / 64] |= 1 << (last % 64);
+        if let Some(t) = ts.and_then(|t| t.is_valid(i).then(|| t.value(i))) {
+            newest[slot] = newest[slot].max(Some(t));
+        }
     }
+    // One shared, sorted list of names per distinct set of causes.
+    let mut sorted: Vec<(usize, &str)> = upstream_names.iter().copied().enumerate().collect();
+    sorted.sort_by_key(|(_, n)| *n);
+    let mut lists: HashMap<&[u64], Arc<[String]>> = HashMap::new();
+    let upstreams = causes
+        .chunks(words)
+        .map(|set| {
+            lists
+                .entry(set)
+                .or_insert_with(|| {
+                    sorted
+                        .iter()
+                        .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
+                        .map(|(_, n)| n.to_string())
+                        .collect()
+                })
+                .clone()
+        })
+        .collect();
     let idx = UInt32Array::from(first);
     let columns = key_cols
         .iter()
@@ -230,12 +245,59 @@ pub fn collect_batches(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AffectedKeys {
         columns,
-        upstreams: causes
-            .into_iter()
-            .map(|s| s.into_iter().map(String::from).collect())
-            .collect(),
+        upstreams,
         change_ts: newest,
     })
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Numbers the distinct keys of `rows` rows in order of first appearance: the key's
+/// number for each row, and the first row of each key. One integer key column (the
+/// usual case) is hashed as an integer; other keys through the row format.
+fn distinct_keys(key_cols: &[ArrayRef], rows: usize) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let single = match key_cols {
+        [c] => c
+            .as_primitive_opt::<Int64Type>()
+            .map(|a| a.values().to_vec())
+            .or_else(|| {
+                c.as_primitive_opt::<Int32Type>()
+                    .map(|a| a.values().iter().map(|v| i64::from(*v)).collect())
+            }),
+        _ => None,
+    };
+    if let Some(values) = single {
+        return Ok(number(values.into_iter(), rows));
+    }
+    let converter = RowConverter::new(
+        key_cols
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    let converted = converter
+        .convert_columns(key_cols)
+        .map_err(|e| e.to_string())?;
+    Ok(number((0..rows).map(|r| converted.row(r)), rows))
+}
+
+fn number<K: std::hash::Hash + Eq>(
+    keys: impl Iterator<Item = K>,
+    rows: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let mut index: FastMap<K, u32> = FastMap::default();
+    index.reserve(rows.min(1 << 20));
+    let mut first: Vec<u32> = Vec::new();
+    let mut slot_of_row = Vec::with_capacity(rows);
+    for (row, key) in keys.enumerate() {
+        let slot = *index.entry(key).or_insert_with(|| {
+            first.push(row as u32);
+            (first.len() - 1) as u32
+        });
+        slot_of_row.push(slot);
+    }
+    (slot_of_row, first)
 }
 
 /// SQL output: key columns are cast to their declared types and the rows take the
@@ -296,6 +358,7 @@ fn collect_with_default(
     if given.is_none() {
         let mut all_causes = d.upstreams.clone();
         all_causes.sort();
+        let all_causes: Arc<[String]> = all_causes.into();
         for (causes, ts) in k.upstreams.iter_mut().zip(k.change_ts.iter_mut()) {
             causes.clone_from(&all_causes);
             *ts = (*ts).max(d.change_ts);
@@ -359,7 +422,10 @@ mod tests {
         assert_eq!(ids.values().to_vec(), vec![7, 3]);
         assert_eq!(
             k.upstreams,
-            vec![vec!["a".to_string(), "b".into()], vec!["a".into()]]
+            vec![
+                Arc::<[String]>::from(vec!["a".to_string(), "b".into()]),
+                Arc::from(vec!["a".to_string()])
+            ]
         );
         // milliseconds in, microseconds out
         assert_eq!(k.change_ts, vec![Some(9000), Some(1000)]);

@@ -89,6 +89,11 @@ pub struct LinkTable {
     keys: Vec<(String, KeyType)>,
     upstreams: Vec<String>,
     table: Option<DeltaTable>,
+    /// The checkpoint as of `table`'s version, when this process read or wrote it.
+    /// While it is known, a batch commits on the held snapshot without reading the log
+    /// again: a commit another run made since carries this pipeline's app id, and
+    /// Delta's conflict check rejects ours then.
+    known: Option<Checkpoint>,
 }
 
 impl LinkTable {
@@ -108,6 +113,7 @@ impl LinkTable {
             keys: p.keys.iter().map(|k| (k.name.clone(), k.ty)).collect(),
             upstreams: p.upstreams.iter().map(|u| u.name.clone()).collect(),
             table: None,
+            known: None,
         };
         if crate::cdf::local_path_without_log(&link.uri) {
             return Ok(link);
@@ -155,33 +161,63 @@ impl LinkTable {
         Ok(())
     }
 
+    /// Whether the link table is still at the version held (lists the log for newer
+    /// entries). A link table not created yet counts as unchanged: the first commit
+    /// adopts one a concurrent run created.
+    pub async fn unchanged(&mut self) -> Result<bool> {
+        let Some(t) = self.table.as_mut() else {
+            return Ok(true);
+        };
+        let held = t.version();
+        t.update_state().await.map_err(|e| Error::Link {
+            pipeline: self.pipeline.clone(),
+            uri: self.uri.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(t.version() == held)
+    }
+
     /// The Delta table, if created.
     pub fn table(&self) -> Option<&DeltaTable> {
         self.table.as_ref()
     }
 
-    /// Reads the checkpoint from the link table's `txn` actions.
-    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+    /// The checkpoint, from the link table's `txn` actions as of the held version (and
+    /// remembered, so that the batches of this run commit without reading it again).
+    pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
+        let cp = self.read_checkpoint().await?;
+        self.known = Some(cp.clone());
+        Ok(cp)
+    }
+
+    /// Reads the checkpoint from the held snapshot: one log replay per app id, run
+    /// side by side.
+    async fn read_checkpoint(&self) -> Result<Checkpoint> {
         let Some(t) = &self.table else {
             return Ok(Checkpoint::default());
         };
         let state = t.snapshot().map_err(|e| self.err(e))?;
         let log_store = t.log_store();
-        let batch_id = state
-            .transaction_version(log_store.as_ref(), app_id(&self.pipeline))
-            .await
-            .map_err(|e| self.err(e))?
-            .unwrap_or(0);
-        let mut done = BTreeMap::new();
-        for u in &self.upstreams {
-            if let Some(v) = state
-                .transaction_version(log_store.as_ref(), upstream_app_id(&self.pipeline, u))
-                .await
-                .map_err(|e| self.err(e))?
-            {
-                done.insert(u.clone(), v);
-            }
-        }
+        let ids = std::iter::once(app_id(&self.pipeline))
+            .chain(
+                self.upstreams
+                    .iter()
+                    .map(|u| upstream_app_id(&self.pipeline, u)),
+            )
+            .collect::<Vec<_>>();
+        let versions = futures::future::try_join_all(
+            ids.into_iter()
+                .map(|id| state.transaction_version(log_store.as_ref(), id)),
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let batch_id = versions.first().copied().flatten().unwrap_or(0);
+        let done = self
+            .upstreams
+            .iter()
+            .zip(versions.into_iter().skip(1))
+            .filter_map(|(u, v)| v.map(|v| (u.clone(), v)))
+            .collect();
         Ok(Checkpoint { batch_id, done })
     }
 
@@ -249,50 +285,91 @@ impl LinkTable {
     /// Delta conflict on the pipeline's application transaction).
     pub async fn commit(&mut self, c: Commit<'_>) -> Result<i64> {
         let batch_id = c.batch_id;
-        match self.write_batch(c).await {
-            Ok(v) => Ok(v),
-            Err(e @ Error::Concurrent { .. }) => Err(e),
-            Err(e) => {
-                // Did we lose a race? Then say so; otherwise it is a real failure.
-                if let Ok(found) = self.reload_batch_id().await {
-                    if found >= batch_id {
-                        return Err(Error::Concurrent {
-                            pipeline: self.pipeline.clone(),
-                            batch_id,
-                            found,
-                        });
-                    }
-                }
-                Err(e)
+        let expected = self.known.take();
+        let err = match self.write_batch(&c, expected.as_ref()).await {
+            Ok((v, cp)) => {
+                self.known = Some(cp);
+                return Ok(v);
             }
+            Err(e @ Error::Concurrent { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        // Did we lose a race (another run's batch, or a reset)? Then say so, and the run
+        // starts over from the checkpoint it finds. If the checkpoint is as expected,
+        // something else committed to the link table since the held snapshot (such as
+        // an OPTIMIZE): write the batch once more on the fresh snapshot.
+        let Ok(found) = self.reload_checkpoint().await else {
+            return Err(err);
+        };
+        let moved = expected.as_ref().is_some_and(|cp| *cp != found);
+        if found.batch_id >= batch_id || moved {
+            return Err(Error::Concurrent {
+                pipeline: self.pipeline.clone(),
+                batch_id,
+                found: found.batch_id,
+            });
         }
+        if expected.is_none() {
+            return Err(err);
+        }
+        tracing::debug!(
+            "{}: batch {batch_id} failed on the held snapshot ({err}); writing it on a fresh one",
+            self.pipeline
+        );
+        let (v, cp) = self.write_batch(&c, None).await?;
+        self.known = Some(cp);
+        Ok(v)
     }
 
-    async fn reload_batch_id(&mut self) -> Result<i64> {
+    async fn reload_checkpoint(&mut self) -> Result<Checkpoint> {
         if let Some(t) = self.table.as_mut() {
             t.update_state()
                 .await
                 .map_err(|e| Error::Other(e.to_string()))?;
         }
-        Ok(self.checkpoint().await?.batch_id)
+        self.read_checkpoint().await
     }
 
-    async fn write_batch(&mut self, c: Commit<'_>) -> Result<i64> {
-        let mut table = match self.table.take() {
-            Some(mut t) => {
-                t.update_state().await.map_err(|e| self.err(e))?;
-                t
+    /// Writes the batch; returns the link table's version and the checkpoint it holds.
+    /// With the checkpoint `expected` at the held version, and that checkpoint one batch
+    /// behind, it commits on the held snapshot; otherwise it reads the log first.
+    async fn write_batch(
+        &mut self,
+        c: &Commit<'_>,
+        expected: Option<&Checkpoint>,
+    ) -> Result<(i64, Checkpoint)> {
+        let mut checkpoint = match (expected, self.table.take()) {
+            (Some(cp), Some(t)) if cp.batch_id == c.batch_id - 1 => {
+                self.table = Some(t);
+                cp.clone()
             }
-            None => self.create().await?,
+            (_, held) => {
+                let t = match held {
+                    Some(mut t) => {
+                        t.update_state().await.map_err(|e| self.err(e))?;
+                        t
+                    }
+                    None => self.create().await?,
+                };
+                self.table = Some(t);
+                self.read_checkpoint().await?
+            }
         };
-        self.table = Some(table.clone());
-        let found = self.checkpoint().await?.batch_id;
-        if found != c.batch_id - 1 {
+        let Some(mut table) = self.table.clone() else {
+            return Err(self.err("the link table is not open"));
+        };
+        if checkpoint.batch_id != c.batch_id - 1 {
             return Err(Error::Concurrent {
                 pipeline: self.pipeline.clone(),
                 batch_id: c.batch_id,
-                found,
+                found: checkpoint.batch_id,
             });
+        }
+        checkpoint.batch_id = c.batch_id;
+        for u in c.upstreams {
+            if let Some((_, end)) = u.range {
+                checkpoint.done.insert(u.name.clone(), end);
+            }
         }
         let mut txns = vec![Transaction::new(app_id(&self.pipeline), c.batch_id)];
         for u in c.upstreams {
@@ -332,8 +409,25 @@ impl LinkTable {
             .with_application_transactions(txns)
             .with_metadata([("dlink".to_string(), meta)]);
         let before = table.version();
-        if !c.keys.is_empty() {
-            let source = self.rows(&table, c.batch_id, c.keys)?;
+        let empty = table
+            .snapshot()
+            .map_err(|e| self.err(e))?
+            .log_data()
+            .num_files()
+            == 0;
+        if !c.keys.is_empty() && empty {
+            // Nothing to match against (the first batch): an append writes the same rows
+            // as the MERGE would, without planning a join or writing change files.
+            let rows = self.rows(&table, c.batch_id, c.keys, false)?;
+            table = table
+                .clone()
+                .write([rows])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props.clone())
+                .await
+                .map_err(|e| self.err(format!("append of batch {} failed: {e}", c.batch_id)))?;
+        } else if !c.keys.is_empty() {
+            let source = self.rows(&table, c.batch_id, c.keys, true)?;
             let ctx = crate::cdf::session();
             let df = ctx.read_batch(source).map_err(|e| self.err(e))?;
             let on = self
@@ -382,7 +476,7 @@ impl LinkTable {
             .map(|v| v as i64)
             .ok_or_else(|| self.err("the link table has no version after the commit"))?;
         self.table = Some(table);
-        Ok(version)
+        Ok((version, checkpoint))
     }
 
     /// Moves an upstream's checkpoint so that the next run reads from `next_version`
@@ -410,7 +504,8 @@ impl LinkTable {
             None => self.create().await?,
         };
         self.table = Some(table.clone());
-        let cp = self.checkpoint().await?;
+        self.known = None;
+        let cp = self.read_checkpoint().await?;
         let previous_next = cp.done.get(upstream).map(|d| d + 1);
         let meta = json!({
             "pipeline": self.pipeline,
@@ -456,7 +551,7 @@ impl LinkTable {
         props: CommitProperties,
     ) -> Result<()> {
         let state = table.snapshot().map_err(|e| self.err(e))?;
-        CommitBuilder::from(props)
+        let done = CommitBuilder::from(props)
             .with_actions(vec![])
             .build(
                 Some(state),
@@ -469,11 +564,19 @@ impl LinkTable {
             )
             .await
             .map_err(|e| self.err(e))?;
-        table.update_state().await.map_err(|e| self.err(e))
+        table.state = Some(done.snapshot);
+        Ok(())
     }
 
-    /// The MERGE source: one row per key, in the link table's own Arrow schema.
-    fn rows(&self, t: &DeltaTable, batch_id: i64, k: &AffectedKeys) -> Result<RecordBatch> {
+    /// One row per key, in the link table's own Arrow schema (every column nullable for
+    /// a MERGE source).
+    fn rows(
+        &self,
+        t: &DeltaTable,
+        batch_id: i64,
+        k: &AffectedKeys,
+        nullable: bool,
+    ) -> Result<RecordBatch> {
         let schema: SchemaRef = t
             .snapshot()
             .map_err(|e| self.err(e))?
@@ -483,7 +586,7 @@ impl LinkTable {
         let now = chrono::Utc::now().timestamp_micros();
         let mut ups = ListBuilder::new(StringBuilder::new());
         for names in &k.upstreams {
-            for name in names {
+            for name in names.iter() {
                 ups.values().append_value(name);
             }
             ups.append(true);
@@ -510,13 +613,17 @@ impl LinkTable {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let schema = Arc::new(deltalake::arrow::datatypes::Schema::new(
+        let schema = if nullable {
+            Arc::new(deltalake::arrow::datatypes::Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ))
+        } else {
             schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        };
         RecordBatch::try_new(schema, cols).map_err(|e| self.err(e))
     }
 }

@@ -180,7 +180,7 @@ pub async fn keys_of_batch(pipeline_file: &Path, batch: i64) -> BTreeSet<i64> {
 /// The link table's (Delta version, checkpoint), or None before the first commit.
 pub async fn link_state(pipeline_file: &Path) -> Option<(i64, dlink_rt::sink::Checkpoint)> {
     let p = Pipeline::load(pipeline_file).expect("pipeline loads");
-    let link = LinkTable::open(&p).await.expect("open link");
+    let mut link = LinkTable::open(&p).await.expect("open link");
     let version = link.table()?.version()? as i64;
     Some((version, link.checkpoint().await.expect("checkpoint")))
 }

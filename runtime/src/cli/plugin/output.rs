@@ -43,7 +43,7 @@ pub(super) fn key_rows(keys: &AffectedKeys) -> Result<Vec<KeyRow>, String> {
     let mut rows: Vec<KeyRow> = (0..keys.len())
         .map(|i| KeyRow {
             key: Vec::with_capacity(keys.columns.len()),
-            upstreams: keys.upstreams[i].clone(),
+            upstreams: keys.upstreams[i].to_vec(),
             change_ts: keys.change_ts[i],
         })
         .collect();
