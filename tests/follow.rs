@@ -219,3 +219,71 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// A follower keeps its tables open between polls; a `reset` of the link table by
+/// another process moves the checkpoint under it. The next poll must notice, reopen and
+/// read from the reset version (before, every poll reopened everything).
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_honours_a_reset_made_while_it_runs() {
+    let ws = Workspace::new();
+    let cols = [
+        ("diasng_id", Col::Long),
+        ("name", Col::Str),
+        ("country", Col::Str),
+    ];
+    let mut sp = DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
+        .await
+        .unwrap();
+    let cols = [
+        ("sp_id", Col::Long),
+        ("institution_key", Col::Long),
+        ("rank", Col::Long),
+    ];
+    DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
+        .await
+        .unwrap();
+    let p = ws.pipeline(
+        "sp",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        10,
+    );
+    let mut child = dlink()
+        .args(["run", "--follow", "--interval", "100ms"])
+        .arg(&p)
+        .env("DLINK_LOG", "warn,dlink_rt=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let _err = lines(child.stderr.take().unwrap());
+    let _follower = Follower(child);
+    let mut o = Vec::new();
+    wait_for(&out, "sp_affiliation batch 1:", &mut o);
+    assert_eq!(sp.insert(json!([[2, "b", "FR"]])).await.unwrap(), 1);
+    wait_for(&out, "sp_affiliation batch 2:", &mut o);
+    sp.insert(json!([[3, "c", "JP"]])).await.unwrap();
+    wait_for(&out, "sp_affiliation batch 3:", &mut o);
+    assert_eq!(keys_of_batch(&p, 3).await, set(&[3]));
+
+    // Re-read spmaster from version 1 (the commit of key 2).
+    let o2 = dlink()
+        .args(["reset", "--upstream", "spmaster", "--to-version", "1"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let line = wait_for(&out, "sp_affiliation batch 4:", &mut o);
+    assert!(line.contains("spmaster v1..2"), "{line}");
+    assert_eq!(keys_of_batch(&p, 4).await, set(&[2, 3]));
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(cp.batch_id, 4);
+    assert_eq!(cp.done.get("spmaster"), Some(&2));
+}

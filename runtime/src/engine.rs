@@ -5,25 +5,19 @@
 mod follow;
 mod many;
 mod plan;
+mod session;
 
 pub use follow::{follow, FollowOptions};
 pub use many::{run_many, ManyOutcome};
+pub(crate) use session::Session;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use deltalake::DeltaTable;
-use futures::future::try_join_all;
-
-use crate::cdf::{self, Changes, FanOut, LogCheck};
-use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
+use crate::cdf::FanOut;
+use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
-use crate::keys::DefaultCause;
-use crate::plugin::{Plugin, PluginHost, UpstreamInput};
-use crate::sink::{Commit, LinkTable, UpstreamRange};
-use crate::sql::{TableCache, TableLookup};
-use crate::sql_pipeline::ChangeTable;
+use crate::plugin::{Plugin, PluginHost};
+use crate::sink::UpstreamRange;
 
 /// After this many lost races in a row (another run committed the batch this one
 /// worked on) a run stops and leaves the catch-up to the other run.
@@ -46,6 +40,9 @@ pub struct BatchReport {
 /// Wall time of a batch's stages.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stages {
+    /// Opening the link table, its checkpoint, the upstreams and lookup tables at the
+    /// start of a run (counted in the run's first batch).
+    pub open: std::time::Duration,
     /// Checking the upstreams' logs and planning ranges.
     pub plan: std::time::Duration,
     /// Reading the change feed.
@@ -82,22 +79,6 @@ pub struct RunSummary {
     pub batches: Vec<BatchReport>,
     /// Set when the run stopped because another run was committing the same batches.
     pub yielded: Option<String>,
-}
-
-/// Where an upstream stands in a run.
-struct Cursor {
-    upstream: Upstream,
-    table: DeltaTable,
-    /// Next version to read.
-    next: i64,
-    latest: i64,
-    log: Option<LogCheck>,
-}
-
-impl Cursor {
-    fn pending(&self) -> bool {
-        self.next <= self.latest
-    }
 }
 
 /// The plugin instance a pipeline runs with, and the ones waiting to replace it.
@@ -147,6 +128,11 @@ impl PluginSlot {
                 started.elapsed().as_micros()
             );
         }
+    }
+
+    /// Drops the running instance (a new one is made for the next batch).
+    fn drop_current(&mut self) {
+        self.current = None;
     }
 
     /// Waits until a new instance arrives (after a failed batch). `None` when no
@@ -214,7 +200,7 @@ pub async fn run_with(
                 }
                 tracing::warn!("{}: {what}; continuing from there", pipeline.name);
                 // The instance may hold state of the abandoned batch; start a fresh one.
-                slot.current = None;
+                slot.drop_current();
             }
             other => {
                 return other
@@ -233,270 +219,18 @@ async fn run_once(
     summary: &mut RunSummary,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
-    let mut link = LinkTable::open(pipeline).await?;
-    let checkpoint = link.checkpoint().await?;
-    let mut cursors = open_cursors(pipeline, &checkpoint.done).await?;
-    if !cursors.iter().any(Cursor::pending) {
+    let mut session = Session::open(pipeline).await?;
+    if !session.pending() {
         tracing::info!(
             "{}: up to date at batch {}",
             pipeline.name,
-            checkpoint.batch_id
+            session.batch_id()
         );
         return Ok(());
     }
-    let mut lookups: Vec<(Upstream, DeltaTable)> = Vec::new();
-    for u in &pipeline.lookups {
-        lookups.push((u.clone(), cdf::open_latest(u).await?));
-    }
-    let plugin_label = pipeline.deriver();
-    let ctx = cdf::session();
-    let cache: TableCache = Arc::default();
-    let mut batch_id = checkpoint.batch_id;
-    let first_batch = batch_id + 1;
-    while cursors.iter().any(Cursor::pending) {
-        if let Some(max) = pipeline.max_batches {
-            if summary.batches.len() as u64 >= max {
-                break;
-            }
-        }
-        batch_id += 1;
-        let started = Instant::now();
-        let batch_err = |message: String| Error::Batch {
-            pipeline: pipeline.name.clone(),
-            batch_id,
-            plugin: plugin_label.clone(),
-            message,
-        };
-        // Plan at most batch_size versions per pending upstream, check their log
-        // entries, read them, then trim the plan to the row budget.
-        let wanted: Vec<Option<(i64, i64)>> = cursors
-            .iter()
-            .map(|c| {
-                c.pending()
-                    .then(|| (c.next, (c.next + pipeline.batch_size - 1).min(c.latest)))
-            })
-            .collect();
-        let mut stages = Stages::default();
-        for (c, r) in cursors.iter_mut().zip(&wanted) {
-            if let (Some((_, e)), Some(log)) = (r, c.log.as_mut()) {
-                log.check_to(&c.upstream, &c.table, *e).await?;
-            }
-        }
-        stages.plan = started.elapsed();
-        let read_started = Instant::now();
-        let changes: Vec<Option<Changes>> =
-            try_join_all(cursors.iter().zip(&wanted).map(|(c, r)| {
-                let ctx = &ctx;
-                async move {
-                    match (r, fanout) {
-                        (Some((s, e)), Some(f)) => f
-                            .read(ctx, &c.upstream, &c.table, *s, *e)
-                            .await
-                            .map(|shared| Some(Changes::clone(&shared))),
-                        (Some((s, e)), None) => {
-                            cdf::read_changes(ctx, &c.upstream, &c.table, *s, *e)
-                                .await
-                                .map(Some)
-                        }
-                        (None, _) => Ok(None),
-                    }
-                }
-            }))
-            .await?;
-        let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows);
-
-        let mut ranges = Vec::with_capacity(cursors.len());
-        let mut pinned = Vec::new();
-        for ((c, r), ch) in cursors.iter().zip(&plan).zip(&changes) {
-            let pin = match r {
-                Some((_, e)) => *e,
-                None => (c.next - 1).clamp(0, c.latest),
-            };
-            pinned.push((c.upstream.clone(), pin));
-            ranges.push(UpstreamRange {
-                name: c.upstream.name.clone(),
-                range: *r,
-                pinned: pin,
-                change_rows: ch.as_ref().map_or(0, Changes::rows),
-            });
-        }
-        stages.read = read_started.elapsed();
-        test_pause("after-read", batch_id);
-        let derive_started = Instant::now();
-        // Lookup-only tables are pinned at their latest version as of the batch start.
-        let mut lookup_versions = Vec::with_capacity(lookups.len());
-        for (u, t) in &mut lookups {
-            t.update_state().await.map_err(|e| Error::Table {
-                table: u.name.clone(),
-                uri: u.uri.clone(),
-                message: e.to_string(),
-            })?;
-            let v = cdf::version_of(u, t)?;
-            pinned.push((u.clone(), v));
-            lookup_versions.push((u.name.clone(), v));
-        }
-        let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
-        let (keys, deriver_sha256, active_since) = match &pipeline.derivation {
-            Derivation::Plugin(spec) => {
-                slot.swap_in(&pipeline.name, batch_id);
-                if slot.current.is_none() {
-                    slot.current = Some(load_plugin(pipeline, spec, host).await?);
-                }
-                let active_since = *slot.active_since.get_or_insert(batch_id);
-                let Some(plugin) = slot.current.as_mut() else {
-                    return Err(Error::Other("plugin not loaded".into()));
-                };
-                let mut inputs = Vec::with_capacity(cursors.len());
-                for ((c, ch), r) in cursors.iter().zip(&changes).zip(&ranges) {
-                    let bytes = match ch {
-                        Some(ch) if r.change_rows > 0 => {
-                            crate::ipc::encode(&ch.schema, &ch.batches).map_err(|e| {
-                                batch_err(format!("cannot encode the changes of '{}': {e}", r.name))
-                            })?
-                        }
-                        _ => Vec::new(),
-                    };
-                    let (start, end) = r.range.unwrap_or((r.pinned + 1, r.pinned));
-                    inputs.push(UpstreamInput {
-                        name: c.upstream.name.clone(),
-                        start_version: start,
-                        end_version: end,
-                        changes: bytes,
-                    });
-                }
-                drop(changes);
-                let lookup = Arc::new(TableLookup::new(
-                    &pipeline.name,
-                    spec.limits.max_lookup_rows,
-                    pinned,
-                    cache.clone(),
-                    ctx.clone(),
-                ));
-                let output = match plugin
-                    .derive(&pipeline.name, batch_id, inputs, lookup)
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(e) => {
-                        // A trapped instance must not run again.
-                        slot.current = None;
-                        return Err(batch_err(e));
-                    }
-                };
-                let keys =
-                    crate::keys::collect(&output, &pipeline.keys, &names).map_err(&batch_err)?;
-                (keys, plugin.sha256.clone(), active_since)
-            }
-            Derivation::Sql { query } => {
-                let mut tables = Vec::with_capacity(cursors.len());
-                let mut default = DefaultCause::default();
-                for ((c, ch), r) in cursors.iter().zip(changes).zip(&ranges) {
-                    let (schema, batches) = match ch {
-                        Some(ch) => (ch.schema.clone(), ch.batches),
-                        None => (
-                            cdf::change_schema(
-                                &c.upstream,
-                                cdf::arrow_schema(&c.upstream, &c.table)?.as_ref(),
-                            )?,
-                            Vec::new(),
-                        ),
-                    };
-                    if r.change_rows > 0 {
-                        default.upstreams.push(r.name.clone());
-                        default.change_ts = default.change_ts.max(cdf::newest_commit_ts(&batches));
-                    }
-                    tables.push(ChangeTable {
-                        name: &c.upstream.name,
-                        schema,
-                        batches,
-                    });
-                }
-                let (schema, rows) = crate::sql_pipeline::derive(query, tables, &pinned, &cache)
-                    .await
-                    .map_err(&batch_err)?;
-                let keys = crate::keys::collect_batches(
-                    &schema,
-                    &rows,
-                    &pipeline.keys,
-                    &names,
-                    Some(&default),
-                )
-                .map_err(&batch_err)?;
-                (
-                    keys,
-                    crate::plugin::sha256_hex(query.as_bytes()),
-                    first_batch,
-                )
-            }
-        };
-        stages.derive = derive_started.elapsed();
-        test_pause("before-commit", batch_id);
-        let commit_started = Instant::now();
-        let link_version = link
-            .commit(Commit {
-                batch_id,
-                keys: &keys,
-                upstreams: &ranges,
-                lookups: &lookup_versions,
-                plugin_path: plugin_label.clone(),
-                plugin_sha256: deriver_sha256,
-                plugin_active_since: active_since,
-            })
-            .await?;
-        stages.commit = commit_started.elapsed();
-        test_pause("after-commit", batch_id);
-        for (c, r) in cursors.iter_mut().zip(&plan) {
-            if let Some((_, e)) = r {
-                c.next = e + 1;
-            }
-        }
-        let report = BatchReport {
-            pipeline: pipeline.name.clone(),
-            batch_id,
-            change_rows: ranges.iter().map(|r| r.change_rows).sum(),
-            upstreams: ranges,
-            keys: keys.len(),
-            link_version,
-            millis: started.elapsed().as_millis(),
-            stages,
-        };
-        on_batch(&report);
-        summary.batches.push(report);
-    }
-    Ok(())
-}
-
-async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Result<Vec<Cursor>> {
-    let tables = try_join_all(pipeline.upstreams.iter().map(cdf::open_latest)).await?;
-    let mut cursors = Vec::with_capacity(tables.len());
-    for (u, table) in pipeline.upstreams.iter().zip(tables) {
-        let latest = cdf::version_of(u, &table)?;
-        let next = match done.get(&u.name) {
-            Some(d) if *d > latest => {
-                return Err(Error::CheckpointAhead {
-                    table: u.name.clone(),
-                    done: *d,
-                    latest,
-                    pipeline_file: None,
-                })
-            }
-            Some(d) => d + 1,
-            None => u.start_version,
-        };
-        let log = if next <= latest {
-            Some(LogCheck::start(u, next).await?)
-        } else {
-            None
-        };
-        cursors.push(Cursor {
-            upstream: u.clone(),
-            table,
-            next,
-            latest,
-            log,
-        });
-    }
-    Ok(cursors)
+    session
+        .run(pipeline, host, slot, fanout, summary, on_batch)
+        .await
 }
 
 pub(crate) async fn load_plugin(

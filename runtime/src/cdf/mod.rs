@@ -151,6 +151,11 @@ impl LogCheck {
         })
     }
 
+    /// Starts checking at version `next`, given the table's state at `next - 1`.
+    pub fn at(state: TableState, next: i64) -> LogCheck {
+        LogCheck { state, next }
+    }
+
     /// Checks every version up to `end` (inclusive) that has not been checked yet.
     pub async fn check_to(&mut self, u: &Upstream, table: &DeltaTable, end: i64) -> Result<()> {
         let log = table.log_store();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::{run_with, BatchReport, PluginSlot};
+use super::{BatchReport, PluginSlot, RunSummary, Session};
 use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
 use crate::plugin::{sha256_hex, Plugin, PluginHost};
@@ -72,14 +72,25 @@ pub async fn follow(
         None => None,
     };
     let mut slot = PluginSlot::with_incoming(rx);
+    // Kept open from poll to poll: a poll reads only the log entries that are new.
+    let mut session: Option<Session> = None;
     tokio::pin!(stop);
     loop {
         let outcome = tokio::select! {
             _ = &mut stop => break,
-            r = run_with(pipeline, &host, &mut slot, None, &mut on_batch) => r,
+            r = poll(pipeline, &host, &mut slot, &mut session, &mut on_batch) => r,
         };
+        if outcome.is_err() {
+            // Start the next poll from what the tables hold.
+            session = None;
+        }
         match outcome {
-            Ok(_) => {}
+            Ok(()) => {}
+            Err(e @ Error::Concurrent { .. }) => {
+                tracing::warn!("{e}; continuing from the link table's checkpoint");
+                // The instance may hold state of the abandoned batch; start a fresh one.
+                slot.drop_current();
+            }
             Err(e @ Error::Batch { .. }) => {
                 tracing::error!("{e}");
                 tracing::warn!(
@@ -104,6 +115,34 @@ pub async fn follow(
         w.abort();
     }
     Ok(())
+}
+
+/// One poll: refresh the open session (or open one) and run the batches that are due.
+async fn poll(
+    pipeline: &Pipeline,
+    host: &PluginHost,
+    slot: &mut PluginSlot,
+    session: &mut Option<Session>,
+    on_batch: &mut impl FnMut(&BatchReport),
+) -> Result<()> {
+    let mut current = session.take();
+    if let Some(s) = current.as_mut() {
+        if !s.refresh().await? {
+            // The link table moved under the session (another run, a reset).
+            current = None;
+        }
+    }
+    let s = match current {
+        Some(s) => session.insert(s),
+        None => session.insert(Session::open(pipeline).await?),
+    };
+    if !s.pending() {
+        return Ok(());
+    }
+    let mut summary = RunSummary::default();
+    s.run(pipeline, host, slot, None, &mut summary, on_batch)
+        .await
+        .map_err(|e| e.with_pipeline_file(&pipeline.file))
 }
 
 /// Identity of a file cheap to check often.
