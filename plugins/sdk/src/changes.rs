@@ -118,6 +118,18 @@ impl Changes {
         Changes::from_table(name, start_version, end_version, table)
     }
 
+    /// [`Changes::from_ipc`] on bytes it owns: the column data is not copied.
+    pub fn from_ipc_owned(
+        name: impl Into<String>,
+        start_version: i64,
+        end_version: i64,
+        bytes: Vec<u8>,
+    ) -> Result<Changes, String> {
+        let name = name.into();
+        let table = Table::from_ipc_owned(format!("upstream '{name}'"), bytes)?;
+        Changes::from_table(name, start_version, end_version, table)
+    }
+
     /// Wraps decoded change rows; checks and decodes the three CDF columns.
     pub fn from_table(
         name: impl Into<String>,
@@ -439,7 +451,7 @@ impl Batch {
         let upstreams = batch
             .upstreams
             .into_iter()
-            .map(|u| Changes::from_ipc(u.name, u.start_version, u.end_version, &u.changes))
+            .map(|u| Changes::from_ipc_owned(u.name, u.start_version, u.end_version, u.changes))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Batch::new(batch.pipeline, batch.batch_id, upstreams))
     }

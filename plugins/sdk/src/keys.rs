@@ -1,6 +1,5 @@
 //! The affected-keys builder and its Arrow encoding (the `derive` output).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,6 +8,8 @@ use arrow_array::{
 };
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use indexmap::map::Entry;
+use indexmap::IndexMap;
 
 use crate::changes::{newest, Row, COMMIT_TIMESTAMP_COLUMN};
 use crate::Batch;
@@ -167,11 +168,52 @@ impl<T: IntoKeyValue> IntoKeyValue for Option<T> {
 pub trait IntoKey {
     /// The key's values, or `None` when a part is null.
     fn into_key(self) -> Option<Vec<KeyValue>>;
+
+    /// The key's values without allocating a `Vec` for a one-part key (what [`Keys`]
+    /// stores). The default goes through [`IntoKey::into_key`].
+    #[doc(hidden)]
+    fn into_parts(self) -> Option<KeyParts>
+    where
+        Self: Sized,
+    {
+        self.into_key().map(KeyParts::from_vec)
+    }
+}
+
+/// A key as [`Keys`] stores it: one-part keys (the usual case) without a `Vec`.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyParts {
+    One(KeyValue),
+    Many(Vec<KeyValue>),
+}
+
+impl KeyParts {
+    fn from_vec(mut v: Vec<KeyValue>) -> KeyParts {
+        match (v.len(), v.pop()) {
+            (1, Some(one)) => KeyParts::One(one),
+            (_, last) => {
+                v.extend(last);
+                KeyParts::Many(v)
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[KeyValue] {
+        match self {
+            KeyParts::One(v) => std::slice::from_ref(v),
+            KeyParts::Many(v) => v,
+        }
+    }
 }
 
 impl<T: IntoKeyValue> IntoKey for T {
     fn into_key(self) -> Option<Vec<KeyValue>> {
         self.into_key_value().map(|v| vec![v])
+    }
+
+    fn into_parts(self) -> Option<KeyParts> {
+        self.into_key_value().map(KeyParts::One)
     }
 }
 
@@ -221,15 +263,13 @@ pub struct Keys {
     upstreams: Vec<String>,
     /// When set, `_upstream` must be one of `upstreams`.
     closed: bool,
-    entries: Vec<Entry>,
-    index: HashMap<(Vec<KeyValue>, usize), usize>,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    key: Vec<KeyValue>,
-    upstream: usize,
-    commit_timestamp: Option<i64>,
+    /// (key, upstream index) -> newest commit timestamp, in first-recorded order. One
+    /// map holds each key once; foldhash, because SipHash costs more than the rest of a
+    /// typical `derive` per row.
+    entries: IndexMap<(KeyParts, usize), Option<i64>, foldhash::fast::RandomState>,
+    /// Index of the last upstream looked up: the change rows of one upstream come in
+    /// a run, so it is usually the next one too.
+    last_upstream: usize,
 }
 
 impl Keys {
@@ -256,8 +296,8 @@ impl Keys {
             columns: columns.to_vec(),
             upstreams: Vec::new(),
             closed: false,
-            entries: Vec::new(),
-            index: HashMap::new(),
+            entries: IndexMap::default(),
+            last_upstream: 0,
         })
     }
 
@@ -300,24 +340,18 @@ impl Keys {
         commit_timestamp: Option<i64>,
         key: impl IntoKey,
     ) -> Result<(), String> {
-        let Some(key) = key.into_key() else {
+        let Some(key) = key.into_parts() else {
             return Ok(());
         };
-        self.check_key(&key)?;
+        self.check_key(key.as_slice())?;
         let upstream = self.upstream_index(upstream)?;
-        let slot = (key, upstream);
-        match self.index.get(&slot) {
-            Some(&i) => {
-                let entry = &mut self.entries[i];
-                entry.commit_timestamp = newest(entry.commit_timestamp, commit_timestamp);
+        match self.entries.entry((key, upstream)) {
+            Entry::Occupied(mut e) => {
+                let ts = e.get_mut();
+                *ts = newest(*ts, commit_timestamp);
             }
-            None => {
-                self.index.insert(slot.clone(), self.entries.len());
-                self.entries.push(Entry {
-                    key: slot.0,
-                    upstream,
-                    commit_timestamp,
-                });
+            Entry::Vacant(e) => {
+                e.insert(commit_timestamp);
             }
         }
         Ok(())
@@ -345,7 +379,15 @@ impl Keys {
     }
 
     fn upstream_index(&mut self, upstream: &str) -> Result<usize, String> {
+        if self
+            .upstreams
+            .get(self.last_upstream)
+            .is_some_and(|u| u == upstream)
+        {
+            return Ok(self.last_upstream);
+        }
         if let Some(i) = self.upstreams.iter().position(|u| u == upstream) {
+            self.last_upstream = i;
             return Ok(i);
         }
         if self.closed {
@@ -380,7 +422,7 @@ impl Keys {
     pub fn to_record_batch(&self) -> Result<RecordBatch, String> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 2);
         for (i, column) in self.columns.iter().enumerate() {
-            let values = self.entries.iter().map(|e| e.key.get(i));
+            let values = self.entries.keys().map(|(key, _)| key.as_slice().get(i));
             let array: ArrayRef = match column.key_type {
                 KeyType::Int64 => Arc::new(
                     values
@@ -411,14 +453,14 @@ impl Keys {
         }
         let upstreams: StringArray = self
             .entries
-            .iter()
-            .map(|e| self.upstreams.get(e.upstream).map(String::as_str))
+            .keys()
+            .map(|(_, u)| self.upstreams.get(*u).map(String::as_str))
             .collect();
         columns.push(Arc::new(upstreams));
         let timestamps: TimestampMicrosecondArray = self
             .entries
-            .iter()
-            .map(|e| e.commit_timestamp)
+            .values()
+            .copied()
             .collect::<TimestampMicrosecondArray>()
             .with_timezone("UTC");
         columns.push(Arc::new(timestamps));

@@ -66,7 +66,9 @@ pub use changes::{
     COMMIT_VERSION_COLUMN,
 };
 pub use config::Config;
-pub use keys::{IntoKey, IntoKeyValue, KeyColumn, KeyType, KeyValue, Keys, UPSTREAM_COLUMN};
+pub use keys::{
+    IntoKey, IntoKeyValue, KeyColumn, KeyParts, KeyType, KeyValue, Keys, UPSTREAM_COLUMN,
+};
 pub use lookup::{lookup_i64, lookup_str};
 pub use table::{Table, TableRow, TableRows};
 

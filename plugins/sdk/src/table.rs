@@ -46,6 +46,33 @@ impl Table {
         Table::from_batches(source, Some(schema), batches)
     }
 
+    /// Decodes an Arrow IPC stream it takes ownership of, without copying the column
+    /// data: the arrays point into `bytes` (where a buffer is not aligned for its type,
+    /// that buffer alone is copied). This is how the SDK reads the host's change rows.
+    pub fn from_ipc_owned(source: impl Into<String>, bytes: Vec<u8>) -> Result<Table, String> {
+        let source = source.into();
+        if bytes.is_empty() {
+            return Ok(Table::empty(source));
+        }
+        let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
+        let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+        let mut batches = Vec::new();
+        let error = |e: arrow_schema::ArrowError| {
+            format!("{source}: cannot read the Arrow IPC stream: {e}")
+        };
+        while !buffer.is_empty() {
+            if let Some(batch) = decoder.decode(&mut buffer).map_err(error)? {
+                batches.push(batch);
+            }
+        }
+        decoder.finish().map_err(error)?;
+        let schema = decoder.schema();
+        if schema.is_none() {
+            return Err(format!("{source}: the Arrow IPC stream has no schema"));
+        }
+        Table::from_batches(source, schema, batches)
+    }
+
     /// Builds a table from record batches that share `schema`. Dictionary-encoded string
     /// columns are decoded to plain utf8 so the getters need not care.
     pub fn from_batches(

@@ -225,6 +225,49 @@ fn garbage_bytes_are_an_error_naming_the_upstream() {
     );
 }
 
+/// The zero-copy decode of owned bytes reads what the copying decode reads, and
+/// refuses what it refuses.
+#[test]
+fn owned_bytes_decode_like_borrowed_bytes() {
+    let first = spmaster_batch(
+        vec![Some(1), Some(2), Some(2)],
+        vec![Some("Ada"), Some("Bob"), Some("Robert")],
+        vec!["insert", "update_preimage", "update_postimage"],
+        vec![5, 6, 6],
+        vec![Some(T1), Some(T2), Some(T2)],
+    );
+    let bytes = ipc(&[first.clone(), first]);
+    let owned = Changes::from_ipc_owned("spmaster", 5, 6, bytes.clone()).unwrap();
+    let borrowed = Changes::from_ipc("spmaster", 5, 6, &bytes).unwrap();
+    assert_eq!(owned.len(), 6);
+    assert_eq!(
+        owned.i64_column("diasng_id").unwrap(),
+        vec![Some(1), Some(2), Some(2), Some(1), Some(2), Some(2)]
+    );
+    assert_eq!(
+        owned.str_column("name").unwrap(),
+        borrowed.str_column("name").unwrap()
+    );
+    assert_eq!(
+        owned.rows().map(|r| r.change_type()).collect::<Vec<_>>(),
+        borrowed.rows().map(|r| r.change_type()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        Changes::from_ipc_owned("spmaster", 1, 1, Vec::new())
+            .unwrap()
+            .len(),
+        0
+    );
+    let err = Changes::from_ipc_owned("spmaster", 1, 1, b"not arrow".to_vec()).unwrap_err();
+    assert!(
+        err.starts_with("upstream 'spmaster': cannot read the Arrow IPC stream"),
+        "{err}"
+    );
+    // Cut short: an error, not a panic or a silently shorter table.
+    let cut = bytes[..bytes.len() - 40].to_vec();
+    assert!(Changes::from_ipc_owned("spmaster", 5, 6, cut).is_err());
+}
+
 #[test]
 fn change_rows_must_carry_the_cdf_columns() {
     let schema = Arc::new(Schema::new(vec![
