@@ -63,7 +63,7 @@ fn bench_json_has_every_figure() {
     ] {
         assert!(num(&v, &[field]) > 0.0, "{field} must be > 0: {v}");
     }
-    let stages: f64 = ["plan_s", "read_s", "derive_s", "commit_s"]
+    let stages: f64 = ["open_s", "plan_s", "read_s", "derive_s", "commit_s"]
         .iter()
         .map(|s| num(&v, &["stages", s]))
         .sum();
@@ -131,4 +131,72 @@ fn bench_json_has_every_figure() {
         .unwrap();
     let (_, err) = text(&o);
     assert!(!o.status.success() && err.contains("not empty"), "{err}");
+}
+
+/// `bench --follow`: each sample's commit is found in the link table, and the figures
+/// are the samples'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_follow_measures_commits_that_reach_the_link_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let o = dlink()
+        .args([
+            "bench",
+            "--follow",
+            "--json",
+            "--upstreams",
+            "3",
+            "--pipelines",
+            "1",
+            "--rows",
+            "20",
+            "--versions",
+            "2",
+            "--samples",
+            "4",
+            "--interval",
+            "50ms",
+            "--keep",
+        ])
+        .arg("--plugin")
+        .arg(plugin("every_upstream_key"))
+        .arg("--dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "bench --follow failed:\n{out}\n{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["samples"], 4, "{v}");
+    assert_eq!(num(&v, &["interval_ms"]), 50.0, "{v}");
+    let lat: Vec<f64> = v["latency_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(lat.len(), 4, "{v}");
+    assert!(lat.iter().all(|l| *l > 0.0), "{v}");
+    let max = lat.iter().copied().fold(0.0, f64::max);
+    assert_eq!(num(&v, &["max_ms"]), max, "{v}");
+    assert!(num(&v, &["min_ms"]) <= num(&v, &["median_ms"]), "{v}");
+
+    // Every inserted id is in the pipeline's link table, in a batch after the catch-up.
+    let rows = common::link_rows(&work.join("p000.toml")).await;
+    let inserted: Vec<i64> = v["inserted_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()))
+        .collect();
+    assert_eq!(inserted.len(), 4 * 10, "{v}");
+    let mut batches = std::collections::BTreeSet::new();
+    for id in &inserted {
+        let (batch, _) = rows
+            .get(id)
+            .unwrap_or_else(|| panic!("id {id} is not in the link table"));
+        batches.insert(*batch);
+    }
+    assert_eq!(batches.len(), 4, "one batch per sample: {batches:?}");
 }

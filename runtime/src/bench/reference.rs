@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::arrow::array::{AsArray, RecordBatch};
-use deltalake::arrow::datatypes::{Int64Type, SchemaRef};
+use deltalake::arrow::array::{
+    AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ProjectionMask;
 use futures::future::BoxFuture;
@@ -185,23 +189,56 @@ pub struct BatchInput<'a> {
     pub upstreams: Vec<(&'a str, (i64, i64), Arc<Changes>)>,
 }
 
-/// every_upstream_key in Rust: the distinct `id` of every change row, with the
-/// upstreams that caused each. Returns the number of distinct keys.
+/// every_upstream_key compiled into the host: what the plugin does with the SDK (one
+/// output row per distinct (id, upstream) with the newest commit timestamp), then the
+/// same collection of that output into the keys the commit needs that the Wasm output
+/// goes through. Only the Wasm boundary (IPC in and out, the sandbox) is left out.
+/// Returns the number of distinct keys.
 pub fn derive_native(input: &BatchInput<'_>) -> Result<usize, String> {
-    let mut keys: HashMap<i64, u64> = HashMap::new();
+    let mut index: HashMap<(i64, usize), usize, foldhash::fast::RandomState> = HashMap::default();
+    let (mut ids, mut ups, mut newest) = (Vec::new(), Vec::new(), Vec::<Option<i64>>::new());
     for (u, (_, _, ch)) in input.upstreams.iter().enumerate() {
         for b in &ch.batches {
             let col = b
                 .column_by_name("id")
                 .and_then(|c| c.as_primitive_opt::<Int64Type>())
                 .ok_or("the change rows have no long column 'id'")?;
-            for id in col.iter() {
-                let id = id.ok_or("a change row has a null id")?;
-                *keys.entry(id).or_default() |= 1 << (u % 64);
+            let ts = b
+                .column_by_name(crate::cdf::COMMIT_TIMESTAMP)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                .ok_or("the change rows have no _commit_timestamp")?;
+            for (id, t) in col.iter().zip(ts.iter()) {
+                let Some(id) = id else { continue };
+                let slot = *index.entry((id, u)).or_insert_with(|| {
+                    ids.push(id);
+                    ups.push(input.upstreams[u].0);
+                    newest.push(None);
+                    ids.len() - 1
+                });
+                newest[slot] = newest[slot].max(t);
             }
         }
     }
-    Ok(keys.len())
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(crate::keys::UPSTREAM, DataType::Utf8, false),
+        Field::new(
+            crate::cdf::COMMIT_TIMESTAMP,
+            crate::cdf::timestamp_type(),
+            true,
+        ),
+    ]));
+    let out = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(ups)),
+            Arc::new(TimestampMicrosecondArray::from(newest).with_timezone("UTC")),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let names: Vec<&str> = input.upstreams.iter().map(|u| u.0).collect();
+    Ok(crate::keys::collect_batches(&schema, &[out], &id_key(), &names, None)?.len())
 }
 
 /// The plugin's derive on the batch: IPC encoding, the call, and the host's checks

@@ -3,18 +3,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dlink_rt::bench::{self, workload::WorkloadSpec, BenchOptions, BenchResult};
+use dlink_rt::bench::{
+    self, latency::LatencyOptions, workload::WorkloadSpec, BenchOptions, BenchResult,
+};
 
 use super::{EXIT_CONFIG, EXIT_FAILED};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Upstream tables.
-    #[arg(long, default_value_t = 100)]
-    pub upstreams: usize,
-    /// Pipelines (2-8 upstreams each; plugin and SQL alternating).
-    #[arg(long, default_value_t = 20)]
-    pub pipelines: usize,
+    /// Upstream tables [default: 100; 8 with --follow].
+    #[arg(long)]
+    pub upstreams: Option<usize>,
+    /// Pipelines (2-8 upstreams each; plugin and SQL alternating) [default: 20; 2 with
+    /// --follow].
+    #[arg(long)]
+    pub pipelines: Option<usize>,
     /// Rows of each table at version 0.
     #[arg(long, default_value_t = 1000)]
     pub rows: usize,
@@ -50,8 +53,28 @@ pub struct BenchArgs {
     pub json: bool,
     /// Run the catch-up at 1x, 3x and 10x the backlog (each in its own process) and
     /// print time and peak memory of each.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     pub scaling: bool,
+    /// Measure latency instead: follow the first plugin pipeline (`run --follow`) and
+    /// time --samples small upstream commits from landing to the link table.
+    #[arg(long)]
+    pub follow: bool,
+    /// Poll interval of the follow loop with --follow (e.g. 100ms, 1s).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Commits measured with --follow.
+    #[arg(long, default_value_t = 20)]
+    pub samples: usize,
+}
+
+impl BenchArgs {
+    fn upstreams(&self) -> usize {
+        self.upstreams.unwrap_or(if self.follow { 8 } else { 100 })
+    }
+
+    fn pipelines(&self) -> usize {
+        self.pipelines.unwrap_or(if self.follow { 2 } else { 20 })
+    }
 }
 
 fn default_plugin() -> PathBuf {
@@ -77,18 +100,22 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let plugin = std::fs::canonicalize(&plugin).unwrap_or(plugin);
+    let spec = WorkloadSpec {
+        upstreams: args.upstreams(),
+        pipelines: args.pipelines(),
+        rows: args.rows,
+        versions: args.versions,
+        change_fraction: args.change_fraction,
+        seed: args.seed,
+        scale: args.scale.max(1),
+        batch_size: args.batch_size.max(1),
+        plugin,
+    };
+    if args.follow {
+        return latency(&args, spec, cache_dir).await;
+    }
     let opts = BenchOptions {
-        spec: WorkloadSpec {
-            upstreams: args.upstreams,
-            pipelines: args.pipelines,
-            rows: args.rows,
-            versions: args.versions,
-            change_fraction: args.change_fraction,
-            seed: args.seed,
-            scale: args.scale.max(1),
-            batch_size: args.batch_size.max(1),
-            plugin,
-        },
+        spec,
         dir: args.dir.clone(),
         keep: args.keep,
         jobs: args.jobs.max(1),
@@ -112,6 +139,51 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
     } else {
         println!("{}", header(&r));
         print!("{}", bench::table(&r));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `bench --follow`: the latency of one small commit in `--follow` mode.
+async fn latency(args: &BenchArgs, spec: WorkloadSpec, cache_dir: Option<PathBuf>) -> ExitCode {
+    if args.samples == 0 {
+        eprintln!("error: --samples must be 1 or more");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let opts = LatencyOptions {
+        spec,
+        dir: args.dir.clone(),
+        keep: args.keep,
+        cache_dir,
+        interval: args.interval,
+        samples: args.samples,
+        rows_per_commit: 10,
+    };
+    let r = match bench::latency::run(&opts, |m| eprintln!("bench: {m}")).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if args.json {
+        match serde_json::to_string(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    } else {
+        println!(
+            "dlink-rt bench --follow (profile: {}){}",
+            r.profile,
+            if r.profile == "debug" {
+                "\n  a debug build: figures are for comparison within this run, not absolute speed"
+            } else {
+                ""
+            }
+        );
+        print!("{}", bench::latency::table(&r));
     }
     ExitCode::SUCCESS
 }
@@ -152,8 +224,8 @@ fn scaling(args: &BenchArgs, cache_dir: Option<&PathBuf>) -> ExitCode {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("bench").arg("--json");
         for (flag, value) in [
-            ("--upstreams", args.upstreams.to_string()),
-            ("--pipelines", args.pipelines.to_string()),
+            ("--upstreams", args.upstreams().to_string()),
+            ("--pipelines", args.pipelines().to_string()),
             ("--rows", args.rows.to_string()),
             ("--versions", args.versions.to_string()),
             ("--change-fraction", args.change_fraction.to_string()),

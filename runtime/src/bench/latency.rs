@@ -1,0 +1,259 @@
+//! `dlink-rt bench --follow`: how long one small upstream commit takes to reach the
+//! link table in `--follow` mode. The first plugin pipeline of a generated workload
+//! is caught up, then followed; the bench commits a few rows to one of its upstreams
+//! at a time and waits for the batch that covers that version. The latency of a
+//! sample runs from the moment the upstream commit returned (it is in the log) to the
+//! moment the batch holding it was committed to the link table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::workload::{self, Rng, WorkloadSpec};
+use super::{profile, workload_dir, Cleanup};
+use crate::config::{Catalog, Pipeline};
+use crate::demo::DemoTable;
+use crate::engine::{follow, run_pipeline, BatchReport, FollowOptions};
+use crate::plugin::PluginHost;
+
+/// How to run the latency bench.
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    pub spec: WorkloadSpec,
+    pub dir: Option<PathBuf>,
+    pub keep: bool,
+    pub cache_dir: Option<PathBuf>,
+    /// `--interval` of the follow loop.
+    pub interval: Duration,
+    /// Commits to measure.
+    pub samples: usize,
+    /// Rows per commit.
+    pub rows_per_commit: usize,
+}
+
+/// The figures of a latency run (the `--json` object of `bench --follow`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LatencyResult {
+    pub profile: String,
+    pub pipeline: String,
+    pub upstreams: Vec<String>,
+    pub interval_ms: f64,
+    pub samples: usize,
+    pub rows_per_commit: usize,
+    /// Per sample: commit landed → its batch committed to the link table.
+    pub latency_ms: Vec<f64>,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub max_ms: f64,
+    /// The batch's own time (plan to commit), median over the samples.
+    pub batch_median_ms: f64,
+    /// Ids the bench inserted, one list per sample, in order.
+    pub inserted_ids: Vec<Vec<i64>>,
+    pub link_uri: String,
+}
+
+/// A sample waits this long for its batch before the bench fails.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Generates the workload, catches the first plugin pipeline up, follows it and
+/// measures `samples` commits.
+pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<LatencyResult, String> {
+    let spec = &opts.spec;
+    let dir = workload_dir(opts.dir.as_deref())?;
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        keep: opts.keep,
+    };
+    progress(&format!(
+        "generating {} tables x {} rows in {}",
+        spec.upstreams,
+        spec.rows,
+        dir.display()
+    ));
+    let w = workload::generate(spec, &dir, 4).await?;
+    let def = w
+        .pipelines
+        .iter()
+        .find(|p| !p.sql)
+        .ok_or("the workload has no plugin pipeline; give --pipelines 1 or more")?
+        .clone();
+    let catalog =
+        Catalog::load(&dir.join(crate::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::load_with_catalog(&dir.join(format!("{}.toml", def.name)), &catalog)
+        .map_err(|e| e.to_string())?;
+    let host = Arc::new(PluginHost::new(opts.cache_dir.clone()).map_err(|e| format!("{e:#}"))?);
+
+    progress(&format!("catching up {}", pipeline.name));
+    run_pipeline(&pipeline, &host, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut tables = Vec::with_capacity(def.upstreams.len());
+    for i in &def.upstreams {
+        let name = w.tables[*i].name.clone();
+        let t = DemoTable::open(&dir.join("tables").join(&name))
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        tables.push((name, t));
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, BatchReport)>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let follow_opts = FollowOptions {
+        interval: opts.interval,
+        watch_interval: Duration::from_secs(3600),
+    };
+    let followed = pipeline.clone();
+    let follow_host = host.clone();
+    let task = tokio::spawn(async move {
+        follow(
+            &followed,
+            follow_host,
+            follow_opts,
+            move |b| {
+                let _ = tx.send((Instant::now(), b.clone()));
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    // Let the follower open its session before the first sample.
+    tokio::time::sleep(opts.interval * 3).await;
+
+    progress(&format!(
+        "following {} with --interval {} ms; {} commits of {} rows",
+        pipeline.name,
+        opts.interval.as_millis(),
+        opts.samples,
+        opts.rows_per_commit
+    ));
+    let mut rng = Rng::new(spec.seed ^ 0x5EED);
+    let mut next_id = 1_000_000_000_i64;
+    let mut r = LatencyResult {
+        profile: profile().into(),
+        pipeline: pipeline.name.clone(),
+        upstreams: tables.iter().map(|(n, _)| n.clone()).collect(),
+        interval_ms: opts.interval.as_secs_f64() * 1e3,
+        samples: opts.samples,
+        rows_per_commit: opts.rows_per_commit,
+        link_uri: pipeline.link_uri.clone(),
+        ..Default::default()
+    };
+    let mut batch_ms = Vec::with_capacity(opts.samples);
+    let outcome: Result<(), String> = async {
+        for s in 0..opts.samples {
+            // Land at a random point of the poll cycle.
+            let phase = opts.interval.mul_f64(rng.below(1000) as f64 / 1000.0);
+            tokio::time::sleep(phase).await;
+            let (name, table) = &mut tables[s % def.upstreams.len()];
+            let ids: Vec<i64> = (0..opts.rows_per_commit as i64)
+                .map(|k| next_id + k)
+                .collect();
+            next_id += opts.rows_per_commit as i64;
+            let rows = json!(ids
+                .iter()
+                .map(|id| json!([id, rng.below(1_000_000), format!("latency-{id}")]))
+                .collect::<Vec<_>>());
+            let version = table
+                .insert(rows)
+                .await
+                .map_err(|e| format!("committing to {name}: {e}"))?;
+            let landed = Instant::now();
+            let deadline = landed + SAMPLE_TIMEOUT;
+            loop {
+                let got = tokio::time::timeout_at(deadline.into(), rx.recv())
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "version {version} of {name} did not reach the link table within {} s",
+                            SAMPLE_TIMEOUT.as_secs()
+                        )
+                    })?
+                    .ok_or("the follow loop stopped")?;
+                let (at, report) = got;
+                let covers = report.upstreams.iter().any(|u| {
+                    u.name == *name && u.range.is_some_and(|(a, b)| a <= version && version <= b)
+                });
+                if covers {
+                    r.latency_ms
+                        .push(at.saturating_duration_since(landed).as_secs_f64() * 1e3);
+                    batch_ms.push(report.millis as f64);
+                    r.inserted_ids.push(ids);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = stop_tx.send(());
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("follow failed: {e}")),
+        Err(e) => return Err(format!("follow task: {e}")),
+    }
+    outcome?;
+    let mut sorted = r.latency_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    r.min_ms = sorted.first().copied().unwrap_or(0.0);
+    r.max_ms = sorted.last().copied().unwrap_or(0.0);
+    r.median_ms = percentile(&sorted, 0.5);
+    r.p90_ms = percentile(&sorted, 0.9);
+    batch_ms.sort_by(f64::total_cmp);
+    r.batch_median_ms = percentile(&batch_ms, 0.5);
+    if opts.keep {
+        r.link_uri = dir.join(&r.link_uri).display().to_string();
+    }
+    Ok(r)
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The human-readable table of a latency run.
+pub fn table(r: &LatencyResult) -> String {
+    format!(
+        "  {:<38} {}\n  {:<38} {:.0} ms\n  {:<38} {} of {} rows\n  {:<38} min {:.1} / median {:.1} / p90 {:.1} / max {:.1} ms\n  {:<38} {:.1} ms\n",
+        "pipeline (upstreams)",
+        format_args!("{} ({})", r.pipeline, r.upstreams.join(", ")),
+        "follow --interval",
+        r.interval_ms,
+        "commits measured",
+        r.samples,
+        r.rows_per_commit,
+        "commit landed -> link table",
+        r.min_ms,
+        r.median_ms,
+        r.p90_ms,
+        r.max_ms,
+        "the batch itself (median)",
+        r.batch_median_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        assert_eq!(percentile(&v, 0.5), 5.0);
+        assert_eq!(percentile(&v, 0.9), 9.0);
+        assert_eq!(percentile(&v[..1], 0.9), 1.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}
