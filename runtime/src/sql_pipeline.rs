@@ -2,6 +2,7 @@
 //! `<upstream>_changes` (the batch's change rows of each upstream) and `<table>` (each
 //! upstream and lookup table as of the batch's pinned version).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
@@ -19,13 +20,17 @@ pub struct ChangeTable<'a> {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Registers the batch's tables in a fresh session.
+/// Registers the batch's tables in a fresh session: the change tables, and those
+/// tables at their pinned versions that `query` names (opening a Delta table at a
+/// version costs a log replay; most queries read only the changes).
 async fn session(
+    query: &str,
     changes: Vec<ChangeTable<'_>>,
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
 ) -> Result<SessionContext, String> {
     let ctx = crate::cdf::session();
+    let named = referenced_tables(&ctx, query);
     for c in changes {
         let name = format!("{}_changes", c.name);
         let t = MemTable::try_new(c.schema, vec![c.batches]).map_err(|e| format!("{name}: {e}"))?;
@@ -33,6 +38,9 @@ async fn session(
             .map_err(|e| format!("{name}: {e}"))?;
     }
     for (u, version) in pinned {
+        if named.as_ref().is_some_and(|n| !n.contains(&u.name)) {
+            continue;
+        }
         let table = {
             let mut cache = cache.lock().await;
             match cache.get(&(u.name.clone(), *version)) {
@@ -63,7 +71,7 @@ pub async fn derive(
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
-    let ctx = session(changes, pinned, cache).await?;
+    let ctx = session(query, changes, pinned, cache).await?;
     let df = ctx
         .sql(query)
         .await
@@ -84,7 +92,18 @@ pub async fn plan(
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
 ) -> Result<SchemaRef, String> {
-    let ctx = session(changes, pinned, cache).await?;
+    let ctx = session(query, changes, pinned, cache).await?;
     let df = ctx.sql(query).await.map_err(|e| e.to_string())?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
+}
+
+/// The table names `query` refers to, as DataFusion resolves them; `None` when the
+/// query does not parse (then every table is registered and the query's own error is
+/// reported).
+fn referenced_tables(ctx: &SessionContext, query: &str) -> Option<HashSet<String>> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(query, &dialect).ok()?;
+    let refs = state.resolve_table_references(&statement).ok()?;
+    Some(refs.iter().map(|r| r.table().to_string()).collect())
 }
