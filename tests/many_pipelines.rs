@@ -74,6 +74,7 @@ async fn hundred_upstreams_twenty_pipelines_validate_and_catch_up() {
     let every = plugin("every_upstream_key");
     let mut expected: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     let mut upstream_uses = 0;
+    let mut used_tables: BTreeSet<usize> = BTreeSet::new();
     for p in 0..PIPELINES {
         let k = 2 + rng.next(7) as usize;
         let mut ups: BTreeSet<usize> = BTreeSet::new();
@@ -81,6 +82,7 @@ async fn hundred_upstreams_twenty_pipelines_validate_and_catch_up() {
             ups.insert(rng.next(TABLES as u64) as usize);
         }
         upstream_uses += ups.len();
+        used_tables.extend(ups.iter().copied());
         let names: Vec<String> = ups.iter().map(|i| format!("t{i:03}")).collect();
         let list = names
             .iter()
@@ -162,6 +164,9 @@ async fn hundred_upstreams_twenty_pipelines_validate_and_catch_up() {
     let distinct: BTreeSet<&str> = expected.keys().map(String::as_str).collect();
     assert!(!distinct.is_empty());
     assert!(performed < upstream_uses, "no read was shared: {summary}");
+    // Each upstream table was opened once for all the pipelines that read it.
+    let opens = format!("table opens: {} for {upstream_uses}", used_tables.len());
+    assert!(summary.contains(&opens), "{summary} (expected {opens})");
 
     for (name, want) in &expected {
         let keys: BTreeSet<i64> = common::link_rows(&d.join(format!("{name}.toml")))

@@ -219,7 +219,7 @@ async fn run_once(
     summary: &mut RunSummary,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
-    let mut session = Session::open(pipeline).await?;
+    let mut session = Session::open(pipeline, fanout).await?;
     if !session.pending() {
         tracing::info!(
             "{}: up to date at batch {}",

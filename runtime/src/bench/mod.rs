@@ -77,6 +77,9 @@ pub struct BenchResult {
     pub keys: u64,
     pub reads_performed: u64,
     pub reads_requested: u64,
+    /// Upstream table opens the pipelines asked for, and the ones that ran (shared).
+    pub table_opens_performed: u64,
+    pub table_opens_requested: u64,
     /// VmHWM of the catch-up (reset before it when the kernel allows).
     pub peak_rss_bytes: u64,
     /// Whether the peak was reset before the catch-up (else it includes generation).
@@ -244,6 +247,8 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
         peak_rss_reset,
         reads_performed: outcome.reads.performed,
         reads_requested: outcome.reads.requested,
+        table_opens_performed: outcome.reads.opens_performed,
+        table_opens_requested: outcome.reads.opens_requested,
         ..Default::default()
     };
     let mut stages = crate::engine::Stages::default();
@@ -352,6 +357,13 @@ pub fn table(r: &BenchResult) -> String {
     line(
         "change-feed reads",
         format!("{} for {} requested", r.reads_performed, r.reads_requested),
+    );
+    line(
+        "upstream table opens",
+        format!(
+            "{} for {} requested",
+            r.table_opens_performed, r.table_opens_requested
+        ),
     );
     line(
         "peak RSS of the catch-up",

@@ -6,6 +6,9 @@
 //! every pipeline using the upstream has taken it, so memory stays bounded by the
 //! batches in flight, not by the backlog. Pipelines whose checkpoints differ ask for
 //! different ranges and read them separately; that is still correct, only not shared.
+//!
+//! Opening an upstream (a log replay) is shared the same way: the pipelines of a run
+//! that read a table take one opened copy, dropped when the last of them has it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +18,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use tokio::sync::OnceCell;
 
-use super::{read_changes, Changes};
+use super::{open_latest, read_changes, Changes};
 use crate::config::Upstream;
 use crate::error::Result;
 
@@ -35,11 +38,21 @@ struct Entry {
 /// Shared change-feed reads of one process.
 #[derive(Default)]
 pub struct FanOut {
-    /// upstream name -> number of pipelines reading it.
+    /// upstream table (its uri) -> number of pipelines reading it.
     consumers: HashMap<String, usize>,
     entries: Mutex<HashMap<Key, Entry>>,
     requested: AtomicU64,
     performed: AtomicU64,
+    /// upstream uri -> the table opened for the run's pipelines.
+    tables: Mutex<HashMap<String, Opened>>,
+    opens_requested: AtomicU64,
+    opens_performed: AtomicU64,
+}
+
+struct Opened {
+    cell: Arc<OnceCell<DeltaTable>>,
+    /// Pipelines that have not taken the table yet.
+    remaining: usize,
 }
 
 /// How many reads were asked for and how many ran.
@@ -47,10 +60,15 @@ pub struct FanOut {
 pub struct FanOutStats {
     pub requested: u64,
     pub performed: u64,
+    /// Upstream tables the pipelines asked to open, and the opens that ran.
+    pub opens_requested: u64,
+    pub opens_performed: u64,
 }
 
 impl FanOut {
-    /// A fan-out for pipelines whose upstream names are given (one list per pipeline).
+    /// A fan-out for pipelines whose upstream tables are given by uri (one list per
+    /// pipeline). Tables are told apart by uri, not by name: pipelines of different
+    /// catalogs may give one name to different tables.
     pub fn new<'a>(pipelines: impl IntoIterator<Item = Vec<&'a str>>) -> Self {
         let mut consumers = HashMap::new();
         for ups in pipelines {
@@ -74,10 +92,10 @@ impl FanOut {
         end: i64,
     ) -> Result<Arc<Changes>> {
         self.requested.fetch_add(1, Ordering::Relaxed);
-        let key = (u.name.clone(), start, end);
+        let key = (u.uri.clone(), start, end);
         let cell = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let consumers = self.consumers.get(&u.name).copied().unwrap_or(1);
+            let consumers = self.consumers.get(&u.uri).copied().unwrap_or(1);
             let e = entries.entry(key.clone()).or_insert_with(|| Entry {
                 cell: Arc::new(OnceCell::new()),
                 remaining: consumers,
@@ -88,7 +106,7 @@ impl FanOut {
                 // The last consumer: whoever holds the cell keeps the rows alive.
                 entries.remove(&key);
             }
-            let mut kept: Vec<&Key> = entries.keys().filter(|k| k.0 == u.name).collect();
+            let mut kept: Vec<&Key> = entries.keys().filter(|k| k.0 == u.uri).collect();
             if kept.len() > KEEP_PER_UPSTREAM {
                 kept.sort_by_key(|k| k.1);
                 let oldest = kept[0].clone();
@@ -105,10 +123,39 @@ impl FanOut {
         Ok(changes.clone())
     }
 
+    /// `u` at its latest version, opened once for all the pipelines of the run that
+    /// read it (the first asker opens it; a failed open is retried by the next asker).
+    pub async fn open(&self, u: &Upstream) -> Result<DeltaTable> {
+        self.opens_requested.fetch_add(1, Ordering::Relaxed);
+        let cell = {
+            let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            let consumers = self.consumers.get(&u.uri).copied().unwrap_or(1);
+            let e = tables.entry(u.uri.clone()).or_insert_with(|| Opened {
+                cell: Arc::new(OnceCell::new()),
+                remaining: consumers,
+            });
+            e.remaining = e.remaining.saturating_sub(1);
+            let cell = e.cell.clone();
+            if e.remaining == 0 {
+                tables.remove(&u.uri);
+            }
+            cell
+        };
+        let table = cell
+            .get_or_try_init(|| async {
+                self.opens_performed.fetch_add(1, Ordering::Relaxed);
+                open_latest(u).await
+            })
+            .await?;
+        Ok(table.clone())
+    }
+
     pub fn stats(&self) -> FanOutStats {
         FanOutStats {
             requested: self.requested.load(Ordering::Relaxed),
             performed: self.performed.load(Ordering::Relaxed),
+            opens_requested: self.opens_requested.load(Ordering::Relaxed),
+            opens_performed: self.opens_performed.load(Ordering::Relaxed),
         }
     }
 }

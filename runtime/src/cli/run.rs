@@ -170,13 +170,15 @@ async fn run_folder(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
     }
     let reads = outcome.reads;
     println!(
-        "{} pipelines: {} batches committed, {failed} failed, {} not loaded; change-feed reads: {} for {} requested ({} shared) in {} ms",
+        "{} pipelines: {} batches committed, {failed} failed, {} not loaded; change-feed reads: {} for {} requested ({} shared); table opens: {} for {} in {} ms",
         pipelines.len(),
         batches,
         problems.len(),
         reads.performed,
         reads.requested,
         reads.requested - reads.performed,
+        reads.opens_performed,
+        reads.opens_requested,
         started.elapsed().as_millis()
     );
     if !problems.is_empty() {

@@ -134,7 +134,7 @@ async fn poll(
     }
     let s = match current {
         Some(s) => session.insert(s),
-        None => session.insert(Session::open(pipeline).await?),
+        None => session.insert(Session::open(pipeline, None).await?),
     };
     if !s.pending() {
         return Ok(());

@@ -28,7 +28,7 @@ pub async fn run_many(
     let fanout = FanOut::new(
         pipelines
             .iter()
-            .map(|p| p.upstreams.iter().map(|u| u.name.as_str()).collect()),
+            .map(|p| p.upstreams.iter().map(|u| u.uri.as_str()).collect()),
     );
     let on_batch = &on_batch;
     let fanout_ref = &fanout;

@@ -53,13 +53,13 @@ pub(crate) struct Session {
 impl Session {
     /// Opens the link table, reads the checkpoint and opens every upstream and lookup
     /// table at its latest version.
-    pub(crate) async fn open(pipeline: &Pipeline) -> Result<Session> {
+    pub(crate) async fn open(pipeline: &Pipeline, fanout: Option<&FanOut>) -> Result<Session> {
         let started = Instant::now();
         let mut link = LinkTable::open(pipeline).await?;
         let checkpoint = link.checkpoint().await?;
         let (cursors, lookups) =
             futures::try_join!(
-                open_cursors(pipeline, &checkpoint.done),
+                open_cursors(pipeline, &checkpoint.done, fanout),
                 try_join_all(pipeline.lookups.iter().map(|u| async move {
                     Ok::<_, Error>((u.clone(), cdf::open_latest(u).await?))
                 }))
@@ -371,20 +371,27 @@ impl Cursor {
     }
 }
 
-async fn open_cursors(pipeline: &Pipeline, done: &BTreeMap<String, i64>) -> Result<Vec<Cursor>> {
+async fn open_cursors(
+    pipeline: &Pipeline,
+    done: &BTreeMap<String, i64>,
+    fanout: Option<&FanOut>,
+) -> Result<Vec<Cursor>> {
     try_join_all(
         pipeline
             .upstreams
             .iter()
-            .map(|u| open_cursor(u, done.get(&u.name))),
+            .map(|u| open_cursor(u, done.get(&u.name), fanout)),
     )
     .await
 }
 
 /// Opens one upstream at its latest version and starts the log check of the versions
 /// after `done` (all upstreams side by side).
-async fn open_cursor(u: &Upstream, done: Option<&i64>) -> Result<Cursor> {
-    let table = cdf::open_latest(u).await?;
+async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) -> Result<Cursor> {
+    let table = match fanout {
+        Some(f) => f.open(u).await?,
+        None => cdf::open_latest(u).await?,
+    };
     let latest = cdf::version_of(u, &table)?;
     let next = match done {
         Some(d) if *d > latest => {
