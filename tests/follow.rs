@@ -99,15 +99,14 @@ impl Drop for Follower {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
-    let ws = Workspace::new();
+/// spmaster (key 1) and affiliation: the tables of the sp_affiliation pipeline.
+async fn sp_affiliation_tables(ws: &Workspace) -> DemoTable {
     let cols = [
         ("diasng_id", Col::Long),
         ("name", Col::Str),
         ("country", Col::Str),
     ];
-    let mut sp = DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
+    let sp = DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
         .await
         .unwrap();
     let cols = [
@@ -118,6 +117,29 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
     DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
         .await
         .unwrap();
+    sp
+}
+
+/// `dlink-rt run --follow --interval 100ms <pipeline>`: the process and its stdout and
+/// stderr lines.
+fn follow(pipeline: &Path) -> (Follower, Receiver<String>, Receiver<String>) {
+    let mut child = dlink()
+        .args(["run", "--follow", "--interval", "100ms"])
+        .arg(pipeline)
+        .env("DLINK_LOG", "warn,dlink_rt=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    (Follower(child), out, err)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
+    let ws = Workspace::new();
+    let mut sp = sp_affiliation_tables(&ws).await;
     let good = std::fs::read(plugin("sp_affiliation")).unwrap();
     let live = ws.path().join("live.wasm");
     install(&live, &good);
@@ -130,17 +152,7 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
         10,
     );
 
-    let mut child = dlink()
-        .args(["run", "--follow", "--interval", "100ms"])
-        .arg(&p)
-        .env("DLINK_LOG", "warn,dlink_rt=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let err = lines(child.stderr.take().unwrap());
-    let follower = Follower(child);
+    let (follower, out, err) = follow(&p);
     let (mut o, mut e) = (Vec::new(), Vec::new());
 
     wait_for(&out, "sp_affiliation batch 1:", &mut o);
@@ -226,22 +238,7 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_honours_a_reset_made_while_it_runs() {
     let ws = Workspace::new();
-    let cols = [
-        ("diasng_id", Col::Long),
-        ("name", Col::Str),
-        ("country", Col::Str),
-    ];
-    let mut sp = DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
-        .await
-        .unwrap();
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
-    DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
-        .await
-        .unwrap();
+    let mut sp = sp_affiliation_tables(&ws).await;
     let p = ws.pipeline(
         "sp",
         "sp_affiliation",
@@ -250,17 +247,7 @@ async fn follow_honours_a_reset_made_while_it_runs() {
         "diasng_id",
         10,
     );
-    let mut child = dlink()
-        .args(["run", "--follow", "--interval", "100ms"])
-        .arg(&p)
-        .env("DLINK_LOG", "warn,dlink_rt=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let _err = lines(child.stderr.take().unwrap());
-    let _follower = Follower(child);
+    let (_follower, out, _err) = follow(&p);
     let mut o = Vec::new();
     wait_for(&out, "sp_affiliation batch 1:", &mut o);
     assert_eq!(sp.insert(json!([[2, "b", "FR"]])).await.unwrap(), 1);

@@ -169,12 +169,25 @@ impl LinkTable {
             return Ok(true);
         };
         let held = t.version();
-        t.update_state().await.map_err(|e| Error::Link {
-            pipeline: self.pipeline.clone(),
-            uri: self.uri.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(t.version() == held)
+        let updated = t.update_state().await;
+        let now = t.version();
+        updated.map_err(|e| self.err(e))?;
+        Ok(now == held)
+    }
+
+    /// The link table at its newest version, created first if it does not exist (or
+    /// adopted from a concurrent creator).
+    async fn refreshed(&mut self) -> Result<DeltaTable> {
+        match self.table.as_mut() {
+            Some(t) => {
+                let updated = t.update_state().await;
+                updated.map_err(|e| self.err(e))?;
+            }
+            None => self.table = Some(self.create().await?),
+        }
+        self.table
+            .clone()
+            .ok_or_else(|| self.err("the link table is not open"))
     }
 
     /// The Delta table, if created.
@@ -338,25 +351,16 @@ impl LinkTable {
         c: &Commit<'_>,
         expected: Option<&Checkpoint>,
     ) -> Result<(i64, Checkpoint)> {
-        let mut checkpoint = match (expected, self.table.take()) {
-            (Some(cp), Some(t)) if cp.batch_id == c.batch_id - 1 => {
-                self.table = Some(t);
-                cp.clone()
-            }
-            (_, held) => {
-                let t = match held {
-                    Some(mut t) => {
-                        t.update_state().await.map_err(|e| self.err(e))?;
-                        t
-                    }
-                    None => self.create().await?,
-                };
-                self.table = Some(t);
-                self.read_checkpoint().await?
-            }
+        let held = match expected {
+            Some(cp) if cp.batch_id == c.batch_id - 1 => self.table.clone(),
+            _ => None,
         };
-        let Some(mut table) = self.table.clone() else {
-            return Err(self.err("the link table is not open"));
+        let (mut table, mut checkpoint) = match (held, expected) {
+            (Some(t), Some(cp)) => (t, cp.clone()),
+            _ => {
+                let t = self.refreshed().await?;
+                (t, self.read_checkpoint().await?)
+            }
         };
         if checkpoint.batch_id != c.batch_id - 1 {
             return Err(Error::Concurrent {
@@ -496,14 +500,7 @@ impl LinkTable {
                 self.upstreams.join(", ")
             )));
         }
-        let mut table = match self.table.take() {
-            Some(mut t) => {
-                t.update_state().await.map_err(|e| self.err(e))?;
-                t
-            }
-            None => self.create().await?,
-        };
-        self.table = Some(table.clone());
+        let mut table = self.refreshed().await?;
         self.known = None;
         let cp = self.read_checkpoint().await?;
         let previous_next = cp.done.get(upstream).map(|d| d + 1);

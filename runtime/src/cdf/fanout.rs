@@ -29,10 +29,30 @@ type Key = (String, i64, i64);
 /// pipeline does come for it), so memory stays bounded by a few batches.
 const KEEP_PER_UPSTREAM: usize = 4;
 
-struct Entry {
-    cell: Arc<OnceCell<Arc<Changes>>>,
-    /// Pipelines that have not taken this range yet.
+/// A value made once for several pipelines: a range's change rows, an opened table.
+struct Shared<T> {
+    cell: Arc<OnceCell<T>>,
+    /// Pipelines that have not taken it yet.
     remaining: usize,
+}
+
+/// Takes `key`'s cell for one of its `consumers` (creating the entry for the first);
+/// the last one removes the entry, and whoever holds the cell keeps the value alive.
+fn take<K: std::hash::Hash + Eq + Clone, T>(
+    map: &mut HashMap<K, Shared<T>>,
+    key: &K,
+    consumers: usize,
+) -> Arc<OnceCell<T>> {
+    let e = map.entry(key.clone()).or_insert_with(|| Shared {
+        cell: Arc::new(OnceCell::new()),
+        remaining: consumers,
+    });
+    e.remaining = e.remaining.saturating_sub(1);
+    let cell = e.cell.clone();
+    if e.remaining == 0 {
+        map.remove(key);
+    }
+    cell
 }
 
 /// Shared change-feed reads of one process.
@@ -40,19 +60,13 @@ struct Entry {
 pub struct FanOut {
     /// upstream table (its uri) -> number of pipelines reading it.
     consumers: HashMap<String, usize>,
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<HashMap<Key, Shared<Arc<Changes>>>>,
     requested: AtomicU64,
     performed: AtomicU64,
     /// upstream uri -> the table opened for the run's pipelines.
-    tables: Mutex<HashMap<String, Opened>>,
+    tables: Mutex<HashMap<String, Shared<DeltaTable>>>,
     opens_requested: AtomicU64,
     opens_performed: AtomicU64,
-}
-
-struct Opened {
-    cell: Arc<OnceCell<DeltaTable>>,
-    /// Pipelines that have not taken the table yet.
-    remaining: usize,
 }
 
 /// How many reads were asked for and how many ran.
@@ -95,17 +109,7 @@ impl FanOut {
         let key = (u.uri.clone(), start, end);
         let cell = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let consumers = self.consumers.get(&u.uri).copied().unwrap_or(1);
-            let e = entries.entry(key.clone()).or_insert_with(|| Entry {
-                cell: Arc::new(OnceCell::new()),
-                remaining: consumers,
-            });
-            e.remaining = e.remaining.saturating_sub(1);
-            let cell = e.cell.clone();
-            if e.remaining == 0 {
-                // The last consumer: whoever holds the cell keeps the rows alive.
-                entries.remove(&key);
-            }
+            let cell = take(&mut entries, &key, self.consumers_of(u));
             let mut kept: Vec<&Key> = entries.keys().filter(|k| k.0 == u.uri).collect();
             if kept.len() > KEEP_PER_UPSTREAM {
                 kept.sort_by_key(|k| k.1);
@@ -129,17 +133,7 @@ impl FanOut {
         self.opens_requested.fetch_add(1, Ordering::Relaxed);
         let cell = {
             let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-            let consumers = self.consumers.get(&u.uri).copied().unwrap_or(1);
-            let e = tables.entry(u.uri.clone()).or_insert_with(|| Opened {
-                cell: Arc::new(OnceCell::new()),
-                remaining: consumers,
-            });
-            e.remaining = e.remaining.saturating_sub(1);
-            let cell = e.cell.clone();
-            if e.remaining == 0 {
-                tables.remove(&u.uri);
-            }
-            cell
+            take(&mut tables, &u.uri, self.consumers_of(u))
         };
         let table = cell
             .get_or_try_init(|| async {
@@ -148,6 +142,10 @@ impl FanOut {
             })
             .await?;
         Ok(table.clone())
+    }
+
+    fn consumers_of(&self, u: &Upstream) -> usize {
+        self.consumers.get(&u.uri).copied().unwrap_or(1)
     }
 
     pub fn stats(&self) -> FanOutStats {

@@ -38,7 +38,8 @@ pub fn session() -> SessionContext {
     deltalake::delta_datafusion::create_session().into_inner()
 }
 
-fn table_err(u: &Upstream, e: impl std::fmt::Display) -> Error {
+/// An error about upstream `u`'s table.
+pub(crate) fn table_err(u: &Upstream, e: impl std::fmt::Display) -> Error {
     Error::Table {
         table: u.name.clone(),
         uri: u.uri.clone(),

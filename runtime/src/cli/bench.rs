@@ -121,26 +121,10 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         jobs: args.jobs.max(1),
         cache_dir,
     };
-    let r = match bench::run(&opts, |m| eprintln!("bench: {m}")).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    if args.json {
-        match serde_json::to_string(&r) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILED);
-            }
-        }
-    } else {
-        println!("{}", header(&r));
-        print!("{}", bench::table(&r));
-    }
-    ExitCode::SUCCESS
+    let outcome = bench::run(&opts, |m| eprintln!("bench: {m}")).await;
+    finish(outcome, args.json, |r| {
+        format!("{}\n{}", header(r), bench::table(r))
+    })
 }
 
 /// `bench --follow`: the latency of one small commit in `--follow` mode.
@@ -158,34 +142,56 @@ async fn latency(args: &BenchArgs, spec: WorkloadSpec, cache_dir: Option<PathBuf
         samples: args.samples,
         rows_per_commit: 10,
     };
-    let r = match bench::latency::run(&opts, |m| eprintln!("bench: {m}")).await {
-        Ok(r) => r,
+    let outcome = bench::latency::run(&opts, |m| eprintln!("bench: {m}")).await;
+    finish(outcome, args.json, |r| {
+        format!(
+            "dlink-rt bench --follow (profile: {}){}\n{}",
+            r.profile,
+            debug_notice(&r.profile),
+            bench::latency::table(r)
+        )
+    })
+}
+
+/// Prints a run's outcome: its error, or its JSON (one line), or its text.
+fn finish<T: serde::Serialize>(
+    outcome: Result<T, String>,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> ExitCode {
+    match outcome {
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            ExitCode::from(EXIT_FAILED)
         }
-    };
-    if args.json {
-        match serde_json::to_string(&r) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILED);
-            }
+        Ok(r) if json => print_json(&r),
+        Ok(r) => {
+            print!("{}", text(&r));
+            ExitCode::SUCCESS
         }
-    } else {
-        println!(
-            "dlink-rt bench --follow (profile: {}){}",
-            r.profile,
-            if r.profile == "debug" {
-                "\n  a debug build: figures are for comparison within this run, not absolute speed"
-            } else {
-                ""
-            }
-        );
-        print!("{}", bench::latency::table(&r));
     }
-    ExitCode::SUCCESS
+}
+
+fn print_json(value: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string(value) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// The header's warning for figures of an unoptimized build.
+fn debug_notice(profile: &str) -> &'static str {
+    if profile == "debug" {
+        "\n  a debug build: figures are for comparison within this run, not absolute speed"
+    } else {
+        ""
+    }
 }
 
 fn header(r: &BenchResult) -> String {
@@ -201,11 +207,7 @@ fn header(r: &BenchResult) -> String {
         r.change_fraction,
         r.seed,
         r.batch_size,
-        if r.profile == "debug" {
-            "\n  a debug build: figures are for comparison within this run, not absolute speed"
-        } else {
-            ""
-        }
+        debug_notice(&r.profile)
     )
 }
 
@@ -274,14 +276,7 @@ fn scaling(args: &BenchArgs, cache_dir: Option<&PathBuf>) -> ExitCode {
     };
     if args.json {
         let all: Vec<&BenchResult> = rows.iter().map(|(_, r)| r).collect();
-        match serde_json::to_string(&serde_json::json!({ "scaling": all })) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILED);
-            }
-        }
-        return ExitCode::SUCCESS;
+        return print_json(&serde_json::json!({ "scaling": all }));
     }
     println!("{}", header(first));
     println!(

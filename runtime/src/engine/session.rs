@@ -33,6 +33,28 @@ impl Cursor {
     fn pending(&self) -> bool {
         self.next <= self.latest
     }
+
+    /// Reads the log entries committed since the table was loaded. A caught-up cursor
+    /// keeps its log check, which stands at the next version; one that was caught up
+    /// when opened starts it from the state of its last version (read once).
+    async fn refresh(&mut self) -> Result<()> {
+        if self.pending() {
+            return Ok(());
+        }
+        let u = &self.upstream;
+        if self.log.is_none() && self.next == self.latest + 1 {
+            self.log = Some(LogCheck::at(cdf::state_of(u, &self.table)?, self.next));
+        }
+        self.table
+            .update_state()
+            .await
+            .map_err(|e| cdf::table_err(u, e))?;
+        self.latest = cdf::version_of(u, &self.table)?;
+        if self.pending() && self.log.is_none() {
+            self.log = Some(LogCheck::start(u, self.next).await?);
+        }
+        Ok(())
+    }
 }
 
 /// A pipeline opened for batches.
@@ -198,11 +220,7 @@ impl Session {
             // Lookup-only tables are pinned at their latest version as of the batch start.
             let mut lookup_versions = Vec::with_capacity(lookups.len());
             for (u, t) in lookups.iter_mut() {
-                t.update_state().await.map_err(|e| Error::Table {
-                    table: u.name.clone(),
-                    uri: u.uri.clone(),
-                    message: e.to_string(),
-                })?;
+                t.update_state().await.map_err(|e| cdf::table_err(u, e))?;
                 let v = cdf::version_of(u, t)?;
                 pinned.push((u.clone(), v));
                 lookup_versions.push((u.name.clone(), v));
@@ -339,33 +357,6 @@ impl Session {
             *committed_batch = batch_id;
             on_batch(&report);
             summary.batches.push(report);
-        }
-        Ok(())
-    }
-}
-
-impl Cursor {
-    /// Reads the log entries committed since the table was loaded. When the cursor
-    /// was caught up, the state of its last version starts the log check of the new ones.
-    async fn refresh(&mut self) -> Result<()> {
-        if self.pending() {
-            return Ok(());
-        }
-        let u = &self.upstream;
-        let before = cdf::state_of(u, &self.table)?;
-        let at = self.latest;
-        self.table.update_state().await.map_err(|e| Error::Table {
-            table: u.name.clone(),
-            uri: u.uri.clone(),
-            message: e.to_string(),
-        })?;
-        self.latest = cdf::version_of(u, &self.table)?;
-        if self.pending() {
-            self.log = Some(if at == self.next - 1 {
-                LogCheck::at(before, self.next)
-            } else {
-                LogCheck::start(u, self.next).await?
-            });
         }
         Ok(())
     }
