@@ -247,6 +247,11 @@ impl Changes {
         self.table.i64_column(column)
     }
 
+    /// Every row's `_commit_timestamp` (as [`Row::commit_timestamp`]), in row order.
+    pub fn commit_timestamps(&self) -> &[Option<i64>] {
+        &self.commit_timestamps
+    }
+
     /// Every value of a string column (null -> `None`).
     pub fn str_column(&self, column: &str) -> Result<Vec<Option<&str>>, String> {
         self.table.str_column(column)

@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use indexmap::map::Entry;
 use indexmap::IndexMap;
 
-use crate::changes::{newest, Row, COMMIT_TIMESTAMP_COLUMN};
+use crate::changes::{newest, Changes, Row, COMMIT_TIMESTAMP_COLUMN};
 use crate::Batch;
 
 /// Name of the output column that names the upstream whose change caused a key.
@@ -250,6 +250,111 @@ impl IntoKey for Vec<KeyValue> {
     }
 }
 
+/// foldhash: SipHash costs more than the rest of a typical `derive` per row.
+type Map<K> = IndexMap<K, Option<i64>, foldhash::fast::RandomState>;
+
+/// (key, upstream index) -> newest commit timestamp, in first-recorded order; one map
+/// holds each pair once.
+#[derive(Debug, Clone)]
+enum Entries {
+    /// One integer key column (the usual case): the key stored as a plain `i64`. Against
+    /// the general map this is a third of the memory per pair, and measured natively it
+    /// makes [`Keys::add`] about three times faster on keys that are mostly new.
+    Int(Map<(i64, u32)>),
+    /// Any other key shape.
+    Parts(Map<(KeyParts, usize)>),
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        match self {
+            Entries::Int(m) => m.len(),
+            Entries::Parts(m) => m.len(),
+        }
+    }
+
+    /// The upstream index of every pair, in order.
+    fn upstreams(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+        match self {
+            Entries::Int(m) => Box::new(m.keys().map(|(_, u)| *u as usize)),
+            Entries::Parts(m) => Box::new(m.keys().map(|(_, u)| *u)),
+        }
+    }
+
+    /// The newest commit timestamp of every pair, in order.
+    fn timestamps(&self) -> Box<dyn Iterator<Item = Option<i64>> + '_> {
+        match self {
+            Entries::Int(m) => Box::new(m.values().copied()),
+            Entries::Parts(m) => Box::new(m.values().copied()),
+        }
+    }
+}
+
+/// One key column of the output from the general map's values.
+fn key_array<'a>(
+    key_type: KeyType,
+    values: impl Iterator<Item = Option<&'a KeyValue>>,
+) -> ArrayRef {
+    match key_type {
+        KeyType::Int64 => Arc::new(
+            values
+                .map(|v| match v {
+                    Some(KeyValue::Int64(v)) => Some(*v),
+                    _ => None,
+                })
+                .collect::<Int64Array>(),
+        ),
+        KeyType::Int32 => Arc::new(
+            values
+                .map(|v| match v {
+                    Some(KeyValue::Int64(v)) => i32::try_from(*v).ok(),
+                    _ => None,
+                })
+                .collect::<Int32Array>(),
+        ),
+        KeyType::Utf8 => Arc::new(
+            values
+                .map(|v| match v {
+                    Some(KeyValue::Utf8(v)) => Some(v.as_str()),
+                    _ => None,
+                })
+                .collect::<StringArray>(),
+        ),
+    }
+}
+
+/// Checks a key against the key columns: as many values, each of the column's type.
+fn check_key(columns: &[KeyColumn], key: &[KeyValue]) -> Result<(), String> {
+    let matches =
+        key.len() == columns.len() && key.iter().zip(columns).all(|(v, c)| v.fits(c.key_type));
+    if matches {
+        return Ok(());
+    }
+    let values: Vec<String> = key
+        .iter()
+        .map(|v| format!("{v} ({})", v.key_type()))
+        .collect();
+    let columns: Vec<String> = columns.iter().map(ToString::to_string).collect();
+    Err(format!(
+        "key [{}] does not match the key columns [{}]",
+        values.join(", "),
+        columns.join(", ")
+    ))
+}
+
+/// Keeps the newer of the recorded and the new commit timestamp.
+fn upsert<K: std::hash::Hash + Eq>(map: &mut Map<K>, key: K, commit_timestamp: Option<i64>) {
+    match map.entry(key) {
+        Entry::Occupied(mut e) => {
+            let ts = e.get_mut();
+            *ts = newest(*ts, commit_timestamp);
+        }
+        Entry::Vacant(e) => {
+            e.insert(commit_timestamp);
+        }
+    }
+}
+
 /// The affected keys of one batch: the `derive` output being built.
 ///
 /// Each key is recorded with its cause: the upstream whose change caused it and that
@@ -263,10 +368,8 @@ pub struct Keys {
     upstreams: Vec<String>,
     /// When set, `_upstream` must be one of `upstreams`.
     closed: bool,
-    /// (key, upstream index) -> newest commit timestamp, in first-recorded order. One
-    /// map holds each key once; foldhash, because SipHash costs more than the rest of a
-    /// typical `derive` per row.
-    entries: IndexMap<(KeyParts, usize), Option<i64>, foldhash::fast::RandomState>,
+    /// (key, upstream index) -> newest commit timestamp, in first-recorded order.
+    entries: Entries,
     /// Index of the last upstream looked up: the change rows of one upstream come in
     /// a run, so it is usually the next one too.
     last_upstream: usize,
@@ -296,7 +399,10 @@ impl Keys {
             columns: columns.to_vec(),
             upstreams: Vec::new(),
             closed: false,
-            entries: IndexMap::default(),
+            entries: match columns {
+                [c] if c.key_type != KeyType::Utf8 => Entries::Int(Map::default()),
+                _ => Entries::Parts(Map::default()),
+            },
             last_upstream: 0,
         })
     }
@@ -322,7 +428,7 @@ impl Keys {
 
     /// True when no key was recorded.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
     /// Records a key caused by a change row: `_upstream` and `_commit_timestamp` come
@@ -343,39 +449,80 @@ impl Keys {
         let Some(key) = key.into_parts() else {
             return Ok(());
         };
-        self.check_key(key.as_slice())?;
+        check_key(&self.columns, key.as_slice())?;
         let upstream = self.upstream_index(upstream)?;
-        match self.entries.entry((key, upstream)) {
-            Entry::Occupied(mut e) => {
-                let ts = e.get_mut();
-                *ts = newest(*ts, commit_timestamp);
+        self.insert(upstream, commit_timestamp, key)
+    }
+
+    /// Records the key of each change row of one upstream: the n-th key was caused by
+    /// the n-th row of `changes` (as [`Keys::add_from`] with that row). Give exactly
+    /// one key per row; null keys are skipped. The fast way to record a column of keys:
+    /// the upstream and the commit timestamps are looked up once, not per row.
+    ///
+    /// ```
+    /// # use dlink_plugin_sdk::{Batch, Keys};
+    /// # fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
+    /// for changes in batch.upstreams() {
+    ///     keys.add_each(changes, changes.i64_column("id")?)?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add_each<K: IntoKey>(
+        &mut self,
+        changes: &Changes,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<(), String> {
+        let upstream = self.upstream_index(changes.name())?;
+        let timestamps = changes.commit_timestamps();
+        let mut given = 0;
+        for key in keys {
+            let Some(ts) = timestamps.get(given) else {
+                return Err(format!(
+                    "add_each: more keys than the {} change rows of upstream '{}'; give one \
+                     key per change row",
+                    timestamps.len(),
+                    changes.name()
+                ));
+            };
+            given += 1;
+            if let Some(key) = key.into_parts() {
+                self.insert(upstream, *ts, key)?;
             }
-            Entry::Vacant(e) => {
-                e.insert(commit_timestamp);
-            }
+        }
+        if given != timestamps.len() {
+            return Err(format!(
+                "add_each: {given} keys for the {} change rows of upstream '{}'; give one key \
+                 per change row",
+                timestamps.len(),
+                changes.name()
+            ));
         }
         Ok(())
     }
 
-    fn check_key(&self, key: &[KeyValue]) -> Result<(), String> {
-        let matches = key.len() == self.columns.len()
-            && key
-                .iter()
-                .zip(&self.columns)
-                .all(|(v, c)| v.fits(c.key_type));
-        if matches {
-            return Ok(());
+    /// Records a checked-in key; `upstream` indexes `self.upstreams`.
+    fn insert(
+        &mut self,
+        upstream: usize,
+        commit_timestamp: Option<i64>,
+        key: KeyParts,
+    ) -> Result<(), String> {
+        match (&mut self.entries, key) {
+            (Entries::Int(map), KeyParts::One(KeyValue::Int64(v)))
+                if self.columns[0].key_type == KeyType::Int64 || i32::try_from(v).is_ok() =>
+            {
+                // Fewer than 2^32 upstreams: the batch's names are in memory.
+                upsert(map, (v, upstream as u32), commit_timestamp);
+                Ok(())
+            }
+            (Entries::Int(_), key) => check_key(&self.columns, key.as_slice()),
+            (Entries::Parts(map), key) => {
+                check_key(&self.columns, key.as_slice())?;
+                upsert(map, (key, upstream), commit_timestamp);
+                Ok(())
+            }
         }
-        let values: Vec<String> = key
-            .iter()
-            .map(|v| format!("{v} ({})", v.key_type()))
-            .collect();
-        let columns: Vec<String> = self.columns.iter().map(ToString::to_string).collect();
-        Err(format!(
-            "key [{}] does not match the key columns [{}]",
-            values.join(", "),
-            columns.join(", ")
-        ))
     }
 
     fn upstream_index(&mut self, upstream: &str) -> Result<usize, String> {
@@ -421,46 +568,34 @@ impl Keys {
     /// The recorded keys as one record batch, in first-recorded order.
     pub fn to_record_batch(&self) -> Result<RecordBatch, String> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 2);
-        for (i, column) in self.columns.iter().enumerate() {
-            let values = self.entries.keys().map(|(key, _)| key.as_slice().get(i));
-            let array: ArrayRef = match column.key_type {
-                KeyType::Int64 => Arc::new(
-                    values
-                        .map(|v| match v {
-                            Some(KeyValue::Int64(v)) => Some(*v),
-                            _ => None,
-                        })
-                        .collect::<Int64Array>(),
-                ),
-                KeyType::Int32 => Arc::new(
-                    values
-                        .map(|v| match v {
-                            Some(KeyValue::Int64(v)) => i32::try_from(*v).ok(),
-                            _ => None,
-                        })
-                        .collect::<Int32Array>(),
-                ),
-                KeyType::Utf8 => Arc::new(
-                    values
-                        .map(|v| match v {
-                            Some(KeyValue::Utf8(v)) => Some(v.as_str()),
-                            _ => None,
-                        })
-                        .collect::<StringArray>(),
-                ),
-            };
-            columns.push(array);
+        match &self.entries {
+            Entries::Int(map) => {
+                let values = map.keys().map(|(v, _)| *v);
+                columns.push(match self.columns.first().map(|c| c.key_type) {
+                    Some(KeyType::Int32) => Arc::new(
+                        values
+                            .map(|v| i32::try_from(v).ok())
+                            .collect::<Int32Array>(),
+                    ),
+                    _ => Arc::new(Int64Array::from_iter_values(values)),
+                });
+            }
+            Entries::Parts(map) => {
+                for (i, column) in self.columns.iter().enumerate() {
+                    let values = map.keys().map(|(key, _)| key.as_slice().get(i));
+                    columns.push(key_array(column.key_type, values));
+                }
+            }
         }
         let upstreams: StringArray = self
             .entries
-            .keys()
-            .map(|(_, u)| self.upstreams.get(*u).map(String::as_str))
+            .upstreams()
+            .map(|u| self.upstreams.get(u).map(String::as_str))
             .collect();
         columns.push(Arc::new(upstreams));
         let timestamps: TimestampMicrosecondArray = self
             .entries
-            .values()
-            .copied()
+            .timestamps()
             .collect::<TimestampMicrosecondArray>()
             .with_timezone("UTC");
         columns.push(Arc::new(timestamps));
@@ -474,7 +609,7 @@ impl Keys {
         let schema = self.schema();
         let error = |e: arrow_schema::ArrowError| format!("cannot write the affected keys: {e}");
         let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
-        if !self.entries.is_empty() {
+        if !self.is_empty() {
             writer.write(&self.to_record_batch()?).map_err(error)?;
         }
         writer.finish().map_err(error)?;

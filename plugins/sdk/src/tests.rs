@@ -535,6 +535,20 @@ fn keys_deduplicate_per_upstream_keeping_the_newest_timestamp() {
     );
 }
 
+/// The causes of ids 1 (T1), 2 (pre + post, T2) and 3 (no timestamp) of
+/// `spmaster_changes`, the null id skipped.
+fn assert_causes_of_spmaster_ids(batch: &RecordBatch) {
+    assert_eq!(
+        batch.column(1).as_ref(),
+        &StringArray::from(vec!["spmaster", "spmaster", "spmaster"]) as &dyn Array
+    );
+    assert_eq!(
+        batch.column(2).as_ref(),
+        &TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), None]).with_timezone("UTC")
+            as &dyn Array
+    );
+}
+
 #[test]
 fn keys_from_rows_take_upstream_and_timestamp_from_the_row() {
     let changes = spmaster_changes();
@@ -549,15 +563,67 @@ fn keys_from_rows_take_upstream_and_timestamp_from_the_row() {
         batch.column(0).as_ref(),
         &Int64Array::from(vec![1, 2, 3]) as &dyn Array
     );
+    assert_causes_of_spmaster_ids(&batch);
+}
+
+#[test]
+fn add_each_records_one_key_per_change_row() {
+    let changes = spmaster_changes();
+    let mut keys = Keys::new(&[KeyColumn::i32("diasng_id")]).unwrap();
+    keys.add_each(&changes, changes.i64_column("diasng_id").unwrap())
+        .unwrap();
+    // As add_from row by row: ids 1 (T1), 2 (pre + post, T2), null (skipped), 3 (no
+    // timestamp).
+    let batch = keys.to_record_batch().unwrap();
     assert_eq!(
-        batch.column(1).as_ref(),
-        &StringArray::from(vec!["spmaster", "spmaster", "spmaster"]) as &dyn Array
+        batch.column(0).as_ref(),
+        &Int32Array::from(vec![1, 2, 3]) as &dyn Array
+    );
+    assert_causes_of_spmaster_ids(&batch);
+
+    // String keys go through the general map: the null name of the last row is skipped.
+    let mut names = Keys::new(&[KeyColumn::utf8("name")]).unwrap();
+    names
+        .add_each(&changes, changes.str_column("name").unwrap())
+        .unwrap();
+    let batch = names.to_record_batch().unwrap();
+    assert_eq!(
+        batch.column(0).as_ref(),
+        &StringArray::from(vec!["Ada", "Bob", "Robert", "Gone"]) as &dyn Array
     );
     assert_eq!(
         batch.column(2).as_ref(),
-        &TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), None]).with_timezone("UTC")
-            as &dyn Array
+        &TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), Some(T2), Some(T3)])
+            .with_timezone("UTC") as &dyn Array
     );
+}
+
+#[test]
+fn add_each_wants_exactly_one_key_per_row_of_an_upstream_of_the_batch() {
+    let changes = spmaster_changes();
+    let mut keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
+    assert_eq!(
+        keys.add_each(&changes, [1, 2]).unwrap_err(),
+        "add_each: 2 keys for the 5 change rows of upstream 'spmaster'; give one key per \
+         change row"
+    );
+    assert_eq!(
+        keys.add_each(&changes, 0..6).unwrap_err(),
+        "add_each: more keys than the 5 change rows of upstream 'spmaster'; give one key \
+         per change row"
+    );
+    assert_eq!(
+        keys.add_each(&changes, ["a"; 5]).unwrap_err(),
+        "key [\"a\" (utf8)] does not match the key columns [diasng_id int64]"
+    );
+
+    let batch = Batch::new("p", 1, vec![Changes::from_ipc("other", 1, 1, &[]).unwrap()]);
+    let mut closed = Keys::for_batch(&[KeyColumn::i64("diasng_id")], &batch).unwrap();
+    assert!(closed
+        .add_each(&changes, [Some(1); 5])
+        .unwrap_err()
+        .starts_with("'spmaster' is not an upstream of this pipeline (upstreams: other)"));
+    assert!(closed.is_empty());
 }
 
 #[test]
