@@ -63,6 +63,18 @@ fn bench_json_has_every_figure() {
     ] {
         assert!(num(&v, &[field]) > 0.0, "{field} must be > 0: {v}");
     }
+    // The Wasm derivation's parts: the call is never free, and they add up to at most
+    // the whole.
+    assert!(num(&v, &["derive_wasm_call_s"]) > 0.0, "{v}");
+    let parts: f64 = [
+        "derive_wasm_encode_s",
+        "derive_wasm_call_s",
+        "derive_wasm_collect_s",
+    ]
+    .iter()
+    .map(|p| num(&v, &[p]))
+    .sum();
+    assert!(parts <= num(&v, &["derive_wasm_s"]), "{v}");
     let stages: f64 = ["open_s", "plan_s", "read_s", "derive_s", "commit_s"]
         .iter()
         .map(|s| num(&v, &["stages", s]))

@@ -98,6 +98,13 @@ pub struct BenchResult {
     /// The derivation of every pipeline-batch as the Wasm plugin (IPC encoding, the
     /// call and the host's output checks included).
     pub derive_wasm_s: f64,
+    /// Of `derive_wasm_s`: the host's IPC encoding of the change rows.
+    pub derive_wasm_encode_s: f64,
+    /// Of `derive_wasm_s`: the call (copies in and out, the guest's decode, derive and
+    /// encode).
+    pub derive_wasm_call_s: f64,
+    /// Of `derive_wasm_s`: the host's decode, checks and deduplication of the output.
+    pub derive_wasm_collect_s: f64,
     /// The same in Rust, compiled into the host.
     pub derive_native_s: f64,
     /// The same as the UNION ALL query with DataFusion.
@@ -412,6 +419,13 @@ pub fn table(r: &BenchResult) -> String {
         format!("{:.3} s", r.reference_cdf_read_s),
     );
     line("derive: Wasm plugin", format!("{:.3} s", r.derive_wasm_s));
+    line(
+        "  host encode / call / host collect",
+        format!(
+            "{:.3} / {:.3} / {:.3} s",
+            r.derive_wasm_encode_s, r.derive_wasm_call_s, r.derive_wasm_collect_s
+        ),
+    );
     line("derive: native Rust", format!("{:.3} s", r.derive_native_s));
     line(
         "derive: SQL (DataFusion)",

@@ -241,9 +241,26 @@ pub fn derive_native(input: &BatchInput<'_>) -> Result<usize, String> {
     Ok(crate::keys::collect_batches(&schema, &[out], &id_key(), &names, None)?.len())
 }
 
+/// Where the time of the Wasm derivation goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WasmPhases {
+    /// The host's IPC encoding of the change rows.
+    pub encode: Duration,
+    /// The call: copying the input in, the guest's decode, derive and encode, copying
+    /// the output out.
+    pub call: Duration,
+    /// The host's decode, checks and deduplication of the output.
+    pub collect: Duration,
+}
+
 /// The plugin's derive on the batch: IPC encoding, the call, and the host's checks
 /// and deduplication of its output. Returns the number of distinct keys.
-pub async fn derive_wasm(plugin: &mut Plugin, input: &BatchInput<'_>) -> Result<usize, String> {
+pub async fn derive_wasm(
+    plugin: &mut Plugin,
+    input: &BatchInput<'_>,
+    phases: &mut WasmPhases,
+) -> Result<usize, String> {
+    let t = Instant::now();
     let mut inputs = Vec::with_capacity(input.upstreams.len());
     for (name, (start, end), ch) in &input.upstreams {
         let changes = if ch.rows() > 0 {
@@ -258,11 +275,17 @@ pub async fn derive_wasm(plugin: &mut Plugin, input: &BatchInput<'_>) -> Result<
             changes,
         });
     }
+    phases.encode += t.elapsed();
+    let t = Instant::now();
     let out = plugin
         .derive(input.pipeline, input.batch_id, inputs, Arc::new(NoLookup))
         .await?;
+    phases.call += t.elapsed();
+    let t = Instant::now();
     let names: Vec<&str> = input.upstreams.iter().map(|u| u.0).collect();
-    Ok(crate::keys::collect(&out, &id_key(), &names)?.len())
+    let n = crate::keys::collect(&out, &id_key(), &names)?.len();
+    phases.collect += t.elapsed();
+    Ok(n)
 }
 
 /// The UNION ALL query over the batch with DataFusion, as a SQL pipeline runs it.
@@ -333,6 +356,7 @@ pub async fn derivations(
         Duration::ZERO,
         Duration::ZERO,
     );
+    let mut phases = WasmPhases::default();
     let mut agree = true;
     for (batch_id, group) in by_batch {
         let mut changes: HashMap<(String, i64, i64), Arc<crate::cdf::Changes>> = HashMap::new();
@@ -375,7 +399,7 @@ pub async fn derivations(
             let n_native = derive_native(&input)?;
             native += t.elapsed();
             let t = Instant::now();
-            let n_wasm = derive_wasm(&mut plugins[i], &input).await?;
+            let n_wasm = derive_wasm(&mut plugins[i], &input, &mut phases).await?;
             wasm += t.elapsed();
             let t = Instant::now();
             let n_sql = derive_sql(&queries[i], &input).await?;
@@ -386,6 +410,9 @@ pub async fn derivations(
     r.derive_native_s = native.as_secs_f64();
     r.derive_wasm_s = wasm.as_secs_f64();
     r.derive_sql_s = sql.as_secs_f64();
+    r.derive_wasm_encode_s = phases.encode.as_secs_f64();
+    r.derive_wasm_call_s = phases.call.as_secs_f64();
+    r.derive_wasm_collect_s = phases.collect.as_secs_f64();
     r.reference_cdf_read_s = read.as_secs_f64();
     r.keys_agree = agree;
     Ok(())

@@ -246,9 +246,45 @@ async fn write_table(dir: &Path, i: usize, spec: &WorkloadSpec) -> Result<TableS
     Ok(stats)
 }
 
+/// Stack of the threads that write the tables. deltalake turns the `id IN (...)`
+/// predicate of an UPDATE or DELETE into a chain of ORs that it walks recursively, a
+/// few hundred bytes of stack per id: a commit touching 50,000 ids overflows the main
+/// thread's 8 MiB. 1 GiB holds a million ids; only the pages used are committed.
+const WRITER_STACK: usize = 1 << 30;
+
 /// Writes the workload into `dir` (which must not hold one yet), `writers` tables at
-/// a time.
+/// a time, on a runtime of its own whose threads have a [`WRITER_STACK`].
 pub async fn generate(spec: &WorkloadSpec, dir: &Path, writers: usize) -> Result<Workload, String> {
+    let (spec, dir) = (spec.clone(), dir.to_path_buf());
+    let writer = std::thread::Builder::new()
+        .name("dlink-bench-generator".into())
+        .stack_size(WRITER_STACK)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(writers.clamp(1, 4))
+                .thread_stack_size(WRITER_STACK)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the generator's runtime: {e}"))?;
+            runtime.block_on(async {
+                // Spawned, so that the writes run on the runtime's large-stack workers.
+                tokio::spawn(async move { write_workload(&spec, &dir, writers).await })
+                    .await
+                    .map_err(|e| format!("the workload generator failed: {e}"))?
+            })
+        })
+        .map_err(|e| format!("cannot start the workload generator: {e}"))?;
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| format!("the workload generator failed: {e}"))?
+        .map_err(|_| "the workload generator panicked".to_string())?
+}
+
+async fn write_workload(
+    spec: &WorkloadSpec,
+    dir: &Path,
+    writers: usize,
+) -> Result<Workload, String> {
     let started = Instant::now();
     if spec.upstreams < 2 || spec.pipelines == 0 || spec.rows < 2 {
         return Err("the workload needs at least 2 upstreams, 1 pipeline and 2 rows".into());
@@ -325,4 +361,35 @@ fn write_configs(spec: &WorkloadSpec, dir: &Path, pipelines: &[PipelineDef]) -> 
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An UPDATE or DELETE of thousands of ids at once: deltalake walks its `id IN (...)`
+    /// predicate recursively, which overflowed the caller's stack (a test thread has
+    /// 2 MiB, `dlink-rt bench` overflowed its 8 MiB main thread from about 20,000 ids).
+    #[tokio::test]
+    async fn large_updates_and_deletes_do_not_overflow_the_stack() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WorkloadSpec {
+            upstreams: 2,
+            pipelines: 1,
+            rows: 16_000,
+            versions: 3,
+            change_fraction: 0.5,
+            seed: 42,
+            scale: 1,
+            batch_size: 5,
+            plugin: PathBuf::from("every_upstream_key.wasm"),
+        };
+        let w = generate(&spec, dir.path(), 2).await.unwrap();
+        // The seed gives at least one UPDATE or DELETE of 8,000 ids (else this test
+        // would test nothing).
+        let big = w.tables.iter().map(|t| t.ops[1] + t.ops[2]).sum::<usize>();
+        assert!(big > 0, "no update or delete in {:?}", w.tables);
+        assert_eq!(spec.rows_per_commit(), 8_000);
+        assert!(w.tables.iter().all(|t| t.latest == 3));
+    }
 }
