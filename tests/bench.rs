@@ -15,30 +15,33 @@ fn num(v: &Value, path: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("{} is not a number in {v}", path.join(".")))
 }
 
+/// A tiny workload, the same every time (seed 7).
+const TINY: [&str; 16] = [
+    "bench",
+    "--json",
+    "--upstreams",
+    "4",
+    "--pipelines",
+    "3",
+    "--rows",
+    "40",
+    "--versions",
+    "4",
+    "--change-fraction",
+    "0.1",
+    "--batch-size",
+    "2",
+    "--seed",
+    "7",
+];
+
 #[test]
 fn bench_json_has_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let o = dlink()
-        .args([
-            "bench",
-            "--json",
-            "--upstreams",
-            "4",
-            "--pipelines",
-            "3",
-            "--rows",
-            "40",
-            "--versions",
-            "4",
-            "--change-fraction",
-            "0.1",
-            "--batch-size",
-            "2",
-            "--seed",
-            "7",
-            "--keep",
-        ])
+        .args(TINY)
+        .arg("--keep")
         .arg("--plugin")
         .arg(plugin("every_upstream_key"))
         .arg("--dir")
@@ -101,24 +104,7 @@ fn bench_json_has_every_figure() {
 
     // Same seed, same workload: the generator's count is reproducible.
     let again = dlink()
-        .args([
-            "bench",
-            "--json",
-            "--upstreams",
-            "4",
-            "--pipelines",
-            "3",
-            "--rows",
-            "40",
-            "--versions",
-            "4",
-            "--change-fraction",
-            "0.1",
-            "--batch-size",
-            "2",
-            "--seed",
-            "7",
-        ])
+        .args(TINY)
         .arg("--plugin")
         .arg(plugin("every_upstream_key"))
         .output()

@@ -451,7 +451,8 @@ impl Keys {
         };
         check_key(&self.columns, key.as_slice())?;
         let upstream = self.upstream_index(upstream)?;
-        self.insert(upstream, commit_timestamp, key)
+        self.insert(upstream, commit_timestamp, key);
+        Ok(())
     }
 
     /// Records the key of each change row of one upstream: the n-th key was caused by
@@ -487,7 +488,8 @@ impl Keys {
             };
             given += 1;
             if let Some(key) = key.into_parts() {
-                self.insert(upstream, *ts, key)?;
+                check_key(&self.columns, key.as_slice())?;
+                self.insert(upstream, *ts, key);
             }
         }
         if given != timestamps.len() {
@@ -501,27 +503,16 @@ impl Keys {
         Ok(())
     }
 
-    /// Records a checked-in key; `upstream` indexes `self.upstreams`.
-    fn insert(
-        &mut self,
-        upstream: usize,
-        commit_timestamp: Option<i64>,
-        key: KeyParts,
-    ) -> Result<(), String> {
+    /// Records a key that passed [`check_key`]; `upstream` indexes `self.upstreams`.
+    fn insert(&mut self, upstream: usize, commit_timestamp: Option<i64>, key: KeyParts) {
         match (&mut self.entries, key) {
-            (Entries::Int(map), KeyParts::One(KeyValue::Int64(v)))
-                if self.columns[0].key_type == KeyType::Int64 || i32::try_from(v).is_ok() =>
-            {
+            (Entries::Int(map), KeyParts::One(KeyValue::Int64(v))) => {
                 // Fewer than 2^32 upstreams: the batch's names are in memory.
-                upsert(map, (v, upstream as u32), commit_timestamp);
-                Ok(())
+                upsert(map, (v, upstream as u32), commit_timestamp)
             }
-            (Entries::Int(_), key) => check_key(&self.columns, key.as_slice()),
-            (Entries::Parts(map), key) => {
-                check_key(&self.columns, key.as_slice())?;
-                upsert(map, (key, upstream), commit_timestamp);
-                Ok(())
-            }
+            (Entries::Parts(map), key) => upsert(map, (key, upstream), commit_timestamp),
+            // An integer column only gets one integer value past check_key.
+            (Entries::Int(_), _) => {}
         }
     }
 

@@ -432,22 +432,14 @@ pub fn table(r: &BenchResult) -> String {
         format!("{:.3} s", r.derive_sql_s),
     );
     line("derivations agree on the keys", r.keys_agree.to_string());
-    line(
-        "ratio catch-up / limit read",
-        ratio(r.wall_s, r.limit_read_s),
-    );
-    line(
-        "ratio stage read / limit read",
-        ratio(s.read_s, r.limit_read_s),
-    );
-    line(
-        "ratio Wasm / native",
-        ratio(r.derive_wasm_s, r.derive_native_s),
-    );
-    line(
-        "ratio SQL / native",
-        ratio(r.derive_sql_s, r.derive_native_s),
-    );
+    for (name, a, b) in [
+        ("catch-up / limit read", r.wall_s, r.limit_read_s),
+        ("stage read / limit read", s.read_s, r.limit_read_s),
+        ("Wasm / native", r.derive_wasm_s, r.derive_native_s),
+        ("SQL / native", r.derive_sql_s, r.derive_native_s),
+    ] {
+        line(&format!("ratio {name}"), ratio(a, b));
+    }
     line(
         "catch-up per 1k change rows",
         format!("{:.2} ms", r.wall_s * 1e6 / (r.change_rows.max(1) as f64)),
