@@ -8,8 +8,11 @@ DEMO_DIR ?= $(CURDIR)/demo-data
 # The plugin crates of this repository (cdylib members of plugins/); only their
 # artifacts are copied, whatever else a shared CARGO_TARGET_DIR holds.
 PLUGIN_NAMES = $(notdir $(patsubst %/Cargo.toml,%,$(shell grep -l cdylib plugins/*/Cargo.toml plugins/testing/*/Cargo.toml)))
+# The Python peer's venv (bench/peer), outside the checkout.
+PEER_VENV ?= $(HOME)/.cache/dlink-rt/peer-venv
+PEER_STAMP = $(PEER_VENV)/.requirements.stamp
 
-.PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean
+.PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean install release bench-peer peer-venv
 
 all: build
 
@@ -42,8 +45,28 @@ test-host:
 test-long: build
 	DLINK_RANDOM_CASES=$${DLINK_RANDOM_CASES:-200} $(CARGO) test --test randomized -- --nocapture
 
+## install: the optimized (release) binary into ~/.cargo/bin (about 35 min cold on 2 cores)
+install: plugins
+	$(CARGO) install --path runtime --locked
+
+## release: the optimized binary in the target folder (what bench-peer runs)
+release:
+	$(CARGO) build --release --bin dlink-rt
+
+## bench-peer: the example pipelines at 100k rows, release build, against the Python peer
+bench-peer: release plugins peer-venv
+	DLINK_PEER_PYTHON=$(PEER_VENV)/bin/python $(CARGO) run -q --release --bin dlink-rt -- bench --examples --peer $(BENCH_ARGS)
+
 test-sdk:
 	cd plugins && $(CARGO) test -p dlink-plugin-sdk
+
+## peer-venv: the venv of the Python peer (bench/peer) at $(PEER_VENV); a no-op when up to date
+peer-venv: $(PEER_STAMP)
+
+$(PEER_STAMP): bench/peer/requirements.txt
+	@test -x "$(PEER_VENV)/bin/python" || python3 -m venv "$(PEER_VENV)"
+	"$(PEER_VENV)/bin/python" -m pip install --quiet -r bench/peer/requirements.txt
+	@touch "$@"
 
 fmt:
 	$(CARGO) fmt --all

@@ -15,9 +15,9 @@ pub mod error;
 pub mod fixtures;
 pub mod ipc;
 pub mod keys;
+pub mod lookup;
 pub mod plugin;
 pub mod sink;
-pub mod sql;
 pub mod sql_pipeline;
 
 pub use error::{Error, Result};

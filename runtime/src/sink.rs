@@ -1,8 +1,17 @@
 //! The link table: one Delta table per pipeline holding its affected keys, and the
 //! exactly-once commit that also carries the pipeline's checkpoint.
 //!
-//! Every batch is ONE Delta commit (a MERGE, or an empty commit when the batch yields
-//! no key) with these application transactions (`txn` actions):
+//! A link table is, by default, an append-only **change log** ([`LinkMode::Log`]): one
+//! row per (key, batch), each batch one append commit whose files hold only that batch
+//! (so their statistics on `dlink_batch_id` let a reader of "batches after N" skip the
+//! rest). In [`LinkMode::Latest`] it holds one row per key, the last batch that
+//! reported it, and each batch is a MERGE (which rewrites only the files that hold one
+//! of the batch's keys). The mode is recorded in the table property
+//! table's description ([`MODE_PROPERTY`]); a table without it was created by dlink-rt
+//! 0.1 and is `latest`.
+//!
+//! Every batch is ONE Delta commit (an append or a MERGE, or an empty commit when the
+//! batch yields no key) with these application transactions (`txn` actions):
 //! - `dlink-rt:<pipeline>` = the batch id;
 //! - `dlink-rt:<pipeline>:<upstream>` = the last version of that upstream done.
 //!
@@ -26,7 +35,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
 use serde_json::json;
 
-use crate::config::{KeyType, Pipeline};
+use crate::config::{KeyType, LinkMode, Pipeline};
 use crate::error::{Error, Result};
 use crate::keys::AffectedKeys;
 
@@ -38,6 +47,9 @@ pub const UPSTREAMS: &str = "dlink_upstreams";
 pub const CHANGE_TS: &str = "dlink_change_ts";
 /// `dlink_updated_at`: when the batch was committed.
 pub const UPDATED_AT: &str = "dlink_updated_at";
+
+/// How a link table's description records its [`LinkMode`] (`dlink.link.mode=log`).
+pub const MODE_PROPERTY: &str = "dlink.link.mode";
 
 /// The application id of a pipeline's batches.
 pub fn app_id(pipeline: &str) -> String {
@@ -88,6 +100,10 @@ pub struct LinkTable {
     uri: String,
     keys: Vec<(String, KeyType)>,
     upstreams: Vec<String>,
+    /// The mode the pipeline file asks for, if any.
+    asked: Option<LinkMode>,
+    /// The table's mode (what the file asks, or the existing table's).
+    mode: LinkMode,
     table: Option<DeltaTable>,
     /// The checkpoint as of `table`'s version, when this process read or wrote it.
     /// While it is known, a batch commits on the held snapshot without reading the log
@@ -112,6 +128,8 @@ impl LinkTable {
             uri: p.link_uri.clone(),
             keys: p.keys.iter().map(|k| (k.name.clone(), k.ty)).collect(),
             upstreams: p.upstreams.iter().map(|u| u.name.clone()).collect(),
+            asked: p.link_mode,
+            mode: p.link_mode.unwrap_or(LinkMode::Log),
             table: None,
             known: None,
         };
@@ -126,6 +144,7 @@ impl LinkTable {
         match t.load().await {
             Ok(()) => {
                 link.check_schema(&t)?;
+                link.mode = link.mode_of(&t)?;
                 link.table = Some(t);
             }
             Err(deltalake::DeltaTableError::NotATable(_)) => {}
@@ -159,6 +178,41 @@ impl LinkTable {
             }
         }
         Ok(())
+    }
+
+    /// The mode recorded in `t`, which must be the one the pipeline file asks for.
+    fn mode_of(&self, t: &DeltaTable) -> Result<LinkMode> {
+        let snapshot = t.snapshot().map_err(|e| self.err(e))?;
+        // Recorded at the end of the table's description: the Delta kernel refuses
+        // table properties it does not know.
+        let meta = serde_json::to_value(snapshot.metadata()).map_err(|e| self.err(e))?;
+        let recorded = meta["description"]
+            .as_str()
+            .and_then(|d| d.rsplit_once(&format!("{MODE_PROPERTY}=")))
+            .map(|(_, m)| m.trim().to_string());
+        let found = match recorded.as_deref() {
+            None => LinkMode::Latest,
+            Some("latest") => LinkMode::Latest,
+            Some("log") => LinkMode::Log,
+            Some(m) => {
+                return Err(self.err(format!(
+                    "the link table's {MODE_PROPERTY} is '{m}', which this dlink-rt does not know; \
+                     upgrade dlink-rt or point [link] uri at a new table"
+                )))
+            }
+        };
+        match self.asked {
+            Some(asked) if asked != found => Err(self.err(format!(
+                "the pipeline file asks for [link] mode = \"{asked}\" but the link table is a \"{found}\" table; \
+                 remove `mode` to keep the table's, or point [link] uri at a new table"
+            ))),
+            _ => Ok(found),
+        }
+    }
+
+    /// The link table's mode.
+    pub fn mode(&self) -> LinkMode {
+        self.mode
     }
 
     /// Whether the link table is still at the version held (lists the log for newer
@@ -243,6 +297,11 @@ impl LinkTable {
                 match deltalake::open_table(url).await {
                     Ok(t) => {
                         self.check_schema(&t)?;
+                        if self.mode_of(&t)? != self.mode {
+                            return Err(
+                                self.err("a concurrent run created the link table in another mode")
+                            );
+                        }
                         Ok(t)
                     }
                     Err(_) => Err(create_err),
@@ -280,8 +339,9 @@ impl LinkTable {
             .create()
             .with_table_name(format!("dlink_{}", self.pipeline))
             .with_comment(format!(
-                "Affected keys of dlink-rt pipeline '{}'. Written only by dlink-rt.",
-                self.pipeline
+                "Affected keys of dlink-rt pipeline '{}'. Written only by dlink-rt. {MODE_PROPERTY}={}",
+                self.pipeline,
+                self.mode.as_str()
             ))
             .with_columns(fields)
             .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
@@ -292,8 +352,8 @@ impl LinkTable {
             .map_err(|e| self.err(format!("cannot create the link table: {e}")))
     }
 
-    /// Commits one batch exactly once: the keys (MERGE on the key columns) and the
-    /// checkpoint in one Delta commit. Fails with [`Error::Concurrent`] without writing
+    /// Commits one batch exactly once: the keys (appended to the change log, or merged
+    /// on the key columns) and the checkpoint in one Delta commit. Fails with [`Error::Concurrent`] without writing
     /// when another run committed this batch first (seen before the commit, or as the
     /// Delta conflict on the pipeline's application transaction).
     pub async fn commit(&mut self, c: Commit<'_>) -> Result<i64> {
@@ -406,6 +466,7 @@ impl LinkTable {
             "keys": c.keys.len(),
             "upstreams": upstreams,
             "lookups": lookups,
+            "link_mode": self.mode.as_str(),
             "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since},
             "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
         });
@@ -419,9 +480,11 @@ impl LinkTable {
             .log_data()
             .num_files()
             == 0;
-        if !c.keys.is_empty() && empty {
-            // Nothing to match against (the first batch): an append writes the same rows
-            // as the MERGE would, without planning a join or writing change files.
+        let append = self.mode == LinkMode::Log || empty;
+        if !c.keys.is_empty() && append {
+            // The change log, or a `latest` table with nothing to match against (the
+            // first batch): an append writes the same rows as the MERGE would, without
+            // planning a join or writing change files.
             let rows = self.rows(&table, c.batch_id, c.keys, false)?;
             table = table
                 .clone()

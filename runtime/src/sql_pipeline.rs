@@ -11,7 +11,7 @@ use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::config::Upstream;
-use crate::sql::TableCache;
+use crate::lookup::TableCache;
 
 /// One upstream's change rows of a batch.
 pub struct ChangeTable<'a> {

@@ -124,8 +124,38 @@ impl Workspace {
     }
 }
 
-/// The link table's rows as key -> (batch id, causing upstreams).
+/// The link table's keys as key -> (the last batch that reported it, causing
+/// upstreams in that batch). Reads a change log (one row per key and batch) and a
+/// `latest` table (one row per key) alike; a key reported twice in one batch fails.
 pub async fn link_rows(pipeline_file: &Path) -> BTreeMap<i64, (i64, Vec<String>)> {
+    let mut out: BTreeMap<i64, (i64, Vec<String>)> = BTreeMap::new();
+    for (k, batch, names) in link_log(pipeline_file).await {
+        match out.get(&k) {
+            Some((b, _)) if *b == batch => panic!("key {k} is in batch {batch} twice"),
+            Some((b, _)) if *b > batch => {}
+            _ => {
+                out.insert(k, (batch, names));
+            }
+        }
+    }
+    out
+}
+
+/// The distinct keys reported by the batches in `batches`.
+pub async fn link_keys(
+    pipeline_file: &Path,
+    batches: std::ops::RangeInclusive<i64>,
+) -> BTreeSet<i64> {
+    link_log(pipeline_file)
+        .await
+        .into_iter()
+        .filter(|(_, b, _)| batches.contains(b))
+        .map(|(k, _, _)| k)
+        .collect()
+}
+
+/// Every row of the link table as (key, batch id, causing upstreams).
+pub async fn link_log(pipeline_file: &Path) -> Vec<(i64, i64, Vec<String>)> {
     let p = Pipeline::load(pipeline_file).expect("pipeline loads");
     let url = deltalake::ensure_table_uri(&p.link_uri).expect("link url");
     let table = deltalake::open_table(url).await.expect("link table exists");
@@ -134,7 +164,7 @@ pub async fn link_rows(pipeline_file: &Path) -> BTreeMap<i64, (i64, Vec<String>)
         .read_table(table.table_provider().await.expect("provider"))
         .expect("read link");
     let key = &p.keys[0].name;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for b in df.collect().await.expect("collect link") {
         let k = b
             .column_by_name(key)
@@ -157,11 +187,7 @@ pub async fn link_rows(pipeline_file: &Path) -> BTreeMap<i64, (i64, Vec<String>)
             let names = (0..names.len())
                 .map(|j| names.value(j).to_string())
                 .collect();
-            assert!(
-                out.insert(k.value(i), (id.value(i), names)).is_none(),
-                "duplicate key {}",
-                k.value(i)
-            );
+            out.push((k.value(i), id.value(i), names));
         }
     }
     out

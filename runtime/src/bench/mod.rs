@@ -3,7 +3,11 @@
 //! on the same data in the same run ([`reference`]): the raw parquet read of the change
 //! rows, and the same derivation as Wasm, native Rust and SQL.
 
+pub mod commit;
+pub mod compare;
+pub mod examples;
 pub mod latency;
+pub mod peer;
 pub mod reference;
 pub mod workload;
 
@@ -41,6 +45,18 @@ pub struct StageSecs {
     pub read_s: f64,
     pub derive_s: f64,
     pub commit_s: f64,
+}
+
+impl From<&crate::engine::Stages> for StageSecs {
+    fn from(s: &crate::engine::Stages) -> Self {
+        StageSecs {
+            open_s: secs(s.open),
+            plan_s: secs(s.plan),
+            read_s: secs(s.read),
+            derive_s: secs(s.derive),
+            commit_s: secs(s.commit),
+        }
+    }
 }
 
 /// The figures of one run (the `--json` object).
@@ -276,13 +292,7 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
             }
         }
     }
-    r.stages = StageSecs {
-        open_s: secs(stages.open),
-        plan_s: secs(stages.plan),
-        read_s: secs(stages.read),
-        derive_s: secs(stages.derive),
-        commit_s: secs(stages.commit),
-    };
+    r.stages = StageSecs::from(&stages);
 
     // (a) The raw-read limit.
     let t = Instant::now();

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dlink_rt::bench::{
-    self, latency::LatencyOptions, workload::WorkloadSpec, BenchOptions, BenchResult,
+    self, compare::ExamplesOptions, latency::LatencyOptions, workload::WorkloadSpec, BenchOptions,
+    BenchResult,
 };
+
+use dlink_rt::config::LinkMode;
 
 use super::{EXIT_CONFIG, EXIT_FAILED};
 
@@ -18,9 +21,9 @@ pub struct BenchArgs {
     /// --follow].
     #[arg(long)]
     pub pipelines: Option<usize>,
-    /// Rows of each table at version 0.
-    #[arg(long, default_value_t = 1000)]
-    pub rows: usize,
+    /// Rows of each table at version 0 [default: 1000; 100000 with --examples].
+    #[arg(long)]
+    pub rows: Option<usize>,
     /// Commits per table after version 0 (append, update, delete or merge), before --scale.
     #[arg(long, default_value_t = 4)]
     pub versions: usize,
@@ -65,6 +68,27 @@ pub struct BenchArgs {
     /// Commits measured with --follow.
     #[arg(long, default_value_t = 20)]
     pub samples: usize,
+    /// The four example pipelines (with their lookups) in one process over the example
+    /// tables at --rows rows: a catch-up, then an increment of --commits commits per
+    /// table, each against its limit; then a lookup of 100k keys through the index.
+    #[arg(long, conflicts_with_all = ["follow", "scaling"])]
+    pub examples: bool,
+    /// With --examples: commits per table of the increment.
+    #[arg(long, default_value_t = 20, requires = "examples")]
+    pub commits: usize,
+    /// With --examples: run the Python peer (bench/peer/peer.py, delta-rs + polars) on
+    /// the same data in the same run and print the ratios. Skipped, saying so, when its
+    /// venv is missing (`make peer-venv`).
+    #[arg(long, requires = "examples")]
+    pub peer: bool,
+    /// The link-table commit of a 2,000-key batch as the link table grows: the change
+    /// log from 100k rows to --rows rows [default 10M], the one-row-per-key MERGE
+    /// (`mode = "latest"`) at 100k and 1M.
+    #[arg(long, conflicts_with_all = ["follow", "scaling", "examples"])]
+    pub commit: bool,
+    /// The peer's Python [default: $DLINK_PEER_PYTHON, else ~/.cache/dlink-rt/peer-venv/bin/python].
+    #[arg(long, value_name = "FILE", requires = "peer")]
+    pub python: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -75,6 +99,138 @@ impl BenchArgs {
     fn pipelines(&self) -> usize {
         self.pipelines.unwrap_or(if self.follow { 2 } else { 20 })
     }
+
+    fn rows(&self) -> usize {
+        self.rows
+            .unwrap_or(if self.examples { 100_000 } else { 1000 })
+    }
+}
+
+fn plugins_dir() -> PathBuf {
+    let rel = PathBuf::from("plugins/dist");
+    if rel.is_dir() {
+        return std::fs::canonicalize(&rel).unwrap_or(rel);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+/// `bench --commit`.
+async fn commit(args: &BenchArgs) -> ExitCode {
+    let top = args.rows.unwrap_or(10_000_000).max(100_000) as u64;
+    let mut sizes: Vec<u64> = [100_000, 1_000_000, top]
+        .into_iter()
+        .filter(|s| *s <= top)
+        .collect();
+    sizes.dedup();
+    let dir = match tempfile_dir(args.dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let progress = |m: &str| eprintln!("bench: {m}");
+    let mut points = Vec::new();
+    for (mode, sizes) in [
+        (LinkMode::Log, sizes.clone()),
+        (
+            LinkMode::Latest,
+            sizes.iter().copied().filter(|s| *s <= 1_000_000).collect(),
+        ),
+    ] {
+        match bench::commit::run(&dir, mode, &sizes, progress).await {
+            Ok(p) => points.extend(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if args.json {
+        return print_json(&serde_json::json!({ "profile": bench::profile(), "commits": points }));
+    }
+    println!(
+        "dlink-rt bench --commit (profile: {}){}",
+        bench::profile(),
+        debug_notice(bench::profile())
+    );
+    println!(
+        "  {:<7} {:>12} {:>7} {:>14}",
+        "mode", "table rows", "files", "2k-key commit"
+    );
+    for p in &points {
+        println!(
+            "  {:<7} {:>12} {:>7} {:>11.1} ms",
+            p.mode,
+            p.table_rows,
+            p.files,
+            p.commit_s * 1e3
+        );
+    }
+    let log: Vec<&bench::commit::CommitPoint> = points.iter().filter(|p| p.mode == "log").collect();
+    if let (Some(a), Some(b)) = (log.first(), log.last()) {
+        println!(
+            "  change log: {} -> {} rows: commit x{:.2}",
+            a.table_rows,
+            b.table_rows,
+            b.commit_s / a.commit_s.max(1e-9)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `dir` if given (created), else a new folder under the system's temp folder.
+fn tempfile_dir(dir: Option<&std::path::Path>) -> Result<PathBuf, String> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("dlink-bench-commit-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `bench --examples [--peer]`.
+async fn examples(args: &BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+    let plugins = plugins_dir();
+    if !plugins.join("emp_dept.wasm").is_file() {
+        eprintln!(
+            "error: the example plugins are not in {}; build them (`make build`)",
+            plugins.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let (peer, skipped) = match (args.peer, bench::peer::python(args.python.as_deref())) {
+        (false, _) => (None, None),
+        (true, Ok(p)) => (Some(p), None),
+        (true, Err(why)) => {
+            eprintln!("bench: the peer is skipped: {why}");
+            (None, Some(why))
+        }
+    };
+    let opts = ExamplesOptions {
+        rows: args.rows(),
+        history: 4,
+        commits: args.commits.max(1),
+        dir: args.dir.clone(),
+        keep: args.keep,
+        cache_dir,
+        plugins,
+        peer,
+    };
+    let outcome = bench::compare::run(&opts, |m| eprintln!("bench: {m}"))
+        .await
+        .map(|mut r| {
+            r.peer_skipped = skipped;
+            r
+        });
+    finish(outcome, args.json, |r| {
+        format!("{}{}\n", bench::compare::table(r), debug_notice(&r.profile))
+    })
 }
 
 fn default_plugin() -> PathBuf {
@@ -88,6 +244,12 @@ fn default_plugin() -> PathBuf {
 }
 
 pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+    if args.examples {
+        return examples(&args, cache_dir).await;
+    }
+    if args.commit {
+        return commit(&args).await;
+    }
     if args.scaling {
         return scaling(&args, cache_dir.as_ref());
     }
@@ -103,7 +265,7 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
     let spec = WorkloadSpec {
         upstreams: args.upstreams(),
         pipelines: args.pipelines(),
-        rows: args.rows,
+        rows: args.rows(),
         versions: args.versions,
         change_fraction: args.change_fraction,
         seed: args.seed,
@@ -228,7 +390,7 @@ fn scaling(args: &BenchArgs, cache_dir: Option<&PathBuf>) -> ExitCode {
         for (flag, value) in [
             ("--upstreams", args.upstreams().to_string()),
             ("--pipelines", args.pipelines().to_string()),
-            ("--rows", args.rows.to_string()),
+            ("--rows", args.rows().to_string()),
             ("--versions", args.versions.to_string()),
             ("--change-fraction", args.change_fraction.to_string()),
             ("--seed", args.seed.to_string()),

@@ -9,6 +9,9 @@ use dlink_rt::plugin::PluginHost;
 
 use super::EXIT_FAILED;
 
+/// Versions per upstream per batch in the demo (the example files use the default).
+const DEMO_BATCH_SIZE: i64 = 2;
+
 /// The example pipelines, in the order the demo runs them.
 const PIPELINES: [&str; 4] = ["sp_affiliation", "emp_dept", "pub_authors", "author_pubs"];
 
@@ -66,8 +69,14 @@ async fn demo_inner(
         PluginHost::new(cache_dir).map_err(|e| format!("cannot start the plugin host: {e:#}"))?;
     for name in PIPELINES {
         let file = args.configs.join(format!("{name}.toml"));
-        let pipeline = Pipeline::load(&file)?;
-        println!("\n$ dlink-rt run {}", file.display());
+        let mut pipeline = Pipeline::load(&file)?;
+        // The demo's history is a few versions long: small batches show how a backlog
+        // is cut into several batches, each its own commit.
+        pipeline.batch_size = DEMO_BATCH_SIZE;
+        println!(
+            "\n$ dlink-rt run {} (batch_size {DEMO_BATCH_SIZE} for the demo)",
+            file.display()
+        );
         super::run::run_once(&pipeline, &host).await?;
         print_link_table(&pipeline, args.rows).await?;
     }
@@ -83,14 +92,17 @@ async fn print_link_table(
     let ctx = dlink_rt::cdf::session();
     let df = ctx.read_table(table.table_provider().await?)?;
     let total = df.clone().count().await?;
+    let key_cols: Vec<_> = p.keys.iter().map(|k| col(k.name.as_str())).collect();
+    let distinct = df.clone().select(key_cols)?.distinct()?.count().await?;
     let sort: Vec<_> = p
         .keys
         .iter()
         .map(|k| col(k.name.as_str()).sort(true, true))
+        .chain([col(dlink_rt::sink::BATCH_ID).sort(true, true)])
         .collect();
     let batches = df.sort(sort)?.limit(0, Some(rows))?.collect().await?;
     println!(
-        "link table {} (version {}, {total} keys{}):",
+        "link table {} (version {}, {total} rows: {distinct} keys by batch{}):",
         short(Path::new(&p.link_uri)),
         table.version().unwrap_or(0),
         if total > rows {

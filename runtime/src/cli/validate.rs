@@ -13,9 +13,9 @@ use std::process::ExitCode;
 
 use dlink_rt::cdf::{self, history::TableState};
 use dlink_rt::config::{Derivation, Pipeline, Upstream};
+use dlink_rt::lookup::TableCache;
 use dlink_rt::plugin::PluginHost;
 use dlink_rt::sink::LinkTable;
-use dlink_rt::sql::TableCache;
 use dlink_rt::sql_pipeline::ChangeTable;
 
 use super::{EXIT_CONFIG, EXIT_FAILED};

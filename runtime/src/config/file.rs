@@ -13,6 +13,9 @@ pub(super) struct CatalogFile {
     /// `[upstreams.NAME]` tables.
     #[serde(default)]
     pub(super) upstreams: BTreeMap<String, UpstreamEntry>,
+    /// How lookups of these tables are answered. Default: indexed, 512 MiB per index.
+    #[serde(default)]
+    pub(super) lookups: super::LookupSettings,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -85,6 +88,10 @@ pub(super) struct LinkSection {
     pub(super) uri: Spanned<String>,
     #[schemars(with = "Vec<KeySpec>")]
     pub(super) keys: Spanned<Vec<KeySpec>>,
+    /// `log` (one row per key and batch, appended) or `latest` (one row per key,
+    /// merged). Default: the mode of the existing link table, `log` for a new one.
+    #[schemars(with = "Option<super::LinkMode>")]
+    pub(super) mode: Option<Spanned<super::LinkMode>>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

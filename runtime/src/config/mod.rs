@@ -64,6 +64,59 @@ pub const CHANGE_TYPES: [&str; 4] = ["insert", "update_preimage", "update_postim
 pub struct Catalog {
     pub path: PathBuf,
     pub upstreams: BTreeMap<String, Upstream>,
+    pub lookups: LookupSettings,
+}
+
+/// How a plugin's lookups are answered (the catalog's `[lookups]` table).
+///
+/// Each looked-up (table, column) gets an index held in memory by the process, built
+/// on the first lookup, kept across batches and advanced along the table's change
+/// feed; a lookup is then a hash probe. An index that would exceed `memory_mb` is
+/// dropped and that table's lookups are answered by scans (a semi-join of the keys).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupSettings {
+    /// Keep an index per looked-up table and column. Default true.
+    pub index: bool,
+    /// Memory budget of one index, in MiB. Default 512.
+    pub memory_mb: u64,
+}
+
+impl Default for LookupSettings {
+    fn default() -> Self {
+        LookupSettings {
+            index: true,
+            memory_mb: 512,
+        }
+    }
+}
+
+/// How a link table holds its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    /// An append-only change log: one row per (key, batch), each batch one append
+    /// commit; the cost of a batch follows the batch, not the table.
+    Log,
+    /// One row per key, holding the last batch that reported it (a MERGE per batch,
+    /// rewriting the files that hold one of the batch's keys).
+    Latest,
+}
+
+impl LinkMode {
+    /// The spelling of pipeline files and of the link table's `dlink.link.mode`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LinkMode::Log => "log",
+            LinkMode::Latest => "latest",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A key column of a link table.
@@ -163,6 +216,11 @@ pub struct Pipeline {
     /// Link table location (absolute path or URL).
     pub link_uri: String,
     pub keys: Vec<KeyColumn>,
+    /// The link table's mode as the file asks; `None` takes the existing table's (and
+    /// [`LinkMode::Log`] for a new one).
+    pub link_mode: Option<LinkMode>,
+    /// The catalog's `[lookups]` settings.
+    pub lookup_settings: LookupSettings,
 }
 
 /// How a pipeline derives its keys.
@@ -358,12 +416,19 @@ impl Catalog {
                 },
             );
         }
+        if file.lookups.memory_mb == 0 {
+            problems.push(format!(
+                "{}: [lookups] memory_mb must be 1 or more (or index = false to answer lookups by scans)",
+                src.path.display()
+            ));
+        }
         if !problems.is_empty() {
             return Err(Error::Config { problems });
         }
         Ok(Catalog {
             path: src.path,
             upstreams,
+            lookups: file.lookups,
         })
     }
 }
@@ -539,6 +604,8 @@ impl Pipeline {
             derivation_line,
             link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
             keys,
+            link_mode: file.link.mode.map(|m| m.into_inner()),
+            lookup_settings: catalog.lookups,
         })
     }
 }

@@ -14,9 +14,9 @@ use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Derivation, Pipeline, Upstream};
 use crate::error::{Error, Result};
 use crate::keys::DefaultCause;
+use crate::lookup::{TableCache, TableLookup};
 use crate::plugin::{PluginHost, UpstreamInput};
 use crate::sink::{Commit, LinkTable, UpstreamRange};
-use crate::sql::{TableCache, TableLookup};
 use crate::sql_pipeline::ChangeTable;
 
 /// Where an upstream stands in a run.
@@ -264,6 +264,8 @@ impl Session {
                         pinned,
                         cache.clone(),
                         ctx.clone(),
+                        host.indexes().clone(),
+                        pipeline.lookup_settings,
                     ));
                     let output = match plugin
                         .derive(&pipeline.name, batch_id, inputs, lookup)

@@ -16,7 +16,15 @@ impl host::Host for State {
         let Some(lookup) = self.lookup.clone() else {
             return Err("lookup is only available during derive".into());
         };
-        lookup.lookup(&table, &column, &keys, &columns).await
+        // This future is polled on the Wasm fiber's stack, which is small: the work
+        // (planning, scanning, probing) runs as its own task on an ordinary worker
+        // thread, and only the wait for it happens here.
+        let task =
+            tokio::spawn(async move { lookup.lookup(&table, &column, &keys, &columns).await });
+        match task.await {
+            Ok(answer) => answer,
+            Err(e) => Err(format!("the host's lookup task failed: {e}")),
+        }
     }
 
     async fn log(&mut self, level: types::Level, message: String) {

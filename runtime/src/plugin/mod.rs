@@ -84,6 +84,8 @@ pub struct PluginHost {
     linker: Linker<State>,
     cache_dir: Option<PathBuf>,
     stop_ticker: Arc<AtomicBool>,
+    /// The lookup indexes of the process, shared by every plugin instance.
+    indexes: Arc<crate::lookup::Indexes>,
 }
 
 impl Drop for PluginHost {
@@ -156,7 +158,13 @@ impl PluginHost {
             linker,
             cache_dir,
             stop_ticker,
+            indexes: Arc::default(),
         })
+    }
+
+    /// The lookup indexes shared by the pipelines of this host.
+    pub fn indexes(&self) -> &Arc<crate::lookup::Indexes> {
+        &self.indexes
     }
 
     /// Reads and compiles (or loads from the cache) the plugin at `path`.

@@ -1,0 +1,127 @@
+//! `dlink-rt bench --commit`: the link-table commit of a small batch (2,000 keys spread
+//! over the key space) as the table grows, through [`crate::sink::LinkTable::commit`]
+//! itself: in the change log (`log`, the default) from 100k to 10M rows, and as the
+//! one-row-per-key MERGE (`latest`) for contrast.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::Int64Array;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LinkMode, Pipeline};
+use crate::keys::AffectedKeys;
+use crate::sink::{Commit, LinkTable, UpstreamRange};
+
+/// One measured table size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitPoint {
+    pub mode: String,
+    /// Rows of the link table before the measured commits.
+    pub table_rows: u64,
+    /// Data files of the link table then.
+    pub files: usize,
+    /// Median of the measured commits.
+    pub commit_s: f64,
+}
+
+/// Keys `base + i * stride` for `i < n`, caused by upstream `u`.
+fn keys(n: usize, base: i64, stride: i64) -> AffectedKeys {
+    let cause: Arc<[String]> = Arc::from(vec!["u".to_string()]);
+    AffectedKeys {
+        columns: vec![Arc::new(Int64Array::from_iter_values(
+            (0..n as i64).map(|i| base + i * stride),
+        ))],
+        upstreams: vec![cause; n],
+        change_ts: vec![Some(0); n],
+    }
+}
+
+async fn commit(link: &mut LinkTable, batch_id: i64, k: &AffectedKeys) -> Result<Duration, String> {
+    let ranges = [UpstreamRange {
+        name: "u".into(),
+        range: Some((batch_id - 1, batch_id - 1)),
+        pinned: batch_id - 1,
+        change_rows: k.len(),
+    }];
+    let t = Instant::now();
+    link.commit(Commit {
+        batch_id,
+        keys: k,
+        upstreams: &ranges,
+        lookups: &[],
+        plugin_path: "bench".into(),
+        plugin_sha256: String::new(),
+        plugin_active_since: 1,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(t.elapsed())
+}
+
+fn pipeline(dir: &Path, mode: LinkMode) -> Result<Pipeline, String> {
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::write(dir.join("upstreams.toml"), "[upstreams.u]\nuri = \"u\"\n").map_err(err)?;
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"p\"\nupstreams = [\"u\"]\n\n[sql]\nquery = \"SELECT 1 AS k\"\n\n\
+             [link]\nuri = \"link\"\nmode = \"{mode}\"\nkeys = [{{ name = \"k\", type = \"long\" }}]\n"
+        ),
+    )
+    .map_err(err)?;
+    Pipeline::load(&file).map_err(|e| e.to_string())
+}
+
+/// Grows a link table of `mode` through `sizes` (rows, ascending), measuring five
+/// 2,000-key commits at each size.
+pub async fn run(
+    dir: &Path,
+    mode: LinkMode,
+    sizes: &[u64],
+    progress: impl Fn(&str),
+) -> Result<Vec<CommitPoint>, String> {
+    let p = pipeline(&dir.join(mode.as_str()), mode)?;
+    let mut link = LinkTable::open(&p).await.map_err(|e| e.to_string())?;
+    link.checkpoint().await.map_err(|e| e.to_string())?;
+    let (mut rows, mut batch, mut out) = (0u64, 0i64, Vec::new());
+    // Key space of the largest size: the small batches' keys are spread over it.
+    let space = sizes.iter().copied().max().unwrap_or(0) as i64;
+    for &size in sizes {
+        while rows < size {
+            let n = (size - rows).min(1_000_000) as usize;
+            batch += 1;
+            commit(&mut link, batch, &keys(n, rows as i64, 1)).await?;
+            rows += n as u64;
+        }
+        let files = link
+            .table()
+            .and_then(|t| t.snapshot().ok().map(|s| s.log_data().num_files()))
+            .unwrap_or(0);
+        let mut times = Vec::new();
+        for i in 0..5 {
+            batch += 1;
+            let k = keys(2000, i, (space / 2000).max(1));
+            times.push(commit(&mut link, batch, &k).await?.as_secs_f64());
+            if mode == LinkMode::Log {
+                rows += 2000;
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let point = CommitPoint {
+            mode: mode.as_str().into(),
+            table_rows: size,
+            files,
+            commit_s: times[2],
+        };
+        progress(&format!(
+            "{mode}: 2,000-key commit on a {size}-row link table ({files} files): {:.1} ms",
+            point.commit_s * 1e3
+        ));
+        out.push(point);
+    }
+    Ok(out)
+}

@@ -1,0 +1,140 @@
+//! The lookup service: the answers to a plugin's `lookup` calls, rows of a table as of
+//! the batch's pinned version whose lookup column is one of the keys asked.
+//!
+//! A lookup costs the keys asked and the rows returned, never a predicate with one
+//! literal per key: it is a hash probe of the table's [index](Indexes) (built on first
+//! use, kept across batches and advanced along the table's change feed) or, when the
+//! index cannot answer, a semi-join scan ([`answer`]) that the in-memory tables of
+//! `dlink-rt plugin test` ([`crate::fixtures`]) share.
+//!
+//! Lookups run as ordinary tokio tasks, off the Wasm fiber's small stack (see
+//! `plugin::host`).
+
+mod index;
+mod scan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use futures::future::BoxFuture;
+use tokio::sync::Mutex;
+
+use crate::config::{LookupSettings, Upstream};
+use crate::plugin::Lookup;
+
+pub use index::{IndexStats, Indexes};
+pub use scan::{answer, LookupTarget};
+
+/// Tables loaded at pinned versions, reused by later batches of the same run.
+pub type TableCache = Arc<Mutex<HashMap<(String, i64), DeltaTable>>>;
+
+/// Tables of one batch at their pinned versions.
+pub struct TableLookup {
+    pipeline: String,
+    /// Rows one lookup may return.
+    max_rows: u64,
+    /// name -> (table, pinned version)
+    pinned: HashMap<String, (Upstream, i64)>,
+    /// Loaded tables by (name, version), shared across the batches of a run.
+    cache: TableCache,
+    ctx: SessionContext,
+    indexes: Arc<Indexes>,
+    settings: LookupSettings,
+}
+
+impl TableLookup {
+    pub fn new(
+        pipeline: &str,
+        max_rows: u64,
+        pinned: impl IntoIterator<Item = (Upstream, i64)>,
+        cache: TableCache,
+        ctx: SessionContext,
+        indexes: Arc<Indexes>,
+        settings: LookupSettings,
+    ) -> Self {
+        TableLookup {
+            pipeline: pipeline.to_string(),
+            max_rows,
+            pinned: pinned
+                .into_iter()
+                .map(|(u, v)| (u.name.clone(), (u, v)))
+                .collect(),
+            cache,
+            ctx,
+            indexes,
+            settings,
+        }
+    }
+
+    async fn table(&self, u: &Upstream, version: i64) -> Result<DeltaTable, String> {
+        let key = (u.name.clone(), version);
+        let mut cache = self.cache.lock().await;
+        if let Some(t) = cache.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = crate::cdf::open_at(u, version)
+            .await
+            .map_err(|e| e.to_string())?;
+        cache.insert(key, t.clone());
+        Ok(t)
+    }
+
+    async fn answer(
+        &self,
+        table: &str,
+        column: &str,
+        keys: &[u8],
+        columns: &[String],
+    ) -> Result<Vec<u8>, String> {
+        let Some((u, version)) = self.pinned.get(table) else {
+            let mut known: Vec<&str> = self.pinned.keys().map(String::as_str).collect();
+            known.sort();
+            return Err(format!(
+                "lookup of table '{table}': not an upstream or lookup table of pipeline '{}' (it may look up: {}); \
+                 declare it in the pipeline file's `lookups`",
+                self.pipeline,
+                known.join(", ")
+            ));
+        };
+        let t = self.table(u, *version).await?;
+        let at = format!(" at version {version}");
+        let schema = crate::cdf::arrow_schema(u, &t).map_err(|e| e.to_string())?;
+        let req = scan::Request::decode(table, &at, &schema, column, keys, columns)?;
+        if let Some(answer) = self
+            .indexes
+            .answer(
+                &self.ctx,
+                u,
+                &t,
+                *version,
+                &req,
+                self.max_rows,
+                &self.settings,
+            )
+            .await
+        {
+            return answer;
+        }
+        let target = LookupTarget {
+            name: table.to_string(),
+            at,
+            schema,
+            provider: t.table_provider().await.map_err(|e| e.to_string())?,
+        };
+        scan::scan(&self.ctx, &target, &req, self.max_rows).await
+    }
+}
+
+impl Lookup for TableLookup {
+    fn lookup<'a>(
+        &'a self,
+        table: &'a str,
+        column: &'a str,
+        keys: &'a [u8],
+        columns: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(self.answer(table, column, keys, columns))
+    }
+}
