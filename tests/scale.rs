@@ -329,9 +329,14 @@ async fn lookup_of_a_million_keys_returns_rows_or_names_the_limit() {
     ws.run_ok(&ok);
     let employee = ws.table("employee");
     let (names, rows) = snapshot(&employee, latest(&employee)).await;
-    assert_eq!(
-        link_keys(&ok, 1..=i64::MAX).await,
-        column(&names, &rows, "emp_id")
+    let asked: BTreeSet<i64> = column(&names, &rows, "emp_id")
+        .into_iter()
+        .filter(|e| (1..=1_000_000).contains(e))
+        .collect();
+    assert!(asked.len() > 90_000);
+    assert!(
+        link_keys(&ok, 1..=i64::MAX).await == asked,
+        "every employee asked for, no other"
     );
 
     let capped = write("capped", "[plugin.limits]\nmax_lookup_rows = 1000\n");
