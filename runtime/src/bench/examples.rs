@@ -18,8 +18,11 @@ use crate::demo::{
 
 type DynResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The example tables, with their columns and the id column commits select rows by.
-pub const TABLES: [(&str, &[(&str, Col)], &str); 6] = [
+/// A table's name, its columns and the id column commits select rows by.
+pub type TableSpec = (&'static str, &'static [(&'static str, Col)], &'static str);
+
+/// The example tables.
+pub const TABLES: [TableSpec; 6] = [
     ("spmaster", &SPMASTER, "diasng_id"),
     ("affiliation", &AFFILIATION, "sp_id"),
     ("employee", &EMPLOYEE, "emp_id"),

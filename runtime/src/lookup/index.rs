@@ -96,7 +96,7 @@ impl Index {
             order,
             rows_conv,
             key_conv,
-            hasher: foldhash::fast::FixedState::with_seed(0x646c_696e_6b),
+            hasher: foldhash::fast::FixedState::with_seed(0x0064_6c69_6e6b),
             arena: Vec::new(),
             rows: Vec::new(),
             heads: HashTable::new(),
@@ -346,11 +346,21 @@ enum Slot {
 /// pipeline and batch.
 #[derive(Default)]
 pub struct Indexes {
-    slots: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<(String, String), SharedSlot>>,
+}
+
+type SharedSlot = Arc<tokio::sync::Mutex<Slot>>;
+
+/// An upstream's table as of the batch's pinned version, and the session reading it.
+pub(crate) struct Pinned<'a> {
+    pub ctx: &'a SessionContext,
+    pub upstream: &'a Upstream,
+    pub table: &'a DeltaTable,
+    pub version: i64,
 }
 
 impl Indexes {
-    fn slot(&self, uri: &str, column: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+    fn slot(&self, uri: &str, column: &str) -> SharedSlot {
         let mut slots = match self.slots.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
@@ -388,15 +398,12 @@ impl Indexes {
         out
     }
 
-    /// Answers `req` against `u` as of `version` (`table` is `u` loaded at that
-    /// version) from the index of its lookup column, building or advancing the index
-    /// first. `None` when the index cannot answer: the caller scans.
+    /// Answers `req` against the pinned table from the index of its lookup column,
+    /// building or advancing the index first. `None` when the index cannot answer:
+    /// the caller scans.
     pub(crate) async fn answer(
         &self,
-        ctx: &SessionContext,
-        u: &Upstream,
-        table: &DeltaTable,
-        version: i64,
+        at: &Pinned<'_>,
         req: &Request,
         max_rows: u64,
         settings: &LookupSettings,
@@ -404,6 +411,7 @@ impl Indexes {
         if !settings.index {
             return None;
         }
+        let (u, version) = (at.upstream, at.version);
         let slot = self.slot(&u.uri, &req.column);
         let mut slot = slot.lock().await;
         let budget =
@@ -420,7 +428,7 @@ impl Indexes {
                 return None;
             }
             Slot::Ready(ix) if ix.version == version => Ok(ix),
-            Slot::Ready(ix) => match advance(ix, ctx, u, table, version).await {
+            Slot::Ready(ix) => match advance(ix, at).await {
                 Ok(ix) => Ok(ix),
                 Err(Refusal::Transient(why)) => {
                     tracing::debug!(
@@ -428,11 +436,11 @@ impl Indexes {
                         u.name,
                         req.column
                     );
-                    build(ctx, u, table, version, &req.column, budget).await
+                    build(at, &req.column, budget).await
                 }
                 Err(e) => Err(e),
             },
-            Slot::Empty => build(ctx, u, table, version, &req.column, budget).await,
+            Slot::Empty => build(at, &req.column, budget).await,
         };
         match outcome {
             Ok(ix) => {
@@ -480,15 +488,14 @@ fn index_schema(u: &Upstream, table: &DeltaTable) -> Result<SchemaRef, Refusal> 
     )))
 }
 
-/// Builds the index of `u`'s `column` from a snapshot read of `table` (at `version`).
-async fn build(
-    ctx: &SessionContext,
-    u: &Upstream,
-    table: &DeltaTable,
-    version: i64,
-    column: &str,
-    budget: usize,
-) -> Result<Box<Index>, Refusal> {
+/// Builds the index of the pinned table's `column` from a snapshot read.
+async fn build(at: &Pinned<'_>, column: &str, budget: usize) -> Result<Box<Index>, Refusal> {
+    let Pinned {
+        ctx,
+        upstream: u,
+        table,
+        version,
+    } = *at;
     let started = Instant::now();
     let schema = index_schema(u, table)?;
     let mut ix = Box::new(Index::new(schema.clone(), column, version, budget)?);
@@ -520,14 +527,14 @@ async fn build(
     Ok(ix)
 }
 
-/// Moves `ix` to `version` by applying the table's change feed in between.
-async fn advance(
-    mut ix: Box<Index>,
-    ctx: &SessionContext,
-    u: &Upstream,
-    table: &DeltaTable,
-    version: i64,
-) -> Result<Box<Index>, Refusal> {
+/// Moves `ix` to the pinned version by applying the table's change feed in between.
+async fn advance(mut ix: Box<Index>, at: &Pinned<'_>) -> Result<Box<Index>, Refusal> {
+    let Pinned {
+        ctx,
+        upstream: u,
+        table,
+        version,
+    } = *at;
     if index_schema(u, table)? != ix.schema {
         return Err(Refusal::Transient("the table's schema changed".into()));
     }

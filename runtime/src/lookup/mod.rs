@@ -105,10 +105,12 @@ impl TableLookup {
         if let Some(answer) = self
             .indexes
             .answer(
-                &self.ctx,
-                u,
-                &t,
-                *version,
+                &index::Pinned {
+                    ctx: &self.ctx,
+                    upstream: u,
+                    table: &t,
+                    version: *version,
+                },
                 &req,
                 self.max_rows,
                 &self.settings,
