@@ -391,13 +391,10 @@ async fn lookup_index_answers_as_the_snapshot_at_every_pinned_version() {
         // Forward (the index advances), then back to an older version (a scan).
         for version in [0, 2, HISTORY as i64, last - 7, last, 1] {
             let lookup = |index: bool| {
-                TableLookup::new(
-                    "p",
-                    10_000_000,
-                    [(u.clone(), version)],
-                    Arc::default(),
-                    dlink_rt::cdf::session(),
-                    indexes.clone(),
+                table_lookup(
+                    &u,
+                    version,
+                    &indexes,
                     LookupSettings {
                         index,
                         memory_mb: 512,
@@ -432,6 +429,24 @@ async fn lookup_index_answers_as_the_snapshot_at_every_pinned_version() {
     }
 }
 
+/// The lookup service of a pipeline `p` that may look up `u` at `version`.
+fn table_lookup(
+    u: &Upstream,
+    version: i64,
+    indexes: &Arc<Indexes>,
+    settings: LookupSettings,
+) -> TableLookup {
+    TableLookup::new(
+        "p",
+        10_000_000,
+        [(u.clone(), version)],
+        Arc::default(),
+        dlink_rt::cdf::session(),
+        indexes.clone(),
+        settings,
+    )
+}
+
 /// An index that would exceed its memory budget is dropped: lookups are answered by
 /// scans, with the same rows.
 #[tokio::test(flavor = "multi_thread")]
@@ -444,13 +459,10 @@ async fn lookup_index_over_budget_falls_back_to_a_scan() {
     let mut answers = Vec::new();
     for memory_mb in [1, 512] {
         let indexes = Arc::new(Indexes::default());
-        let lookup = TableLookup::new(
-            "p",
-            10_000_000,
-            [(u.clone(), version)],
-            Arc::default(),
-            dlink_rt::cdf::session(),
-            indexes.clone(),
+        let lookup = table_lookup(
+            &u,
+            version,
+            &indexes,
             LookupSettings {
                 index: true,
                 memory_mb,

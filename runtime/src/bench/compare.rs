@@ -16,7 +16,7 @@ use deltalake::datafusion::prelude::{col, lit};
 use serde::{Deserialize, Serialize};
 
 use super::examples::{write_history, write_increment, TABLES};
-use super::{peak_rss, peer, reference, reset_peak_rss, secs, Cleanup, StageSecs};
+use super::{peak_rss, peer, reference, reset_peak_rss, secs, Cleanup, StageSecs, Totals};
 use crate::config::{Catalog, LookupSettings, Pipeline, Upstream};
 use crate::engine::BatchReport;
 use crate::plugin::{Lookup, PluginHost};
@@ -159,29 +159,16 @@ async fn figures(
     wall: Duration,
     reports: &[BatchReport],
 ) -> Result<RunFigures, String> {
+    let totals = Totals::of(reports);
     let mut f = RunFigures {
         wall_s: secs(wall),
         batches: reports.len(),
+        keys: totals.keys,
+        change_rows: totals.change_rows,
+        stages: StageSecs::from(&totals.stages),
         ..Default::default()
     };
-    let mut stages = crate::engine::Stages::default();
-    let mut ranges = BTreeSet::new();
-    for b in reports {
-        stages.open += b.stages.open;
-        stages.plan += b.stages.plan;
-        stages.read += b.stages.read;
-        stages.derive += b.stages.derive;
-        stages.commit += b.stages.commit;
-        f.keys += b.keys as u64;
-        for u in &b.upstreams {
-            if let Some((s, e)) = u.range {
-                if ranges.insert((u.name.clone(), s, e)) {
-                    f.change_rows += u.change_rows as u64;
-                }
-            }
-        }
-    }
-    f.stages = StageSecs::from(&stages);
+    let ranges = totals.ranges;
     let mut files = Vec::new();
     for (name, s, e) in &ranges {
         files.extend(reference::change_files(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Catalog, Pipeline};
-use crate::engine::BatchReport;
+use crate::engine::{BatchReport, Stages};
 use crate::plugin::PluginHost;
 use workload::{Workload, WorkloadSpec};
 
@@ -274,25 +274,12 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
         table_opens_requested: outcome.reads.opens_requested,
         ..Default::default()
     };
-    let mut stages = crate::engine::Stages::default();
-    let mut ranges: BTreeSet<(String, i64, i64)> = BTreeSet::new();
-    for b in &reports {
-        stages.open += b.stages.open;
-        stages.plan += b.stages.plan;
-        stages.read += b.stages.read;
-        stages.derive += b.stages.derive;
-        stages.commit += b.stages.commit;
-        r.keys += b.keys as u64;
-        r.change_rows_per_pipeline += b.change_rows as u64;
-        for u in &b.upstreams {
-            if let Some((s, e)) = u.range {
-                if ranges.insert((u.name.clone(), s, e)) {
-                    r.change_rows += u.change_rows as u64;
-                }
-            }
-        }
-    }
-    r.stages = StageSecs::from(&stages);
+    let totals = Totals::of(&reports);
+    r.keys = totals.keys;
+    r.change_rows = totals.change_rows;
+    r.change_rows_per_pipeline = totals.change_rows_per_pipeline;
+    r.stages = StageSecs::from(&totals.stages);
+    let ranges = totals.ranges;
 
     // (a) The raw-read limit.
     let t = Instant::now();
@@ -455,4 +442,41 @@ pub fn table(r: &BenchResult) -> String {
         format!("{:.2} ms", r.wall_s * 1e6 / (r.change_rows.max(1) as f64)),
     );
     out
+}
+
+/// What a run's batch reports add up to.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub stages: Stages,
+    pub keys: u64,
+    /// Change rows of each distinct (upstream, version range) read: a range shared by
+    /// several pipelines is read once and counted once.
+    pub change_rows: u64,
+    /// Change rows as each pipeline saw them (shared ranges counted per pipeline).
+    pub change_rows_per_pipeline: u64,
+    /// The distinct (upstream, first version, last version) ranges read.
+    pub ranges: BTreeSet<(String, i64, i64)>,
+}
+
+impl Totals {
+    pub(crate) fn of(reports: &[BatchReport]) -> Totals {
+        let mut t = Totals::default();
+        for b in reports {
+            t.stages.open += b.stages.open;
+            t.stages.plan += b.stages.plan;
+            t.stages.read += b.stages.read;
+            t.stages.derive += b.stages.derive;
+            t.stages.commit += b.stages.commit;
+            t.keys += b.keys as u64;
+            t.change_rows_per_pipeline += b.change_rows as u64;
+            for u in &b.upstreams {
+                if let Some((s, e)) = u.range {
+                    if t.ranges.insert((u.name.clone(), s, e)) {
+                        t.change_rows += u.change_rows as u64;
+                    }
+                }
+            }
+        }
+        t
+    }
 }
