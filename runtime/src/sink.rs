@@ -32,6 +32,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{ArrayType, DataType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
 use serde_json::json;
 
@@ -485,14 +486,18 @@ impl LinkTable {
             // The change log, or a `latest` table with nothing to match against (the
             // first batch): an append writes the same rows as the MERGE would, without
             // planning a join or writing change files.
+            // deltalake's record-batch writer: one parquet file with its statistics
+            // and one commit, without planning a DataFusion write (whose per-row
+            // checks of the non-null list elements cost more than the file itself).
             let rows = self.rows(&table, c.batch_id, c.keys, false)?;
-            table = table
-                .clone()
-                .write([rows])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props.clone())
-                .await
-                .map_err(|e| self.err(format!("append of batch {} failed: {e}", c.batch_id)))?;
+            let failed = |e: deltalake::DeltaTableError| {
+                self.err(format!("append of batch {} failed: {e}", c.batch_id))
+            };
+            let mut writer = RecordBatchWriter::for_table(&table)
+                .map_err(failed)?
+                .with_commit_properties(props.clone());
+            writer.write(rows).await.map_err(failed)?;
+            writer.flush_and_commit(&mut table).await.map_err(failed)?;
         } else if !c.keys.is_empty() {
             let source = self.rows(&table, c.batch_id, c.keys, true)?;
             let ctx = crate::cdf::session();
