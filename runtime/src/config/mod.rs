@@ -162,7 +162,7 @@ pub struct Limits {
     /// Log bytes a plugin may emit per call, in KiB; further lines are dropped with a
     /// warning. Default 1024.
     pub max_log_kb: u64,
-    /// Rows one `lookup` may return; more fails the batch. Default 1000000.
+    /// Rows one `lookup` may return; more fails the batch. Default 10000000.
     pub max_lookup_rows: u64,
 }
 
@@ -173,7 +173,7 @@ impl Default for Limits {
             memory_mb: 1024,
             max_output_mb: 256,
             max_log_kb: 1024,
-            max_lookup_rows: 1_000_000,
+            max_lookup_rows: 10_000_000,
         }
     }
 }
