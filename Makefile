@@ -35,11 +35,11 @@ plugins: wasm-target
 demo: build
 	DLINK_DATA=$(DEMO_DIR) $(CARGO) run -q --bin dlink-rt -- demo $(DEMO_DIR)
 
-## test: every test of the host (with the Spark fixtures and real plugins) and of the SDK
-test: build test-sdk test-host
+## test: every test of the host (with the Spark fixtures, real plugins and the Python peer) and of the SDK
+test: build peer-venv test-sdk test-host
 
 test-host:
-	$(CARGO) test --workspace
+	DLINK_PEER_PYTHON=$${DLINK_PEER_PYTHON:-$(PEER_VENV)/bin/python} $(CARGO) test --workspace
 
 ## test-long: the randomized differential test with many cases (DLINK_RANDOM_CASES, default 200)
 test-long: build

@@ -198,3 +198,81 @@ async fn bench_follow_measures_commits_that_reach_the_link_table() {
     }
     assert_eq!(batches.len(), 4, "one batch per sample: {batches:?}");
 }
+
+/// `bench --examples --peer` at a small size: both runs of the four example
+/// pipelines (catch-up, then an increment) find, pipeline by pipeline, the same keys
+/// as the Python peer (delta-rs + polars), and every figure of the issue is reported.
+/// Needs the peer's venv (`make peer-venv`, which `make test` runs); without it the
+/// test says so and skips, except in CI (`CI` set), where a skip would prove nothing.
+#[test]
+fn bench_examples_agrees_with_the_python_peer() {
+    let python = std::env::var_os("DLINK_PEER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/dlink-rt/peer-venv/bin/python"))
+        });
+    let Some(python) = python.filter(|p| p.is_file()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: the peer's venv is missing; `make peer-venv` makes it"
+        );
+        eprintln!(
+            "SKIPPED: no peer venv (run `make peer-venv`); the peer comparison is not tested"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = dlink()
+        .current_dir(common::repo_root())
+        .args([
+            "bench",
+            "--examples",
+            "--peer",
+            "--json",
+            "--rows",
+            "3000",
+            "--commits",
+            "3",
+        ])
+        .arg("--python")
+        .arg(&python)
+        .arg("--dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "bench --examples failed:\n{out}\n{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    assert_eq!(v["keys_agree_with_peer"], Value::Bool(true), "{v}\n{err}");
+    assert_eq!(v["rows"], 3000, "{v}");
+    for field in [
+        "catch_up_s",
+        "increment_s",
+        "peer_catch_up_s",
+        "peer_increment_s",
+        "peak_rss_bytes",
+        "lookup_index_build_s",
+        "lookup_index_bytes",
+        "lookup_probe_s",
+    ] {
+        assert!(num(&v, &[field]) > 0.0, "{field} must be > 0: {v}");
+    }
+    for run in ["catch_up", "increment"] {
+        for field in ["limit_read_s", "limit_write_s", "limit_s", "change_rows"] {
+            assert!(
+                num(&v, &[run, field]) > 0.0,
+                "{run}.{field} must be > 0: {v}"
+            );
+        }
+        assert!(num(&v, &[run, "keys"]) > 0.0, "{run} found no keys: {v}");
+    }
+    // The lookup figure asks min(100k, rows) pub_ids of author_publication_link.
+    assert_eq!(v["lookup_keys"], 3000, "{v}");
+    let found = num(&v, &["lookup_rows"]);
+    assert!(
+        found > 0.0 && found <= num(&v, &["lookup_table_rows"]),
+        "{v}"
+    );
+}
