@@ -3,12 +3,14 @@
 //!
 //! Data flow of one batch (each module owns one step):
 //! [`config`] → [`engine`] plans the window → [`cdf`] reads the change feed →
-//! [`plugin`] derives keys (lookups answered by [`sql`]) → [`keys`] validates and
-//! deduplicates → [`sink`] commits keys and checkpoint in one Delta commit.
+//! [`plugin`] derives keys (lookups answered by [`lookup`]) → [`keys`] validates and
+//! deduplicates → [`sink`] commits keys and checkpoint in one Delta commit. Downstream,
+//! [`consumer`] reads the keys of a window of batches back.
 
 pub mod bench;
 pub mod cdf;
 pub mod config;
+pub mod consumer;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod keys;
 mod plugin;
 mod reset;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Run(run::RunArgs),
     /// Write the example upstream tables, run the four example pipelines, print their link tables.
     Demo(demo::DemoArgs),
+    /// Print the distinct affected keys of the batches since a batch or a time, with their causes.
+    Keys(keys::KeysArgs),
     /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
     Reset(reset::ResetArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
@@ -74,6 +77,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run(args) => run::run(args, cache_dir).await,
             Command::Demo(args) => demo::demo(args, cache_dir).await,
             Command::Reset(args) => reset::reset(args).await,
+            Command::Keys(args) => keys::keys(args).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, cache_dir).await,

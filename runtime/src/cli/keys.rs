@@ -1,0 +1,157 @@
+//! `dlink-rt keys <pipeline.toml> (--since-batch N | --since 2h|TIME) [--format ..] [--out PATH]`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
+use dlink_rt::config::Pipeline;
+use dlink_rt::consumer::{self, Since, Window};
+use dlink_rt::Error;
+
+use super::{EXIT_CONFIG, EXIT_FAILED};
+
+/// Prints the distinct affected keys of a window of batches, with their causes.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("window").required(true).args(["since_batch", "since"])))]
+pub struct KeysArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The batches after batch N (0: all).
+    #[arg(long, value_name = "N")]
+    pub since_batch: Option<i64>,
+    /// The batches committed since: a duration back from now (90s, 15m, 2h, 7d) or an
+    /// RFC 3339 time (2026-12-01T00:00:00Z).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write to this file instead of stdout (required for parquet).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    /// One JSON object per line.
+    Json,
+    Csv,
+    Parquet,
+}
+
+pub async fn keys(args: KeysArgs) -> ExitCode {
+    match keys_inner(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                Error::Config { .. } => EXIT_CONFIG,
+                _ => EXIT_FAILED,
+            })
+        }
+    }
+}
+
+async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
+    if args.format == Format::Parquet && args.out.is_none() {
+        return Err(Error::config(
+            "--format parquet writes a file: give --out PATH",
+        ));
+    }
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    let since = match (&args.since_batch, &args.since) {
+        (Some(n), _) => Since::Batch(*n),
+        (None, Some(text)) => {
+            Since::Time(consumer::parse_since(text, chrono::Utc::now()).map_err(Error::config)?)
+        }
+        (None, None) => return Err(Error::config("give --since-batch N or --since WHEN")),
+    };
+    let w = consumer::read_window(&pipeline, &since).await?;
+    let bytes = render(&w, args.format).map_err(|e| Error::Other(format!("{e}")))?;
+    match &args.out {
+        Some(path) => write_file(path, &bytes)?,
+        None => match std::io::stdout().write_all(&bytes) {
+            // A reader that stopped early (`| head`) is not a failure.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            r => r.map_err(|e| Error::Other(format!("writing to stdout: {e}")))?,
+        },
+    }
+    let first = match since {
+        Since::Batch(n) if n >= w.through_batch => format!("no batch after batch {n}"),
+        Since::Batch(n) => format!("batches {}..={}", n + 1, w.through_batch),
+        Since::Time(t) => format!("batches since {} up to {}", t.to_rfc3339(), w.through_batch),
+    };
+    eprintln!(
+        "{}: {} keys of {first} (link table version {}; {} of {} files read)",
+        pipeline.name,
+        w.len(),
+        w.link_version,
+        w.files_scanned,
+        w.files_total
+    );
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    std::fs::write(path, bytes).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+fn render(w: &Window, format: Format) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut out = Vec::new();
+    match format {
+        Format::Table => {
+            let text = deltalake::arrow::util::pretty::pretty_format_batches(&w.keys)?;
+            out.extend_from_slice(format!("{text}\n").as_bytes());
+        }
+        Format::Json => {
+            let mut writer = deltalake::arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in &w.keys {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+        Format::Csv => {
+            let mut writer = deltalake::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in &w.keys {
+                writer.write(&flat(b)?)?;
+            }
+        }
+        Format::Parquet => {
+            let mut writer =
+                deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, w.schema.clone(), None)?;
+            for b in &w.keys {
+                writer.write(b)?;
+            }
+            writer.close()?;
+        }
+    }
+    Ok(out)
+}
+
+/// `b` with its list columns as text (`[a, b]`), for CSV.
+fn flat(b: &RecordBatch) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    let opts = FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if matches!(f.data_type(), DataType::List(_) | DataType::LargeList(_)) {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &opts)?;
+            let text: StringArray = (0..c.len())
+                .map(|i| (!c.is_null(i)).then(|| fmt.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            cols.push(Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+}

@@ -1,0 +1,198 @@
+//! The downstream side: reading the affected keys of a window of batches from a
+//! pipeline's link table.
+//!
+//! A window is every batch after a given batch (or committed since a given time) up to
+//! the link table's checkpointed batch, read from one snapshot of the link table. On a
+//! change log each file holds one batch, so the filter on `dlink_batch_id` (or
+//! `dlink_updated_at`) prunes every older file by its statistics: the read costs the
+//! new batches, not the table. Each key comes once, with its causes: the upstreams
+//! whose changes reported it, the newest change time and the batches.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::physical_plan::{collect, ExecutionPlan};
+use deltalake::datafusion::prelude::SessionContext;
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::sink::{app_id, BATCH_ID, CHANGE_TS, UPDATED_AT, UPSTREAMS};
+
+/// Where a window starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    /// The batches after this batch id (0: every batch).
+    Batch(i64),
+    /// The batches committed at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// The affected keys of a window of batches.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The last batch of the window: the link table's checkpointed batch.
+    pub through_batch: i64,
+    /// The link table version the window was read at.
+    pub link_version: i64,
+    /// Data files of the link table at that version, and those the read opened.
+    pub files_total: usize,
+    pub files_scanned: usize,
+    /// One row per distinct key: the key columns, `dlink_upstreams` (sorted, distinct),
+    /// `dlink_change_ts` (newest), `dlink_batches` (sorted batch ids).
+    pub schema: SchemaRef,
+    pub keys: Vec<RecordBatch>,
+}
+
+impl Window {
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.keys.iter().map(|b| b.num_rows()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The column of a window's batch ids.
+pub const BATCHES: &str = "dlink_batches";
+
+/// Reads the keys of the batches `since` of pipeline `p`'s link table.
+pub async fn read_window(p: &Pipeline, since: &Since) -> Result<Window> {
+    let err = |message: String| Error::Link {
+        pipeline: p.name.clone(),
+        uri: p.link_uri.clone(),
+        message,
+    };
+    let url = deltalake::ensure_table_uri(&p.link_uri).map_err(|e| err(e.to_string()))?;
+    let table = match deltalake::open_table(url).await {
+        Ok(t) => t,
+        Err(deltalake::DeltaTableError::NotATable(_)) => {
+            return Err(err(
+                "there is no link table yet: run the pipeline first (`dlink-rt run`)".into(),
+            ))
+        }
+        Err(e) => return Err(err(format!("cannot open it: {e}"))),
+    };
+    let snapshot = table.snapshot().map_err(|e| err(e.to_string()))?;
+    let link_version = snapshot.version() as i64;
+    let files_total = snapshot.log_data().num_files();
+    let through_batch = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id(&p.name))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .unwrap_or(0);
+
+    let ctx = SessionContext::new();
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    ctx.register_table("link", provider)
+        .map_err(|e| err(e.to_string()))?;
+    let keys = p
+        .keys
+        .iter()
+        .map(|k| format!("\"{}\"", k.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let from = match since {
+        Since::Batch(n) => format!("{BATCH_ID} > {n}"),
+        Since::Time(t) => format!(
+            "{UPDATED_AT} >= TIMESTAMP '{}'",
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        ),
+    };
+    // Batches past the checkpoint cannot exist (they are one commit with it), but the
+    // bound keeps a window what its `through_batch` says.
+    let sql = format!(
+        "SELECT {keys}, \
+           array_sort(array_distinct(flatten(array_agg({UPSTREAMS})))) AS {UPSTREAMS}, \
+           max({CHANGE_TS}) AS {CHANGE_TS}, \
+           array_sort(array_agg(DISTINCT {BATCH_ID})) AS {BATCHES} \
+         FROM link WHERE {from} AND {BATCH_ID} <= {through_batch} \
+         GROUP BY {keys} ORDER BY {keys}"
+    );
+    let df = ctx.sql(&sql).await.map_err(|e| err(format!("{e}")))?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let plan = df
+        .create_physical_plan()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let keys = collect(plan.clone(), ctx.task_ctx())
+        .await
+        .map_err(|e| err(format!("reading the window: {e}")))?;
+    Ok(Window {
+        through_batch,
+        link_version,
+        files_total,
+        files_scanned: files_scanned(plan.as_ref()),
+        schema,
+        keys,
+    })
+}
+
+/// The data files the Delta scans of an executed plan opened.
+fn files_scanned(plan: &dyn ExecutionPlan) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("count_files_scanned"))
+        .map(|v| v.as_usize())
+        .unwrap_or(0);
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| files_scanned(c.as_ref()))
+        .sum::<usize>()
+}
+
+/// Parses `--since`: a duration back from `now` (`90s`, `15m`, `2h`, `7d`) or an RFC
+/// 3339 time (`2026-12-01T00:00:00Z`).
+pub fn parse_since(text: &str, now: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let t = text.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = n.parse().map_err(|_| bad_since(text))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad_since(text)),
+    };
+    Ok(now - chrono::Duration::seconds(secs))
+}
+
+fn bad_since(text: &str) -> String {
+    format!(
+        "--since '{text}': give a duration back from now (90s, 15m, 2h, 7d) or an RFC 3339 time (2026-12-01T00:00:00Z)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_durations_and_times_and_names_the_forms() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap();
+        let at = |s: &str| parse_since(s, now).map(|t| t.to_rfc3339());
+        assert_eq!(at("2h").unwrap(), "2026-12-02T10:00:00+00:00");
+        assert_eq!(at("90s").unwrap(), "2026-12-02T11:58:30+00:00");
+        assert_eq!(at("7d").unwrap(), "2026-11-25T12:00:00+00:00");
+        assert_eq!(
+            at("2026-12-01T00:00:00Z").unwrap(),
+            "2026-12-01T00:00:00+00:00"
+        );
+        for bad in ["2 hours", "h", "-3h", "yesterday", ""] {
+            let e = at(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains("RFC 3339"), "{bad}: {e}");
+        }
+    }
+}
