@@ -148,6 +148,153 @@ fn files_scanned(plan: &dyn ExecutionPlan) -> usize {
         .sum::<usize>()
 }
 
+/// The application id of a consumer's position in a link table.
+pub fn consumer_app_id(name: &str) -> String {
+    format!("dlink-consumer:{name}")
+}
+
+/// A downstream job reading a pipeline's affected keys exactly once: its position (the
+/// last batch it acknowledged) is a Delta application transaction of the link table,
+/// `dlink-consumer:<name>`, so an ack is one atomic Delta commit, two acks of one
+/// consumer conflict in Delta's own conflict check, and the pipeline's commits and
+/// other consumers' acks go through beside it.
+pub struct Consumer {
+    pipeline: Pipeline,
+    name: String,
+}
+
+impl Consumer {
+    pub fn new(pipeline: Pipeline, name: &str) -> Result<Consumer> {
+        if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+            return Err(Error::config(format!(
+                "consumer name '{name}': give a non-empty name without ':' or spaces"
+            )));
+        }
+        Ok(Consumer {
+            pipeline,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> Error {
+        Error::Link {
+            pipeline: self.pipeline.name.clone(),
+            uri: self.pipeline.link_uri.clone(),
+            message: format!("consumer '{}': {message}", self.name),
+        }
+    }
+
+    async fn table(&self) -> Result<deltalake::DeltaTable> {
+        let url = deltalake::ensure_table_uri(&self.pipeline.link_uri).map_err(|e| self.err(e))?;
+        match deltalake::open_table(url).await {
+            Ok(t) => Ok(t),
+            Err(deltalake::DeltaTableError::NotATable(_)) => {
+                Err(self.err("there is no link table yet: run the pipeline first (`dlink-rt run`)"))
+            }
+            Err(e) => Err(self.err(format!("cannot open the link table: {e}"))),
+        }
+    }
+
+    /// The last batch this consumer acknowledged (0 when it never did).
+    pub async fn position(&self) -> Result<i64> {
+        let t = self.table().await?;
+        let s = t.snapshot().map_err(|e| self.err(e))?;
+        Ok(
+            s.transaction_version(t.log_store().as_ref(), consumer_app_id(&self.name))
+                .await
+                .map_err(|e| self.err(e))?
+                .unwrap_or(0),
+        )
+    }
+
+    /// The keys of the batches after this consumer's position, up to the newest
+    /// committed batch (`through_batch`, the batch to acknowledge once they are done).
+    pub async fn next_keys(&self) -> Result<Window> {
+        let after = self.position().await?;
+        read_window(&self.pipeline, &Since::Batch(after)).await
+    }
+
+    /// Records that every batch up to `batch` is done: one Delta commit. An ack never
+    /// moves the position backwards unless `force`, and never past the newest batch.
+    /// Returns the previous position.
+    pub async fn ack(&self, batch: i64, force: bool) -> Result<i64> {
+        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        use deltalake::kernel::Transaction;
+        use deltalake::protocol::{DeltaOperation, SaveMode};
+        if batch < 0 {
+            return Err(Error::config(format!(
+                "--batch {batch}: give a batch id >= 0"
+            )));
+        }
+        // A concurrent ack of the same consumer makes ours conflict: read again and
+        // decide again (a few times), so that the rules hold whatever the interleaving.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let t = self.table().await?;
+            let s = t.snapshot().map_err(|e| self.err(e))?;
+            let log_store = t.log_store();
+            let current = s
+                .transaction_version(log_store.as_ref(), consumer_app_id(&self.name))
+                .await
+                .map_err(|e| self.err(e))?
+                .unwrap_or(0);
+            let newest = s
+                .transaction_version(log_store.as_ref(), app_id(&self.pipeline.name))
+                .await
+                .map_err(|e| self.err(e))?
+                .unwrap_or(0);
+            if batch > newest {
+                return Err(self.err(format!(
+                    "cannot acknowledge batch {batch}: the newest batch is {newest}"
+                )));
+            }
+            if batch < current && !force {
+                return Err(self.err(format!(
+                    "its position is batch {current}; acknowledging batch {batch} would move it back (--force to do so)"
+                )));
+            }
+            if batch == current {
+                return Ok(current);
+            }
+            let meta = serde_json::json!({
+                "consumer": {"name": self.name, "from_batch": current, "to_batch": batch, "forced": force && batch < current,
+                             "at": Utc::now().to_rfc3339()},
+                "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
+            });
+            let props = CommitProperties::default()
+                .with_application_transactions(vec![Transaction::new(
+                    consumer_app_id(&self.name),
+                    batch,
+                )])
+                .with_metadata([("dlink".to_string(), meta)]);
+            let done = CommitBuilder::from(props)
+                .with_actions(vec![])
+                .build(
+                    Some(s),
+                    log_store,
+                    DeltaOperation::Write {
+                        mode: SaveMode::Append,
+                        partition_by: None,
+                        predicate: None,
+                    },
+                )
+                .await;
+            match done {
+                Ok(_) => return Ok(current),
+                Err(e) if attempt < 5 => {
+                    tracing::debug!("ack of consumer '{}' retried: {e}", self.name);
+                }
+                Err(e) => return Err(self.err(format!("the ack commit failed: {e}"))),
+            }
+        }
+    }
+}
+
 /// Parses `--since`: a duration back from `now` (`90s`, `15m`, `2h`, `7d`) or an RFC
 /// 3339 time (`2026-12-01T00:00:00Z`).
 pub fn parse_since(text: &str, now: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, String> {

@@ -16,7 +16,7 @@ use super::{EXIT_CONFIG, EXIT_FAILED};
 
 /// Prints the distinct affected keys of a window of batches, with their causes.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("window").required(true).args(["since_batch", "since"])))]
+#[command(group(clap::ArgGroup::new("window").required(true).args(["since_batch", "since", "consumer"])))]
 pub struct KeysArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
@@ -27,6 +27,9 @@ pub struct KeysArgs {
     /// RFC 3339 time (2026-12-01T00:00:00Z).
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
+    /// The batches after consumer NAME's acknowledged batch (`dlink-rt ack`).
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -64,12 +67,20 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
         ));
     }
     let pipeline = Pipeline::load(&args.pipeline)?;
-    let since = match (&args.since_batch, &args.since) {
-        (Some(n), _) => Since::Batch(*n),
-        (None, Some(text)) => {
+    let since = match (&args.since_batch, &args.since, &args.consumer) {
+        (Some(n), _, _) => Since::Batch(*n),
+        (None, Some(text), _) => {
             Since::Time(consumer::parse_since(text, chrono::Utc::now()).map_err(Error::config)?)
         }
-        (None, None) => return Err(Error::config("give --since-batch N or --since WHEN")),
+        (None, None, Some(name)) => {
+            let c = consumer::Consumer::new(pipeline.clone(), name)?;
+            Since::Batch(c.position().await?)
+        }
+        (None, None, None) => {
+            return Err(Error::config(
+                "give --since-batch N, --since WHEN or --consumer NAME",
+            ))
+        }
     };
     let w = consumer::read_window(&pipeline, &since).await?;
     let bytes = render(&w, args.format).map_err(|e| Error::Other(format!("{e}")))?;
@@ -94,6 +105,15 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
         w.files_scanned,
         w.files_total
     );
+    if let (Some(name), Since::Batch(n)) = (&args.consumer, &since) {
+        if w.through_batch > *n {
+            eprintln!(
+                "when they are done: dlink-rt ack {} --consumer {name} --batch {}",
+                args.pipeline.display(),
+                w.through_batch
+            );
+        }
+    }
     Ok(())
 }
 

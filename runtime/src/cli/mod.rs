@@ -1,6 +1,7 @@
 //! One module per verb, each with its options struct and one function returning an
 //! exit code.
 
+mod ack;
 mod bench;
 mod demo;
 mod keys;
@@ -35,6 +36,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print the distinct affected keys of the batches since a batch or a time, with their causes.
     Keys(keys::KeysArgs),
+    /// Record that a consumer is done with the batches up to N (its position, for `keys --consumer`).
+    Ack(ack::AckArgs),
     /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
     Reset(reset::ResetArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
@@ -78,6 +81,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Demo(args) => demo::demo(args, cache_dir).await,
             Command::Reset(args) => reset::reset(args).await,
             Command::Keys(args) => keys::keys(args).await,
+            Command::Ack(args) => ack::ack(args).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, cache_dir).await,
