@@ -158,3 +158,68 @@ async fn consumers_read_each_batch_once_and_ack_concurrently() {
     let o = ack(&file, "bad name", 1, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
 }
+
+/// The Python recipe (`examples/consumer.py`, delta-rs + polars from PyPI) reads the
+/// same keys as `dlink-rt keys --consumer`, and its ack is the position dlink-rt reads.
+/// Needs the peer's venv (`make peer-venv`, run by `make test`); skips loudly without
+/// it, except in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_recipe_reads_and_acks_the_same_positions() {
+    let python = std::env::var_os("DLINK_PEER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/dlink-rt/peer-venv/bin/python"))
+        });
+    let Some(python) = python.filter(|p| p.is_file()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: the peer's venv is missing; `make peer-venv` makes it"
+        );
+        eprintln!("SKIPPED: no peer venv (run `make peer-venv`); the Python recipe is not tested");
+        return;
+    };
+    let ws = Workspace::new();
+    let tables = ws.path().join("tables");
+    write_history(&tables, ROWS, 4).await.unwrap();
+    let file = ws.pipeline(
+        "emp_dept",
+        "emp_dept",
+        &["employee", "department"],
+        &plugin("emp_dept"),
+        "emp_id",
+        2,
+    );
+    ws.run_ok(&file);
+    let first = link_state(&file).await.unwrap().1.batch_id;
+    assert!(ack(&file, "py", 1, &[]).status.success());
+    let recipe = |extra: &[&str]| {
+        let o = std::process::Command::new(&python)
+            .arg(common::repo_root().join("examples/consumer.py"))
+            .arg(ws.path().join("links/emp_dept"))
+            .args(["emp_dept", "py"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "consumer.py failed:\n{err}");
+        let keys: BTreeSet<i64> = out
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["emp_id"].as_i64().unwrap()
+            })
+            .collect();
+        keys
+    };
+    let (ours, _) = consumer_keys(&file, "py");
+    assert_eq!(ours, link_keys(&file, 2..=first).await);
+    assert_eq!(recipe(&["--ack"]), ours, "Python reads what dlink-rt reads");
+    assert_eq!(
+        position(&file, "py").await,
+        first,
+        "the Python ack is the position"
+    );
+    assert!(recipe(&[]).is_empty());
+    assert!(consumer_keys(&file, "py").0.is_empty());
+}
