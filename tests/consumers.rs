@@ -68,6 +68,9 @@ async fn consumers_read_each_batch_once_and_ack_concurrently() {
         "emp_id",
         2,
     );
+    let mut text_of_file = std::fs::read_to_string(&file).unwrap();
+    text_of_file.push_str("consumers = [\"a\", \"b\", \"c\"]\n");
+    std::fs::write(&file, text_of_file).unwrap();
     ws.run_ok(&file);
     let first = link_state(&file).await.unwrap().1.batch_id;
     assert!(first >= 2);
@@ -85,6 +88,28 @@ async fn consumers_read_each_batch_once_and_ack_concurrently() {
     );
     let (keys, _) = consumer_keys(&file, "c");
     assert_eq!(keys, link_keys(&file, 1..=first).await, "c never acked");
+
+    // The registered consumers, listed with their positions and lag.
+    let o = dlink()
+        .arg("consumers")
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let list = v["consumers"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    for (c, position) in list.iter().zip([first, 1, 0]) {
+        assert_eq!(c["position"], position, "{c}");
+        assert_eq!(c["lag_batches"], first - position, "{c}");
+        assert_eq!(c["newest_batch"], first, "{c}");
+        let lag = c["lag_seconds"].as_f64().unwrap();
+        assert_eq!(lag > 0.0, position < first, "{c}");
+        assert!(lag < 600.0, "{c}");
+    }
 
     // Never back without --force, never past the newest batch.
     let o = ack(&file, "a", 1, &[]);

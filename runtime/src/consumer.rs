@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::array::{Array, RecordBatch};
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::physical_plan::{collect, ExecutionPlan};
 use deltalake::datafusion::prelude::SessionContext;
@@ -293,6 +293,75 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Where a registered consumer stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerStatus {
+    pub name: String,
+    /// The last batch it acknowledged (0: none).
+    pub position: i64,
+    /// The newest batch of the link table.
+    pub newest_batch: i64,
+    /// Batches it has not acknowledged.
+    pub lag_batches: i64,
+    /// Seconds since the oldest batch it has not acknowledged was committed (0 when
+    /// it is up to date).
+    pub lag_seconds: f64,
+}
+
+/// The position and lag of each registered consumer (`[link] consumers`) of `p`.
+pub async fn statuses(p: &Pipeline) -> Result<Vec<ConsumerStatus>> {
+    let mut out = Vec::new();
+    for name in &p.consumers {
+        let c = Consumer::new(p.clone(), name)?;
+        let t = c.table().await?;
+        let s = t.snapshot().map_err(|e| c.err(e))?;
+        let log_store = t.log_store();
+        let version = |id: String| s.transaction_version(log_store.as_ref(), id);
+        let position = version(consumer_app_id(name))
+            .await
+            .map_err(|e| c.err(e))?
+            .unwrap_or(0);
+        let newest = version(app_id(&p.name))
+            .await
+            .map_err(|e| c.err(e))?
+            .unwrap_or(0);
+        let lag_seconds = if newest > position {
+            let ctx = SessionContext::new();
+            let provider = t.table_provider().await.map_err(|e| c.err(e))?;
+            ctx.register_table("link", provider).map_err(|e| c.err(e))?;
+            let oldest = ctx
+                .sql(&format!(
+                    "SELECT CAST(min({UPDATED_AT}) AS BIGINT) AS t FROM link WHERE {BATCH_ID} > {position}"
+                ))
+                .await
+                .map_err(|e| c.err(e))?
+                .collect()
+                .await
+                .map_err(|e| c.err(e))?;
+            let micros = oldest.first().and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<deltalake::arrow::array::Int64Array>()
+                    .filter(|a| !a.is_empty() && a.is_valid(0))
+                    .map(|a| a.value(0))
+            });
+            micros
+                .map(|m| ((Utc::now().timestamp_micros() - m) as f64 / 1e6).max(0.0))
+                .unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        out.push(ConsumerStatus {
+            name: name.clone(),
+            position,
+            newest_batch: newest,
+            lag_batches: (newest - position).max(0),
+            lag_seconds,
+        });
+    }
+    Ok(out)
 }
 
 /// Parses `--since`: a duration back from `now` (`90s`, `15m`, `2h`, `7d`) or an RFC

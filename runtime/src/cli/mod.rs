@@ -3,6 +3,7 @@
 
 mod ack;
 mod bench;
+mod consumers;
 mod demo;
 mod keys;
 mod plugin;
@@ -38,6 +39,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Record that a consumer is done with the batches up to N (its position, for `keys --consumer`).
     Ack(ack::AckArgs),
+    /// List a pipeline's registered consumers with their positions and lag.
+    Consumers(consumers::ConsumersArgs),
     /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
     Reset(reset::ResetArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
@@ -82,6 +85,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Reset(args) => reset::reset(args).await,
             Command::Keys(args) => keys::keys(args).await,
             Command::Ack(args) => ack::ack(args).await,
+            Command::Consumers(args) => consumers::consumers(args).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, cache_dir).await,

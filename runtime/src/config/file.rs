@@ -92,6 +92,10 @@ pub(super) struct LinkSection {
     /// merged). Default: the mode of the existing link table, `log` for a new one.
     #[schemars(with = "Option<super::LinkMode>")]
     pub(super) mode: Option<Spanned<super::LinkMode>>,
+    /// The registered consumers of the link table (`keys --consumer`, `ack`): listed by
+    /// `dlink-rt consumers`. Default none.
+    #[serde(default)]
+    pub(super) consumers: Vec<String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

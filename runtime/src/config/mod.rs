@@ -219,6 +219,8 @@ pub struct Pipeline {
     /// The link table's mode as the file asks; `None` takes the existing table's (and
     /// [`LinkMode::Log`] for a new one).
     pub link_mode: Option<LinkMode>,
+    /// `[link] consumers`: the registered consumers.
+    pub consumers: Vec<String>,
     /// The catalog's `[lookups]` settings.
     pub lookup_settings: LookupSettings,
 }
@@ -605,6 +607,7 @@ impl Pipeline {
             link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
             keys,
             link_mode: file.link.mode.map(|m| m.into_inner()),
+            consumers: file.link.consumers.clone(),
             lookup_settings: catalog.lookups,
         })
     }

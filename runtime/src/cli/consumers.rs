@@ -1,0 +1,58 @@
+//! `dlink-rt consumers <pipeline.toml> [--json]`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dlink_rt::config::Pipeline;
+use dlink_rt::consumer;
+use dlink_rt::Error;
+
+use super::{EXIT_CONFIG, EXIT_FAILED};
+
+/// Lists the registered consumers (`[link] consumers`) with their positions and lag.
+#[derive(clap::Args, Debug)]
+pub struct ConsumersArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn consumers(args: ConsumersArgs) -> ExitCode {
+    let run = async {
+        let p = Pipeline::load(&args.pipeline)?;
+        let list = consumer::statuses(&p).await?;
+        if args.json {
+            let v = serde_json::json!({"pipeline": p.name, "consumers": list});
+            println!("{v}");
+        } else if list.is_empty() {
+            println!(
+                "{}: no registered consumers (add them to the pipeline file: [link] consumers = [\"NAME\"])",
+                p.name
+            );
+        } else {
+            println!(
+                "{:<20} {:>10} {:>10} {:>12}",
+                "consumer", "position", "lag", "lag (s)"
+            );
+            for c in &list {
+                println!(
+                    "{:<20} {:>10} {:>10} {:>12.1}",
+                    c.name, c.position, c.lag_batches, c.lag_seconds
+                );
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                Error::Config { .. } => EXIT_CONFIG,
+                _ => EXIT_FAILED,
+            })
+        }
+    }
+}
