@@ -24,6 +24,11 @@ pub struct CommitPoint {
     pub files: usize,
     /// Median of the measured commits.
     pub commit_s: f64,
+    /// Change log only: reading the keys of one new 1,000-key batch
+    /// ([`crate::consumer::read_window`], what `keys --consumer` does), and the files
+    /// that read opened.
+    pub window_s: Option<f64>,
+    pub window_files: Option<usize>,
 }
 
 /// Keys `base + i * stride` for `i < n`, caused by upstream `u`.
@@ -111,11 +116,31 @@ pub async fn run(
             }
         }
         times.sort_by(f64::total_cmp);
+        let (mut window_s, mut window_files) = (None, None);
+        if mode == LinkMode::Log {
+            batch += 1;
+            commit(&mut link, batch, &keys(1000, 7, (space / 1000).max(1))).await?;
+            rows += 1000;
+            let t = Instant::now();
+            let w = crate::consumer::read_window(&p, &crate::consumer::Since::Batch(batch - 1))
+                .await
+                .map_err(|e| e.to_string())?;
+            window_s = Some(t.elapsed().as_secs_f64());
+            window_files = Some(w.files_scanned);
+            if w.len() != 1000 {
+                return Err(format!(
+                    "the window of one 1,000-key batch held {} keys",
+                    w.len()
+                ));
+            }
+        }
         let point = CommitPoint {
             mode: mode.as_str().into(),
             table_rows: size,
             files,
             commit_s: times[2],
+            window_s,
+            window_files,
         };
         progress(&format!(
             "{mode}: 2,000-key commit on a {size}-row link table ({files} files): {:.1} ms",

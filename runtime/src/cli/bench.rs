@@ -160,16 +160,21 @@ async fn commit(args: &BenchArgs) -> ExitCode {
         debug_notice(bench::profile())
     );
     println!(
-        "  {:<7} {:>12} {:>7} {:>14}",
-        "mode", "table rows", "files", "2k-key commit"
+        "  {:<7} {:>12} {:>7} {:>14} {:>22}",
+        "mode", "table rows", "files", "2k-key commit", "1k-key window (files)"
     );
     for p in &points {
+        let window = match (p.window_s, p.window_files) {
+            (Some(s), Some(f)) => format!("{:.1} ms ({f})", s * 1e3),
+            _ => "-".to_string(),
+        };
         println!(
-            "  {:<7} {:>12} {:>7} {:>11.1} ms",
+            "  {:<7} {:>12} {:>7} {:>11.1} ms {:>22}",
             p.mode,
             p.table_rows,
             p.files,
-            p.commit_s * 1e3
+            p.commit_s * 1e3,
+            window
         );
     }
     let log: Vec<&bench::commit::CommitPoint> = points.iter().filter(|p| p.mode == "log").collect();
