@@ -286,13 +286,31 @@ impl Consumer {
                 .await;
             match done {
                 Ok(_) => return Ok(current),
-                Err(e) if attempt < 5 => {
-                    tracing::debug!("ack of consumer '{}' retried: {e}", self.name);
+                Err(e) if attempt < 5 && is_conflict(&e) => {
+                    tracing::debug!(
+                        "ack of consumer '{}' lost a race, deciding again: {e}",
+                        self.name
+                    );
                 }
                 Err(e) => return Err(self.err(format!("the ack commit failed: {e}"))),
             }
         }
     }
+}
+
+/// Whether a commit lost to a concurrent one (and may be decided again on a fresh
+/// snapshot).
+fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError;
+    matches!(
+        e,
+        deltalake::DeltaTableError::VersionAlreadyExists(_)
+            | deltalake::DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
 }
 
 /// Where a registered consumer stands.
