@@ -9,10 +9,12 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DLINK_LOG")
-                // deltalake's MERGE warns about a missing file metric on every commit.
+                // deltalake's MERGE warns about a missing file metric on every commit,
+                // and its commit loop logs a lost race (which dlink-rt handles and
+                // reports itself, with the pipeline and batch) as an ERROR.
                 .unwrap_or_else(|_| {
                     tracing_subscriber::EnvFilter::new(
-                        "warn,deltalake_core::operations::merge=error",
+                        "warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off",
                     )
                 }),
         )
