@@ -206,20 +206,7 @@ async fn bench_follow_measures_commits_that_reach_the_link_table() {
 /// test says so and skips, except in CI (`CI` set), where a skip would prove nothing.
 #[test]
 fn bench_examples_agrees_with_the_python_peer() {
-    let python = std::env::var_os("DLINK_PEER_PYTHON")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".cache/dlink-rt/peer-venv/bin/python"))
-        });
-    let Some(python) = python.filter(|p| p.is_file()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: the peer's venv is missing; `make peer-venv` makes it"
-        );
-        eprintln!(
-            "SKIPPED: no peer venv (run `make peer-venv`); the peer comparison is not tested"
-        );
+    let Some(python) = common::peer_python("the peer comparison") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
-use common::{dlink, link_keys, link_log, link_state, plugin, text, Workspace};
-use dlink_rt::bench::examples::{write_history, write_increment};
+use common::{dlink, emp_dept_at, json_emp_ids, link_keys, link_log, link_state, text};
+use dlink_rt::bench::examples::write_increment;
 use dlink_rt::config::Pipeline;
 use dlink_rt::consumer::Consumer;
 use serde_json::Value;
@@ -37,14 +37,7 @@ fn consumer_keys(file: &Path, name: &str) -> (BTreeSet<i64>, String) {
         .unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "keys --consumer {name}: {err}");
-    let keys = out
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["emp_id"].as_i64().unwrap()
-        })
-        .collect();
-    (keys, err)
+    (json_emp_ids(&out), err)
 }
 
 async fn position(file: &Path, name: &str) -> i64 {
@@ -57,17 +50,7 @@ async fn position(file: &Path, name: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_read_each_batch_once_and_ack_concurrently() {
-    let ws = Workspace::new();
-    let tables = ws.path().join("tables");
-    write_history(&tables, ROWS, 4).await.unwrap();
-    let file = ws.pipeline(
-        "emp_dept",
-        "emp_dept",
-        &["employee", "department"],
-        &plugin("emp_dept"),
-        "emp_id",
-        2,
-    );
+    let (ws, tables, file) = emp_dept_at(ROWS).await;
     let mut text_of_file = std::fs::read_to_string(&file).unwrap();
     text_of_file.push_str("consumers = [\"a\", \"b\", \"c\"]\n");
     std::fs::write(&file, text_of_file).unwrap();
@@ -196,31 +179,10 @@ async fn consumers_read_each_batch_once_and_ack_concurrently() {
 /// it, except in CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_recipe_reads_and_acks_the_same_positions() {
-    let python = std::env::var_os("DLINK_PEER_PYTHON")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".cache/dlink-rt/peer-venv/bin/python"))
-        });
-    let Some(python) = python.filter(|p| p.is_file()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: the peer's venv is missing; `make peer-venv` makes it"
-        );
-        eprintln!("SKIPPED: no peer venv (run `make peer-venv`); the Python recipe is not tested");
+    let Some(python) = common::peer_python("the Python recipe") else {
         return;
     };
-    let ws = Workspace::new();
-    let tables = ws.path().join("tables");
-    write_history(&tables, ROWS, 4).await.unwrap();
-    let file = ws.pipeline(
-        "emp_dept",
-        "emp_dept",
-        &["employee", "department"],
-        &plugin("emp_dept"),
-        "emp_id",
-        2,
-    );
+    let (ws, _, file) = emp_dept_at(ROWS).await;
     ws.run_ok(&file);
     let first = link_state(&file).await.unwrap().1.batch_id;
     assert!(ack(&file, "py", 1, &[]).status.success());
@@ -234,14 +196,7 @@ async fn the_python_recipe_reads_and_acks_the_same_positions() {
             .unwrap();
         let (out, err) = text(&o);
         assert!(o.status.success(), "consumer.py failed:\n{err}");
-        let keys: BTreeSet<i64> = out
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                v["emp_id"].as_i64().unwrap()
-            })
-            .collect();
-        keys
+        json_emp_ids(&out)
     };
     let (ours, _) = consumer_keys(&file, "py");
     assert_eq!(ours, link_keys(&file, 2..=first).await);

@@ -7,8 +7,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{dlink, link_keys, link_log, plugin, text, Workspace};
-use dlink_rt::bench::examples::{write_history, write_increment};
+use common::{dlink, emp_dept_at, json_emp_ids, link_keys, link_log, text};
+use dlink_rt::bench::examples::write_increment;
 use serde_json::Value;
 
 const ROWS: usize = 100_000;
@@ -50,17 +50,7 @@ fn parse(out: &str) -> BTreeMap<i64, (Vec<i64>, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_of_a_window_by_batch_and_by_time_read_only_its_files() {
-    let ws = Workspace::new();
-    let tables = ws.path().join("tables");
-    write_history(&tables, ROWS, 4).await.unwrap();
-    let file = ws.pipeline(
-        "emp_dept",
-        "emp_dept",
-        &["employee", "department"],
-        &plugin("emp_dept"),
-        "emp_id",
-        2,
-    );
+    let (ws, tables, file) = emp_dept_at(ROWS).await;
 
     // Before the first run there is nothing to read: said so.
     let o = dlink()
@@ -128,13 +118,13 @@ async fn keys_of_a_window_by_batch_and_by_time_read_only_its_files() {
 
     // By time: the batches committed after the first run are the same window.
     let (out, _) = keys(&file, &["--since", &between, "--format", "json"]);
-    assert_eq!(parse(&out).keys().copied().collect::<BTreeSet<_>>(), want);
+    assert_eq!(json_emp_ids(&out), want);
     // Everything, by batch and by a duration.
     let all = link_keys(&file, 1..=last).await;
     let (out, _) = keys(&file, &["--since-batch", "0", "--format", "json"]);
-    assert_eq!(parse(&out).keys().copied().collect::<BTreeSet<_>>(), all);
+    assert_eq!(json_emp_ids(&out), all);
     let (out, _) = keys(&file, &["--since", "1h", "--format", "json"]);
-    assert_eq!(parse(&out).len(), all.len());
+    assert_eq!(json_emp_ids(&out).len(), all.len());
     // Nothing after the last batch, and no file read for it.
     let (out, err) = keys(
         &file,

@@ -15,6 +15,7 @@ use deltalake::arrow::array::{Array, RecordBatch};
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::physical_plan::{collect, ExecutionPlan};
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -59,31 +60,49 @@ impl Window {
 /// The column of a window's batch ids.
 pub const BATCHES: &str = "dlink_batches";
 
-/// Reads the keys of the batches `since` of pipeline `p`'s link table.
-pub async fn read_window(p: &Pipeline, since: &Since) -> Result<Window> {
-    let err = |message: String| Error::Link {
+fn link_err(p: &Pipeline, message: impl std::fmt::Display) -> Error {
+    Error::Link {
         pipeline: p.name.clone(),
         uri: p.link_uri.clone(),
-        message,
-    };
-    let url = deltalake::ensure_table_uri(&p.link_uri).map_err(|e| err(e.to_string()))?;
-    let table = match deltalake::open_table(url).await {
-        Ok(t) => t,
-        Err(deltalake::DeltaTableError::NotATable(_)) => {
-            return Err(err(
-                "there is no link table yet: run the pipeline first (`dlink-rt run`)".into(),
-            ))
-        }
-        Err(e) => return Err(err(format!("cannot open it: {e}"))),
-    };
+        message: message.to_string(),
+    }
+}
+
+/// Opens pipeline `p`'s link table at its latest version.
+async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
+    let url = deltalake::ensure_table_uri(&p.link_uri).map_err(|e| link_err(p, e))?;
+    match deltalake::open_table(url).await {
+        Ok(t) => Ok(t),
+        Err(deltalake::DeltaTableError::NotATable(_)) => Err(link_err(
+            p,
+            "there is no link table yet: run the pipeline first (`dlink-rt run`)",
+        )),
+        Err(e) => Err(link_err(p, format!("cannot open it: {e}"))),
+    }
+}
+
+/// The version of application transaction `id` in `table` (0 when absent).
+async fn txn_version(table: &DeltaTable, id: String) -> deltalake::DeltaResult<i64> {
+    let s = table.snapshot()?;
+    Ok(s.transaction_version(table.log_store().as_ref(), id)
+        .await?
+        .unwrap_or(0))
+}
+
+/// Reads the keys of the batches `since` of pipeline `p`'s link table.
+pub async fn read_window(p: &Pipeline, since: &Since) -> Result<Window> {
+    window_of(p, &open_link(p).await?, since).await
+}
+
+/// The window `since` of `table` (`p`'s link table), read from that snapshot.
+async fn window_of(p: &Pipeline, table: &DeltaTable, since: &Since) -> Result<Window> {
+    let err = |message: String| link_err(p, message);
     let snapshot = table.snapshot().map_err(|e| err(e.to_string()))?;
     let link_version = snapshot.version() as i64;
     let files_total = snapshot.log_data().num_files();
-    let through_batch = snapshot
-        .transaction_version(table.log_store().as_ref(), app_id(&p.name))
+    let through_batch = txn_version(table, app_id(&p.name))
         .await
-        .map_err(|e| err(e.to_string()))?
-        .unwrap_or(0);
+        .map_err(|e| err(e.to_string()))?;
 
     let ctx = SessionContext::new();
     let provider = table
@@ -188,34 +207,27 @@ impl Consumer {
         }
     }
 
-    async fn table(&self) -> Result<deltalake::DeltaTable> {
-        let url = deltalake::ensure_table_uri(&self.pipeline.link_uri).map_err(|e| self.err(e))?;
-        match deltalake::open_table(url).await {
-            Ok(t) => Ok(t),
-            Err(deltalake::DeltaTableError::NotATable(_)) => {
-                Err(self.err("there is no link table yet: run the pipeline first (`dlink-rt run`)"))
-            }
-            Err(e) => Err(self.err(format!("cannot open the link table: {e}"))),
-        }
+    async fn table(&self) -> Result<DeltaTable> {
+        open_link(&self.pipeline).await
     }
 
     /// The last batch this consumer acknowledged (0 when it never did).
     pub async fn position(&self) -> Result<i64> {
         let t = self.table().await?;
-        let s = t.snapshot().map_err(|e| self.err(e))?;
-        Ok(
-            s.transaction_version(t.log_store().as_ref(), consumer_app_id(&self.name))
-                .await
-                .map_err(|e| self.err(e))?
-                .unwrap_or(0),
-        )
+        txn_version(&t, consumer_app_id(&self.name))
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// The keys of the batches after this consumer's position, up to the newest
-    /// committed batch (`through_batch`, the batch to acknowledge once they are done).
+    /// committed batch (`through_batch`, the batch to acknowledge once they are done),
+    /// both read from one snapshot of the link table.
     pub async fn next_keys(&self) -> Result<Window> {
-        let after = self.position().await?;
-        read_window(&self.pipeline, &Since::Batch(after)).await
+        let t = self.table().await?;
+        let after = txn_version(&t, consumer_app_id(&self.name))
+            .await
+            .map_err(|e| self.err(e))?;
+        window_of(&self.pipeline, &t, &Since::Batch(after)).await
     }
 
     /// Records that every batch up to `batch` is done: one Delta commit. An ack never
@@ -236,18 +248,14 @@ impl Consumer {
         loop {
             attempt += 1;
             let t = self.table().await?;
+            let current = txn_version(&t, consumer_app_id(&self.name))
+                .await
+                .map_err(|e| self.err(e))?;
+            let newest = txn_version(&t, app_id(&self.pipeline.name))
+                .await
+                .map_err(|e| self.err(e))?;
             let s = t.snapshot().map_err(|e| self.err(e))?;
             let log_store = t.log_store();
-            let current = s
-                .transaction_version(log_store.as_ref(), consumer_app_id(&self.name))
-                .await
-                .map_err(|e| self.err(e))?
-                .unwrap_or(0);
-            let newest = s
-                .transaction_version(log_store.as_ref(), app_id(&self.pipeline.name))
-                .await
-                .map_err(|e| self.err(e))?
-                .unwrap_or(0);
             if batch > newest {
                 return Err(self.err(format!(
                     "cannot acknowledge batch {batch}: the newest batch is {newest}"
@@ -331,20 +339,18 @@ pub struct ConsumerStatus {
 /// The position and lag of each registered consumer (`[link] consumers`) of `p`.
 pub async fn statuses(p: &Pipeline) -> Result<Vec<ConsumerStatus>> {
     let mut out = Vec::new();
+    if p.consumers.is_empty() {
+        return Ok(out);
+    }
+    let t = open_link(p).await?;
+    let newest = txn_version(&t, app_id(&p.name))
+        .await
+        .map_err(|e| link_err(p, e))?;
     for name in &p.consumers {
         let c = Consumer::new(p.clone(), name)?;
-        let t = c.table().await?;
-        let s = t.snapshot().map_err(|e| c.err(e))?;
-        let log_store = t.log_store();
-        let version = |id: String| s.transaction_version(log_store.as_ref(), id);
-        let position = version(consumer_app_id(name))
+        let position = txn_version(&t, consumer_app_id(name))
             .await
-            .map_err(|e| c.err(e))?
-            .unwrap_or(0);
-        let newest = version(app_id(&p.name))
-            .await
-            .map_err(|e| c.err(e))?
-            .unwrap_or(0);
+            .map_err(|e| c.err(e))?;
         let lag_seconds = if newest > position {
             let ctx = SessionContext::new();
             let provider = t.table_provider().await.map_err(|e| c.err(e))?;

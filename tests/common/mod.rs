@@ -214,3 +214,57 @@ pub async fn link_state(pipeline_file: &Path) -> Option<(i64, dlink_rt::sink::Ch
 pub fn set(v: &[i64]) -> BTreeSet<i64> {
     v.iter().copied().collect()
 }
+
+/// The Python of the peer's venv (`$DLINK_PEER_PYTHON`, else the one `make peer-venv`
+/// makes), or None after saying the test is skipped. In CI (`CI` set) a missing venv
+/// fails the test: a skip would prove nothing.
+pub fn peer_python(what: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("DLINK_PEER_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/dlink-rt/peer-venv/bin/python"))
+        });
+    let found = python.filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: the peer's venv is missing; `make peer-venv` makes it"
+        );
+        eprintln!("SKIPPED: no peer venv (run `make peer-venv`); {what} is not tested");
+    }
+    found
+}
+
+/// A workspace with the six example tables at `rows` rows and a 4-commit history
+/// (written by the bench's generator), and the emp_dept pipeline in batches of two
+/// versions. Returns (workspace, tables folder, pipeline file).
+pub async fn emp_dept_at(rows: usize) -> (Workspace, PathBuf, PathBuf) {
+    let ws = Workspace::new();
+    let tables = ws.path().join("tables");
+    dlink_rt::bench::examples::write_history(&tables, rows, 4)
+        .await
+        .expect("write the example tables");
+    let file = ws.pipeline(
+        "emp_dept",
+        "emp_dept",
+        &["employee", "department"],
+        &plugin("emp_dept"),
+        "emp_id",
+        2,
+    );
+    (ws, tables, file)
+}
+
+/// The `emp_id`s of JSON lines (`keys --format json`, the Python recipe).
+pub fn json_emp_ids(out: &str) -> BTreeSet<i64> {
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            v["emp_id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no emp_id: {l}"))
+        })
+        .collect()
+}

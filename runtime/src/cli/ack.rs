@@ -7,8 +7,6 @@ use dlink_rt::config::Pipeline;
 use dlink_rt::consumer::Consumer;
 use dlink_rt::Error;
 
-use super::{EXIT_CONFIG, EXIT_FAILED};
-
 /// Records that a consumer is done with every batch up to N (one Delta commit).
 #[derive(clap::Args, Debug)]
 pub struct AckArgs {
@@ -36,14 +34,5 @@ pub async fn ack(args: AckArgs) -> ExitCode {
         );
         Ok::<(), Error>(())
     };
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Config { .. } => EXIT_CONFIG,
-                _ => EXIT_FAILED,
-            })
-        }
-    }
+    super::exit_code(run.await)
 }

@@ -7,8 +7,6 @@ use dlink_rt::config::Pipeline;
 use dlink_rt::consumer;
 use dlink_rt::Error;
 
-use super::{EXIT_CONFIG, EXIT_FAILED};
-
 /// Lists the registered consumers (`[link] consumers`) with their positions and lag.
 #[derive(clap::Args, Debug)]
 pub struct ConsumersArgs {
@@ -45,14 +43,5 @@ pub async fn consumers(args: ConsumersArgs) -> ExitCode {
         }
         Ok::<(), Error>(())
     };
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Config { .. } => EXIT_CONFIG,
-                _ => EXIT_FAILED,
-            })
-        }
-    }
+    super::exit_code(run.await)
 }

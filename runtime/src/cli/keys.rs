@@ -12,8 +12,6 @@ use dlink_rt::config::Pipeline;
 use dlink_rt::consumer::{self, Since, Window};
 use dlink_rt::Error;
 
-use super::{EXIT_CONFIG, EXIT_FAILED};
-
 /// Prints the distinct affected keys of a window of batches, with their causes.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("window").required(true).args(["since_batch", "since", "consumer"])))]
@@ -48,16 +46,7 @@ pub enum Format {
 }
 
 pub async fn keys(args: KeysArgs) -> ExitCode {
-    match keys_inner(&args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Config { .. } => EXIT_CONFIG,
-                _ => EXIT_FAILED,
-            })
-        }
-    }
+    super::exit_code(keys_inner(&args).await)
 }
 
 async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {

@@ -58,6 +58,21 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code of bad usage or configuration.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// The exit code of a verb's outcome, printing its error: [`EXIT_CONFIG`] for bad
+/// usage or configuration, [`EXIT_FAILED`] for the rest.
+fn exit_code(outcome: Result<(), dlink_rt::Error>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                dlink_rt::Error::Config { .. } => EXIT_CONFIG,
+                _ => EXIT_FAILED,
+            })
+        }
+    }
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     // The demo points the example configs at its folder through DLINK_DATA; set it
     // before any thread starts.

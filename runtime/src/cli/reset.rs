@@ -7,8 +7,6 @@ use dlink_rt::config::Pipeline;
 use dlink_rt::sink::LinkTable;
 use dlink_rt::{cdf, Error};
 
-use super::{EXIT_CONFIG, EXIT_FAILED};
-
 /// Moves one upstream's checkpoint: the way past versions that cannot be read
 /// (vacuumed, log cleaned up, CDF off, table replaced). What was skipped, by whom and
 /// when is recorded in the link table's commit metadata.
@@ -32,16 +30,7 @@ pub struct ResetArgs {
 }
 
 pub async fn reset(args: ResetArgs) -> ExitCode {
-    match reset_inner(&args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Config { .. } => EXIT_CONFIG,
-                _ => EXIT_FAILED,
-            })
-        }
-    }
+    super::exit_code(reset_inner(&args).await)
 }
 
 async fn reset_inner(args: &ResetArgs) -> Result<(), Error> {

@@ -86,16 +86,7 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
             }
         };
     }
-    match run_once(&pipeline, &host).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Config { .. } => EXIT_CONFIG,
-                _ => EXIT_FAILED,
-            })
-        }
-    }
+    super::exit_code(run_once(&pipeline, &host).await)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
