@@ -5,7 +5,9 @@
 prints the distinct keys of the batches after CONSUMER's position as JSON lines, then
 (with --ack) records that it is done with them. The position is the link table's Delta
 application transaction `dlink-consumer:<CONSUMER>` (what `dlink-rt ack` writes);
-`dlink-rt:<PIPELINE>` is the newest committed batch. The ack is one Delta commit with
+`dlink-rt:<PIPELINE>` is the newest committed batch, and `dlink-retention:<PIPELINE>`
+the last batch `dlink-rt compact` removed (a position before it is an error, never a
+silent gap). The ack is one Delta commit with
 no data: a concurrent ack of the same consumer conflicts, others go through.
 Needs `pip install deltalake polars pyarrow` (bench/peer/requirements.txt).
 """
@@ -26,6 +28,15 @@ def main(argv: list[str]) -> int:
     table = DeltaTable(link)
     position = table.transaction_version(f"dlink-consumer:{consumer}") or 0
     newest = table.transaction_version(f"dlink-rt:{pipeline}") or 0
+    removed = table.transaction_version(f"dlink-retention:{pipeline}") or 0
+    if position < removed:
+        print(
+            f"{consumer}: at batch {position}, but batches {position + 1}..={removed} were removed by retention; "
+            f"the oldest batch kept is {removed + 1}. Skip to it with "
+            f"`dlink-rt ack <pipeline.toml> --consumer {consumer} --to-earliest`",
+            file=sys.stderr,
+        )
+        return 1
     # The key columns are those before dlink-rt's own columns.
     own = {"dlink_batch_id", "dlink_upstreams", "dlink_change_ts", "dlink_updated_at"}
     keys = [f.name for f in table.schema().fields if f.name not in own]

@@ -19,7 +19,7 @@ use deltalake::DeltaTable;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::sink::{app_id, BATCH_ID, CHANGE_TS, UPDATED_AT, UPSTREAMS};
+use crate::sink::{app_id, retention_app_id, BATCH_ID, CHANGE_TS, UPDATED_AT, UPSTREAMS};
 
 /// Where a window starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Since {
 /// The affected keys of a window of batches.
 #[derive(Debug, Clone)]
 pub struct Window {
+    /// The batch the window starts after (for a window by batch).
+    pub after_batch: Option<i64>,
     /// The last batch of the window: the link table's checkpointed batch.
     pub through_batch: i64,
     /// The link table version the window was read at.
@@ -69,7 +71,7 @@ fn link_err(p: &Pipeline, message: impl std::fmt::Display) -> Error {
 }
 
 /// Opens pipeline `p`'s link table at its latest version.
-async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
+pub(crate) async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
     let url = deltalake::ensure_table_uri(&p.link_uri).map_err(|e| link_err(p, e))?;
     match deltalake::open_table(url).await {
         Ok(t) => Ok(t),
@@ -82,7 +84,7 @@ async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
 }
 
 /// The version of application transaction `id` in `table` (0 when absent).
-async fn txn_version(table: &DeltaTable, id: String) -> deltalake::DeltaResult<i64> {
+pub(crate) async fn txn_version(table: &DeltaTable, id: String) -> deltalake::DeltaResult<i64> {
     let s = table.snapshot()?;
     Ok(s.transaction_version(table.log_store().as_ref(), id)
         .await?
@@ -90,12 +92,39 @@ async fn txn_version(table: &DeltaTable, id: String) -> deltalake::DeltaResult<i
 }
 
 /// Reads the keys of the batches `since` of pipeline `p`'s link table.
+///
+/// A window by batch that starts before the oldest batch retention kept fails with
+/// [`Error::Expired`]; a window by time holds what is left (see
+/// [`removed_through`]).
 pub async fn read_window(p: &Pipeline, since: &Since) -> Result<Window> {
-    window_of(p, &open_link(p).await?, since).await
+    let reader = match since {
+        Since::Batch(n) => format!("--since-batch {n}"),
+        Since::Time(t) => format!("--since {}", t.to_rfc3339()),
+    };
+    let way_out = match since {
+        Since::Batch(_) => "read from there on: `--since-batch <last batch removed>`".to_string(),
+        Since::Time(_) => String::new(),
+    };
+    window_of(p, &open_link(p).await?, since, &reader, &way_out).await
 }
 
-/// The window `since` of `table` (`p`'s link table), read from that snapshot.
-async fn window_of(p: &Pipeline, table: &DeltaTable, since: &Since) -> Result<Window> {
+/// The last batch retention removed from `p`'s change log (0: none).
+pub async fn removed_through(p: &Pipeline) -> Result<i64> {
+    let t = open_link(p).await?;
+    txn_version(&t, retention_app_id(&p.name))
+        .await
+        .map_err(|e| link_err(p, e))
+}
+
+/// The window `since` of `table` (`p`'s link table), read from that snapshot, for
+/// `reader` (who asks, for the error when it starts before what retention kept).
+async fn window_of(
+    p: &Pipeline,
+    table: &DeltaTable,
+    since: &Since,
+    reader: &str,
+    way_out: &str,
+) -> Result<Window> {
     let err = |message: String| link_err(p, message);
     let snapshot = table.snapshot().map_err(|e| err(e.to_string()))?;
     let link_version = snapshot.version() as i64;
@@ -103,6 +132,21 @@ async fn window_of(p: &Pipeline, table: &DeltaTable, since: &Since) -> Result<Wi
     let through_batch = txn_version(table, app_id(&p.name))
         .await
         .map_err(|e| err(e.to_string()))?;
+    let removed = txn_version(table, retention_app_id(&p.name))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if let Since::Batch(after) = since {
+        if *after < removed {
+            return Err(Error::Expired {
+                pipeline: p.name.clone(),
+                uri: p.link_uri.clone(),
+                reader: reader.to_string(),
+                first_missing: after + 1,
+                through: removed,
+                way_out: way_out.replace("<last batch removed>", &removed.to_string()),
+            });
+        }
+    }
 
     let ctx = SessionContext::new();
     let provider = table
@@ -144,6 +188,10 @@ async fn window_of(p: &Pipeline, table: &DeltaTable, since: &Since) -> Result<Wi
         .await
         .map_err(|e| err(format!("reading the window: {e}")))?;
     Ok(Window {
+        after_batch: match since {
+            Since::Batch(n) => Some(*n),
+            Since::Time(_) => None,
+        },
         through_batch,
         link_version,
         files_total,
@@ -227,16 +275,45 @@ impl Consumer {
         let after = txn_version(&t, consumer_app_id(&self.name))
             .await
             .map_err(|e| self.err(e))?;
-        window_of(&self.pipeline, &t, &Since::Batch(after)).await
+        let file = self.pipeline.file.display();
+        let way_out = format!(
+            "skip this consumer to the oldest batch kept: `dlink-rt ack {file} --consumer {} --to-earliest`",
+            self.name
+        );
+        window_of(
+            &self.pipeline,
+            &t,
+            &Since::Batch(after),
+            &format!("consumer '{}'", self.name),
+            &way_out,
+        )
+        .await
+    }
+
+    /// Moves this consumer's position to the last batch retention removed, so that it
+    /// reads on from the oldest batch kept (the removed batches' keys are skipped).
+    /// Returns (previous position, new position); a consumer already past it stays.
+    pub async fn ack_to_earliest(&self) -> Result<(i64, i64)> {
+        let t = self.table().await?;
+        let removed = txn_version(&t, retention_app_id(&self.pipeline.name))
+            .await
+            .map_err(|e| self.err(e))?;
+        let current = txn_version(&t, consumer_app_id(&self.name))
+            .await
+            .map_err(|e| self.err(e))?;
+        if current >= removed {
+            return Ok((current, current));
+        }
+        let previous = self.ack(removed, false).await?;
+        Ok((previous, removed))
     }
 
     /// Records that every batch up to `batch` is done: one Delta commit. An ack never
     /// moves the position backwards unless `force`, and never past the newest batch.
     /// Returns the previous position.
     pub async fn ack(&self, batch: i64, force: bool) -> Result<i64> {
-        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        use deltalake::kernel::transaction::CommitProperties;
         use deltalake::kernel::Transaction;
-        use deltalake::protocol::{DeltaOperation, SaveMode};
         if batch < 0 {
             return Err(Error::config(format!(
                 "--batch {batch}: give a batch id >= 0"
@@ -254,8 +331,6 @@ impl Consumer {
             let newest = txn_version(&t, app_id(&self.pipeline.name))
                 .await
                 .map_err(|e| self.err(e))?;
-            let s = t.snapshot().map_err(|e| self.err(e))?;
-            let log_store = t.log_store();
             if batch > newest {
                 return Err(self.err(format!(
                     "cannot acknowledge batch {batch}: the newest batch is {newest}"
@@ -280,18 +355,7 @@ impl Consumer {
                     batch,
                 )])
                 .with_metadata([("dlink".to_string(), meta)]);
-            let done = CommitBuilder::from(props)
-                .with_actions(vec![])
-                .build(
-                    Some(s),
-                    log_store,
-                    DeltaOperation::Write {
-                        mode: SaveMode::Append,
-                        partition_by: None,
-                        predicate: None,
-                    },
-                )
-                .await;
+            let done = crate::sink::commit_without_actions(&t, props).await;
             match done {
                 Ok(_) => return Ok(current),
                 Err(e) if attempt < 5 && is_conflict(&e) => {
@@ -308,7 +372,7 @@ impl Consumer {
 
 /// Whether a commit lost to a concurrent one (and may be decided again on a fresh
 /// snapshot).
-fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+pub(crate) fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     use deltalake::kernel::transaction::TransactionError;
     matches!(
         e,
@@ -334,6 +398,9 @@ pub struct ConsumerStatus {
     /// Seconds since the oldest batch it has not acknowledged was committed (0 when
     /// it is up to date).
     pub lag_seconds: f64,
+    /// Whether retention removed batches it has not read (its next read fails until
+    /// `ack --to-earliest`).
+    pub behind_retention: bool,
 }
 
 /// The position and lag of each registered consumer (`[link] consumers`) of `p`.
@@ -344,6 +411,9 @@ pub async fn statuses(p: &Pipeline) -> Result<Vec<ConsumerStatus>> {
     }
     let t = open_link(p).await?;
     let newest = txn_version(&t, app_id(&p.name))
+        .await
+        .map_err(|e| link_err(p, e))?;
+    let removed = txn_version(&t, retention_app_id(&p.name))
         .await
         .map_err(|e| link_err(p, e))?;
     for name in &p.consumers {
@@ -383,6 +453,7 @@ pub async fn statuses(p: &Pipeline) -> Result<Vec<ConsumerStatus>> {
             newest_batch: newest,
             lag_batches: (newest - position).max(0),
             lag_seconds,
+            behind_retention: position < removed,
         });
     }
     Ok(out)

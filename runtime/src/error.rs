@@ -96,6 +96,26 @@ pub enum Error {
         found: i64,
     },
 
+    /// A window starts before the oldest batch the change log still holds: retention
+    /// (`dlink-rt compact`) removed the batches in between.
+    #[error(
+        "link table {uri} of pipeline '{pipeline}': {reader} reads the batches after batch {}, but batches {first_missing}..={through} \
+         were removed by retention (`[link] retain`, `dlink-rt compact`); the oldest batch kept is {}. \
+         Their keys cannot be read any more: reprocess the keys from the source if you need them, then {way_out}",
+        first_missing - 1, through + 1
+    )]
+    Expired {
+        pipeline: String,
+        uri: String,
+        /// `consumer 'a'` or `--since-batch 3`.
+        reader: String,
+        /// The first batch the reader needs that is gone.
+        first_missing: i64,
+        /// The last batch removed (the oldest kept is the next).
+        through: i64,
+        way_out: String,
+    },
+
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),

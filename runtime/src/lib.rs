@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod cdf;
+pub mod compact;
 pub mod config;
 pub mod consumer;
 pub mod demo;

@@ -57,6 +57,37 @@ pub fn app_id(pipeline: &str) -> String {
     format!("dlink-rt:{pipeline}")
 }
 
+/// The application id of a change log's retention mark: every batch up to its version
+/// was removed by `dlink-rt compact`.
+pub fn retention_app_id(pipeline: &str) -> String {
+    format!("dlink-retention:{pipeline}")
+}
+
+/// Commits `props` (application transactions and metadata) with no data on `table`'s
+/// snapshot; returns the table at the new version. Conflicts come back as Delta's own
+/// errors (see [`crate::consumer`]'s retries).
+pub(crate) async fn commit_without_actions(
+    table: &DeltaTable,
+    props: CommitProperties,
+) -> deltalake::DeltaResult<DeltaTable> {
+    let state = table.snapshot()?;
+    let done = CommitBuilder::from(props)
+        .with_actions(vec![])
+        .build(
+            Some(state),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+        .await?;
+    let mut t = table.clone();
+    t.state = Some(done.snapshot);
+    Ok(t)
+}
+
 /// The application id of a pipeline's progress on one upstream.
 pub fn upstream_app_id(pipeline: &str, upstream: &str) -> String {
     format!("dlink-rt:{pipeline}:{upstream}")
@@ -615,21 +646,9 @@ impl LinkTable {
         table: &mut DeltaTable,
         props: CommitProperties,
     ) -> Result<()> {
-        let state = table.snapshot().map_err(|e| self.err(e))?;
-        let done = CommitBuilder::from(props)
-            .with_actions(vec![])
-            .build(
-                Some(state),
-                table.log_store(),
-                DeltaOperation::Write {
-                    mode: SaveMode::Append,
-                    partition_by: None,
-                    predicate: None,
-                },
-            )
+        *table = commit_without_actions(table, props)
             .await
             .map_err(|e| self.err(e))?;
-        table.state = Some(done.snapshot);
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! `dlink-rt ack <pipeline.toml> --consumer NAME --batch N [--force]`
+//! `dlink-rt ack <pipeline.toml> --consumer NAME (--batch N [--force] | --to-earliest)`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use dlink_rt::Error;
 
 /// Records that a consumer is done with every batch up to N (one Delta commit).
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["batch", "to_earliest"])))]
 pub struct AckArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
@@ -17,21 +18,35 @@ pub struct AckArgs {
     pub consumer: String,
     /// The last batch done (`keys --consumer` prints it).
     #[arg(long, value_name = "N")]
-    pub batch: i64,
+    pub batch: Option<i64>,
     /// Allow moving the position back (to read batches again).
-    #[arg(long)]
+    #[arg(long, requires = "batch")]
     pub force: bool,
+    /// Skip to the oldest batch retention kept (for a consumer that fell behind it:
+    /// the keys of the removed batches are not read).
+    #[arg(long)]
+    pub to_earliest: bool,
 }
 
 pub async fn ack(args: AckArgs) -> ExitCode {
     let run = async {
         let pipeline = Pipeline::load(&args.pipeline)?;
         let c = Consumer::new(pipeline, &args.consumer)?;
-        let before = c.ack(args.batch, args.force).await?;
-        println!(
-            "consumer '{}': batch {before} -> batch {}",
-            args.consumer, args.batch
-        );
+        let (before, after) = match args.batch {
+            Some(batch) => (c.ack(batch, args.force).await?, batch),
+            None => c.ack_to_earliest().await?,
+        };
+        if before == after {
+            println!(
+                "consumer '{}': stays at batch {before} (nothing older than it was removed)",
+                args.consumer
+            );
+        } else {
+            println!(
+                "consumer '{}': batch {before} -> batch {after}",
+                args.consumer
+            );
+        }
         Ok::<(), Error>(())
     };
     super::exit_code(run.await)

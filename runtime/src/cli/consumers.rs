@@ -36,8 +36,16 @@ pub async fn consumers(args: ConsumersArgs) -> ExitCode {
             );
             for c in &list {
                 println!(
-                    "{:<20} {:>10} {:>10} {:>12.1}",
-                    c.name, c.position, c.lag_batches, c.lag_seconds
+                    "{:<20} {:>10} {:>10} {:>12.1}{}",
+                    c.name,
+                    c.position,
+                    c.lag_batches,
+                    c.lag_seconds,
+                    if c.behind_retention {
+                        "  behind retention: `ack --to-earliest`"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -56,14 +56,23 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
         ));
     }
     let pipeline = Pipeline::load(&args.pipeline)?;
-    let since = match (&args.since_batch, &args.since, &args.consumer) {
-        (Some(n), _, _) => Since::Batch(*n),
+    let (w, since) = match (&args.since_batch, &args.since, &args.consumer) {
+        (Some(n), _, _) => (
+            consumer::read_window(&pipeline, &Since::Batch(*n)).await?,
+            Since::Batch(*n),
+        ),
         (None, Some(text), _) => {
-            Since::Time(consumer::parse_since(text, chrono::Utc::now()).map_err(Error::config)?)
+            let t = consumer::parse_since(text, chrono::Utc::now()).map_err(Error::config)?;
+            let since = Since::Time(t);
+            (consumer::read_window(&pipeline, &since).await?, since)
         }
         (None, None, Some(name)) => {
-            let c = consumer::Consumer::new(pipeline.clone(), name)?;
-            Since::Batch(c.position().await?)
+            // The position and the window from one snapshot of the link table.
+            let w = consumer::Consumer::new(pipeline.clone(), name)?
+                .next_keys()
+                .await?;
+            let since = Since::Batch(w.after_batch.unwrap_or(0));
+            (w, since)
         }
         (None, None, None) => {
             return Err(Error::config(
@@ -71,7 +80,6 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
             ))
         }
     };
-    let w = consumer::read_window(&pipeline, &since).await?;
     let bytes = render(&w, args.format).map_err(|e| Error::Other(format!("{e}")))?;
     match &args.out {
         Some(path) => write_file(path, &bytes)?,

@@ -3,6 +3,7 @@
 
 mod ack;
 mod bench;
+mod compact;
 mod consumers;
 mod demo;
 mod keys;
@@ -41,6 +42,8 @@ enum Command {
     Ack(ack::AckArgs),
     /// List a pipeline's registered consumers with their positions and lag.
     Consumers(consumers::ConsumersArgs),
+    /// Apply retention ([link] retain, never past a registered consumer), OPTIMIZE and VACUUM link tables.
+    Compact(compact::CompactArgs),
     /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
     Reset(reset::ResetArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
@@ -101,6 +104,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Keys(args) => keys::keys(args).await,
             Command::Ack(args) => ack::ack(args).await,
             Command::Consumers(args) => consumers::consumers(args).await,
+            Command::Compact(args) => compact::compact(args).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, cache_dir).await,

@@ -96,6 +96,22 @@ pub(super) struct LinkSection {
     /// `dlink-rt consumers`. Default none.
     #[serde(default)]
     pub(super) consumers: Vec<String>,
+    /// How long `dlink-rt compact` keeps a change log's batches: a duration (`"30d"`,
+    /// `"12h"`) or a number of batches (`500`). Batches a registered consumer has not
+    /// acknowledged are kept whatever their age. Default: keep every batch.
+    #[schemars(with = "Option<RetainSpec>")]
+    pub(super) retain: Option<Spanned<RetainSpec>>,
+    /// `run --follow` compacts the link table this often (`"1h"`). Default never.
+    #[schemars(with = "Option<String>")]
+    pub(super) compact_every: Option<Spanned<String>>,
+}
+
+/// `[link] retain`: a duration or a batch count.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub(super) enum RetainSpec {
+    Batches(i64),
+    Age(String),
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -119,6 +119,24 @@ impl std::fmt::Display for LinkMode {
     }
 }
 
+/// How long a change log keeps its batches (`[link] retain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// The newest N batches.
+    Batches(i64),
+    /// The batches committed within this long.
+    Age(std::time::Duration),
+}
+
+impl std::fmt::Display for Retain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retain::Batches(n) => write!(f, "the newest {n} batches"),
+            Retain::Age(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
 /// A key column of a link table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyColumn {
@@ -221,6 +239,10 @@ pub struct Pipeline {
     pub link_mode: Option<LinkMode>,
     /// `[link] consumers`: the registered consumers.
     pub consumers: Vec<String>,
+    /// `[link] retain`: how long `compact` keeps a change log's batches.
+    pub retain: Option<Retain>,
+    /// `[link] compact_every`: how often `run --follow` compacts the link table.
+    pub compact_every: Option<std::time::Duration>,
     /// The catalog's `[lookups]` settings.
     pub lookup_settings: LookupSettings,
 }
@@ -590,6 +612,39 @@ impl Pipeline {
                 "[link] keys is empty: declare at least one key column, e.g. keys = [{ name = \"id\", type = \"long\" }]",
             ));
         }
+        let retain = match &file.link.retain {
+            None => None,
+            Some(r) => match r.get_ref() {
+                file::RetainSpec::Batches(n) if *n >= 1 => Some(Retain::Batches(*n)),
+                file::RetainSpec::Batches(n) => {
+                    problems.push(src.at(r, format!("[link] retain = {n}: keep at least 1 batch, or give a duration such as \"30d\"")));
+                    None
+                }
+                file::RetainSpec::Age(text) => match humantime::parse_duration(text) {
+                    Ok(d) => Some(Retain::Age(d)),
+                    Err(e) => {
+                        problems.push(src.at(r, format!("[link] retain = \"{text}\": {e}; give a duration such as \"30d\" or \"12h\", or a number of batches")));
+                        None
+                    }
+                },
+            },
+        };
+        let compact_every = match &file.link.compact_every {
+            None => None,
+            Some(c) => {
+                match humantime::parse_duration(c.get_ref()) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    Ok(_) => {
+                        problems.push(src.at(c, "[link] compact_every must be longer than 0s"));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(src.at(c, format!("[link] compact_every = \"{}\": {e}; give a duration such as \"1h\"", c.get_ref())));
+                        None
+                    }
+                }
+            }
+        };
         if !problems.is_empty() {
             return Err(Error::Config { problems });
         }
@@ -608,6 +663,8 @@ impl Pipeline {
             keys,
             link_mode: file.link.mode.map(|m| m.into_inner()),
             consumers: file.link.consumers.clone(),
+            retain,
+            compact_every,
             lookup_settings: catalog.lookups,
         })
     }

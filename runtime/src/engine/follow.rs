@@ -72,6 +72,7 @@ pub async fn follow(
         None => None,
     };
     let mut slot = PluginSlot::with_incoming(rx);
+    let mut compactor = Compactor::new(pipeline);
     // Kept open from poll to poll: a poll reads only the log entries that are new.
     let mut session: Option<Session> = None;
     tokio::pin!(stop);
@@ -106,6 +107,7 @@ pub async fn follow(
             }
             Err(e) => tracing::error!("{e}"),
         }
+        compactor.maybe_start();
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(opts.interval) => {}
@@ -114,7 +116,61 @@ pub async fn follow(
     if let Some(w) = watcher {
         w.abort();
     }
+    // Each step of a compaction is one Delta commit: stopping between two leaves a
+    // table the next compaction finishes.
+    compactor.stop();
     Ok(())
+}
+
+/// `[link] compact_every`: a compaction of the link table in the background, beside
+/// the pipeline's batches (their commits and the compaction's go through side by side).
+struct Compactor {
+    pipeline: Pipeline,
+    last: Instant,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Compactor {
+    fn new(pipeline: &Pipeline) -> Self {
+        Compactor {
+            pipeline: pipeline.clone(),
+            last: Instant::now(),
+            running: None,
+        }
+    }
+
+    /// Starts a compaction when one is due and none runs.
+    fn maybe_start(&mut self) {
+        let Some(every) = self.pipeline.compact_every else {
+            return;
+        };
+        if self.running.as_ref().is_some_and(|h| !h.is_finished()) || self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let p = self.pipeline.clone();
+        self.running = Some(tokio::spawn(async move {
+            match crate::compact::compact(&p, chrono::Utc::now()).await {
+                Ok(r) => tracing::info!(
+                    "{}: compacted the link table: removed batches {}, {} -> {} files, vacuumed {} files, in {:.2}s",
+                    p.name,
+                    r.removed_batches
+                        .map_or_else(|| "none".to_string(), |(a, b)| format!("{a}..={b}")),
+                    r.files_before,
+                    r.files_after,
+                    r.vacuumed_files,
+                    r.seconds
+                ),
+                Err(e) => tracing::error!("{}: compaction failed (retried at the next compact_every): {e}", p.name),
+            }
+        }));
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.running.take() {
+            h.abort();
+        }
+    }
 }
 
 /// One poll: refresh the open session (or open one) and run the batches that are due.
