@@ -22,5 +22,6 @@ pub mod lookup;
 pub mod plugin;
 pub mod sink;
 pub mod sql_pipeline;
+pub mod why;
 
 pub use error::{Error, Result};

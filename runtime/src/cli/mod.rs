@@ -12,6 +12,7 @@ mod reset;
 mod run;
 mod schema;
 mod validate;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Compact(compact::CompactArgs),
     /// Move an upstream's checkpoint past versions that cannot be read (or back, to re-read).
     Reset(reset::ResetArgs),
+    /// Explain a key: the batches that reported it, their upstream commits and the change rows that caused it.
+    Why(why::WhyArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the catalog and pipeline files (for editors).
@@ -105,6 +108,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Ack(args) => ack::ack(args).await,
             Command::Consumers(args) => consumers::consumers(args).await,
             Command::Compact(args) => compact::compact(args).await,
+            Command::Why(args) => why::why(args, cache_dir).await,
             Command::Validate(args) => validate::validate(args, cache_dir).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, cache_dir).await,
