@@ -150,3 +150,61 @@ pub async fn run(
     }
     Ok(out)
 }
+
+/// `bench --compact`: a change log of `batches` single-batch files (1,000 keys each)
+/// compacted by [`crate::compact::compact`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompactPoint {
+    pub batches: i64,
+    pub rows: u64,
+    /// Writing the batches (one commit each), in seconds.
+    pub write_s: f64,
+    pub files_before: usize,
+    pub files_after: usize,
+    pub compact_s: f64,
+    /// Reading the keys of the newest batch after compaction, and the files it opened.
+    pub window_s: f64,
+    pub window_files: usize,
+}
+
+pub async fn compaction(
+    dir: &Path,
+    batches: i64,
+    progress: impl Fn(&str),
+) -> Result<CompactPoint, String> {
+    let p = pipeline(&dir.join("compact"), LinkMode::Log)?;
+    let mut link = LinkTable::open(&p).await.map_err(|e| e.to_string())?;
+    link.checkpoint().await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    for b in 1..=batches {
+        commit(&mut link, b, &keys(1000, b * 1000, 1)).await?;
+        if b % 250 == 0 {
+            progress(&format!("compact: {b} of {batches} batches written"));
+        }
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    let r = crate::compact::compact(&p, chrono::Utc::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let w = crate::consumer::read_window(&p, &crate::consumer::Since::Batch(batches - 1))
+        .await
+        .map_err(|e| e.to_string())?;
+    let window_s = t.elapsed().as_secs_f64();
+    if w.len() != 1000 {
+        return Err(format!(
+            "after compaction the newest batch held {} keys, not 1,000",
+            w.len()
+        ));
+    }
+    Ok(CompactPoint {
+        batches,
+        rows: batches as u64 * 1000,
+        write_s,
+        files_before: r.files_before,
+        files_after: r.files_after,
+        compact_s: r.seconds,
+        window_s,
+        window_files: w.files_scanned,
+    })
+}

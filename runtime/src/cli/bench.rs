@@ -86,6 +86,13 @@ pub struct BenchArgs {
     /// (`mode = "latest"`) at 100k and 1M.
     #[arg(long, conflicts_with_all = ["follow", "scaling", "examples"])]
     pub commit: bool,
+    /// `dlink-rt compact` of a change log of --batches single-batch files (1,000 keys
+    /// each): files before and after, time, and a read of the newest batch after it.
+    #[arg(long, conflicts_with_all = ["follow", "scaling", "examples", "commit"])]
+    pub compact: bool,
+    /// With --compact: batches (files) of the change log.
+    #[arg(long, default_value_t = 1000, requires = "compact")]
+    pub batches: i64,
     /// The peer's Python [default: $DLINK_PEER_PYTHON, else ~/.cache/dlink-rt/peer-venv/bin/python].
     #[arg(long, value_name = "FILE", requires = "peer")]
     pub python: Option<PathBuf>,
@@ -189,6 +196,42 @@ async fn commit(args: &BenchArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `bench --compact`.
+async fn compact(args: &BenchArgs) -> ExitCode {
+    let dir = match tempfile_dir(args.dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let progress = |m: &str| eprintln!("bench: {m}");
+    let point = bench::commit::compaction(&dir, args.batches.max(2), progress).await;
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let p = match point {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if args.json {
+        return print_json(&serde_json::json!({ "profile": bench::profile(), "compact": p }));
+    }
+    println!(
+        "dlink-rt bench --compact (profile: {}){}",
+        bench::profile(),
+        debug_notice(bench::profile())
+    );
+    println!(
+        "  {} batches ({} rows) written in {:.2} s; compact: {} -> {} files in {:.2} s; newest batch read after it: {:.1} ms ({} files)",
+        p.batches, p.rows, p.write_s, p.files_before, p.files_after, p.compact_s, p.window_s * 1e3, p.window_files
+    );
+    ExitCode::SUCCESS
+}
+
 /// `dir` if given (created), else a new folder under the system's temp folder.
 fn tempfile_dir(dir: Option<&std::path::Path>) -> Result<PathBuf, String> {
     let dir = match dir {
@@ -254,6 +297,9 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
     }
     if args.commit {
         return commit(&args).await;
+    }
+    if args.compact {
+        return compact(&args).await;
     }
     if args.scaling {
         return scaling(&args, cache_dir.as_ref());
