@@ -159,6 +159,12 @@ pub struct CompactPoint {
     pub rows: u64,
     /// Writing the batches (one commit each), in seconds.
     pub write_s: f64,
+    /// Median commit of one 1,000-key batch: of the first ten batches, of the last ten
+    /// before compaction, and of five after it (each commit's cost follows the table's
+    /// file count: deltalake replays the active-file list after every commit).
+    pub commit_first_s: f64,
+    pub commit_last_s: f64,
+    pub commit_after_s: f64,
     pub files_before: usize,
     pub files_after: usize,
     pub compact_s: f64,
@@ -176,8 +182,13 @@ pub async fn compaction(
     let mut link = LinkTable::open(&p).await.map_err(|e| e.to_string())?;
     link.checkpoint().await.map_err(|e| e.to_string())?;
     let started = Instant::now();
+    let mut times = Vec::new();
     for b in 1..=batches {
-        commit(&mut link, b, &keys(1000, b * 1000, 1)).await?;
+        times.push(
+            commit(&mut link, b, &keys(1000, b * 1000, 1))
+                .await?
+                .as_secs_f64(),
+        );
         if b % 250 == 0 {
             progress(&format!("compact: {b} of {batches} batches written"));
         }
@@ -191,6 +202,19 @@ pub async fn compaction(
         .await
         .map_err(|e| e.to_string())?;
     let window_s = t.elapsed().as_secs_f64();
+    let mut link = LinkTable::open(&p).await.map_err(|e| e.to_string())?;
+    link.checkpoint().await.map_err(|e| e.to_string())?;
+    let mut after = Vec::new();
+    for b in batches + 1..=batches + 5 {
+        after.push(
+            commit(&mut link, b, &keys(1000, b * 1000, 1))
+                .await?
+                .as_secs_f64(),
+        );
+    }
+    let n = times.len().min(10);
+    let first = median(times[..n].to_vec());
+    let last = median(times[times.len() - n..].to_vec());
     if w.len() != 1000 {
         return Err(format!(
             "after compaction the newest batch held {} keys, not 1,000",
@@ -201,10 +225,18 @@ pub async fn compaction(
         batches,
         rows: batches as u64 * 1000,
         write_s,
+        commit_first_s: first,
+        commit_last_s: last,
+        commit_after_s: median(after),
         files_before: r.files_before,
         files_after: r.files_after,
         compact_s: r.seconds,
         window_s,
         window_files: w.files_scanned,
     })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

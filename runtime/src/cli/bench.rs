@@ -229,6 +229,13 @@ async fn compact(args: &BenchArgs) -> ExitCode {
         "  {} batches ({} rows) written in {:.2} s; compact: {} -> {} files in {:.2} s; newest batch read after it: {:.1} ms ({} files)",
         p.batches, p.rows, p.write_s, p.files_before, p.files_after, p.compact_s, p.window_s * 1e3, p.window_files
     );
+    println!(
+        "  one 1,000-key commit: {:.1} ms at the first batches, {:.1} ms at {} files, {:.1} ms after compaction",
+        p.commit_first_s * 1e3,
+        p.commit_last_s * 1e3,
+        p.files_before,
+        p.commit_after_s * 1e3
+    );
     ExitCode::SUCCESS
 }
 
