@@ -334,3 +334,52 @@ async fn follow_compacts_on_its_schedule() {
     let batches: BTreeSet<i64> = link_log(&file).await.iter().map(|(_, b, _)| *b).collect();
     assert!(batches.iter().all(|b| *b == newest), "{batches:?}");
 }
+
+/// Data files of a link table's snapshot.
+async fn snapshot_files(link: &Path) -> usize {
+    let url = deltalake::ensure_table_uri(link.to_str().unwrap()).unwrap();
+    let t = deltalake::open_table(url).await.unwrap();
+    t.snapshot().unwrap().log_data().num_files()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_merges_the_small_files_of_the_change_log() {
+    let (ws, tables, file) = emp_dept_at(ROWS).await;
+    let plain = ws.path().join("plain.toml");
+    std::fs::write(
+        &plain,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("links/emp_dept", "links/plain")
+            .replace("name = \"emp_dept\"", "name = \"plain\"")
+            + "merge_small_files = 0\n",
+    )
+    .unwrap();
+    add_to_link(&file, "merge_small_files = 3\n");
+    for round in 0..3 {
+        ws.run_ok(&file);
+        ws.run_ok(&plain);
+        write_increment(&tables, ROWS, round, 3).await.unwrap();
+    }
+    ws.run_ok(&file);
+    ws.run_ok(&plain);
+    let batches = link_state(&file).await.unwrap().1.batch_id;
+    assert!(batches >= 6, "{batches} batches");
+    // The same keys in the same batches; one file per batch without the merge, at
+    // most a few with it.
+    assert_eq!(rows(&file).await, rows(&plain).await);
+    let unmerged = snapshot_files(&ws.path().join("links/plain")).await;
+    let merged = snapshot_files(&ws.path().join("links/emp_dept")).await;
+    assert!(unmerged >= 6, "{unmerged}");
+    assert!(merged < 3 + 1, "{merged} files with merge_small_files = 3");
+    // Readers still read the newest batch alone from a merged log.
+    let o = keys(&file, &["--since-batch", &(batches - 1).to_string()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let newest: BTreeSet<i64> = rows(&plain)
+        .await
+        .into_iter()
+        .filter(|(_, b, _)| *b == batches)
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(json_emp_ids(&text(&o).0), newest);
+}

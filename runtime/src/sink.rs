@@ -49,6 +49,9 @@ pub const CHANGE_TS: &str = "dlink_change_ts";
 /// `dlink_updated_at`: when the batch was committed.
 pub const UPDATED_AT: &str = "dlink_updated_at";
 
+/// The size the change log's small files are merged up to after a commit (8 MiB).
+pub const SMALL_FILE: u64 = 8 << 20;
+
 /// How a link table's description records its [`LinkMode`] (`dlink.link.mode=log`).
 pub const MODE_PROPERTY: &str = "dlink.link.mode";
 
@@ -137,6 +140,9 @@ pub struct LinkTable {
     /// The table's mode (what the file asks, or the existing table's).
     mode: LinkMode,
     table: Option<DeltaTable>,
+    /// `[link] merge_small_files`: a change log with this many small files has them
+    /// merged after a commit (0: never).
+    merge_small_files: usize,
     /// The checkpoint as of `table`'s version, when this process read or wrote it.
     /// While it is known, a batch commits on the held snapshot without reading the log
     /// again: a commit another run made since carries this pipeline's app id, and
@@ -164,6 +170,7 @@ impl LinkTable {
             mode: p.link_mode.unwrap_or(LinkMode::Log),
             table: None,
             known: None,
+            merge_small_files: p.merge_small_files,
         };
         if crate::cdf::local_path_without_log(&link.uri) {
             return Ok(link);
@@ -394,6 +401,7 @@ impl LinkTable {
         let err = match self.write_batch(&c, expected.as_ref()).await {
             Ok((v, cp)) => {
                 self.known = Some(cp);
+                self.merge_small_files().await;
                 return Ok(v);
             }
             Err(e @ Error::Concurrent { .. }) => return Err(e),
@@ -423,7 +431,64 @@ impl LinkTable {
         );
         let (v, cp) = self.write_batch(&c, None).await?;
         self.known = Some(cp);
+        self.merge_small_files().await;
         Ok(v)
+    }
+
+    /// After a committed batch: when the change log holds `merge_small_files` files
+    /// smaller than [`SMALL_FILE`], an OPTIMIZE merges them into files of about
+    /// [`SMALL_FILE`] (larger files are left alone), in batch order. deltalake re-derives
+    /// the table's list of active files after every commit, so a commit costs what the
+    /// number of files costs; merging keeps that number, and the commit, bounded as the
+    /// log grows. The OPTIMIZE is its own commit with no `txn`, so the checkpoint held
+    /// stays valid; a failure is logged and changes nothing (the batch is committed, and
+    /// `dlink-rt compact` merges the files later).
+    async fn merge_small_files(&mut self) {
+        if self.mode != LinkMode::Log || self.merge_small_files == 0 {
+            return;
+        }
+        let Some(t) = self.table.as_ref() else {
+            return;
+        };
+        let small = match t.snapshot() {
+            Ok(s) => s
+                .log_data()
+                .iter()
+                .filter(|f| f.size() < (SMALL_FILE / 2) as i64)
+                .count(),
+            Err(_) => return,
+        };
+        if small < self.merge_small_files {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let props = CommitProperties::default().with_metadata([(
+            "dlink".to_string(),
+            json!({"compact": "merge_small_files", "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION"))}),
+        )]);
+        let target = std::num::NonZeroU64::new(SMALL_FILE).unwrap_or(std::num::NonZeroU64::MIN);
+        match t
+            .clone()
+            .optimize()
+            .with_target_size(target)
+            .with_commit_properties(props)
+            .await
+        {
+            Ok((merged, m)) => {
+                tracing::info!(
+                    "{}: merged {} small files of the change log into {} in {} ms",
+                    self.pipeline,
+                    m.num_files_removed,
+                    m.num_files_added,
+                    started.elapsed().as_millis()
+                );
+                self.table = Some(merged);
+            }
+            Err(e) => tracing::warn!(
+                "{}: merging the change log's {small} small files failed (the batch is committed; `dlink-rt compact` merges them): {e}",
+                self.pipeline
+            ),
+        }
     }
 
     async fn reload_checkpoint(&mut self) -> Result<Checkpoint> {

@@ -66,6 +66,11 @@ async fn commit(link: &mut LinkTable, batch_id: i64, k: &AffectedKeys) -> Result
 }
 
 fn pipeline(dir: &Path, mode: LinkMode) -> Result<Pipeline, String> {
+    pipeline_with(dir, mode, "")
+}
+
+/// A pipeline file with `extra` lines in its `[link]` section.
+fn pipeline_with(dir: &Path, mode: LinkMode, extra: &str) -> Result<Pipeline, String> {
     let err = |e: std::io::Error| format!("{}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(err)?;
     std::fs::write(dir.join("upstreams.toml"), "[upstreams.u]\nuri = \"u\"\n").map_err(err)?;
@@ -74,7 +79,7 @@ fn pipeline(dir: &Path, mode: LinkMode) -> Result<Pipeline, String> {
         &file,
         format!(
             "name = \"p\"\nupstreams = [\"u\"]\n\n[sql]\nquery = \"SELECT 1 AS k\"\n\n\
-             [link]\nuri = \"link\"\nmode = \"{mode}\"\nkeys = [{{ name = \"k\", type = \"long\" }}]\n"
+             [link]\nuri = \"link\"\nmode = \"{mode}\"\nkeys = [{{ name = \"k\", type = \"long\" }}]\n{extra}"
         ),
     )
     .map_err(err)?;
@@ -165,6 +170,11 @@ pub struct CompactPoint {
     pub commit_first_s: f64,
     pub commit_last_s: f64,
     pub commit_after_s: f64,
+    /// The same log written with the default `merge_small_files`: the median commit of
+    /// the last ten batches (merges included), the whole write, and its files at the end.
+    pub merged_commit_last_s: f64,
+    pub merged_write_s: f64,
+    pub merged_files: usize,
     pub files_before: usize,
     pub files_after: usize,
     pub compact_s: f64,
@@ -173,26 +183,41 @@ pub struct CompactPoint {
     pub window_files: usize,
 }
 
+/// Commits batches `ids` of 1,000 keys each to `p`'s link table (opened afresh);
+/// returns each commit's time in seconds.
+async fn commit_batches(
+    p: &Pipeline,
+    ids: std::ops::RangeInclusive<i64>,
+    progress: &impl Fn(&str),
+) -> Result<Vec<f64>, String> {
+    let mut link = LinkTable::open(p).await.map_err(|e| e.to_string())?;
+    link.checkpoint().await.map_err(|e| e.to_string())?;
+    let last = *ids.end();
+    let mut times = Vec::new();
+    for b in ids {
+        let k = keys(1000, b * 1000, 1);
+        times.push(commit(&mut link, b, &k).await?.as_secs_f64());
+        if b % 250 == 0 {
+            progress(&format!("compact: {b} of {last} batches written"));
+        }
+    }
+    Ok(times)
+}
+
 pub async fn compaction(
     dir: &Path,
     batches: i64,
     progress: impl Fn(&str),
 ) -> Result<CompactPoint, String> {
-    let p = pipeline(&dir.join("compact"), LinkMode::Log)?;
-    let mut link = LinkTable::open(&p).await.map_err(|e| e.to_string())?;
-    link.checkpoint().await.map_err(|e| e.to_string())?;
+    // Without the merge of small files after commits, which would keep the file count
+    // low by itself.
+    let p = pipeline_with(
+        &dir.join("compact"),
+        LinkMode::Log,
+        "merge_small_files = 0\n",
+    )?;
     let started = Instant::now();
-    let mut times = Vec::new();
-    for b in 1..=batches {
-        times.push(
-            commit(&mut link, b, &keys(1000, b * 1000, 1))
-                .await?
-                .as_secs_f64(),
-        );
-        if b % 250 == 0 {
-            progress(&format!("compact: {b} of {batches} batches written"));
-        }
-    }
+    let times = commit_batches(&p, 1..=batches, &progress).await?;
     let write_s = started.elapsed().as_secs_f64();
     let r = crate::compact::compact(&p, chrono::Utc::now())
         .await
@@ -202,16 +227,23 @@ pub async fn compaction(
         .await
         .map_err(|e| e.to_string())?;
     let window_s = t.elapsed().as_secs_f64();
-    let mut link = LinkTable::open(&p).await.map_err(|e| e.to_string())?;
-    link.checkpoint().await.map_err(|e| e.to_string())?;
-    let mut after = Vec::new();
-    for b in batches + 1..=batches + 5 {
-        after.push(
-            commit(&mut link, b, &keys(1000, b * 1000, 1))
-                .await?
-                .as_secs_f64(),
-        );
-    }
+    let after = commit_batches(&p, batches + 1..=batches + 5, &progress).await?;
+    // The same batches with the default merge of small files after commits.
+    let q = pipeline_with(&dir.join("merged"), LinkMode::Log, "")?;
+    let started = Instant::now();
+    let merged = commit_batches(&q, 1..=batches, &progress).await?;
+    let merged_write_s = started.elapsed().as_secs_f64();
+    let merged_files = LinkTable::open(&q)
+        .await
+        .ok()
+        .and_then(|l| {
+            l.table()
+                .and_then(|t| t.snapshot().ok().map(|s| s.log_data().num_files()))
+        })
+        .unwrap_or(0);
+    progress(&format!(
+        "compact: the same {batches} batches with merge_small_files: {merged_files} files"
+    ));
     let n = times.len().min(10);
     let first = median(times[..n].to_vec());
     let last = median(times[times.len() - n..].to_vec());
@@ -228,6 +260,9 @@ pub async fn compaction(
         commit_first_s: first,
         commit_last_s: last,
         commit_after_s: median(after),
+        merged_commit_last_s: median(merged[merged.len() - n..].to_vec()),
+        merged_write_s,
+        merged_files,
         files_before: r.files_before,
         files_after: r.files_after,
         compact_s: r.seconds,

@@ -236,6 +236,13 @@ async fn compact(args: &BenchArgs) -> ExitCode {
         p.files_before,
         p.commit_after_s * 1e3
     );
+    println!(
+        "  with merge_small_files (default): {:.1} ms at the last batches, all {} written in {:.2} s, {} files",
+        p.merged_commit_last_s * 1e3,
+        p.batches,
+        p.merged_write_s,
+        p.merged_files
+    );
     ExitCode::SUCCESS
 }
 

@@ -104,6 +104,10 @@ pub(super) struct LinkSection {
     /// `run --follow` compacts the link table this often (`"1h"`). Default never.
     #[schemars(with = "Option<String>")]
     pub(super) compact_every: Option<Spanned<String>>,
+    /// A change log with this many small files (under 4 MiB) has them merged after a
+    /// commit, so that a commit's cost stays bounded as the log grows. 0: never.
+    /// Default 64.
+    pub(super) merge_small_files: Option<usize>,
 }
 
 /// `[link] retain`: a duration or a batch count.

@@ -119,6 +119,9 @@ impl std::fmt::Display for LinkMode {
     }
 }
 
+/// Small files of a change log that trigger their merge after a commit.
+pub const DEFAULT_MERGE_SMALL_FILES: usize = 64;
+
 /// How long a change log keeps its batches (`[link] retain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retain {
@@ -243,6 +246,9 @@ pub struct Pipeline {
     pub retain: Option<Retain>,
     /// `[link] compact_every`: how often `run --follow` compacts the link table.
     pub compact_every: Option<std::time::Duration>,
+    /// `[link] merge_small_files`: a change log with this many small files has them
+    /// merged after a commit (0: never; default [`DEFAULT_MERGE_SMALL_FILES`]).
+    pub merge_small_files: usize,
     /// The catalog's `[lookups]` settings.
     pub lookup_settings: LookupSettings,
 }
@@ -665,6 +671,10 @@ impl Pipeline {
             consumers: file.link.consumers.clone(),
             retain,
             compact_every,
+            merge_small_files: file
+                .link
+                .merge_small_files
+                .unwrap_or(DEFAULT_MERGE_SMALL_FILES),
             lookup_settings: catalog.lookups,
         })
     }
