@@ -8,7 +8,7 @@ mod plan;
 mod session;
 
 pub use follow::{follow, FollowOptions};
-pub use many::{run_many, ManyOutcome};
+pub use many::{default_jobs, run_many, ManyOutcome};
 pub(crate) use session::Session;
 
 use std::time::Instant;

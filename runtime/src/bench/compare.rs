@@ -125,8 +125,9 @@ fn write_configs(dir: &Path, plugins: &Path) -> Result<Vec<Pipeline>, String> {
     Ok(out)
 }
 
-/// The four pipelines in one process until caught up, with a new plugin host (a new
-/// process's: compiled plugins from the cache, no lookup index yet).
+/// The four pipelines in one process until caught up, as `dlink-rt run FOLDER` runs
+/// them (one at a time per CPU), with a new plugin host (a new process's: compiled
+/// plugins from the cache, no lookup index yet).
 async fn run_once(
     pipelines: &[Pipeline],
     cache_dir: Option<PathBuf>,
@@ -134,7 +135,8 @@ async fn run_once(
     let host = PluginHost::new(cache_dir).map_err(|e| format!("{e:#}"))?;
     let reports: Mutex<Vec<BatchReport>> = Mutex::default();
     let t = Instant::now();
-    let outcome = crate::engine::run_many(pipelines, &host, pipelines.len(), |b| {
+    let jobs = crate::engine::default_jobs();
+    let outcome = crate::engine::run_many(pipelines, &host, jobs, |b| {
         reports
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -144,9 +144,7 @@ async fn run_folder(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let jobs = args.jobs.unwrap_or_else(dlink_rt::engine::default_jobs);
     let started = std::time::Instant::now();
     let outcome = dlink_rt::engine::run_many(&pipelines, &host, jobs, |b| println!("{b}")).await;
     let (mut failed, mut batches) = (0, 0);

@@ -10,6 +10,12 @@ use crate::config::Pipeline;
 use crate::error::Result;
 use crate::plugin::PluginHost;
 
+/// Pipelines run at once by default: one per CPU (more only contend for the same
+/// cores and hold more memory at once).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// What a multi-pipeline run did.
 pub struct ManyOutcome {
     /// Per pipeline, in the order given.
