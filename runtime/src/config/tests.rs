@@ -176,3 +176,43 @@ fn environment_defaults_apply_in_uris() {
         dir.path().join("fallback/spmaster").display().to_string()
     );
 }
+
+/// The pipeline text with `lines` appended to its `[link]` section (its last).
+fn with_link_lines(lines: &str) -> String {
+    pipeline_text("\"spmaster\"", "") + lines
+}
+
+#[test]
+fn retention_settings_parse_and_bad_ones_name_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    let load = |lines: &str| {
+        let p = write(dir.path(), "sp.toml", &with_link_lines(lines));
+        Pipeline::load(&p)
+    };
+    let p = load("retain = \"30d\"\ncompact_every = \"1h\"\nmerge_small_files = 0\n").unwrap();
+    assert_eq!(
+        p.retain,
+        Some(Retain::Age(std::time::Duration::from_secs(30 * 86_400)))
+    );
+    assert_eq!(p.compact_every, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(p.merge_small_files, 0);
+    let p = load("retain = 500\n").unwrap();
+    assert_eq!(p.retain, Some(Retain::Batches(500)));
+    assert_eq!(p.compact_every, None);
+    assert_eq!(p.merge_small_files, DEFAULT_MERGE_SMALL_FILES);
+
+    let ps = problems(load("retain = \"a month\"\ncompact_every = \"0s\"\n").unwrap_err());
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    assert!(
+        ps[0].contains("sp.toml:14") && ps[0].contains("retain = \"a month\""),
+        "{ps:?}"
+    );
+    assert!(
+        ps[1].contains("sp.toml:15") && ps[1].contains("compact_every"),
+        "{ps:?}"
+    );
+    let ps = problems(load("retain = 0\n").unwrap_err());
+    assert!(ps[0].contains("keep at least 1 batch"), "{ps:?}");
+}
