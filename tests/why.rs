@@ -43,6 +43,14 @@ fn why_json(file: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `dlink-rt why FILE ARGS` (the text report): stdout, asserting success.
+fn why_text(file: &Path, args: &[&str]) -> String {
+    let o = dlink().arg("why").arg(file).args(args).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "why {args:?} failed:\n{out}\n{err}");
+    out
+}
+
 fn upstream<'a>(batch: &'a Value, name: &str) -> &'a Value {
     batch["upstreams"]
         .as_array()
@@ -177,15 +185,7 @@ async fn why_names_the_department_rename_and_its_rows() {
     let v = why_json(&file, &[&emp.to_string(), "--batches", "1"]);
     assert_eq!(v["batches"].as_array().unwrap().len(), 1);
     assert_eq!(v["batches"][0]["batch_id"], rename_batch);
-    let o = dlink()
-        .arg("why")
-        .arg(&file)
-        .arg(emp.to_string())
-        .args(["--batches", "1"])
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = why_text(&file, &[&emp.to_string(), "--batches", "1"]);
     assert!(out.contains(&format!("batch {rename_batch}")), "{out}");
     assert!(
         out.contains(&format!("v{version}")) && out.contains("UPDATE"),
@@ -207,14 +207,7 @@ async fn why_of_a_key_never_reported_or_malformed() {
 
     ws.run_ok(&file);
     // A key no batch reported: exit 0, said so; the JSON has no batch.
-    let o = dlink()
-        .arg("why")
-        .arg(&file)
-        .arg("987654321")
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = why_text(&file, &["987654321"]);
     assert!(out.contains("emp_id=987654321 was never reported"), "{out}");
     let v = why_json(&file, &["--key", "emp_id=987654321"]);
     assert_eq!(v["batches_reporting"], 0);
@@ -309,15 +302,7 @@ async fn why_after_the_plugin_file_was_replaced_lists_commits_but_cannot_rederiv
     let other = ws.path().join("other.wasm");
     std::fs::copy(plugin("pub_authors"), &other).unwrap();
     pipeline_at(&other);
-    let o = dlink()
-        .arg("why")
-        .arg(&file)
-        .arg(emp.to_string())
-        .args(["--batches", "1"])
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = why_text(&file, &[&emp.to_string(), "--batches", "1"]);
     assert!(out.contains("cannot re-derive"), "{out}");
     assert!(out.contains("the file is missing"), "{out}");
     assert!(out.contains(&copy.display().to_string()), "{out}");

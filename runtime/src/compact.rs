@@ -102,15 +102,14 @@ pub async fn compact(p: &Pipeline, now: DateTime<Utc>) -> Result<Report> {
     let link = LinkTable::open(p).await?;
     let mode = link.mode();
     report.mode = mode.to_string();
-    if link.table().is_none() {
+    let Some(table) = link.table() else {
         report
             .notes
             .push("there is no link table yet: nothing to compact".into());
         return Ok(report);
-    }
-    let table = open_link(p).await?;
-    report.files_before = num_files(p, &table)?;
-    report.newest_batch = txn_version(&table, app_id(&p.name))
+    };
+    report.files_before = num_files(p, table)?;
+    report.newest_batch = txn_version(table, app_id(&p.name))
         .await
         .map_err(|e| link_err(p, "reading the checkpoint", e))?;
 

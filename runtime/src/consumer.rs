@@ -101,11 +101,11 @@ pub async fn read_window(p: &Pipeline, since: &Since) -> Result<Window> {
         Since::Batch(n) => format!("--since-batch {n}"),
         Since::Time(t) => format!("--since {}", t.to_rfc3339()),
     };
-    let way_out = match since {
-        Since::Batch(_) => "read from there on: `--since-batch <last batch removed>`".to_string(),
+    let way_out = |removed: i64| match since {
+        Since::Batch(_) => format!("read from there on: `--since-batch {removed}`"),
         Since::Time(_) => String::new(),
     };
-    window_of(p, &open_link(p).await?, since, &reader, &way_out).await
+    window_of(p, &open_link(p).await?, since, &reader, way_out).await
 }
 
 /// The last batch retention removed from `p`'s change log (0: none).
@@ -123,7 +123,7 @@ async fn window_of(
     table: &DeltaTable,
     since: &Since,
     reader: &str,
-    way_out: &str,
+    way_out: impl Fn(i64) -> String,
 ) -> Result<Window> {
     let err = |message: String| link_err(p, message);
     let snapshot = table.snapshot().map_err(|e| err(e.to_string()))?;
@@ -143,7 +143,7 @@ async fn window_of(
                 reader: reader.to_string(),
                 first_missing: after + 1,
                 through: removed,
-                way_out: way_out.replace("<last batch removed>", &removed.to_string()),
+                way_out: way_out(removed),
             });
         }
     }
@@ -285,7 +285,7 @@ impl Consumer {
             &t,
             &Since::Batch(after),
             &format!("consumer '{}'", self.name),
-            &way_out,
+            |_| way_out.clone(),
         )
         .await
     }

@@ -161,11 +161,7 @@ async fn commit(args: &BenchArgs) -> ExitCode {
     if args.json {
         return print_json(&serde_json::json!({ "profile": bench::profile(), "commits": points }));
     }
-    println!(
-        "dlink-rt bench --commit (profile: {}){}",
-        bench::profile(),
-        debug_notice(bench::profile())
-    );
+    print_header("--commit");
     println!(
         "  {:<7} {:>12} {:>7} {:>14} {:>22}",
         "mode", "table rows", "files", "2k-key commit", "1k-key window (files)"
@@ -220,11 +216,7 @@ async fn compact(args: &BenchArgs) -> ExitCode {
     if args.json {
         return print_json(&serde_json::json!({ "profile": bench::profile(), "compact": p }));
     }
-    println!(
-        "dlink-rt bench --compact (profile: {}){}",
-        bench::profile(),
-        debug_notice(bench::profile())
-    );
+    print_header("--compact");
     println!(
         "  {} batches ({} rows) written in {:.2} s; compact: {} -> {} files in {:.2} s; newest batch read after it: {:.1} ms ({} files)",
         p.batches, p.rows, p.write_s, p.files_before, p.files_after, p.compact_s, p.window_s * 1e3, p.window_files
@@ -244,6 +236,15 @@ async fn compact(args: &BenchArgs) -> ExitCode {
         p.merged_files
     );
     ExitCode::SUCCESS
+}
+
+/// The first line of a bench's report: what ran and the build profile.
+fn print_header(what: &str) {
+    println!(
+        "dlink-rt bench {what} (profile: {}){}",
+        bench::profile(),
+        debug_notice(bench::profile())
+    );
 }
 
 /// `dir` if given (created), else a new folder under the system's temp folder.

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dlink_rt::compact::{compact as compact_link, Report};
-use dlink_rt::config::Pipeline;
 
-use super::{EXIT_CONFIG, EXIT_FAILED};
+use super::EXIT_CONFIG;
 
 /// Applies retention (`[link] retain`, never past a registered consumer's position),
 /// OPTIMIZEs and VACUUMs the link tables.
@@ -20,21 +19,11 @@ pub struct CompactArgs {
 }
 
 pub async fn compact(args: CompactArgs) -> ExitCode {
-    let (pipelines, problems) = if args.path.is_dir() {
-        match super::run::load_folder(&args.path) {
-            Ok(found) => found,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    } else {
-        match Pipeline::load(&args.path) {
-            Ok(p) => (vec![p], vec![]),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+    let (pipelines, problems) = match super::run::load_path(&args.path) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     for p in &problems {
@@ -57,13 +46,7 @@ pub async fn compact(args: CompactArgs) -> ExitCode {
             }
         }
     }
-    if !problems.is_empty() {
-        ExitCode::from(EXIT_CONFIG)
-    } else if failed > 0 {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    }
+    super::outcome_code(&problems, failed)
 }
 
 fn print_report(r: &Report) {

@@ -79,6 +79,18 @@ fn exit_code(outcome: Result<(), dlink_rt::Error>) -> ExitCode {
     }
 }
 
+/// The exit code of a verb over many pipelines: [`EXIT_CONFIG`] when a file did not
+/// load, else [`EXIT_FAILED`] when a pipeline failed.
+fn outcome_code(problems: &[String], failed: usize) -> ExitCode {
+    if !problems.is_empty() {
+        ExitCode::from(EXIT_CONFIG)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     // The demo points the example configs at its folder through DLINK_DATA; set it
     // before any thread starts.

@@ -170,13 +170,21 @@ async fn run_folder(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         reads.opens_requested,
         started.elapsed().as_millis()
     );
-    if !problems.is_empty() {
-        ExitCode::from(EXIT_CONFIG)
-    } else if failed > 0 {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
+    super::outcome_code(&problems, failed)
+}
+
+/// A pipeline file or a folder of them: the enabled pipelines and the problems of the
+/// files that did not load (a file's configuration problems are its problems; a
+/// folder whose catalog does not load is the error).
+pub fn load_path(path: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>), Error> {
+    if path.is_dir() {
+        return load_folder(path);
     }
+    Ok(match Pipeline::load(path) {
+        Ok(p) => (vec![p], Vec::new()),
+        Err(Error::Config { problems }) => (Vec::new(), problems),
+        Err(e) => (Vec::new(), vec![e.to_string()]),
+    })
 }
 
 /// The enabled pipelines of a folder and the problems of the files that did not load.

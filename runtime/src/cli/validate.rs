@@ -29,19 +29,11 @@ pub struct ValidateArgs {
 
 pub async fn validate(args: ValidateArgs, cache_dir: Option<PathBuf>) -> ExitCode {
     let started = std::time::Instant::now();
-    let (pipelines, mut problems) = if args.path.is_dir() {
-        match super::run::load_folder(&args.path) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    } else {
-        match Pipeline::load(&args.path) {
-            Ok(p) => (vec![p], Vec::new()),
-            Err(dlink_rt::Error::Config { problems }) => (Vec::new(), problems),
-            Err(e) => (Vec::new(), vec![e.to_string()]),
+    let (pipelines, mut problems) = match super::run::load_path(&args.path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let host = match PluginHost::new(cache_dir) {
