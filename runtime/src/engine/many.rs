@@ -2,12 +2,14 @@
 //! concurrently (at most `jobs` at a time), sharing one plugin host and one read of
 //! each upstream range ([`FanOut`]). A failing pipeline is reported; the others go on.
 
+use std::sync::Arc;
+
 use futures::stream::{self, StreamExt};
 
 use super::{run_with, BatchReport, PluginSlot, RunSummary};
 use crate::cdf::{FanOut, FanOutStats};
 use crate::config::Pipeline;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plugin::PluginHost;
 
 /// Pipelines run at once by default: one per CPU (more only contend for the same
@@ -24,37 +26,66 @@ pub struct ManyOutcome {
 }
 
 /// Runs every pipeline until caught up. `on_batch` is called after each commit of
-/// any pipeline.
+/// any pipeline (on the caller's task, in commit order).
+///
+/// Each pipeline runs on a task of its own, so the CPU-bound parts of different
+/// pipelines (the plugin's `derive`, the host's checks of its output, encoding) use
+/// every core; at most `jobs` run at once.
 pub async fn run_many(
     pipelines: &[Pipeline],
     host: &PluginHost,
     jobs: usize,
-    on_batch: impl Fn(&BatchReport) + Sync,
+    on_batch: impl Fn(&BatchReport),
 ) -> ManyOutcome {
-    let fanout = FanOut::new(
+    let fanout = Arc::new(FanOut::new(
         pipelines
             .iter()
             .map(|p| p.upstreams.iter().map(|u| u.uri.as_str()).collect()),
-    );
-    let on_batch = &on_batch;
-    let fanout_ref = &fanout;
-    let mut results: Vec<(usize, String, Result<RunSummary>)> =
-        stream::iter(pipelines.iter().enumerate())
-            .map(|(i, p)| async move {
-                let mut report = |b: &BatchReport| on_batch(b);
+    ));
+    let (reports_tx, mut reports_rx) = tokio::sync::mpsc::unbounded_channel::<BatchReport>();
+    let task_fanout = fanout.clone();
+    let tasks = stream::iter(pipelines.iter().cloned().enumerate())
+        .map(move |(i, p)| {
+            let (host, fanout, reports_tx) =
+                (host.clone(), task_fanout.clone(), reports_tx.clone());
+            let name = p.name.clone();
+            let task = tokio::spawn(async move {
+                let mut report = |b: &BatchReport| {
+                    // The receiver lives until every task has ended.
+                    let _ = reports_tx.send(b.clone());
+                };
                 let r = run_with(
-                    p,
-                    host,
+                    &p,
+                    &host,
                     &mut PluginSlot::default(),
-                    Some(fanout_ref),
+                    Some(&fanout),
                     &mut report,
                 )
                 .await;
-                (i, p.name.clone(), r)
-            })
-            .buffer_unordered(jobs.max(1))
-            .collect()
-            .await;
+                (i, p.name, r)
+            });
+            async move {
+                task.await.unwrap_or_else(|e| {
+                    // A panic in the pipeline's task: that pipeline's failure, not the run's.
+                    let message =
+                        format!("the task running pipeline '{name}' ended abnormally: {e}");
+                    (i, name, Err(Error::Other(message)))
+                })
+            }
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect::<Vec<_>>();
+    let mut tasks = std::pin::pin!(tasks);
+    let mut results: Vec<(usize, String, Result<RunSummary>)> = loop {
+        tokio::select! {
+            Some(b) = reports_rx.recv() => on_batch(&b),
+            done = &mut tasks => break done,
+        }
+    };
+    // Every task has ended: what they sent is all in the channel.
+    while let Ok(b) = reports_rx.try_recv() {
+        on_batch(&b);
+    }
     results.sort_by_key(|(i, _, _)| *i);
     ManyOutcome {
         results: results.into_iter().map(|(_, n, r)| (n, r)).collect(),

@@ -79,18 +79,25 @@ impl WasiView for State {
 }
 
 /// The engine, linker and compiled-component cache shared by all plugins of a process.
+/// Cloning is cheap: the clones share all of it (pipelines running on their own tasks
+/// each hold one).
+#[derive(Clone)]
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<State>,
     cache_dir: Option<PathBuf>,
-    stop_ticker: Arc<AtomicBool>,
+    /// Stops the epoch ticker when the last clone is dropped.
+    _ticker: Arc<Ticker>,
     /// The lookup indexes of the process, shared by every plugin instance.
     indexes: Arc<crate::lookup::Indexes>,
 }
 
-impl Drop for PluginHost {
+/// The epoch ticker thread's stop flag, set on drop.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -157,7 +164,7 @@ impl PluginHost {
             engine,
             linker,
             cache_dir,
-            stop_ticker,
+            _ticker: Arc::new(Ticker(stop_ticker)),
             indexes: Arc::default(),
         })
     }
