@@ -133,10 +133,10 @@ pub fn collect_batches(
         }
     }
     match schema.field_with_name(UPSTREAM) {
-        Ok(f) if f.data_type() == &DataType::Utf8 => {}
+        Ok(f) if is_utf8(f.data_type()) => {}
         Ok(f) => {
             return Err(format!(
-                "derive returned '{UPSTREAM}' as {}, not Utf8",
+                "derive returned '{UPSTREAM}' as {}, not Utf8 (plain or dictionary-encoded)",
                 f.data_type()
             ))
         }
@@ -176,13 +176,13 @@ pub fn collect_batches(
         key_cols.push(col);
     }
     let up_col = column(&all, UPSTREAM)?;
-    let up = up_col.as_string::<i32>();
-    if up.null_count() > 0 {
+    if up_col.logical_null_count() > 0 {
         return Err(format!(
             "derive returned {} null value(s) in '{UPSTREAM}'",
-            up.null_count()
+            up_col.logical_null_count()
         ));
     }
+    let up = RowUpstreams::new(&up_col, upstream_names)?;
     let ts: Option<ArrayRef> = if ts_present {
         let c = column(&all, crate::cdf::COMMIT_TIMESTAMP)?;
         Some(cast(&c, &timestamp_type()).map_err(|e| e.to_string())?)
@@ -201,20 +201,8 @@ pub fn collect_batches(
     let mut newest: Vec<Option<i64>> = vec![None; first.len()];
     let mut last = usize::MAX;
     for (i, slot) in slot_of_row.iter().map(|s| *s as usize).enumerate() {
-        let name = up.value(i);
-        // Rows of one upstream usually come in a run: try the last one first.
-        if upstream_names.get(last) != Some(&name) {
-            last = upstream_names
-                .iter()
-                .position(|u| *u == name)
-                .ok_or_else(|| {
-                    format!(
-                        "derive returned '{UPSTREAM}' = '{name}', which is not an upstream of the pipeline (upstreams: {})",
-                        upstream_names.join(", ")
-                    )
-                })?;
-        }
-        causes[slot * words + last / 64] |= 1 << (last % 64);
+        let u = up.index(i, &mut last)?;
+        causes[slot * words + u / 64] |= 1 << (u % 64);
         if let Some(t) = ts.and_then(|t| t.is_valid(i).then(|| t.value(i))) {
             newest[slot] = newest[slot].max(Some(t));
         }
@@ -248,6 +236,81 @@ pub fn collect_batches(
         upstreams,
         change_ts: newest,
     })
+}
+
+/// Whether `t` is utf8, plain or dictionary-encoded (the SDK's output).
+fn is_utf8(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 => true,
+        DataType::Dictionary(k, v) => k.is_dictionary_key_type() && **v == DataType::Utf8,
+        _ => false,
+    }
+}
+
+/// The `_upstream` of each output row as an index into the pipeline's upstreams.
+enum RowUpstreams<'a> {
+    Plain(&'a deltalake::arrow::array::StringArray, &'a [&'a str]),
+    /// Dictionary keys, and the upstream of each dictionary value (`Err`: the value,
+    /// which names no upstream).
+    Dict(Vec<usize>, Vec<Result<usize, String>>, &'a [&'a str]),
+}
+
+impl<'a> RowUpstreams<'a> {
+    fn new(col: &'a ArrayRef, names: &'a [&'a str]) -> Result<Self, String> {
+        if let Some(plain) = col.as_string_opt::<i32>() {
+            return Ok(RowUpstreams::Plain(plain, names));
+        }
+        let dict = col
+            .as_any_dictionary_opt()
+            .ok_or_else(|| format!("derive returned '{UPSTREAM}' as {}", col.data_type()))?;
+        let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
+            format!(
+                "derive returned '{UPSTREAM}' as {}, not Utf8",
+                col.data_type()
+            )
+        })?;
+        let of_value = values
+            .iter()
+            .map(|v| {
+                let v = v.unwrap_or_default();
+                names
+                    .iter()
+                    .position(|n| *n == v)
+                    .ok_or_else(|| v.to_string())
+            })
+            .collect();
+        Ok(RowUpstreams::Dict(dict.normalized_keys(), of_value, names))
+    }
+
+    /// The upstream of row `i`; `last` is the previous row's (rows of one upstream
+    /// usually come in a run).
+    fn index(&self, i: usize, last: &mut usize) -> Result<usize, String> {
+        let unknown = |name: &str, names: &[&str]| {
+            format!(
+                "derive returned '{UPSTREAM}' = '{name}', which is not an upstream of the pipeline (upstreams: {})",
+                names.join(", ")
+            )
+        };
+        match self {
+            RowUpstreams::Plain(up, names) => {
+                let name = up.value(i);
+                if names.get(*last) != Some(&name) {
+                    *last = names
+                        .iter()
+                        .position(|u| *u == name)
+                        .ok_or_else(|| unknown(name, names))?;
+                }
+                Ok(*last)
+            }
+            RowUpstreams::Dict(keys, of_value, names) => {
+                match keys.get(i).and_then(|k| of_value.get(*k)) {
+                    Some(Ok(u)) => Ok(*u),
+                    Some(Err(name)) => Err(unknown(name, names)),
+                    None => Err(format!("derive returned a bad '{UPSTREAM}' dictionary")),
+                }
+            }
+        }
+    }
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -469,6 +532,44 @@ mod tests {
         assert!(collect(b"junk", &keys(), &["a"])
             .unwrap_err()
             .contains("not an Arrow IPC stream"));
+    }
+
+    /// [`output`] with `_upstream` dictionary-encoded (what the SDK writes).
+    fn dict_output(ids: Vec<i64>, ups: Vec<&str>) -> Vec<u8> {
+        use deltalake::arrow::array::DictionaryArray;
+        use deltalake::arrow::datatypes::Int32Type;
+        let ups: DictionaryArray<Int32Type> = ups.into_iter().collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(UPSTREAM, ups.data_type().clone(), false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(ids)), Arc::new(ups)],
+        )
+        .unwrap();
+        crate::ipc::encode(&schema, &[b]).unwrap()
+    }
+
+    #[test]
+    fn dictionary_encoded_upstreams_fold_like_plain_ones() {
+        let ipc = dict_output(vec![7, 3, 7, 7], vec!["b", "a", "a", "b"]);
+        let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
+        let ids = k.columns[0].as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        assert_eq!(ids.values().to_vec(), vec![7, 3]);
+        assert_eq!(
+            k.upstreams,
+            vec![
+                Arc::<[String]>::from(vec!["a".to_string(), "b".into()]),
+                Arc::from(vec!["a".to_string()])
+            ]
+        );
+        assert_eq!(k.change_ts, vec![None, None]);
+        let e = collect(&dict_output(vec![1], vec!["zzz"]), &keys(), &["a", "b"]).unwrap_err();
+        assert!(
+            e.contains("'zzz', which is not an upstream of the pipeline (upstreams: a, b)"),
+            "{e}"
+        );
     }
 
     #[test]

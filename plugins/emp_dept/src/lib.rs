@@ -25,9 +25,8 @@ impl Pipeline for EmpDept {
         let department = batch.config().str_or("department", "department")?;
 
         // A changed employee is affected (whatever moved: name, dept_id, manager).
-        for row in batch.changes(employee)?.rows() {
-            keys.add_from(&row, row.i64("emp_id")?)?;
-        }
+        let employees = batch.changes(employee)?;
+        keys.add_each(employees, employees.i64_column("emp_id")?)?;
 
         // A changed department affects every employee in it. Pre- and post-images
         // both count, so a department whose dept_id changes affects both sides.
@@ -39,11 +38,10 @@ impl Pipeline for EmpDept {
             dept_ids.len(),
             members.len()
         ));
-        for member in members.rows() {
-            let committed = member
-                .i64("dept_id")?
-                .and_then(|v| changed.get(&v).copied().flatten());
-            keys.add(department, committed, member.i64("emp_id")?)?;
+        let member_depts = members.i64_column("dept_id")?;
+        for (emp_id, dept_id) in members.i64_column("emp_id")?.into_iter().zip(member_depts) {
+            let committed = dept_id.and_then(|v| changed.get(&v).copied().flatten());
+            keys.add(department, committed, emp_id)?;
         }
         Ok(())
     }

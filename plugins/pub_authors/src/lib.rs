@@ -25,13 +25,11 @@ impl Pipeline for PubAuthors {
             .str_or("author_publication_link", "author_publication_link")?;
 
         // A changed publication is affected: insert, delete, both update images.
-        for row in batch.changes(publications)?.rows() {
-            keys.add_from(&row, row.i64("pub_id")?)?;
-        }
+        let pubs = batch.changes(publications)?;
+        keys.add_each(pubs, pubs.i64_column("pub_id")?)?;
         // An added, removed or re-pointed author link affects its publication(s).
-        for row in batch.changes(link)?.rows() {
-            keys.add_from(&row, row.i64("pub_id")?)?;
-        }
+        let links = batch.changes(link)?;
+        keys.add_each(links, links.i64_column("pub_id")?)?;
         Ok(())
     }
 }

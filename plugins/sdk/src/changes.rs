@@ -262,10 +262,11 @@ impl Changes {
     /// a lookup: the keys found through a value are attributed to that time.
     pub fn newest_commit_by_i64(&self, column: &str) -> Result<BTreeMap<i64, Option<i64>>, String> {
         let mut out: BTreeMap<i64, Option<i64>> = BTreeMap::new();
-        for row in self.rows() {
-            if let Some(value) = row.i64(column)? {
+        let values = self.i64_column(column)?;
+        for (value, ts) in values.into_iter().zip(&self.commit_timestamps) {
+            if let Some(value) = value {
                 let slot = out.entry(value).or_insert(None);
-                *slot = newest(*slot, row.commit_timestamp());
+                *slot = newest(*slot, *ts);
             }
         }
         Ok(out)

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow_array::types::Int32Type;
 use arrow_array::{
-    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -16,6 +18,12 @@ use crate::Batch;
 
 /// Name of the output column that names the upstream whose change caused a key.
 pub const UPSTREAM_COLUMN: &str = "_upstream";
+
+/// The Arrow type of [`UPSTREAM_COLUMN`] in the output: utf8, dictionary-encoded (the
+/// host also accepts plain utf8).
+pub fn upstream_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
 
 /// The Arrow type of a key column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,39 +261,70 @@ impl IntoKey for Vec<KeyValue> {
 /// foldhash: SipHash costs more than the rest of a typical `derive` per row.
 type Map<K> = IndexMap<K, Option<i64>, foldhash::fast::RandomState>;
 
-/// (key, upstream index) -> newest commit timestamp, in first-recorded order; one map
-/// holds each pair once.
+/// Recorded (key, upstream) pairs with their newest commit timestamp, in recorded
+/// order.
 #[derive(Debug, Clone)]
 enum Entries {
-    /// One integer key column (the usual case): the key stored as a plain `i64`. Against
-    /// the general map this is a third of the memory per pair, and measured natively it
-    /// makes [`Keys::add`] about three times faster on keys that are mostly new.
-    Int(Map<(i64, u32)>),
-    /// Any other key shape.
+    /// One integer key column (the usual case): appended as plain columns, not
+    /// de-duplicated here. The host de-duplicates the output once, natively; hashing
+    /// every key in the guest (wasm32) cost more than the rest of a typical `derive`,
+    /// and the growing map was most of the plugin's memory. A key recorded again right
+    /// after itself for the same upstream (the two images of an update) is merged.
+    Int(IntRows),
+    /// Any other key shape: one map holds each (key, upstream) pair once.
     Parts(Map<(KeyParts, usize)>),
+}
+
+/// Integer keys as columns: one entry per recorded key.
+#[derive(Debug, Clone, Default)]
+struct IntRows {
+    keys: Vec<i64>,
+    upstreams: Vec<u32>,
+    /// Commit timestamps; `None` where unknown.
+    timestamps: Vec<Option<i64>>,
+}
+
+impl IntRows {
+    fn push(&mut self, key: i64, upstream: u32, commit_timestamp: Option<i64>) {
+        let n = self.keys.len();
+        if n > 0 && self.keys[n - 1] == key && self.upstreams[n - 1] == upstream {
+            let ts = &mut self.timestamps[n - 1];
+            *ts = newest(*ts, commit_timestamp);
+            return;
+        }
+        self.keys.push(key);
+        self.upstreams.push(upstream);
+        self.timestamps.push(commit_timestamp);
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        self.keys.reserve(additional);
+        self.upstreams.reserve(additional);
+        self.timestamps.reserve(additional);
+    }
 }
 
 impl Entries {
     fn len(&self) -> usize {
         match self {
-            Entries::Int(m) => m.len(),
+            Entries::Int(rows) => rows.keys.len(),
             Entries::Parts(m) => m.len(),
         }
     }
 
-    /// The upstream index of every pair, in order.
-    fn upstreams(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+    /// The upstream index of every entry, in order.
+    fn upstreams(&self) -> Vec<u32> {
         match self {
-            Entries::Int(m) => Box::new(m.keys().map(|(_, u)| *u as usize)),
-            Entries::Parts(m) => Box::new(m.keys().map(|(_, u)| *u)),
+            Entries::Int(rows) => rows.upstreams.clone(),
+            Entries::Parts(m) => m.keys().map(|(_, u)| *u as u32).collect(),
         }
     }
 
-    /// The newest commit timestamp of every pair, in order.
-    fn timestamps(&self) -> Box<dyn Iterator<Item = Option<i64>> + '_> {
+    /// The newest commit timestamp of every entry, in order.
+    fn timestamps(&self) -> TimestampMicrosecondArray {
         match self {
-            Entries::Int(m) => Box::new(m.values().copied()),
-            Entries::Parts(m) => Box::new(m.values().copied()),
+            Entries::Int(rows) => rows.timestamps.iter().copied().collect(),
+            Entries::Parts(m) => m.values().copied().collect(),
         }
     }
 }
@@ -358,9 +397,13 @@ fn upsert<K: std::hash::Hash + Eq>(map: &mut Map<K>, key: K, commit_timestamp: O
 /// The affected keys of one batch: the `derive` output being built.
 ///
 /// Each key is recorded with its cause: the upstream whose change caused it and that
-/// change's commit timestamp. A (key, upstream) pair is kept once, with the newest
-/// timestamp. Keys whose value is null are skipped: a deleted or unmatched join side
-/// can have a null foreign key, and a null key affects nothing.
+/// change's commit timestamp. The host folds the output into one row per key (with
+/// every causing upstream and the newest timestamp), so recording a key twice is
+/// harmless: one-column integer keys are appended as they come (a key recorded again
+/// right after itself for the same upstream, like the two images of an update, is
+/// merged), other key shapes keep each (key, upstream) pair once. Keys whose value is
+/// null are skipped: a deleted or unmatched join side can have a null foreign key, and
+/// a null key affects nothing.
 #[derive(Debug, Clone)]
 pub struct Keys {
     columns: Vec<KeyColumn>,
@@ -400,7 +443,7 @@ impl Keys {
             upstreams: Vec::new(),
             closed: false,
             entries: match columns {
-                [c] if c.key_type != KeyType::Utf8 => Entries::Int(Map::default()),
+                [c] if c.key_type != KeyType::Utf8 => Entries::Int(IntRows::default()),
                 _ => Entries::Parts(Map::default()),
             },
             last_upstream: 0,
@@ -421,7 +464,8 @@ impl Keys {
         &self.columns
     }
 
-    /// Number of distinct (key, upstream) pairs recorded.
+    /// Number of (key, upstream) entries of the output so far (see [`Keys`] for when a
+    /// key recorded twice counts once).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -476,6 +520,9 @@ impl Keys {
     ) -> Result<(), String> {
         let upstream = self.upstream_index(changes.name())?;
         let timestamps = changes.commit_timestamps();
+        if let Entries::Int(rows) = &mut self.entries {
+            rows.reserve(timestamps.len());
+        }
         let mut given = 0;
         for key in keys {
             let Some(ts) = timestamps.get(given) else {
@@ -506,9 +553,9 @@ impl Keys {
     /// Records a key that passed [`check_key`]; `upstream` indexes `self.upstreams`.
     fn insert(&mut self, upstream: usize, commit_timestamp: Option<i64>, key: KeyParts) {
         match (&mut self.entries, key) {
-            (Entries::Int(map), KeyParts::One(KeyValue::Int64(v))) => {
+            (Entries::Int(rows), KeyParts::One(KeyValue::Int64(v))) => {
                 // Fewer than 2^32 upstreams: the batch's names are in memory.
-                upsert(map, (v, upstream as u32), commit_timestamp)
+                rows.push(v, upstream as u32, commit_timestamp)
             }
             (Entries::Parts(map), key) => upsert(map, (key, upstream), commit_timestamp),
             // An integer column only gets one integer value past check_key.
@@ -539,7 +586,8 @@ impl Keys {
         Ok(self.upstreams.len() - 1)
     }
 
-    /// The output schema: the key columns (non-null), `_upstream` (utf8, non-null) and
+    /// The output schema: the key columns (non-null), `_upstream` (utf8, dictionary
+    /// encoded, non-null) and
     /// `_commit_timestamp` (timestamp[us, UTC], nullable).
     pub fn schema(&self) -> SchemaRef {
         let mut fields: Vec<Field> = self
@@ -547,7 +595,7 @@ impl Keys {
             .iter()
             .map(|c| Field::new(c.name, c.key_type.data_type(), false))
             .collect();
-        fields.push(Field::new(UPSTREAM_COLUMN, DataType::Utf8, false));
+        fields.push(Field::new(UPSTREAM_COLUMN, upstream_type(), false));
         fields.push(Field::new(
             COMMIT_TIMESTAMP_COLUMN,
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -560,15 +608,15 @@ impl Keys {
     pub fn to_record_batch(&self) -> Result<RecordBatch, String> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 2);
         match &self.entries {
-            Entries::Int(map) => {
-                let values = map.keys().map(|(v, _)| *v);
+            Entries::Int(rows) => {
+                let values = rows.keys.iter().copied();
                 columns.push(match self.columns.first().map(|c| c.key_type) {
                     Some(KeyType::Int32) => Arc::new(
                         values
                             .map(|v| i32::try_from(v).ok())
                             .collect::<Int32Array>(),
                     ),
-                    _ => Arc::new(Int64Array::from_iter_values(values)),
+                    _ => Arc::new(Int64Array::from(rows.keys.clone())),
                 });
             }
             Entries::Parts(map) => {
@@ -578,18 +626,18 @@ impl Keys {
                 }
             }
         }
-        let upstreams: StringArray = self
-            .entries
-            .upstreams()
-            .map(|u| self.upstreams.get(u).map(String::as_str))
-            .collect();
+        // `_upstream` as a dictionary over the upstream names: a few bytes per key.
+        let names = StringArray::from_iter_values(self.upstreams.iter());
+        let indexes = Int32Array::from_iter_values(
+            self.entries
+                .upstreams()
+                .into_iter()
+                .map(|u| i32::try_from(u).unwrap_or(i32::MAX)),
+        );
+        let upstreams = DictionaryArray::<Int32Type>::try_new(indexes, Arc::new(names))
+            .map_err(|e| format!("cannot build the _upstream column: {e}"))?;
         columns.push(Arc::new(upstreams));
-        let timestamps: TimestampMicrosecondArray = self
-            .entries
-            .timestamps()
-            .collect::<TimestampMicrosecondArray>()
-            .with_timezone("UTC");
-        columns.push(Arc::new(timestamps));
+        columns.push(Arc::new(self.entries.timestamps().with_timezone("UTC")));
         RecordBatch::try_new(self.schema(), columns)
             .map_err(|e| format!("cannot build the affected-keys record batch: {e}"))
     }

@@ -67,7 +67,8 @@ pub use changes::{
 };
 pub use config::Config;
 pub use keys::{
-    IntoKey, IntoKeyValue, KeyColumn, KeyParts, KeyType, KeyValue, Keys, UPSTREAM_COLUMN,
+    upstream_type, IntoKey, IntoKeyValue, KeyColumn, KeyParts, KeyType, KeyValue, Keys,
+    UPSTREAM_COLUMN,
 };
 pub use lookup::{lookup_i64, lookup_str};
 pub use table::{Table, TableRow, TableRows};

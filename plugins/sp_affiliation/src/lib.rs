@@ -22,14 +22,12 @@ impl Pipeline for SpAffiliation {
         let affiliation = batch.config().str_or("affiliation", "affiliation")?;
 
         // A changed staff member is affected: insert, delete, both update images.
-        for row in batch.changes(spmaster)?.rows() {
-            keys.add_from(&row, row.i64("diasng_id")?)?;
-        }
+        let staff = batch.changes(spmaster)?;
+        keys.add_each(staff, staff.i64_column("diasng_id")?)?;
         // A changed affiliation affects its staff member; an update that moves the
         // affiliation to another sp_id affects the old (pre-image) and the new one.
-        for row in batch.changes(affiliation)?.rows() {
-            keys.add_from(&row, row.i64("sp_id")?)?;
-        }
+        let affiliations = batch.changes(affiliation)?;
+        keys.add_each(affiliations, affiliations.i64_column("sp_id")?)?;
         Ok(())
     }
 }

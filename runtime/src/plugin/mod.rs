@@ -58,7 +58,7 @@ pub trait Lookup: Send + Sync {
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     lookup: Option<Arc<dyn Lookup>>,
     /// "pipeline 'p' batch N" for log lines.
     label: String,
@@ -75,6 +75,56 @@ impl WasiView for State {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The store's limits, remembering the largest linear memory the guest grew to.
+struct Limiter {
+    inner: StoreLimits,
+    memory_peak: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_peak = self.memory_peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 
@@ -244,12 +294,16 @@ impl PluginHost {
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(
-                    usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
-                )
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(
+                        usize::try_from(limits.memory_mb.saturating_mul(1 << 20))
+                            .unwrap_or(usize::MAX),
+                    )
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_peak: 0,
+            },
             lookup: None,
             label: format!("pipeline '{pipeline}' init"),
             stderr,
@@ -332,6 +386,12 @@ impl Plugin {
         self.store.set_epoch_deadline(1);
         let result = self.bindings.call_derive(&mut self.store, &batch).await;
         self.store.data_mut().lookup = None;
+        tracing::debug!(
+            pipeline,
+            batch_id,
+            guest_memory_mib = self.store.data().limits.memory_peak >> 20,
+            "derive returned"
+        );
         let out = match result {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(msg)) => return Err(format!("derive returned an error: {msg}")),
