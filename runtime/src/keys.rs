@@ -279,7 +279,26 @@ impl<'a> RowUpstreams<'a> {
                     .ok_or_else(|| v.to_string())
             })
             .collect();
-        Ok(RowUpstreams::Dict(dict.normalized_keys(), of_value, names))
+        // The keys checked here, not by arrow (whose `normalized_keys` panics on an
+        // empty dictionary and clamps keys out of range): the bytes come from a plugin.
+        let keys = cast(dict.keys(), &DataType::Int64).map_err(|e| e.to_string())?;
+        let keys = keys
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|k| {
+                usize::try_from(*k)
+                    .ok()
+                    .filter(|k| *k < values.len())
+                    .ok_or_else(|| {
+                        format!(
+                            "derive returned a '{UPSTREAM}' dictionary key ({k}) outside its {} value(s)",
+                            values.len()
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RowUpstreams::Dict(keys, of_value, names))
     }
 
     /// The upstream of row `i`; `last` is the previous row's (rows of one upstream
@@ -565,6 +584,11 @@ mod tests {
             ]
         );
         assert_eq!(k.change_ts, vec![None, None]);
+        // No rows: the schema alone (the SDK writes no record batch then).
+        let none = dict_output(vec![], vec![]);
+        let (schema, _) = crate::ipc::decode(&none).unwrap();
+        let empty = crate::ipc::encode(&schema, &[]).unwrap();
+        assert!(collect(&empty, &keys(), &["a"]).unwrap().is_empty());
         let e = collect(&dict_output(vec![1], vec!["zzz"]), &keys(), &["a", "b"]).unwrap_err();
         assert!(
             e.contains("'zzz', which is not an upstream of the pipeline (upstreams: a, b)"),

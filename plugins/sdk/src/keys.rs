@@ -8,6 +8,7 @@ use arrow_array::{
     ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer, ScalarBuffer};
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use indexmap::map::Entry;
@@ -275,32 +276,76 @@ enum Entries {
     Parts(Map<(KeyParts, usize)>),
 }
 
-/// Integer keys as columns: one entry per recorded key.
+/// Integer keys as columns: one entry per recorded key, each column ready to become
+/// an Arrow array without a copy.
 #[derive(Debug, Clone, Default)]
 struct IntRows {
     keys: Vec<i64>,
-    upstreams: Vec<u32>,
-    /// Commit timestamps; `None` where unknown.
-    timestamps: Vec<Option<i64>>,
+    /// Index of the causing upstream in [`Keys::upstreams`] (the `_upstream`
+    /// dictionary's keys).
+    upstreams: Vec<i32>,
+    /// Commit timestamps (0 where unknown).
+    timestamps: Vec<i64>,
+    /// Entries whose commit timestamp is unknown, ascending (rare).
+    unknown: Vec<usize>,
 }
 
 impl IntRows {
-    fn push(&mut self, key: i64, upstream: u32, commit_timestamp: Option<i64>) {
+    fn push(&mut self, key: i64, upstream: i32, commit_timestamp: Option<i64>) {
         let n = self.keys.len();
         if n > 0 && self.keys[n - 1] == key && self.upstreams[n - 1] == upstream {
-            let ts = &mut self.timestamps[n - 1];
-            *ts = newest(*ts, commit_timestamp);
+            let last_unknown = self.unknown.last() == Some(&(n - 1));
+            let recorded = (!last_unknown).then_some(self.timestamps[n - 1]);
+            if let Some(ts) = newest(recorded, commit_timestamp) {
+                self.timestamps[n - 1] = ts;
+                if last_unknown {
+                    self.unknown.pop();
+                }
+            }
             return;
         }
         self.keys.push(key);
         self.upstreams.push(upstream);
-        self.timestamps.push(commit_timestamp);
+        self.timestamps.push(commit_timestamp.unwrap_or(0));
+        if commit_timestamp.is_none() {
+            self.unknown.push(n);
+        }
     }
 
     fn reserve(&mut self, additional: usize) {
         self.keys.reserve(additional);
         self.upstreams.reserve(additional);
         self.timestamps.reserve(additional);
+    }
+
+    /// The timestamps' validity (`None`: all known).
+    fn nulls(&self) -> Option<NullBuffer> {
+        if self.unknown.is_empty() {
+            return None;
+        }
+        let mut valid = BooleanBufferBuilder::new(self.keys.len());
+        valid.append_n(self.keys.len(), true);
+        for i in &self.unknown {
+            valid.set_bit(*i, false);
+        }
+        Some(NullBuffer::new(valid.finish()))
+    }
+
+    /// The key, `_upstream` dictionary key and timestamp columns, moved into arrays.
+    fn into_arrays(self, key_type: KeyType) -> (ArrayRef, Int32Array, TimestampMicrosecondArray) {
+        let nulls = self.nulls();
+        let keys: ArrayRef = match key_type {
+            KeyType::Int32 => Arc::new(
+                self.keys
+                    .iter()
+                    .map(|v| i32::try_from(*v).ok())
+                    .collect::<Int32Array>(),
+            ),
+            _ => Arc::new(Int64Array::new(ScalarBuffer::from(self.keys), None)),
+        };
+        let upstreams = Int32Array::new(ScalarBuffer::from(self.upstreams), None);
+        let timestamps = TimestampMicrosecondArray::new(ScalarBuffer::from(self.timestamps), nulls);
+        (keys, upstreams, timestamps)
     }
 }
 
@@ -309,22 +354,6 @@ impl Entries {
         match self {
             Entries::Int(rows) => rows.keys.len(),
             Entries::Parts(m) => m.len(),
-        }
-    }
-
-    /// The upstream index of every entry, in order.
-    fn upstreams(&self) -> Vec<u32> {
-        match self {
-            Entries::Int(rows) => rows.upstreams.clone(),
-            Entries::Parts(m) => m.keys().map(|(_, u)| *u as u32).collect(),
-        }
-    }
-
-    /// The newest commit timestamp of every entry, in order.
-    fn timestamps(&self) -> TimestampMicrosecondArray {
-        match self {
-            Entries::Int(rows) => rows.timestamps.iter().copied().collect(),
-            Entries::Parts(m) => m.values().copied().collect(),
         }
     }
 }
@@ -554,8 +583,8 @@ impl Keys {
     fn insert(&mut self, upstream: usize, commit_timestamp: Option<i64>, key: KeyParts) {
         match (&mut self.entries, key) {
             (Entries::Int(rows), KeyParts::One(KeyValue::Int64(v))) => {
-                // Fewer than 2^32 upstreams: the batch's names are in memory.
-                rows.push(v, upstream as u32, commit_timestamp)
+                // Fewer than 2^31 upstreams: the batch's names are in memory.
+                rows.push(v, upstream as i32, commit_timestamp)
             }
             (Entries::Parts(map), key) => upsert(map, (key, upstream), commit_timestamp),
             // An integer column only gets one integer value past check_key.
@@ -606,50 +635,59 @@ impl Keys {
 
     /// The recorded keys as one record batch, in first-recorded order.
     pub fn to_record_batch(&self) -> Result<RecordBatch, String> {
+        self.clone().into_record_batch()
+    }
+
+    /// [`Keys::to_record_batch`] without copying the recorded columns.
+    pub fn into_record_batch(self) -> Result<RecordBatch, String> {
+        let schema = self.schema();
+        let names = StringArray::from_iter_values(self.upstreams.iter());
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 2);
-        match &self.entries {
+        let (indexes, timestamps) = match self.entries {
             Entries::Int(rows) => {
-                let values = rows.keys.iter().copied();
-                columns.push(match self.columns.first().map(|c| c.key_type) {
-                    Some(KeyType::Int32) => Arc::new(
-                        values
-                            .map(|v| i32::try_from(v).ok())
-                            .collect::<Int32Array>(),
-                    ),
-                    _ => Arc::new(Int64Array::from(rows.keys.clone())),
-                });
+                let key_type = self.columns.first().map_or(KeyType::Int64, |c| c.key_type);
+                let (keys, indexes, timestamps) = rows.into_arrays(key_type);
+                columns.push(keys);
+                (indexes, timestamps)
             }
             Entries::Parts(map) => {
                 for (i, column) in self.columns.iter().enumerate() {
                     let values = map.keys().map(|(key, _)| key.as_slice().get(i));
                     columns.push(key_array(column.key_type, values));
                 }
+                let indexes = map
+                    .keys()
+                    .map(|(_, u)| i32::try_from(*u).unwrap_or(i32::MAX))
+                    .collect::<Int32Array>();
+                (indexes, map.values().copied().collect())
             }
-        }
+        };
         // `_upstream` as a dictionary over the upstream names: a few bytes per key.
-        let names = StringArray::from_iter_values(self.upstreams.iter());
-        let indexes = Int32Array::from_iter_values(
-            self.entries
-                .upstreams()
-                .into_iter()
-                .map(|u| i32::try_from(u).unwrap_or(i32::MAX)),
-        );
         let upstreams = DictionaryArray::<Int32Type>::try_new(indexes, Arc::new(names))
             .map_err(|e| format!("cannot build the _upstream column: {e}"))?;
         columns.push(Arc::new(upstreams));
-        columns.push(Arc::new(self.entries.timestamps().with_timezone("UTC")));
-        RecordBatch::try_new(self.schema(), columns)
+        columns.push(Arc::new(timestamps.with_timezone("UTC")));
+        RecordBatch::try_new(schema, columns)
             .map_err(|e| format!("cannot build the affected-keys record batch: {e}"))
     }
 
     /// The recorded keys as one Arrow IPC stream: the `derive` output. No record batch
     /// is written when there are no keys (schema and end-of-stream marker only).
     pub fn to_ipc(&self) -> Result<Vec<u8>, String> {
+        self.clone().into_ipc()
+    }
+
+    /// [`Keys::to_ipc`] without copying the recorded columns (what the component
+    /// returns).
+    pub fn into_ipc(self) -> Result<Vec<u8>, String> {
         let schema = self.schema();
         let error = |e: arrow_schema::ArrowError| format!("cannot write the affected keys: {e}");
-        let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
+        // Room for the columns and the framing: the stream is written without regrowing.
+        let capacity = 4096 + self.len() * (self.columns.len() * 8 + 12) * 9 / 8;
+        let mut writer =
+            StreamWriter::try_new(Vec::with_capacity(capacity), &schema).map_err(error)?;
         if !self.is_empty() {
-            writer.write(&self.to_record_batch()?).map_err(error)?;
+            writer.write(&self.into_record_batch()?).map_err(error)?;
         }
         writer.finish().map_err(error)?;
         writer.into_inner().map_err(error)

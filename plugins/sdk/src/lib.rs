@@ -183,7 +183,7 @@ pub mod __private {
 
     pub fn derive<P: Pipeline>(batch: types::Batch) -> Result<Vec<u8>, String> {
         let batch = Batch::from_wit(batch)?.with_shared_config(current_config());
-        crate::run_derive::<P>(&batch)?.to_ipc()
+        crate::run_derive::<P>(&batch)?.into_ipc()
     }
 }
 

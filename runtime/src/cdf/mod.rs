@@ -10,6 +10,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::prelude::{col, lit};
 use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::StreamExt;
 
 use crate::config::Upstream;
 use crate::error::{Error, Result};
@@ -118,9 +119,64 @@ pub struct LogCheck {
     next: i64,
 }
 
+/// Versions a log check reads ahead when it starts (see [`LogCheck::start`]).
+const READ_AHEAD: i64 = 256;
+
 impl LogCheck {
-    /// Starts checking at version `start` of `u`.
-    pub async fn start(u: &Upstream, start: i64) -> Result<LogCheck> {
+    /// Starts checking at version `start` of `u`, whose `table` is loaded at a later
+    /// version.
+    ///
+    /// The check needs the table's state at `start - 1`. When the versions from `start`
+    /// to the loaded one are few ([`READ_AHEAD`]) their commits are read at once: if none
+    /// of them changes the metadata, the state before them is the loaded table's own
+    /// and, the Change Data Feed being on, every one of them is readable, so the check
+    /// is done without loading the table as of `start - 1` (a log replay that was most
+    /// of opening an incremental run). Otherwise the table is loaded as of `start - 1`
+    /// and the versions are checked as batches reach them.
+    pub async fn start(u: &Upstream, table: &DeltaTable, start: i64) -> Result<LogCheck> {
+        if start > 0 {
+            if let Some(done) = Self::read_ahead(u, table, start).await? {
+                return Ok(done);
+            }
+        }
+        Self::start_before(u, start).await
+    }
+
+    /// The check of `start..=` the loaded version done at once, when those commits are
+    /// few, all present and none changes the metadata; `None` otherwise (problems are
+    /// then reported when a batch reaches their version).
+    async fn read_ahead(u: &Upstream, table: &DeltaTable, start: i64) -> Result<Option<LogCheck>> {
+        let latest = version_of(u, table)?;
+        if latest < start || latest - start >= READ_AHEAD {
+            return Ok(None);
+        }
+        let state = state_of(u, table)?;
+        if !state.cdf_enabled {
+            return Ok(None);
+        }
+        let log = table.log_store();
+        let commits: Vec<_> = futures::stream::iter(start..=latest)
+            .map(|v| {
+                let log = log.clone();
+                async move { log.read_commit_entry(v as u64).await }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        for commit in commits {
+            match commit {
+                Ok(Some(bytes)) if matches!(history::metadata_of(&bytes), Ok(None)) => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(LogCheck {
+            state,
+            next: latest + 1,
+        }))
+    }
+
+    /// Starts checking at version `start` from the table loaded as of `start - 1`.
+    async fn start_before(u: &Upstream, start: i64) -> Result<LogCheck> {
         if start > 0 {
             if let Ok(t) = open_at(u, start - 1).await {
                 return Ok(LogCheck {

@@ -51,7 +51,7 @@ impl Cursor {
             .map_err(|e| cdf::table_err(u, e))?;
         self.latest = cdf::version_of(u, &self.table)?;
         if self.pending() && self.log.is_none() {
-            self.log = Some(LogCheck::start(u, self.next).await?);
+            self.log = Some(LogCheck::start(u, &self.table, self.next).await?);
         }
         Ok(())
     }
@@ -229,9 +229,11 @@ impl Session {
             let (keys, deriver_sha256, active_since) = match &pipeline.derivation {
                 Derivation::Plugin(spec) => {
                     slot.swap_in(&pipeline.name, batch_id);
+                    let load_started = Instant::now();
                     if slot.current.is_none() {
                         slot.current = Some(load_plugin(pipeline, spec, host).await?);
                     }
+                    let load_time = load_started.elapsed();
                     let active_since = *slot.active_since.get_or_insert(batch_id);
                     let Some(plugin) = slot.current.as_mut() else {
                         return Err(Error::Other("plugin not loaded".into()));
@@ -258,6 +260,7 @@ impl Session {
                         });
                     }
                     drop(changes);
+                    let encode_time = load_started.elapsed() - load_time;
                     let lookup = Arc::new(TableLookup::new(
                         &pipeline.name,
                         spec.limits.max_lookup_rows,
@@ -278,8 +281,20 @@ impl Session {
                             return Err(batch_err(e));
                         }
                     };
+                    let call_time = load_started.elapsed() - load_time - encode_time;
                     let keys = crate::keys::collect(&output, &pipeline.keys, &names)
                         .map_err(&batch_err)?;
+                    tracing::debug!(
+                        pipeline = pipeline.name,
+                        batch_id,
+                        load_ms = load_time.as_millis(),
+                        encode_ms = encode_time.as_millis(),
+                        call_ms = call_time.as_millis(),
+                        collect_ms = (load_started.elapsed() - load_time - encode_time - call_time)
+                            .as_millis(),
+                        output_bytes = output.len(),
+                        "derive stages"
+                    );
                     (keys, plugin.sha256.clone(), active_since)
                 }
                 Derivation::Sql { query } => {
@@ -399,7 +414,7 @@ async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) 
         None => u.start_version,
     };
     let log = if next <= latest {
-        Some(LogCheck::start(u, next).await?)
+        Some(LogCheck::start(u, &table, next).await?)
     } else {
         None
     };
