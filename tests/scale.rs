@@ -398,6 +398,8 @@ async fn lookup_index_answers_as_the_snapshot_at_every_pinned_version() {
                     LookupSettings {
                         index,
                         memory_mb: 512,
+                        // The index from the first lookup on, at every version.
+                        index_after: 0,
                     },
                 )
             };
@@ -466,6 +468,7 @@ async fn lookup_index_over_budget_falls_back_to_a_scan() {
             LookupSettings {
                 index: true,
                 memory_mb,
+                index_after: 0,
             },
         );
         let got = lookup
@@ -484,4 +487,33 @@ async fn lookup_index_over_budget_falls_back_to_a_scan() {
         answers[0].len() > 1000,
         "about 50 employees in each of 50 departments"
     );
+}
+
+/// By default the first lookup of a table and column is a scan and builds no index (a
+/// one-shot run that asks once never pays for one); the second builds it, with the
+/// same answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn lookup_index_is_built_on_the_second_lookup() {
+    let f = fixture();
+    let path = f.b.join("employee");
+    let u = Upstream::new("employee", path.display().to_string());
+    let version = latest(&path);
+    let keys: Vec<i64> = (1..=50).collect();
+    let indexes = Arc::new(Indexes::default());
+    let lookup = table_lookup(&u, version, &indexes, LookupSettings::default());
+    let mut answers = Vec::new();
+    for built in [0, 1, 1] {
+        let got = lookup
+            .lookup("employee", "dept_id", &keys_ipc(&keys), &["emp_id".into()])
+            .await
+            .expect("lookup");
+        answers.push(answer_rows(&got));
+        assert_eq!(indexes.stats().await.len(), built, "indexes after a lookup");
+    }
+    assert!(
+        answers[0].len() > 1000,
+        "about 50 employees in each of 50 departments"
+    );
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1], answers[2]);
 }

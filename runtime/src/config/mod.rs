@@ -70,9 +70,10 @@ pub struct Catalog {
 /// How a plugin's lookups are answered (the catalog's `[lookups]` table).
 ///
 /// Each looked-up (table, column) gets an index held in memory by the process, built
-/// on the first lookup, kept across batches and advanced along the table's change
-/// feed; a lookup is then a hash probe. An index that would exceed `memory_mb` is
-/// dropped and that table's lookups are answered by scans (a semi-join of the keys).
+/// once the process asks for it again (`index_after`), kept across batches and advanced
+/// along the table's change feed; a lookup is then a hash probe. An index that would
+/// exceed `memory_mb` is dropped and that table's lookups are answered by scans (a
+/// semi-join of the keys).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LookupSettings {
@@ -80,6 +81,12 @@ pub struct LookupSettings {
     pub index: bool,
     /// Memory budget of one index, in MiB. Default 512.
     pub memory_mb: u64,
+    /// Lookups of a table and column the process answers by a scan before it builds
+    /// their index. Default 1: a run that asks once (a catch-up or a daily increment
+    /// of one batch) reads only the columns asked, instead of every row and column
+    /// into an index it would not use again; from the second lookup on (more batches,
+    /// `--follow`, another pipeline of the process), the index is built and kept.
+    pub index_after: u32,
 }
 
 impl Default for LookupSettings {
@@ -87,6 +94,7 @@ impl Default for LookupSettings {
         LookupSettings {
             index: true,
             memory_mb: 512,
+            index_after: 1,
         }
     }
 }

@@ -225,6 +225,25 @@ impl Session {
                 pinned.push((u.clone(), v));
                 lookup_versions.push((u.name.clone(), v));
             }
+            // Lookups read the tables this session holds open when they are at the
+            // pinned version (the last batch of a run), instead of loading them again.
+            {
+                let mut held = cache.lock().await;
+                let open = cursors
+                    .iter()
+                    .map(|c| (&c.upstream, &c.table))
+                    .chain(lookups.iter().map(|(u, t)| (u, t)));
+                for (u, t) in open {
+                    let Some(pin) = pinned.iter().find(|(p, _)| p.name == u.name) else {
+                        continue;
+                    };
+                    if t.version().map(|v| v as i64) == Some(pin.1) {
+                        held.retain(|(name, v), _| *name != u.name || *v >= pin.1);
+                        held.entry((u.name.clone(), pin.1))
+                            .or_insert_with(|| t.clone());
+                    }
+                }
+            }
             let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
             let (keys, deriver_sha256, active_since) = match &pipeline.derivation {
                 Derivation::Plugin(spec) => {

@@ -335,7 +335,8 @@ pub struct IndexStats {
 }
 
 enum Slot {
-    Empty,
+    /// No index yet; the process asked this many lookups of the table and column.
+    Empty(u32),
     Ready(Box<Index>),
     /// Lookups of this table and column are answered by scans for the rest of the
     /// process.
@@ -367,7 +368,7 @@ impl Indexes {
         };
         slots
             .entry((uri.to_string(), column.to_string()))
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Slot::Empty)))
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Slot::Empty(0))))
             .clone()
     }
 
@@ -416,7 +417,7 @@ impl Indexes {
         let mut slot = slot.lock().await;
         let budget =
             usize::try_from(settings.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        let outcome = match std::mem::replace(&mut *slot, Slot::Empty) {
+        let outcome = match std::mem::replace(&mut *slot, Slot::Empty(0)) {
             Slot::Refused => {
                 *slot = Slot::Refused;
                 return None;
@@ -440,7 +441,12 @@ impl Indexes {
                 }
                 Err(e) => Err(e),
             },
-            Slot::Empty => build(at, &req.column, budget).await,
+            Slot::Empty(asked) if asked < settings.index_after => {
+                // Not asked often enough yet to pay for an index: scan.
+                *slot = Slot::Empty(asked + 1);
+                return None;
+            }
+            Slot::Empty(_) => build(at, &req.column, budget).await,
         };
         match outcome {
             Ok(ix) => {

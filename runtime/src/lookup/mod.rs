@@ -77,6 +77,8 @@ impl TableLookup {
         let t = crate::cdf::open_at(u, version)
             .await
             .map_err(|e| e.to_string())?;
+        // Batches pin ever newer versions: keep the newest of each table only.
+        cache.retain(|(name, v), _| *name != u.name || *v > version);
         cache.insert(key, t.clone());
         Ok(t)
     }
