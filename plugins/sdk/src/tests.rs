@@ -468,6 +468,19 @@ fn newest_commit_by_value() {
             .into_iter()
             .collect();
     assert_eq!(by_id, expected);
+
+    // Repeats out of order: the newest known time of each value wins.
+    let mixed = spmaster_batch(
+        vec![Some(5), Some(5), Some(4), Some(5), Some(4)],
+        vec![None; 5],
+        vec!["insert"; 5],
+        vec![1, 1, 1, 1, 1],
+        vec![Some(T2), Some(T1), None, Some(T3), Some(T1)],
+    );
+    let changes = Changes::from_ipc("spmaster", 1, 1, &ipc(&[mixed])).unwrap();
+    let expected: std::collections::BTreeMap<i64, Option<i64>> =
+        [(4, Some(T1)), (5, Some(T3))].into_iter().collect();
+    assert_eq!(changes.newest_commit_by_i64("diasng_id").unwrap(), expected);
 }
 
 #[test]
