@@ -491,15 +491,8 @@ mod tests {
         crate::ipc::encode(&schema, &[b]).unwrap()
     }
 
-    #[test]
-    fn duplicates_fold_into_one_row_with_all_causes_and_newest_time() {
-        let ipc = output(
-            vec![Some(7), Some(3), Some(7), Some(7)],
-            vec!["b", "a", "a", "b"],
-            vec![Some(5), Some(1), Some(9), None],
-        );
-        let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
-        assert_eq!(k.len(), 2);
+    /// Keys 7 (caused by upstreams a and b) and 3 (by a), in that order.
+    fn assert_7_by_a_and_b_then_3_by_a(k: &AffectedKeys) {
         let ids = k.columns[0].as_primitive::<deltalake::arrow::datatypes::Int64Type>();
         assert_eq!(ids.values().to_vec(), vec![7, 3]);
         assert_eq!(
@@ -509,6 +502,18 @@ mod tests {
                 Arc::from(vec!["a".to_string()])
             ]
         );
+    }
+
+    #[test]
+    fn duplicates_fold_into_one_row_with_all_causes_and_newest_time() {
+        let ipc = output(
+            vec![Some(7), Some(3), Some(7), Some(7)],
+            vec!["b", "a", "a", "b"],
+            vec![Some(5), Some(1), Some(9), None],
+        );
+        let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
+        assert_eq!(k.len(), 2);
+        assert_7_by_a_and_b_then_3_by_a(&k);
         // milliseconds in, microseconds out
         assert_eq!(k.change_ts, vec![Some(9000), Some(1000)]);
     }
@@ -574,15 +579,7 @@ mod tests {
     fn dictionary_encoded_upstreams_fold_like_plain_ones() {
         let ipc = dict_output(vec![7, 3, 7, 7], vec!["b", "a", "a", "b"]);
         let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
-        let ids = k.columns[0].as_primitive::<deltalake::arrow::datatypes::Int64Type>();
-        assert_eq!(ids.values().to_vec(), vec![7, 3]);
-        assert_eq!(
-            k.upstreams,
-            vec![
-                Arc::<[String]>::from(vec!["a".to_string(), "b".into()]),
-                Arc::from(vec!["a".to_string()])
-            ]
-        );
+        assert_7_by_a_and_b_then_3_by_a(&k);
         assert_eq!(k.change_ts, vec![None, None]);
         // No rows: the schema alone (the SDK writes no record batch then).
         let none = dict_output(vec![], vec![]);
