@@ -25,6 +25,16 @@ pub struct ManyOutcome {
     pub reads: FanOutStats,
 }
 
+/// A pipeline's task, aborted when the run is dropped (as the pipeline's future was
+/// when it ran inside the caller's task): nothing outlives a cancelled run.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs every pipeline until caught up. `on_batch` is called after each commit of
 /// any pipeline (on the caller's task, in commit order).
 ///
@@ -49,7 +59,7 @@ pub async fn run_many(
             let (host, fanout, reports_tx) =
                 (host.clone(), task_fanout.clone(), reports_tx.clone());
             let name = p.name.clone();
-            let task = tokio::spawn(async move {
+            let mut task = AbortOnDrop(tokio::spawn(async move {
                 let mut report = |b: &BatchReport| {
                     // The receiver lives until every task has ended.
                     let _ = reports_tx.send(b.clone());
@@ -63,9 +73,9 @@ pub async fn run_many(
                 )
                 .await;
                 (i, p.name, r)
-            });
+            }));
             async move {
-                task.await.unwrap_or_else(|e| {
+                (&mut task.0).await.unwrap_or_else(|e| {
                     // A panic in the pipeline's task: that pipeline's failure, not the run's.
                     let message =
                         format!("the task running pipeline '{name}' ended abnormally: {e}");
