@@ -27,7 +27,7 @@ impl Pipeline for AuthorPubs {
         // An added, removed or re-pointed link affects its author(s): pre-image and
         // post-image alike.
         let links = batch.changes(link)?;
-        keys.add_each(links, links.i64_column("uid")?)?;
+        keys.add_each(links, links.i64_values("uid")?)?;
 
         // A changed publication affects every author linked to it.
         let changed = batch
@@ -35,8 +35,8 @@ impl Pipeline for AuthorPubs {
             .newest_commit_by_i64("pub_id")?;
         let pub_ids: Vec<i64> = changed.keys().copied().collect();
         let authors = lookup_i64(link, "pub_id", &pub_ids, &["uid", "pub_id"])?;
-        let pub_ids = authors.i64_column("pub_id")?;
-        for (uid, pub_id) in authors.i64_column("uid")?.into_iter().zip(pub_ids) {
+        let pub_ids = authors.i64_values("pub_id")?;
+        for (uid, pub_id) in authors.i64_values("uid")?.zip(pub_ids) {
             let committed = pub_id.and_then(|v| changed.get(&v).copied().flatten());
             keys.add(publications, committed, uid)?;
         }

@@ -26,7 +26,7 @@ impl Pipeline for EmpDept {
 
         // A changed employee is affected (whatever moved: name, dept_id, manager).
         let employees = batch.changes(employee)?;
-        keys.add_each(employees, employees.i64_column("emp_id")?)?;
+        keys.add_each(employees, employees.i64_values("emp_id")?)?;
 
         // A changed department affects every employee in it. Pre- and post-images
         // both count, so a department whose dept_id changes affects both sides.
@@ -38,8 +38,8 @@ impl Pipeline for EmpDept {
             dept_ids.len(),
             members.len()
         ));
-        let member_depts = members.i64_column("dept_id")?;
-        for (emp_id, dept_id) in members.i64_column("emp_id")?.into_iter().zip(member_depts) {
+        let member_depts = members.i64_values("dept_id")?;
+        for (emp_id, dept_id) in members.i64_values("emp_id")?.zip(member_depts) {
             let committed = dept_id.and_then(|v| changed.get(&v).copied().flatten());
             keys.add(department, committed, emp_id)?;
         }

@@ -26,10 +26,10 @@ impl Pipeline for PubAuthors {
 
         // A changed publication is affected: insert, delete, both update images.
         let pubs = batch.changes(publications)?;
-        keys.add_each(pubs, pubs.i64_column("pub_id")?)?;
+        keys.add_each(pubs, pubs.i64_values("pub_id")?)?;
         // An added, removed or re-pointed author link affects its publication(s).
         let links = batch.changes(link)?;
-        keys.add_each(links, links.i64_column("pub_id")?)?;
+        keys.add_each(links, links.i64_values("pub_id")?)?;
         Ok(())
     }
 }

@@ -247,6 +247,15 @@ impl Changes {
         self.table.i64_column(column)
     }
 
+    /// [`Changes::i64_column`] as an iterator (no vector of every value): the fast way
+    /// to give [`Keys::add_each`](crate::Keys::add_each) a column of keys.
+    pub fn i64_values(
+        &self,
+        column: &str,
+    ) -> Result<impl Iterator<Item = Option<i64>> + '_, String> {
+        self.table.i64_values(column)
+    }
+
     /// Every row's `_commit_timestamp` (as [`Row::commit_timestamp`]), in row order.
     pub fn commit_timestamps(&self) -> &[Option<i64>] {
         &self.commit_timestamps
@@ -264,8 +273,7 @@ impl Changes {
         // Sorted once and built in bulk: inserting row by row into the tree cost more
         // than the rest of a typical `derive` on large batches.
         let mut pairs: Vec<(i64, Option<i64>)> = self
-            .i64_column(column)?
-            .into_iter()
+            .i64_values(column)?
             .zip(&self.commit_timestamps)
             .filter_map(|(value, ts)| value.map(|v| (v, *ts)))
             .collect();

@@ -162,16 +162,26 @@ impl Table {
 
     /// Every value of an integer column, widened to i64 (null -> `None`).
     pub fn i64_column(&self, column: &str) -> Result<Vec<Option<i64>>, String> {
-        let mut out = Vec::with_capacity(self.len);
-        if self.schema.is_none() {
-            return Ok(out);
+        Ok(self.i64_values(column)?.collect())
+    }
+
+    /// [`Table::i64_column`] as an iterator, without a vector of every value: the column's
+    /// type is checked in every record batch first, so the iteration cannot fail.
+    pub fn i64_values(
+        &self,
+        column: &str,
+    ) -> Result<impl Iterator<Item = Option<i64>> + '_, String> {
+        let mut columns = Vec::with_capacity(self.batches.len());
+        if self.schema.is_some() {
+            self.check_column(column)?;
+            for batch in &self.batches {
+                let ints = IntColumn::new(&self.source, column, self.array(batch, column)?)?;
+                columns.push((ints, batch.num_rows()));
+            }
         }
-        self.check_column(column)?;
-        for batch in &self.batches {
-            let ints = IntColumn::new(&self.source, column, self.array(batch, column)?)?;
-            out.extend((0..batch.num_rows()).map(|i| ints.get(i)));
-        }
-        Ok(out)
+        Ok(columns
+            .into_iter()
+            .flat_map(|(ints, rows)| (0..rows).map(move |i| ints.get(i))))
     }
 
     /// Every value of a string column (null -> `None`).

@@ -183,6 +183,11 @@ fn column_getters_span_record_batches() {
         changes.i64_column("_commit_version"),
         Ok(vec![Some(5), Some(6), Some(6), Some(7), Some(7)])
     );
+    let values: Vec<Option<i64>> = changes.i64_values("diasng_id").unwrap().collect();
+    assert_eq!(values, [Some(1), Some(2), Some(2), None, Some(3)]);
+    // Checked before iterating: a missing or non-integer column is an error up front.
+    assert!(changes.i64_values("nope").is_err());
+    assert!(changes.i64_values("name").is_err());
 }
 
 #[test]

@@ -23,11 +23,11 @@ impl Pipeline for SpAffiliation {
 
         // A changed staff member is affected: insert, delete, both update images.
         let staff = batch.changes(spmaster)?;
-        keys.add_each(staff, staff.i64_column("diasng_id")?)?;
+        keys.add_each(staff, staff.i64_values("diasng_id")?)?;
         // A changed affiliation affects its staff member; an update that moves the
         // affiliation to another sp_id affects the old (pre-image) and the new one.
         let affiliations = batch.changes(affiliation)?;
-        keys.add_each(affiliations, affiliations.i64_column("sp_id")?)?;
+        keys.add_each(affiliations, affiliations.i64_values("sp_id")?)?;
         Ok(())
     }
 }
