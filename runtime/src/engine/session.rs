@@ -225,34 +225,16 @@ impl Session {
                 pinned.push((u.clone(), v));
                 lookup_versions.push((u.name.clone(), v));
             }
-            // Lookups read the tables this session holds open when they are at the
-            // pinned version (the last batch of a run), instead of loading them again.
-            {
-                let mut held = cache.lock().await;
-                let open = cursors
-                    .iter()
-                    .map(|c| (&c.upstream, &c.table))
-                    .chain(lookups.iter().map(|(u, t)| (u, t)));
-                for (u, t) in open {
-                    let Some(pin) = pinned.iter().find(|(p, _)| p.name == u.name) else {
-                        continue;
-                    };
-                    if t.version().map(|v| v as i64) == Some(pin.1) {
-                        held.retain(|(name, v), _| *name != u.name || *v >= pin.1);
-                        held.entry((u.name.clone(), pin.1))
-                            .or_insert_with(|| t.clone());
-                    }
-                }
-            }
+            hold_open_tables(cache, cursors, lookups, &pinned).await;
             let names: Vec<&str> = pipeline.upstreams.iter().map(|u| u.name.as_str()).collect();
             let (keys, deriver_sha256, active_since) = match &pipeline.derivation {
                 Derivation::Plugin(spec) => {
                     slot.swap_in(&pipeline.name, batch_id);
-                    let load_started = Instant::now();
+                    let mut lap = Lap::start();
                     if slot.current.is_none() {
                         slot.current = Some(load_plugin(pipeline, spec, host).await?);
                     }
-                    let load_time = load_started.elapsed();
+                    let load_time = lap.next();
                     let active_since = *slot.active_since.get_or_insert(batch_id);
                     let Some(plugin) = slot.current.as_mut() else {
                         return Err(Error::Other("plugin not loaded".into()));
@@ -279,7 +261,7 @@ impl Session {
                         });
                     }
                     drop(changes);
-                    let encode_time = load_started.elapsed() - load_time;
+                    let encode_time = lap.next();
                     let lookup = Arc::new(TableLookup::new(
                         &pipeline.name,
                         spec.limits.max_lookup_rows,
@@ -300,7 +282,7 @@ impl Session {
                             return Err(batch_err(e));
                         }
                     };
-                    let call_time = load_started.elapsed() - load_time - encode_time;
+                    let call_time = lap.next();
                     let keys = crate::keys::collect(&output, &pipeline.keys, &names)
                         .map_err(&batch_err)?;
                     tracing::debug!(
@@ -309,8 +291,7 @@ impl Session {
                         load_ms = load_time.as_millis(),
                         encode_ms = encode_time.as_millis(),
                         call_ms = call_time.as_millis(),
-                        collect_ms = (load_started.elapsed() - load_time - encode_time - call_time)
-                            .as_millis(),
+                        collect_ms = lap.next().as_millis(),
                         output_bytes = output.len(),
                         "derive stages"
                     );
@@ -395,6 +376,46 @@ impl Session {
             summary.batches.push(report);
         }
         Ok(())
+    }
+}
+
+/// Lets lookups read the tables this session holds open when they are at the pinned
+/// version (the last batch of a run), instead of loading them again.
+async fn hold_open_tables(
+    cache: &TableCache,
+    cursors: &[Cursor],
+    lookups: &[(Upstream, DeltaTable)],
+    pinned: &[(Upstream, i64)],
+) {
+    let mut held = cache.lock().await;
+    let open = cursors
+        .iter()
+        .map(|c| (&c.upstream, &c.table))
+        .chain(lookups.iter().map(|(u, t)| (u, t)));
+    for (u, t) in open {
+        let pin = pinned
+            .iter()
+            .find(|(p, _)| p.name == u.name)
+            .map(|(_, v)| *v);
+        if let Some(pin) = pin.filter(|p| t.version().map(|v| v as i64) == Some(*p)) {
+            crate::lookup::hold(&mut held, &u.name, pin, t);
+        }
+    }
+}
+
+/// Successive intervals of one stage (`next` returns the time since the last call).
+struct Lap(Instant);
+
+impl Lap {
+    fn start() -> Self {
+        Lap(Instant::now())
+    }
+
+    fn next(&mut self) -> Duration {
+        let now = Instant::now();
+        let lap = now - self.0;
+        self.0 = now;
+        lap
     }
 }
 

@@ -30,6 +30,20 @@ pub use scan::{answer, LookupTarget};
 /// Tables loaded at pinned versions, reused by later batches of the same run.
 pub type TableCache = Arc<Mutex<HashMap<(String, i64), DeltaTable>>>;
 
+/// Holds `table` as `name` at `version` in a [`TableCache`]'s map. Batches pin ever
+/// newer versions, so only the newest version of each table is kept.
+pub(crate) fn hold(
+    cache: &mut HashMap<(String, i64), DeltaTable>,
+    name: &str,
+    version: i64,
+    table: &DeltaTable,
+) {
+    cache.retain(|(n, v), _| n != name || *v >= version);
+    cache
+        .entry((name.to_string(), version))
+        .or_insert_with(|| table.clone());
+}
+
 /// Tables of one batch at their pinned versions.
 pub struct TableLookup {
     pipeline: String,
@@ -69,17 +83,14 @@ impl TableLookup {
     }
 
     async fn table(&self, u: &Upstream, version: i64) -> Result<DeltaTable, String> {
-        let key = (u.name.clone(), version);
         let mut cache = self.cache.lock().await;
-        if let Some(t) = cache.get(&key) {
+        if let Some(t) = cache.get(&(u.name.clone(), version)) {
             return Ok(t.clone());
         }
         let t = crate::cdf::open_at(u, version)
             .await
             .map_err(|e| e.to_string())?;
-        // Batches pin ever newer versions: keep the newest of each table only.
-        cache.retain(|(name, v), _| *name != u.name || *v > version);
-        cache.insert(key, t.clone());
+        hold(&mut cache, &u.name, version, &t);
         Ok(t)
     }
 
