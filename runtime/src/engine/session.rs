@@ -77,8 +77,11 @@ impl Session {
     /// table at its latest version.
     pub(crate) async fn open(pipeline: &Pipeline, fanout: Option<&FanOut>) -> Result<Session> {
         let started = Instant::now();
+        let mut lap = Lap::start();
         let mut link = LinkTable::open(pipeline).await?;
+        let link_ms = lap.next().as_millis();
         let checkpoint = link.checkpoint().await?;
+        let checkpoint_ms = lap.next().as_millis();
         let (cursors, lookups) =
             futures::try_join!(
                 open_cursors(pipeline, &checkpoint.done, fanout),
@@ -86,6 +89,13 @@ impl Session {
                     Ok::<_, Error>((u.clone(), cdf::open_latest(u).await?))
                 }))
             )?;
+        tracing::debug!(
+            pipeline = %pipeline.name,
+            link_ms,
+            checkpoint_ms,
+            upstreams_ms = lap.next().as_millis(),
+            "session opened"
+        );
         Ok(Session {
             link,
             cursors,
