@@ -44,3 +44,57 @@ fn committed_schemas_are_current() {
         assert_eq!(committed["additionalProperties"], false, "{kind}");
     }
 }
+
+/// The README's path: `make demo` writes `./demo-data` beside `configs/`, and then
+/// `dlink-rt validate configs/` and `dlink-rt run configs/x.toml` work as they are, from
+/// another working directory and without `DLINK_DATA`.
+#[test]
+fn example_configs_find_the_demo_data_without_dlink_data() {
+    let root = tempfile::tempdir().unwrap();
+    let configs = root.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    for e in std::fs::read_dir(repo_root().join("configs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&p, configs.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    // The plugins resolve as `../plugins/dist/*.wasm` from the pipeline files.
+    std::os::unix::fs::symlink(repo_root().join("plugins"), root.path().join("plugins")).unwrap();
+    let demo = dlink()
+        .env_remove("DLINK_DATA")
+        .current_dir(root.path())
+        .args(["demo", "--rows", "1"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&demo);
+    assert!(demo.status.success(), "demo: {out}\n{err}");
+    assert!(root.path().join("demo-data/spmaster/_delta_log").is_dir(), "{out}");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let validate = dlink()
+        .env_remove("DLINK_DATA")
+        .current_dir(elsewhere.path())
+        .arg("validate")
+        .arg(&configs)
+        .output()
+        .unwrap();
+    let (out, err) = text(&validate);
+    assert!(validate.status.success(), "validate: {out}\n{err}");
+    assert!(!err.contains("no Delta table here"), "{err}");
+
+    // The demo committed everything; a run of one file finds its link table there.
+    let run = dlink()
+        .env_remove("DLINK_DATA")
+        .current_dir(elsewhere.path())
+        .arg("run")
+        .arg(configs.join("emp_dept.toml"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&run);
+    assert!(run.status.success(), "run: {out}\n{err}");
+    assert!(
+        out.contains("emp_dept: up to date, nothing committed"),
+        "the demo's batches are not redone: {out}"
+    );
+}
