@@ -69,7 +69,10 @@ fn example_configs_find_the_demo_data_without_dlink_data() {
         .unwrap();
     let (out, err) = text(&demo);
     assert!(demo.status.success(), "demo: {out}\n{err}");
-    assert!(root.path().join("demo-data/spmaster/_delta_log").is_dir(), "{out}");
+    assert!(
+        root.path().join("demo-data/spmaster/_delta_log").is_dir(),
+        "{out}"
+    );
 
     let elsewhere = tempfile::tempdir().unwrap();
     let validate = dlink()
