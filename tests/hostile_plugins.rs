@@ -22,8 +22,8 @@ use common::{dlink, keys_of_batch, link_state, plugin, set, text, Workspace};
 use dlink_rt::config::Pipeline;
 use dlink_rt::demo::{Col, DemoTable};
 use dlink_rt::engine::run_pipeline;
-use dlink_rt::plugin::PluginHost;
-use dlink_rt::Error;
+use dlink_rt::plugin::{Call, PluginError, PluginHost};
+use dlink_rt::{BatchFailure, Error};
 use serde_json::json;
 
 /// The small limits every hostile run gets.
@@ -508,12 +508,13 @@ async fn other_pipelines_in_the_same_process_go_on() {
          the good pipeline committed 3 batches after {good_end:?}"
     );
 
+    // The failure's kind is a value (a timeout, a memory cap), and its text says so.
     let expect_batch_error = |r: dlink_rt::Result<_>, name: &str, what: &str| match r {
         Err(Error::Batch {
             pipeline,
             batch_id,
             plugin,
-            message,
+            cause: BatchFailure::Plugin(cause),
         }) => {
             assert_eq!(pipeline, name);
             assert_eq!(batch_id, 1);
@@ -521,7 +522,18 @@ async fn other_pipelines_in_the_same_process_go_on() {
                 plugin.ends_with(&format!("{}.wasm", name_to_plugin(name))),
                 "{plugin}"
             );
-            assert!(message.contains(what), "{message}");
+            let kind_matches = match name {
+                "looping" => matches!(
+                    cause,
+                    PluginError::Timeout { call: Call::Derive, timeout_ms, .. } if timeout_ms == TIMEOUT_MS
+                ),
+                _ => matches!(
+                    cause,
+                    PluginError::MemoryCap { call: Call::Derive, memory_mb, .. } if memory_mb == MEMORY_MB
+                ),
+            };
+            assert!(kind_matches, "{name}: {cause:?}");
+            assert!(cause.to_string().contains(what), "{cause}");
         }
         other => panic!("{name}: expected a failed batch 1, got {other:?}"),
     };
@@ -678,10 +690,12 @@ async fn other_pipelines_go_on_while_a_plugin_spins() {
 
     match &outcome.results[0].1 {
         Err(Error::Batch {
-            batch_id, message, ..
+            batch_id,
+            cause: BatchFailure::Plugin(PluginError::Timeout { call, .. }),
+            ..
         }) => {
             assert_eq!(*batch_id, 1);
-            assert!(message.contains("time budget"), "{message}");
+            assert_eq!(*call, Call::Derive);
         }
         other => panic!("looping: expected a failed batch 1, got {other:?}"),
     }
@@ -699,4 +713,48 @@ async fn other_pipelines_go_on_while_a_plugin_spins() {
          {SPIN_MS} ms budget had run out (the run took {elapsed:?}): a plugin stuck in wasm code \
          holds up every pipeline polled on the same task"
     );
+}
+
+/// Loading failures are values too: a missing file, a file that is not a component and
+/// a configuration `init` refuses each have their variant (and the text a user reads).
+#[tokio::test]
+async fn load_failures_are_typed() {
+    let host = PluginHost::new(Some(common::cache_dir())).unwrap();
+    let missing = host.compile(Path::new("/nonexistent/x.wasm"));
+    assert!(
+        matches!(&missing, Err(PluginError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound),
+        "{:?}",
+        missing.err()
+    );
+
+    let ws = Workspace::new();
+    let not_wasm = ws.path().join("not.wasm");
+    std::fs::write(&not_wasm, b"this is not wasm").unwrap();
+    let bad = host.compile(&not_wasm);
+    let Err(e @ PluginError::NotAComponent(_)) = bad else {
+        panic!("expected NotAComponent, got {:?}", bad.err());
+    };
+    assert!(
+        e.to_string()
+            .starts_with("not a valid WebAssembly component (build it for wasm32-wasip2"),
+        "{e}"
+    );
+
+    let path = plugin("sp_affiliation");
+    let compiled = host.compile(&path).unwrap();
+    let spec = dlink_rt::config::PluginSpec {
+        path,
+        // The example's init wants the upstream renames to be strings.
+        config_json: r#"{"spmaster": 5}"#.into(),
+        limits: Default::default(),
+        read_dirs: Vec::new(),
+    };
+    match host.instantiate(&compiled, "typed", &spec).await {
+        Err(PluginError::Rejected {
+            call: Call::Init,
+            message,
+        }) => assert!(message.contains("spmaster"), "{message}"),
+        Err(other) => panic!("expected init's rejection, got {other:?}"),
+        Ok(_) => panic!("init accepted a number for an upstream name"),
+    }
 }

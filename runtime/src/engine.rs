@@ -239,9 +239,10 @@ pub(crate) async fn load_plugin(
     host: &PluginHost,
 ) -> Result<Plugin> {
     let path = &spec.path;
-    let load_err = |message: String| Error::PluginLoad {
+    let load_err = |source| Error::PluginLoad {
         path: path.clone(),
-        message: format!("pipeline '{}': {message}", pipeline.name),
+        pipeline: pipeline.name.clone(),
+        source,
     };
     let compiled = host.compile(path).map_err(load_err)?;
     host.instantiate(&compiled, &pipeline.name, spec)

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::plugin::PluginError;
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -62,19 +64,25 @@ pub enum Error {
     },
 
     /// A plugin could not be loaded, compiled or initialized.
-    #[error("plugin {path}: {message}")]
-    PluginLoad { path: PathBuf, message: String },
+    #[error("plugin {}: pipeline '{pipeline}': {source}", path.display())]
+    PluginLoad {
+        path: PathBuf,
+        pipeline: String,
+        #[source]
+        source: PluginError,
+    },
 
     /// A batch failed; nothing was committed and the checkpoint did not move.
     #[error(
-        "pipeline '{pipeline}', batch {batch_id}, plugin {plugin}: {message}\n\
+        "pipeline '{pipeline}', batch {batch_id}, plugin {plugin}: {cause}\n\
          nothing was committed for this batch; the pipeline resumes at batch {batch_id} on the next run"
     )]
     Batch {
         pipeline: String,
         batch_id: i64,
         plugin: String,
-        message: String,
+        #[source]
+        cause: BatchFailure,
     },
 
     /// Writing or reading the link table failed.
@@ -119,6 +127,25 @@ pub enum Error {
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
+}
+
+/// Why a batch's derivation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchFailure {
+    /// The plugin failed, or its output was refused.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The SQL derivation failed, or its result has the wrong columns.
+    #[error("{0}")]
+    Sql(String),
+    /// An upstream's changes could not be encoded for the plugin.
+    #[error("cannot encode the changes of '{upstream}': {source}")]
+    Encode {
+        upstream: String,
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
+    },
 }
 
 fn way_out(file: Option<&std::path::Path>, table: &str) -> String {

@@ -24,4 +24,4 @@ pub mod sink;
 pub mod sql_pipeline;
 pub mod why;
 
-pub use error::{Error, Result};
+pub use error::{BatchFailure, Error, Result};

@@ -795,7 +795,10 @@ impl Rederive<'_> {
                     });
                 }
                 let lookup: Arc<dyn crate::plugin::Lookup> = lookup.clone();
-                let out = plugin.derive(&p.name, *batch_id, ups, lookup).await?;
+                let out = plugin
+                    .derive(&p.name, *batch_id, ups, lookup)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 crate::keys::collect(&out, &p.keys, &names)?
             }
             Engine::Sql {
@@ -1313,7 +1316,7 @@ async fn rederive(
     let engine = match chosen {
         Available::Plugin { path, spec } => {
             b.deriver.used = Some(path.display().to_string());
-            let failed = |e: String| Rederivation::Failed {
+            let failed = |e: crate::plugin::PluginError| Rederivation::Failed {
                 derive_calls: 0,
                 error: format!("plugin {}: {e}", path.display()),
             };

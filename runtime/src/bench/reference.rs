@@ -279,7 +279,8 @@ pub async fn derive_wasm(
     let t = Instant::now();
     let out = plugin
         .derive(input.pipeline, input.batch_id, inputs, Arc::new(NoLookup))
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     phases.call += t.elapsed();
     let t = Instant::now();
     let names: Vec<&str> = input.upstreams.iter().map(|u| u.0).collect();
@@ -328,7 +329,11 @@ pub async fn derivations(
     let mut queries = Vec::with_capacity(pipelines.len());
     let mut upstreams = HashMap::new();
     for p in pipelines {
-        plugins.push(host.instantiate(compiled, &p.name, &spec).await?);
+        plugins.push(
+            host.instantiate(compiled, &p.name, &spec)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         let names: Vec<String> = p.upstreams.iter().map(|u| u.name.clone()).collect();
         queries.push(super::workload::union_query(&names));
         for u in &p.upstreams {

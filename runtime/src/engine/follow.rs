@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::{BatchReport, PluginSlot, RunSummary, Session};
 use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
-use crate::plugin::{sha256_hex, Plugin, PluginHost};
+use crate::plugin::{sha256_hex, Plugin, PluginError, PluginHost};
 
 /// How `follow` polls.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,8 @@ pub async fn follow(
                 .map(|b| sha256_hex(&b))
                 .map_err(|e| Error::PluginLoad {
                     path: spec.path.clone(),
-                    message: format!("cannot read the file: {e}"),
+                    pipeline: pipeline.name.clone(),
+                    source: PluginError::Read(e),
                 })?;
             Some(tokio::spawn(watch(
                 pipeline.clone(),

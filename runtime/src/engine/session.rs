@@ -12,10 +12,10 @@ use futures::future::try_join_all;
 use super::{load_plugin, plan, test_pause, BatchReport, PluginSlot, RunSummary, Stages};
 use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Derivation, Pipeline, Upstream};
-use crate::error::{Error, Result};
+use crate::error::{BatchFailure, Error, Result};
 use crate::keys::DefaultCause;
 use crate::lookup::{TableCache, TableLookup};
-use crate::plugin::{PluginHost, UpstreamInput};
+use crate::plugin::{PluginError, PluginHost, UpstreamInput};
 use crate::sink::{Commit, LinkTable, UpstreamRange};
 use crate::sql_pipeline::ChangeTable;
 
@@ -162,11 +162,11 @@ impl Session {
             }
             batch_id += 1;
             let started = Instant::now();
-            let batch_err = |message: String| Error::Batch {
+            let batch_err = |cause: BatchFailure| Error::Batch {
                 pipeline: pipeline.name.clone(),
                 batch_id,
                 plugin: plugin_label.clone(),
-                message,
+                cause,
             };
             // Plan at most batch_size versions per pending upstream, check their log
             // entries, read them, then trim the plan to the row budget.
@@ -253,11 +253,11 @@ impl Session {
                     for ((c, ch), r) in cursors.iter().zip(&changes).zip(&ranges) {
                         let bytes = match ch {
                             Some(ch) if r.change_rows > 0 => {
-                                crate::ipc::encode(&ch.schema, &ch.batches).map_err(|e| {
-                                    batch_err(format!(
-                                        "cannot encode the changes of '{}': {e}",
-                                        r.name
-                                    ))
+                                crate::ipc::encode(&ch.schema, &ch.batches).map_err(|source| {
+                                    batch_err(BatchFailure::Encode {
+                                        upstream: r.name.clone(),
+                                        source,
+                                    })
                                 })?
                             }
                             _ => Vec::new(),
@@ -289,12 +289,13 @@ impl Session {
                         Err(e) => {
                             // A trapped instance must not run again.
                             slot.current = None;
-                            return Err(batch_err(e));
+                            return Err(batch_err(e.into()));
                         }
                     };
                     let call_time = lap.next();
-                    let keys = crate::keys::collect(&output, &pipeline.keys, &names)
-                        .map_err(&batch_err)?;
+                    let keys = crate::keys::collect(&output, &pipeline.keys, &names).map_err(
+                        |reason| batch_err(PluginError::InvalidOutput { reason }.into()),
+                    )?;
                     tracing::debug!(
                         pipeline = pipeline.name,
                         batch_id,
@@ -334,7 +335,7 @@ impl Session {
                     }
                     let (schema, rows) = crate::sql_pipeline::derive(query, tables, &pinned, cache)
                         .await
-                        .map_err(&batch_err)?;
+                        .map_err(|e| batch_err(BatchFailure::Sql(e)))?;
                     let keys = crate::keys::collect_batches(
                         &schema,
                         &rows,
@@ -342,7 +343,7 @@ impl Session {
                         &names,
                         Some(&default),
                     )
-                    .map_err(&batch_err)?;
+                    .map_err(|e| batch_err(BatchFailure::Sql(e)))?;
                     (
                         keys,
                         crate::plugin::sha256_hex(query.as_bytes()),

@@ -7,6 +7,7 @@
 //! interruption) and a cap on output size, all from [`Limits`].
 
 mod cache;
+mod error;
 mod host;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
+pub use error::{Call, PluginError, StderrTail};
 
 use crate::config::{Limits, PluginSpec};
 
@@ -78,10 +80,12 @@ impl WasiView for State {
     }
 }
 
-/// The store's limits, remembering the largest linear memory the guest grew to.
+/// The store's limits, remembering the largest linear memory the guest grew to and
+/// whether a growth was refused (so a trap is known to be the memory cap's).
 struct Limiter {
     inner: StoreLimits,
     memory_peak: usize,
+    refused: bool,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -91,11 +95,16 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.inner.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.memory_peak = self.memory_peak.max(desired);
+        match self.inner.memory_growing(current, desired, maximum) {
+            Ok(true) => {
+                self.memory_peak = self.memory_peak.max(desired);
+                Ok(true)
+            }
+            refused => {
+                self.refused = true;
+                refused
+            }
         }
-        Ok(allowed)
     }
 
     fn table_growing(
@@ -225,16 +234,13 @@ impl PluginHost {
     }
 
     /// Reads and compiles (or loads from the cache) the plugin at `path`.
-    pub fn compile(&self, path: &Path) -> Result<Compiled, String> {
+    pub fn compile(&self, path: &Path) -> Result<Compiled, PluginError> {
         let started = std::time::Instant::now();
-        let wasm = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+        let wasm = std::fs::read(path).map_err(PluginError::Read)?;
         let sha256 = sha256_hex(&wasm);
         let (component, origin) =
-            cache::load(&self.engine, &wasm, &sha256, self.cache_dir.as_deref()).map_err(|e| {
-                format!(
-                "not a valid WebAssembly component (build it for wasm32-wasip2 as a cdylib): {e:#}"
-            )
-            })?;
+            cache::load(&self.engine, &wasm, &sha256, self.cache_dir.as_deref())
+                .map_err(PluginError::NotAComponent)?;
         tracing::info!(
             "plugin {} ({} bytes, sha256 {}): {} in {} ms",
             path.display(),
@@ -257,13 +263,14 @@ impl PluginHost {
     /// Checks, without running it, that `compiled` imports nothing but what the host
     /// provides (WASI p2 and `dlink:pipeline/host`) and exports `init` and `derive`
     /// with the types of the WIT contract.
-    pub fn check(&self, compiled: &Compiled) -> Result<(), String> {
-        let pre = self.linker.instantiate_pre(&compiled.component).map_err(|e| {
-            format!("imports something the host does not provide (only WASI p2 and dlink:pipeline/host): {e:#}")
-        })?;
+    pub fn check(&self, compiled: &Compiled) -> Result<(), PluginError> {
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(PluginError::Imports)?;
         generated::PipelinePluginPre::new(pre)
             .map(|_| ())
-            .map_err(|e| format!("does not export the dlink:pipeline/pipeline-plugin world's init and derive: {e:#}"))
+            .map_err(PluginError::Exports)
     }
 
     /// Instantiates `compiled` in a fresh sandbox and calls its `init(config_json)`.
@@ -273,7 +280,7 @@ impl PluginHost {
         compiled: &Compiled,
         pipeline: &str,
         spec: &PluginSpec,
-    ) -> Result<Plugin, String> {
+    ) -> Result<Plugin, PluginError> {
         let limits = spec.limits;
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtx::builder();
@@ -283,11 +290,10 @@ impl PluginHost {
             .allow_ip_name_lookup(false);
         for (name, dir) in &spec.read_dirs {
             wasi.preopened_dir(dir, format!("/{name}"), FsPerms::ReadOnly)
-                .map_err(|e| {
-                    format!(
-                        "cannot grant read access to {} as /{name}: {e:#}",
-                        dir.display()
-                    )
+                .map_err(|source| PluginError::ReadDir {
+                    name: name.clone(),
+                    dir: dir.clone(),
+                    source,
                 })?;
         }
         let wasi = wasi.build();
@@ -303,6 +309,7 @@ impl PluginHost {
                     .trap_on_grow_failure(true)
                     .build(),
                 memory_peak: 0,
+                refused: false,
             },
             lookup: None,
             label: format!("pipeline '{pipeline}' init"),
@@ -325,14 +332,10 @@ impl PluginHost {
         });
         store.set_epoch_deadline(1);
         store.data_mut().deadline = Some(Instant::now() + Duration::from_millis(limits.timeout_ms));
-        let bindings = PipelinePlugin::instantiate_async(&mut store, &compiled.component, &self.linker)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot instantiate: {e:#}; the plugin must target the world dlink:pipeline/pipeline-plugin \
-                     and import nothing else than WASI p2"
-                )
-            })?;
+        let bindings =
+            PipelinePlugin::instantiate_async(&mut store, &compiled.component, &self.linker)
+                .await
+                .map_err(PluginError::Instantiate)?;
         let mut plugin = Plugin {
             store,
             bindings,
@@ -346,8 +349,11 @@ impl PluginHost {
             .await;
         match result {
             Ok(Ok(())) => Ok(plugin),
-            Ok(Err(msg)) => Err(format!("init rejected the configuration: {msg}")),
-            Err(e) => Err(plugin.describe_trap("init", e)),
+            Ok(Err(message)) => Err(PluginError::Rejected {
+                call: Call::Init,
+                message,
+            }),
+            Err(e) => Err(plugin.describe_trap(Call::Init, e)),
         }
     }
 }
@@ -361,7 +367,7 @@ impl Plugin {
         batch_id: i64,
         upstreams: Vec<UpstreamInput>,
         lookup: Arc<dyn Lookup>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, PluginError> {
         let batch = WitBatch {
             pipeline: pipeline.to_string(),
             batch_id,
@@ -380,6 +386,7 @@ impl Plugin {
             data.lookup = Some(lookup);
             data.label = format!("pipeline '{pipeline}' batch {batch_id}");
             data.log_bytes = 0;
+            data.limits.refused = false;
         }
         self.store.data_mut().deadline =
             Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
@@ -394,44 +401,59 @@ impl Plugin {
         );
         let out = match result {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(msg)) => return Err(format!("derive returned an error: {msg}")),
-            Err(e) => return Err(self.describe_trap("derive", e)),
+            Ok(Err(message)) => {
+                return Err(PluginError::Rejected {
+                    call: Call::Derive,
+                    message,
+                })
+            }
+            Err(e) => return Err(self.describe_trap(Call::Derive, e)),
         };
         let cap = self.limits.max_output_mb.saturating_mul(1 << 20);
         if out.len() as u64 > cap {
-            return Err(format!(
-                "derive returned {} bytes, more than the output cap of {} MiB ([plugin.limits] max_output_mb)",
-                out.len(),
-                self.limits.max_output_mb
-            ));
+            return Err(PluginError::OutputTooLarge {
+                bytes: out.len(),
+                cap_mb: self.limits.max_output_mb,
+            });
         }
         Ok(out)
     }
 
-    fn describe_trap(&self, call: &str, e: wasmtime::Error) -> String {
-        let what = match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!(
-                "{call} exceeded its time budget of {} ms ([plugin.limits] timeout_ms)",
-                self.limits.timeout_ms
-            ),
-            _ if format!("{e:#}").contains("forcing trap when growing memory") => format!(
-                "{call} exceeded its memory cap of {} MiB ([plugin.limits] memory_mb)",
-                self.limits.memory_mb
-            ),
-            Some(trap) => format!("{call} trapped ({trap})"),
-            None => format!("{call} failed: {e:#}"),
-        };
+    /// Classifies a failed call by what wasmtime reports (the trap code) and what the
+    /// store saw (a refused memory growth), never by the message's text.
+    fn describe_trap(&self, call: Call, e: wasmtime::Error) -> PluginError {
+        let stderr = self.stderr_tail();
+        if self.store.data().limits.refused {
+            return PluginError::MemoryCap {
+                call,
+                memory_mb: self.limits.memory_mb,
+                stderr,
+            };
+        }
+        match e.downcast_ref::<Trap>().copied() {
+            Some(Trap::Interrupt) => PluginError::Timeout {
+                call,
+                timeout_ms: self.limits.timeout_ms,
+                stderr,
+            },
+            Some(trap) => PluginError::Trap { call, trap, stderr },
+            None => PluginError::Failed {
+                call,
+                source: e,
+                stderr,
+            },
+        }
+    }
+
+    /// The last 2,000 bytes the plugin wrote to stderr.
+    fn stderr_tail(&self) -> StderrTail {
         let stderr = self.store.data().stderr.contents();
         let tail = String::from_utf8_lossy(&stderr);
         let tail = tail.trim();
-        if tail.is_empty() {
-            what
-        } else {
-            let start = tail.len().saturating_sub(2000);
-            let start = (start..tail.len())
-                .find(|i| tail.is_char_boundary(*i))
-                .unwrap_or(0);
-            format!("{what}; the plugin's stderr: {}", &tail[start..])
-        }
+        let start = tail.len().saturating_sub(2000);
+        let start = (start..tail.len())
+            .find(|i| tail.is_char_boundary(*i))
+            .unwrap_or(0);
+        StderrTail(tail[start..].to_string())
     }
 }

@@ -10,7 +10,7 @@ use deltalake::arrow::datatypes::DataType;
 use dlink_rt::config::{KeyColumn, KeyType, Limits, PluginSpec};
 use dlink_rt::fixtures::{self, MemoryLookup};
 use dlink_rt::keys::UPSTREAM;
-use dlink_rt::plugin::{PluginHost, UpstreamInput};
+use dlink_rt::plugin::{PluginError, PluginHost, UpstreamInput};
 
 use super::output::*;
 use super::*;
@@ -189,9 +189,10 @@ pub(super) async fn test(args: &TestArgs, cache_dir: Option<PathBuf>) -> Result<
 
     let plugin_label = args.plugin.display().to_string();
     let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
+    let call_err = |e: PluginError| plugin_err(e.to_string());
     let host = PluginHost::new(cache_dir)
         .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
-    let compiled = host.compile(&args.plugin).map_err(plugin_err)?;
+    let compiled = host.compile(&args.plugin).map_err(call_err)?;
     let spec = PluginSpec {
         path: args.plugin.clone(),
         config_json: args.config.clone(),
@@ -201,12 +202,17 @@ pub(super) async fn test(args: &TestArgs, cache_dir: Option<PathBuf>) -> Result<
     let mut instance = host
         .instantiate(&compiled, &pipeline, &spec)
         .await
-        .map_err(plugin_err)?;
+        .map_err(call_err)?;
     let output = instance
         .derive(&pipeline, args.batch_id, inputs, lookup.clone())
         .await
         .map_err(|e| {
-            let hint = if e.contains("has no upstream") {
+            // The SDK's refusal of an upstream the test did not give.
+            let unknown_upstream = matches!(
+                &e,
+                PluginError::Rejected { message, .. } if message.contains("has no upstream")
+            );
+            let hint = if unknown_upstream {
                 "; the upstreams of a test are named after the --changes files (or UPSTREAM=FILE), \
                  and --upstream NAME adds one without change rows"
             } else {

@@ -1,0 +1,163 @@
+//! What can go wrong with a plugin, as values: callers and tests match on the variant
+//! (a timeout is not a trap is not a refused output); the `Display` text is the
+//! sentence a user reads.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The plugin export a failure happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Init,
+    Derive,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Init => "init",
+            Call::Derive => "derive",
+        })
+    }
+}
+
+/// The tail of what the plugin wrote to stderr before it failed (shown after the
+/// failure; empty when it wrote nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StderrTail(pub String);
+
+impl fmt::Display for StderrTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "; the plugin's stderr: {}", self.0)
+        }
+    }
+}
+
+/// A plugin that cannot be loaded, or a call of it that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The `.wasm` file cannot be read.
+    #[error("cannot read the file: {0}")]
+    Read(#[source] std::io::Error),
+
+    /// The file is not a component wasmtime can compile.
+    #[error("not a valid WebAssembly component (build it for wasm32-wasip2 as a cdylib): {0:#}")]
+    NotAComponent(#[source] wasmtime::Error),
+
+    /// The component imports something the host does not provide.
+    #[error(
+        "imports something the host does not provide (only WASI p2 and dlink:pipeline/host): {0:#}"
+    )]
+    Imports(#[source] wasmtime::Error),
+
+    /// The component does not export the contract's functions with its types.
+    #[error("does not export the dlink:pipeline/pipeline-plugin world's init and derive: {0:#}")]
+    Exports(#[source] wasmtime::Error),
+
+    /// A folder of `[plugin] read_dirs` cannot be granted.
+    #[error("cannot grant read access to {} as /{name}: {source:#}", dir.display())]
+    ReadDir {
+        name: String,
+        dir: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+
+    /// Instantiation failed (a start function trapped, a link error).
+    #[error(
+        "cannot instantiate: {0:#}; the plugin must target the world dlink:pipeline/pipeline-plugin \
+         and import nothing else than WASI p2"
+    )]
+    Instantiate(#[source] wasmtime::Error),
+
+    /// The plugin returned an error: `init` refused its configuration, or `derive` its
+    /// batch.
+    #[error("{}: {message}", match call {
+        Call::Init => "init rejected the configuration",
+        Call::Derive => "derive returned an error",
+    })]
+    Rejected { call: Call, message: String },
+
+    /// The call ran past `[plugin.limits] timeout_ms`.
+    #[error(
+        "{call} exceeded its time budget of {timeout_ms} ms ([plugin.limits] timeout_ms){stderr}"
+    )]
+    Timeout {
+        call: Call,
+        timeout_ms: u64,
+        stderr: StderrTail,
+    },
+
+    /// The guest tried to grow its memory past `[plugin.limits] memory_mb`.
+    #[error(
+        "{call} exceeded its memory cap of {memory_mb} MiB ([plugin.limits] memory_mb){stderr}"
+    )]
+    MemoryCap {
+        call: Call,
+        memory_mb: u64,
+        stderr: StderrTail,
+    },
+
+    /// The guest trapped (a panic, an unreachable, an out-of-bounds access).
+    #[error("{call} trapped ({trap}){stderr}")]
+    Trap {
+        call: Call,
+        #[source]
+        trap: wasmtime::Trap,
+        stderr: StderrTail,
+    },
+
+    /// The call failed in the host (a host import's error, a lifting error).
+    #[error("{call} failed: {source:#}{stderr}")]
+    Failed {
+        call: Call,
+        #[source]
+        source: wasmtime::Error,
+        stderr: StderrTail,
+    },
+
+    /// `derive` returned more than `[plugin.limits] max_output_mb`.
+    #[error(
+        "derive returned {bytes} bytes, more than the output cap of {cap_mb} MiB ([plugin.limits] max_output_mb)"
+    )]
+    OutputTooLarge { bytes: usize, cap_mb: u64 },
+
+    /// `derive`'s output is not what the contract asks for (schema, key types, nulls,
+    /// unknown upstreams).
+    #[error("{reason}")]
+    InvalidOutput { reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_say_what_and_which_setting() {
+        let e = PluginError::Timeout {
+            call: Call::Derive,
+            timeout_ms: 50,
+            stderr: StderrTail("spinning".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "derive exceeded its time budget of 50 ms ([plugin.limits] timeout_ms); the plugin's stderr: spinning"
+        );
+        let e = PluginError::Rejected {
+            call: Call::Init,
+            message: "no field x".into(),
+        };
+        assert_eq!(e.to_string(), "init rejected the configuration: no field x");
+        let e = PluginError::Trap {
+            call: Call::Init,
+            trap: wasmtime::Trap::UnreachableCodeReached,
+            stderr: StderrTail::default(),
+        };
+        assert!(e.to_string().starts_with("init trapped ("), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
