@@ -165,6 +165,23 @@ async fn vacuumed_files_are_named_not_read_as_empty() {
     sp.delete("diasng_id = 3").await.unwrap(); // v2
     let removed = sp.vacuum_all().await.unwrap();
     assert!(removed > 0, "vacuum removed nothing");
+    // The reader knows the missing file by its error's type (an object store's
+    // NotFound), not by its message.
+    let u = dlink_rt::config::Upstream::new("spmaster", ws.table("spmaster").display().to_string());
+    let t = dlink_rt::cdf::open_latest(&u).await.unwrap();
+    let read = dlink_rt::cdf::read_changes(&dlink_rt::cdf::session(), &u, &t, 0, 2).await;
+    assert!(
+        matches!(
+            &read,
+            Err(dlink_rt::Error::Unreadable {
+                version: 0,
+                reason: dlink_rt::cdf::history::Unreadable::FilesMissing(_),
+                ..
+            })
+        ),
+        "{:?}",
+        read.err()
+    );
     let p = sp_pipeline(&ws, 10);
     let err = run_fails(&p);
     assert!(err.contains("upstream 'spmaster'"), "{err}");

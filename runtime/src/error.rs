@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::cdf::history::Unreadable;
 use crate::plugin::PluginError;
 
 /// Result alias used across the crate.
@@ -59,7 +60,7 @@ pub enum Error {
     Unreadable {
         table: String,
         version: i64,
-        reason: String,
+        reason: Unreadable,
         pipeline_file: Option<PathBuf>,
     },
 

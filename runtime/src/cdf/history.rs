@@ -91,6 +91,37 @@ pub fn metadata_of(commit: &[u8]) -> Result<Option<TableState>, Unreadable> {
     Ok(found)
 }
 
+/// The relative paths of the files a commit's change feed is read from: its `cdc`
+/// files, else its `add` and `remove` files. Absolute paths (shallow clones) and
+/// unparsable lines are left out: this only names a missing file, the read itself
+/// reports the rest.
+pub fn files_of(commit: &[u8]) -> Vec<String> {
+    let mut cdc = Vec::new();
+    let mut data = Vec::new();
+    for line in commit.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        for action in ["cdc", "add", "remove"] {
+            if let Some(path) = v
+                .get(action)
+                .and_then(|a| a.get("path"))
+                .and_then(Value::as_str)
+            {
+                if !path.contains("://") {
+                    let into = if action == "cdc" { &mut cdc } else { &mut data };
+                    into.push(path.to_string());
+                }
+            }
+        }
+    }
+    if cdc.is_empty() {
+        data
+    } else {
+        cdc
+    }
+}
+
 /// Applies the commit of `version` to `state` (the state before it) and says whether
 /// the version can be read as a change feed.
 pub fn step(state: &mut TableState, commit: &[u8]) -> Result<(), Unreadable> {
@@ -179,6 +210,19 @@ mod tests {
                 new_id: "b".into()
             }
         );
+    }
+
+    #[test]
+    fn files_of_a_commit_are_its_cdc_files_else_its_data_files() {
+        let cdc =
+            "{\"add\":{\"path\":\"a.parquet\"}}\n{\"cdc\":{\"path\":\"_change_data/c.parquet\"}}\n";
+        assert_eq!(files_of(cdc.as_bytes()), vec!["_change_data/c.parquet"]);
+        let plain = format!("{ADD}{{\"remove\":{{\"path\":\"b%20c.parquet\"}}}}\n{{\"add\":{{\"path\":\"s3://x/y.parquet\"}}}}\n");
+        assert_eq!(
+            files_of(plain.as_bytes()),
+            vec!["a.parquet", "b%20c.parquet"]
+        );
+        assert!(files_of(b"{not json").is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::prelude::{col, lit};
 use deltalake::delta_datafusion::DeltaCdfTableProvider;
@@ -98,7 +99,7 @@ fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> Error {
     Error::Unreadable {
         table: u.name.clone(),
         version,
-        reason: reason.to_string(),
+        reason,
         pipeline_file: None,
     }
 }
@@ -373,18 +374,25 @@ pub async fn read_changes(
     df = df
         .select_columns(&wanted)
         .map_err(|e| feed_err(e.to_string()))?;
-    let raw = df.collect().await.map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("not found") || msg.contains("No such file") {
-            unreadable(
-                u,
-                start,
-                Unreadable::FilesMissing(format!("versions {start}..={end}: {msg}")),
-            )
-        } else {
-            feed_err(msg)
+    let raw = match df.collect().await {
+        Ok(raw) => raw,
+        Err(e) => {
+            // DataFusion words a missing parquet file as a string; ask the store which
+            // file of the range is gone (its NotFound is a type, not a message).
+            let missing = match first_missing_file(table, start, end).await {
+                Some((v, path)) => Some(format!("version {v} needs {path}, which is gone")),
+                None => is_not_found(&e).then(String::new),
+            };
+            return Err(match missing {
+                Some(what) => unreadable(
+                    u,
+                    start,
+                    Unreadable::FilesMissing(format!("versions {start}..={end}: {what} ({e})")),
+                ),
+                None => feed_err(e.to_string()),
+            });
         }
-    })?;
+    };
     let mut batches = Vec::with_capacity(raw.len());
     for b in raw {
         if b.num_rows() == 0 {
@@ -393,6 +401,55 @@ pub async fn read_changes(
         batches.push(conform(&b, &schema).map_err(feed_err)?);
     }
     Ok(Changes { schema, batches })
+}
+
+/// The first file (version, relative path) the change feed of `start..=end` is read
+/// from that the table's object store does not have (`NotFound` on `head`).
+async fn first_missing_file(table: &DeltaTable, start: i64, end: i64) -> Option<(i64, String)> {
+    use object_store::ObjectStoreExt;
+    let log = table.log_store();
+    let store = log.object_store(None);
+    for v in start..=end {
+        let Ok(Some(bytes)) = log.read_commit_entry(v as u64).await else {
+            continue;
+        };
+        for path in history::files_of(&bytes) {
+            let Ok(p) = deltalake::Path::from_url_path(&path) else {
+                continue;
+            };
+            if let Err(deltalake::ObjectStoreError::NotFound { .. }) = store.head(&p).await {
+                return Some((v, path));
+            }
+        }
+    }
+    None
+}
+
+/// Whether `e` was caused by a file that is not there: an object store's `NotFound`
+/// or an IO `NotFound`, wherever it sits in the chain of sources (DataFusion wraps it
+/// in parquet and external errors).
+pub fn is_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(os) = err.downcast_ref::<deltalake::ObjectStoreError>() {
+            if matches!(os, deltalake::ObjectStoreError::NotFound { .. }) {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::NotFound {
+                return true;
+            }
+        }
+        // DataFusion keeps an object store's error as its own variant.
+        if let Some(DataFusionError::ObjectStore(os)) = err.downcast_ref::<DataFusionError>() {
+            if matches!(**os, deltalake::ObjectStoreError::NotFound { .. }) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Casts and orders the columns of `b` into `schema`.
