@@ -140,7 +140,7 @@ impl LogCheck {
                 return Ok(done);
             }
         }
-        Self::start_before(u, start).await
+        Self::start_before(u, table, start).await
     }
 
     /// The check of `start..=` the loaded version done at once, when those commits are
@@ -177,7 +177,7 @@ impl LogCheck {
     }
 
     /// Starts checking at version `start` from the table loaded as of `start - 1`.
-    async fn start_before(u: &Upstream, start: i64) -> Result<LogCheck> {
+    async fn start_before(u: &Upstream, table: &DeltaTable, start: i64) -> Result<LogCheck> {
         if start > 0 {
             if let Ok(t) = open_at(u, start - 1).await {
                 return Ok(LogCheck {
@@ -196,9 +196,23 @@ impl LogCheck {
         }
         // The version before `start` is gone (log cleanup below a checkpoint): take the
         // state at `start` itself, which includes its own metadata.
-        let t = open_at(u, start)
-            .await
-            .map_err(|_| unreadable(u, start, Unreadable::LogMissing))?;
+        let t = match open_at(u, start).await {
+            Ok(t) => t,
+            // Which failure it is, the log says: no entry for `start` is log cleanup;
+            // anything else (an IO error, a corrupt checkpoint) is reported as it is.
+            Err(open_err) => {
+                return Err(
+                    match table.log_store().read_commit_entry(start as u64).await {
+                        Ok(None) => unreadable(u, start, Unreadable::LogMissing),
+                        Ok(Some(_)) => open_err,
+                        Err(e) => table_err(
+                            u,
+                            format!("cannot read the log entry of version {start}: {e}"),
+                        ),
+                    },
+                )
+            }
+        };
         let state = state_of(u, &t)?;
         if !state.cdf_enabled {
             return Err(unreadable(u, start, Unreadable::CdfDisabled));

@@ -7,24 +7,27 @@
 
 use std::collections::BTreeMap;
 
-use deltalake::arrow::array::{AsArray, Int64Array};
+use deltalake::arrow::array::{AsArray, Int64Array, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::compute::kernels::cmp::lt_eq;
 use deltalake::arrow::datatypes::Int64Type;
+use deltalake::arrow::error::ArrowError;
 
 use crate::cdf::{Changes, COMMIT_VERSION};
 
 /// Per upstream, the inclusive version range of a batch (`None`: not in this batch).
 pub type Ranges = Vec<Option<(i64, i64)>>;
 
-/// Trims the planned `wanted` ranges and their read `changes` to `budget` rows.
+/// Trims the planned `wanted` ranges and their read `changes` to `budget` rows. Fails
+/// only when change rows cannot be cut (no `_commit_version` column): nothing is
+/// dropped silently.
 pub fn trim_to_budget(
     wanted: Ranges,
     changes: Vec<Option<Changes>>,
     budget: Option<u64>,
-) -> (Ranges, Vec<Option<Changes>>) {
+) -> Result<(Ranges, Vec<Option<Changes>>), ArrowError> {
     let Some(budget) = budget else {
-        return (wanted, changes);
+        return Ok((wanted, changes));
     };
     let budget = usize::try_from(budget).unwrap_or(usize::MAX);
     let mut total = 0usize;
@@ -37,7 +40,7 @@ pub fn trim_to_budget(
             kept.push(None);
             continue;
         };
-        let counts = rows_per_version(&ch);
+        let counts = rows_per_version(&ch)?;
         let mut cut = None;
         for v in start..=end {
             let n = counts.get(&v).copied().unwrap_or(0);
@@ -59,46 +62,52 @@ pub fn trim_to_budget(
             }
             Some(c) => {
                 plan.push(Some((start, c)));
-                kept.push(Some(up_to(ch, c)));
+                kept.push(Some(up_to(ch, c)?));
             }
         }
     }
-    (plan, kept)
+    Ok((plan, kept))
 }
 
-fn rows_per_version(ch: &Changes) -> BTreeMap<i64, usize> {
+fn rows_per_version(ch: &Changes) -> Result<BTreeMap<i64, usize>, ArrowError> {
     let mut counts = BTreeMap::new();
     for b in &ch.batches {
-        if let Some(col) = b.column_by_name(COMMIT_VERSION) {
-            for v in col.as_primitive::<Int64Type>().iter().flatten() {
-                *counts.entry(v).or_default() += 1;
-            }
+        for v in commit_versions(b)?.iter().flatten() {
+            *counts.entry(v).or_default() += 1;
         }
     }
-    counts
+    Ok(counts)
 }
 
-fn up_to(ch: Changes, last: i64) -> Changes {
-    let batches = ch
-        .batches
-        .iter()
-        .filter_map(|b| {
-            let col = b.column_by_name(COMMIT_VERSION)?;
-            let mask = lt_eq(col, &Int64Array::new_scalar(last)).ok()?;
-            filter_record_batch(b, &mask).ok()
+fn commit_versions(b: &RecordBatch) -> Result<&Int64Array, ArrowError> {
+    b.column_by_name(COMMIT_VERSION)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| {
+            ArrowError::SchemaError(format!(
+                "the change rows have no {COMMIT_VERSION} column of type Int64"
+            ))
         })
-        .filter(|b| b.num_rows() > 0)
-        .collect();
-    Changes {
+}
+
+/// The change rows of versions up to `last`.
+fn up_to(ch: Changes, last: i64) -> Result<Changes, ArrowError> {
+    let mut batches = Vec::with_capacity(ch.batches.len());
+    for b in &ch.batches {
+        let mask = lt_eq(commit_versions(b)?, &Int64Array::new_scalar(last))?;
+        let kept = filter_record_batch(b, &mask)?;
+        if kept.num_rows() > 0 {
+            batches.push(kept);
+        }
+    }
+    Ok(Changes {
         schema: ch.schema,
         batches,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::RecordBatch;
     use deltalake::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
@@ -123,7 +132,8 @@ mod tests {
 
     #[test]
     fn no_budget_keeps_everything() {
-        let (plan, _) = trim_to_budget(vec![Some((0, 4))], vec![Some(changes(&[(0, 100)]))], None);
+        let (plan, _) =
+            trim_to_budget(vec![Some((0, 4))], vec![Some(changes(&[(0, 100)]))], None).unwrap();
         assert_eq!(plan, vec![Some((0, 4))]);
     }
 
@@ -137,7 +147,8 @@ mod tests {
                 Some(changes(&[(0, 4)])),
             ],
             Some(12),
-        );
+        )
+        .unwrap();
         assert_eq!(plan, vec![Some((3, 4)), None]);
         assert_eq!(kept[0].as_ref().unwrap().rows(), 10);
         assert!(kept[1].is_none());
@@ -149,7 +160,8 @@ mod tests {
             vec![Some((7, 9)), Some((1, 1))],
             vec![Some(changes(&[(7, 50), (8, 1)])), Some(changes(&[(1, 1)]))],
             Some(10),
-        );
+        )
+        .unwrap();
         assert_eq!(plan, vec![Some((7, 7)), None]);
         assert_eq!(kept[0].as_ref().unwrap().rows(), 50);
     }
@@ -161,8 +173,22 @@ mod tests {
             vec![Some((0, 2))],
             vec![Some(changes(&[(0, 3), (2, 3)]))],
             Some(6),
-        );
+        )
+        .unwrap();
         assert_eq!(plan, vec![Some((0, 2))]);
+    }
+
+    #[test]
+    fn change_rows_without_commit_versions_are_an_error_not_dropped() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1]))])
+            .unwrap();
+        let ch = Changes {
+            schema,
+            batches: vec![b],
+        };
+        let e = trim_to_budget(vec![Some((0, 1))], vec![Some(ch)], Some(1)).unwrap_err();
+        assert!(e.to_string().contains(COMMIT_VERSION), "{e}");
     }
 
     #[test]
@@ -171,7 +197,8 @@ mod tests {
             vec![None, Some((2, 2))],
             vec![None, Some(changes(&[(2, 1)]))],
             Some(5),
-        );
+        )
+        .unwrap();
         assert_eq!(plan, vec![None, Some((2, 2))]);
         assert!(kept[0].is_none());
     }

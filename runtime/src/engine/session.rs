@@ -207,7 +207,13 @@ impl Session {
                     }
                 }))
                 .await?;
-            let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows);
+            let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows)
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "pipeline '{}', batch {batch_id}: cannot cut the batch to max_batch_rows: {e}",
+                        pipeline.name
+                    ))
+                })?;
 
             let mut ranges = Vec::with_capacity(cursors.len());
             let mut pinned = Vec::new();
