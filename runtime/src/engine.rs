@@ -2,11 +2,16 @@
 //! check and read the change feed, call the plugin and commit keys and checkpoint
 //! together.
 
+mod derive;
 mod follow;
 mod many;
 mod plan;
+mod read;
 mod session;
 
+pub(crate) use derive::{
+    BatchInput, Derive, Derived, PluginDerive, PluginTimings, SqlDerive, UpstreamBatch,
+};
 pub use follow::{follow, FollowOptions};
 pub use many::{default_jobs, run_many, ManyOutcome};
 pub(crate) use session::Session;

@@ -10,19 +10,17 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::{
     AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use deltalake::arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
-};
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ProjectionMask;
-use futures::future::BoxFuture;
 
 use crate::cdf::Changes;
-use crate::config::{KeyColumn, KeyType, Limits, Pipeline, PluginSpec};
-use crate::engine::BatchReport;
-use crate::keys::DefaultCause;
-use crate::plugin::{Lookup, Plugin, PluginHost, UpstreamInput};
-use crate::sql_pipeline::ChangeTable;
+use crate::config::{Limits, Pipeline, PluginSpec};
+use crate::engine::{
+    BatchInput, BatchReport, Derive, Derived, PluginDerive, PluginSlot, PluginTimings, SqlDerive,
+    UpstreamBatch,
+};
+use crate::plugin::PluginHost;
 
 /// The files holding the change rows of one table's versions `start..=end`, as the
 /// commit JSON lists them: a commit's `cdc` files when it has any, else its `add`
@@ -31,54 +29,14 @@ pub fn change_files(table_dir: &Path, start: i64, end: i64) -> Result<Vec<PathBu
     let mut files = Vec::new();
     for v in start..=end {
         let log = table_dir.join("_delta_log").join(format!("{v:020}.json"));
-        let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let (mut cdc, mut data) = (Vec::new(), Vec::new());
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let a: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("{}: {e}", log.display()))?;
-            let path = |kind: &str| {
-                a.get(kind)
-                    .and_then(|x| x.get("path"))
-                    .and_then(|p| p.as_str())
-                    .map(|p| table_dir.join(percent_decode(p)))
-            };
-            if let Some(p) = path("cdc") {
-                cdc.push(p);
-            } else if let Some(p) = path("add") {
-                let change = a["add"]["dataChange"].as_bool().unwrap_or(true);
-                if change {
-                    data.push(p);
-                }
-            } else if let Some(p) = path("remove") {
-                if a["remove"]["dataChange"].as_bool().unwrap_or(true) {
-                    data.push(p);
-                }
-            }
+        let commit = std::fs::read(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        for path in crate::cdf::history::files_of(&commit) {
+            let path = deltalake::Path::from_url_path(&path)
+                .map_err(|e| format!("{}: {path}: {e}", log.display()))?;
+            files.push(table_dir.join(path.as_ref()));
         }
-        files.extend(if cdc.is_empty() { data } else { cdc });
     }
     Ok(files)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What the raw read did.
@@ -155,49 +113,38 @@ fn read_file(path: &Path, columns: &[&str]) -> Result<(u64, u64), String> {
     Ok((rows, bytes))
 }
 
-/// A lookup that always fails: the derivations measured here do no lookups.
-pub struct NoLookup;
+/// every_upstream_key compiled into the host, as a [`Derive`]: what the plugin does
+/// with the SDK (one output row per (id, upstream) with the newest commit timestamp),
+/// then the same collection of that output into the keys the commit needs that the
+/// Wasm output goes through. Only the Wasm boundary (IPC in and out, the sandbox) is
+/// left out.
+pub(crate) struct NativeDerive;
 
-impl Lookup for NoLookup {
-    fn lookup<'a>(
-        &'a self,
-        table: &'a str,
-        _column: &'a str,
-        _keys: &'a [u8],
-        _columns: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
-        Box::pin(async move {
-            Err(format!(
-                "the benchmark answers no lookups (table '{table}')"
-            ))
+impl Derive for NativeDerive {
+    async fn derive(&mut self, input: BatchInput<'_>) -> crate::Result<Derived> {
+        let out = every_upstream_key(&input).map_err(crate::Error::Other)?;
+        let names: Vec<&str> = input
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name.as_str())
+            .collect();
+        let keys =
+            crate::keys::collect_batches(&out.schema(), &[out], &input.pipeline.keys, &names, None)
+                .map_err(crate::Error::Other)?;
+        Ok(Derived {
+            keys,
+            sha256: String::new(),
+            active_since: 1,
+            timings: PluginTimings::default(),
         })
     }
 }
 
-/// The key columns of every generated pipeline.
-pub fn id_key() -> Vec<KeyColumn> {
-    vec![KeyColumn {
-        name: "id".into(),
-        ty: KeyType::Long,
-    }]
-}
-
-/// One pipeline's batch: its upstreams' names and change rows.
-pub struct BatchInput<'a> {
-    pub pipeline: &'a str,
-    pub batch_id: i64,
-    pub upstreams: Vec<(&'a str, (i64, i64), Arc<Changes>)>,
-}
-
-/// every_upstream_key compiled into the host: what the plugin does with the SDK (one
-/// output row per distinct (id, upstream) with the newest commit timestamp), then the
-/// same collection of that output into the keys the commit needs that the Wasm output
-/// goes through. Only the Wasm boundary (IPC in and out, the sandbox) is left out.
-/// Returns the number of distinct keys.
-pub fn derive_native(input: &BatchInput<'_>) -> Result<usize, String> {
+fn every_upstream_key(input: &BatchInput<'_>) -> Result<RecordBatch, String> {
     let mut index: HashMap<(i64, usize), usize, foldhash::fast::RandomState> = HashMap::default();
     let (mut ids, mut ups, mut newest) = (Vec::new(), Vec::new(), Vec::<Option<i64>>::new());
-    for (u, (_, _, ch)) in input.upstreams.iter().enumerate() {
+    for (u, up) in input.upstreams.iter().enumerate() {
+        let Some(ch) = &up.changes else { continue };
         for b in &ch.batches {
             let col = b
                 .column_by_name("id")
@@ -211,7 +158,7 @@ pub fn derive_native(input: &BatchInput<'_>) -> Result<usize, String> {
                 let Some(id) = id else { continue };
                 let slot = *index.entry((id, u)).or_insert_with(|| {
                     ids.push(id);
-                    ups.push(input.upstreams[u].0);
+                    ups.push(up.upstream.name.as_str());
                     newest.push(None);
                     ids.len() - 1
                 });
@@ -228,90 +175,21 @@ pub fn derive_native(input: &BatchInput<'_>) -> Result<usize, String> {
             true,
         ),
     ]));
-    let out = RecordBatch::try_new(
-        schema.clone(),
+    RecordBatch::try_new(
+        schema,
         vec![
             Arc::new(Int64Array::from(ids)),
             Arc::new(StringArray::from(ups)),
             Arc::new(TimestampMicrosecondArray::from(newest).with_timezone("UTC")),
         ],
     )
-    .map_err(|e| e.to_string())?;
-    let names: Vec<&str> = input.upstreams.iter().map(|u| u.0).collect();
-    Ok(crate::keys::collect_batches(&schema, &[out], &id_key(), &names, None)?.len())
-}
-
-/// Where the time of the Wasm derivation goes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WasmPhases {
-    /// The host's IPC encoding of the change rows.
-    pub encode: Duration,
-    /// The call: copying the input in, the guest's decode, derive and encode, copying
-    /// the output out.
-    pub call: Duration,
-    /// The host's decode, checks and deduplication of the output.
-    pub collect: Duration,
-}
-
-/// The plugin's derive on the batch: IPC encoding, the call, and the host's checks
-/// and deduplication of its output. Returns the number of distinct keys.
-pub async fn derive_wasm(
-    plugin: &mut Plugin,
-    input: &BatchInput<'_>,
-    phases: &mut WasmPhases,
-) -> Result<usize, String> {
-    let t = Instant::now();
-    let mut inputs = Vec::with_capacity(input.upstreams.len());
-    for (name, (start, end), ch) in &input.upstreams {
-        let changes = if ch.rows() > 0 {
-            crate::ipc::encode(&ch.schema, &ch.batches).map_err(|e| e.to_string())?
-        } else {
-            Vec::new()
-        };
-        inputs.push(UpstreamInput {
-            name: name.to_string(),
-            start_version: *start,
-            end_version: *end,
-            changes,
-        });
-    }
-    phases.encode += t.elapsed();
-    let t = Instant::now();
-    let out = plugin
-        .derive(input.pipeline, input.batch_id, inputs, Arc::new(NoLookup))
-        .await
-        .map_err(|e| e.to_string())?;
-    phases.call += t.elapsed();
-    let t = Instant::now();
-    let names: Vec<&str> = input.upstreams.iter().map(|u| u.0).collect();
-    let n = crate::keys::collect(&out, &id_key(), &names)?.len();
-    phases.collect += t.elapsed();
-    Ok(n)
-}
-
-/// The UNION ALL query over the batch with DataFusion, as a SQL pipeline runs it.
-/// Returns the number of distinct keys.
-pub async fn derive_sql(query: &str, input: &BatchInput<'_>) -> Result<usize, String> {
-    let mut tables = Vec::with_capacity(input.upstreams.len());
-    let mut default = DefaultCause::default();
-    for (name, _, ch) in &input.upstreams {
-        if ch.rows() > 0 {
-            default.upstreams.push(name.to_string());
-        }
-        tables.push(ChangeTable {
-            name,
-            schema: ch.schema.clone(),
-            batches: ch.batches.clone(),
-        });
-    }
-    let (schema, rows): (SchemaRef, Vec<RecordBatch>) =
-        crate::sql_pipeline::derive(query, tables, &[], &Arc::default()).await?;
-    let names: Vec<&str> = input.upstreams.iter().map(|u| u.0).collect();
-    Ok(crate::keys::collect_batches(&schema, &rows, &id_key(), &names, Some(&default))?.len())
+    .map_err(|e| e.to_string())
 }
 
 /// Times the three derivations of every pipeline-batch of the catch-up on the same
-/// change rows (read again with dlink-rt's reader, one batch id at a time).
+/// change rows (read again with dlink-rt's reader, one batch id at a time), each
+/// through the [`Derive`] the pipelines run with: the plugin's, the SQL one (the
+/// bench's UNION ALL query) and the native one above.
 pub async fn derivations(
     pipelines: &[Pipeline],
     host: &PluginHost,
@@ -325,15 +203,10 @@ pub async fn derivations(
         limits: Limits::default(),
         read_dirs: Vec::new(),
     };
-    let mut plugins = Vec::with_capacity(pipelines.len());
+    let mut slots: Vec<PluginSlot> = pipelines.iter().map(|_| PluginSlot::default()).collect();
     let mut queries = Vec::with_capacity(pipelines.len());
     let mut upstreams = HashMap::new();
     for p in pipelines {
-        plugins.push(
-            host.instantiate(compiled, &p.name, &spec)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
         let names: Vec<String> = p.upstreams.iter().map(|u| u.name.clone()).collect();
         queries.push(super::workload::union_query(&names));
         for u in &p.upstreams {
@@ -355,16 +228,17 @@ pub async fn derivations(
         by_batch.entry(b.batch_id).or_default().push(b);
     }
     let ctx = crate::cdf::session();
+    let cache = crate::lookup::TableCache::default();
     let (mut wasm, mut native, mut sql, mut read) = (
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
     );
-    let mut phases = WasmPhases::default();
+    let mut phases = PluginTimings::default();
     let mut agree = true;
     for (batch_id, group) in by_batch {
-        let mut changes: HashMap<(String, i64, i64), Arc<crate::cdf::Changes>> = HashMap::new();
+        let mut changes: HashMap<(String, i64, i64), Arc<Changes>> = HashMap::new();
         let t = Instant::now();
         for b in &group {
             for u in &b.upstreams {
@@ -387,29 +261,60 @@ pub async fn derivations(
             let i = *index
                 .get(b.pipeline.as_str())
                 .ok_or_else(|| format!("unknown pipeline {}", b.pipeline))?;
-            let input = BatchInput {
-                pipeline: &b.pipeline,
-                batch_id,
-                upstreams: b
-                    .upstreams
-                    .iter()
-                    .filter_map(|u| {
-                        let (s, e) = u.range?;
-                        let ch = changes.get(&(u.name.clone(), s, e))?.clone();
-                        Some((u.name.as_str(), (s, e), ch))
-                    })
-                    .collect(),
+            let input = || -> Result<BatchInput<'_>, String> {
+                let mut ups = Vec::with_capacity(b.upstreams.len());
+                for range in &b.upstreams {
+                    let (upstream, table) = upstreams
+                        .get(&range.name)
+                        .ok_or_else(|| format!("unknown upstream {}", range.name))?;
+                    let changes = range.range.and_then(|(s, e)| {
+                        changes
+                            .get(&(range.name.clone(), s, e))
+                            .map(|c| Changes::clone(c))
+                    });
+                    ups.push(UpstreamBatch {
+                        upstream,
+                        range,
+                        changes,
+                        table,
+                    });
+                }
+                Ok(BatchInput {
+                    pipeline: &pipelines[i],
+                    batch_id,
+                    upstreams: ups,
+                    pinned: Vec::new(),
+                    cache: &cache,
+                    ctx: &ctx,
+                })
             };
             let t = Instant::now();
-            let n_native = derive_native(&input)?;
+            let n_native = NativeDerive
+                .derive(input()?)
+                .await
+                .map_err(|e| e.to_string())?;
             native += t.elapsed();
+            let mut plugin = PluginDerive {
+                spec: &spec,
+                host,
+                slot: &mut slots[i],
+            };
             let t = Instant::now();
-            let n_wasm = derive_wasm(&mut plugins[i], &input, &mut phases).await?;
-            wasm += t.elapsed();
+            let n_wasm = plugin.derive(input()?).await.map_err(|e| e.to_string())?;
+            // The first batch of each pipeline also loads the plugin: not derive time.
+            wasm += t.elapsed().saturating_sub(n_wasm.timings.load);
+            phases.encode += n_wasm.timings.encode;
+            phases.call += n_wasm.timings.call;
+            phases.collect += n_wasm.timings.collect;
+            let mut query = SqlDerive {
+                query: &queries[i],
+                first_batch: 1,
+            };
             let t = Instant::now();
-            let n_sql = derive_sql(&queries[i], &input).await?;
+            let n_sql = query.derive(input()?).await.map_err(|e| e.to_string())?;
             sql += t.elapsed();
-            agree &= n_native == n_wasm && n_native == n_sql && n_native == b.keys;
+            let n = n_native.keys.len();
+            agree &= n == n_wasm.keys.len() && n == n_sql.keys.len() && n == b.keys;
         }
     }
     r.derive_native_s = native.as_secs_f64();

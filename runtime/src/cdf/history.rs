@@ -91,9 +91,10 @@ pub fn metadata_of(commit: &[u8]) -> Result<Option<TableState>, Unreadable> {
     Ok(found)
 }
 
-/// The relative paths of the files a commit's change feed is read from: its `cdc`
-/// files, else its `add` and `remove` files. Absolute paths (shallow clones) and
-/// unparsable lines are left out: this only names a missing file, the read itself
+/// The paths (as the log writes them: relative to the table, percent-encoded) of the
+/// files a commit's change feed is read from: its `cdc` files, else its `add` and
+/// `remove` files that change data (not a compaction's). Absolute paths (shallow
+/// clones) and unparsable lines are left out: this names files, the read itself
 /// reports the rest.
 pub fn files_of(commit: &[u8]) -> Vec<String> {
     let mut cdc = Vec::new();
@@ -103,16 +104,16 @@ pub fn files_of(commit: &[u8]) -> Vec<String> {
             continue;
         };
         for action in ["cdc", "add", "remove"] {
-            if let Some(path) = v
-                .get(action)
-                .and_then(|a| a.get("path"))
-                .and_then(Value::as_str)
-            {
-                if !path.contains("://") {
-                    let into = if action == "cdc" { &mut cdc } else { &mut data };
-                    into.push(path.to_string());
-                }
+            let Some(a) = v.get(action) else { continue };
+            let Some(path) = a.get("path").and_then(Value::as_str) else {
+                continue;
+            };
+            let changes_data = a.get("dataChange").and_then(Value::as_bool) != Some(false);
+            if path.contains("://") || !(action == "cdc" || changes_data) {
+                continue;
             }
+            let into = if action == "cdc" { &mut cdc } else { &mut data };
+            into.push(path.to_string());
         }
     }
     if cdc.is_empty() {
@@ -222,6 +223,8 @@ mod tests {
             files_of(plain.as_bytes()),
             vec!["a.parquet", "b%20c.parquet"]
         );
+        let compaction = "{\"add\":{\"path\":\"big.parquet\",\"dataChange\":false}}\n{\"remove\":{\"path\":\"small.parquet\",\"dataChange\":false}}\n";
+        assert!(files_of(compaction.as_bytes()).is_empty());
         assert!(files_of(b"{not json").is_empty());
     }
 

@@ -1,4 +1,6 @@
-//! Trimming a batch's planned version ranges to its change-row budget.
+//! The plan stage, without IO: which versions of each upstream a batch takes
+//! ([`wanted`]), how they are cut to the change-row budget ([`trim_to_budget`]) and
+//! at which version each table is pinned ([`pin`]).
 //!
 //! Ranges are read first (bounded by `batch_size`), then cut at whole commits: upstream
 //! by upstream, versions are kept while the batch stays within `max_batch_rows`. The
@@ -17,6 +19,29 @@ use crate::cdf::{Changes, COMMIT_VERSION};
 
 /// Per upstream, the inclusive version range of a batch (`None`: not in this batch).
 pub type Ranges = Vec<Option<(i64, i64)>>;
+
+/// Per upstream, given its (next version to read, latest version): the range of at
+/// most `batch_size` versions the next batch takes, or `None` when it is caught up.
+pub fn wanted(positions: impl IntoIterator<Item = (i64, i64)>, batch_size: i64) -> Ranges {
+    positions
+        .into_iter()
+        .map(|(next, latest)| {
+            (next <= latest).then(|| (next, (next + batch_size.max(1) - 1).min(latest)))
+        })
+        .collect()
+}
+
+/// The version each upstream is pinned at in a batch: the end of its range, else the
+/// last version done (clamped to the table's versions).
+pub fn pin(plan: &Ranges, positions: impl IntoIterator<Item = (i64, i64)>) -> Vec<i64> {
+    plan.iter()
+        .zip(positions)
+        .map(|(r, (next, latest))| match r {
+            Some((_, e)) => *e,
+            None => (next - 1).clamp(0, latest),
+        })
+        .collect()
+}
 
 /// Trims the planned `wanted` ranges and their read `changes` to `budget` rows. Fails
 /// only when change rows cannot be cut (no `_commit_version` column): nothing is
@@ -128,6 +153,22 @@ mod tests {
             schema,
             batches: vec![b],
         }
+    }
+
+    #[test]
+    fn wanted_takes_at_most_batch_size_versions_of_pending_upstreams() {
+        // (next, latest): 3 pending versions, caught up, 10 pending, one pending.
+        let w = wanted([(3, 5), (6, 5), (0, 9), (7, 7)], 4);
+        assert_eq!(w, vec![Some((3, 5)), None, Some((0, 3)), Some((7, 7))]);
+        // A batch size below one still makes progress.
+        assert_eq!(wanted([(2, 9)], 0), vec![Some((2, 2))]);
+    }
+
+    #[test]
+    fn pin_is_the_range_end_else_the_last_version_done() {
+        let plan = vec![Some((3, 4)), None, None];
+        // Upstream 2 never done (next 0): pinned at version 0, its first.
+        assert_eq!(pin(&plan, [(3, 5), (6, 5), (0, 9)]), vec![4, 5, 0]);
     }
 
     #[test]

@@ -1,0 +1,297 @@
+//! The derive stage: a batch's change rows (and lookups at its pinned versions) in,
+//! the affected keys out. One [`Derive`] trait, implemented by the plugin derivation
+//! ([`PluginDerive`]) and the SQL one ([`SqlDerive`]); a batch calls it once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+
+use super::{load_plugin, PluginSlot};
+use crate::cdf::{self, Changes};
+use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
+use crate::error::{BatchFailure, Error, Result};
+use crate::keys::{AffectedKeys, DefaultCause};
+use crate::lookup::{TableCache, TableLookup};
+use crate::plugin::{PluginError, PluginHost, UpstreamInput};
+use crate::sink::UpstreamRange;
+use crate::sql_pipeline::ChangeTable;
+
+/// One upstream's part of a batch.
+pub(crate) struct UpstreamBatch<'a> {
+    pub upstream: &'a Upstream,
+    /// The range read (or none) and the version the batch pins the table at.
+    pub range: &'a UpstreamRange,
+    /// The change rows of `range`; `None` when the upstream has no range in the batch.
+    pub changes: Option<Changes>,
+    /// The table, loaded at or after the range's end.
+    pub table: &'a DeltaTable,
+}
+
+impl UpstreamBatch<'_> {
+    /// The schema the change rows are delivered in (also when there are none).
+    fn schema(&self) -> Result<SchemaRef> {
+        match &self.changes {
+            Some(ch) => Ok(ch.schema.clone()),
+            None => cdf::change_schema(
+                self.upstream,
+                cdf::arrow_schema(self.upstream, self.table)?.as_ref(),
+            ),
+        }
+    }
+}
+
+/// Everything a derivation sees of a batch.
+pub(crate) struct BatchInput<'a> {
+    pub pipeline: &'a Pipeline,
+    pub batch_id: i64,
+    pub upstreams: Vec<UpstreamBatch<'a>>,
+    /// Every table a lookup or a SQL join may read, at the batch's version.
+    pub pinned: Vec<(Upstream, i64)>,
+    /// Tables already open at pinned versions, shared with lookups.
+    pub cache: &'a TableCache,
+    pub ctx: &'a SessionContext,
+}
+
+/// What a derivation produced.
+pub(crate) struct Derived {
+    pub keys: AffectedKeys,
+    /// SHA-256 of the plugin file or of the SQL text.
+    pub sha256: String,
+    /// The batch from which this plugin (or query) has been in effect.
+    pub active_since: i64,
+    /// Where a plugin derivation's time went (zero for the others).
+    pub timings: PluginTimings,
+}
+
+/// The steps of a plugin derivation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PluginTimings {
+    /// Compiling or loading and instantiating the plugin (first batch, swaps).
+    pub load: Duration,
+    /// The host's IPC encoding of the change rows.
+    pub encode: Duration,
+    /// The call: input copied in, the guest's work and lookups, output copied out.
+    pub call: Duration,
+    /// The host's checks and de-duplication of the output.
+    pub collect: Duration,
+}
+
+/// A derivation of affected keys from a batch.
+pub(crate) trait Derive {
+    /// Derives the batch's keys. An error fails the batch; nothing is committed.
+    async fn derive(&mut self, input: BatchInput<'_>) -> Result<Derived>;
+}
+
+/// The derivation a pipeline file declares.
+pub(crate) enum Deriver<'a> {
+    Plugin(PluginDerive<'a>),
+    Sql(SqlDerive<'a>),
+}
+
+impl<'a> Deriver<'a> {
+    /// The derivation of `pipeline`: its plugin (instance kept in `slot`) or its query
+    /// (in effect since `first_batch`, the session's first).
+    pub(crate) fn of(
+        pipeline: &'a Pipeline,
+        host: &'a PluginHost,
+        slot: &'a mut PluginSlot,
+        first_batch: i64,
+    ) -> Self {
+        match &pipeline.derivation {
+            Derivation::Plugin(spec) => Deriver::Plugin(PluginDerive { spec, host, slot }),
+            Derivation::Sql { query } => Deriver::Sql(SqlDerive { query, first_batch }),
+        }
+    }
+}
+
+impl Derive for Deriver<'_> {
+    async fn derive(&mut self, input: BatchInput<'_>) -> Result<Derived> {
+        match self {
+            Deriver::Plugin(p) => p.derive(input).await,
+            Deriver::Sql(s) => s.derive(input).await,
+        }
+    }
+}
+
+fn batch_err(input: &BatchInput<'_>, cause: BatchFailure) -> Error {
+    Error::Batch {
+        pipeline: input.pipeline.name.clone(),
+        batch_id: input.batch_id,
+        plugin: input.pipeline.deriver(),
+        cause,
+    }
+}
+
+/// A Wasm plugin: the changes as Arrow IPC in, the keys as Arrow IPC out, lookups
+/// answered from the pinned tables.
+pub(crate) struct PluginDerive<'a> {
+    pub spec: &'a PluginSpec,
+    pub host: &'a PluginHost,
+    pub slot: &'a mut PluginSlot,
+}
+
+impl Derive for PluginDerive<'_> {
+    async fn derive(&mut self, mut input: BatchInput<'_>) -> Result<Derived> {
+        let (pipeline, batch_id) = (input.pipeline, input.batch_id);
+        self.slot.swap_in(&pipeline.name, batch_id);
+        let mut lap = Lap::start();
+        let plugin = match &mut self.slot.current {
+            Some(p) => p,
+            empty => empty.insert(load_plugin(pipeline, self.spec, self.host).await?),
+        };
+        let load_time = lap.next();
+        let active_since = *self.slot.active_since.get_or_insert(batch_id);
+        let mut inputs = Vec::with_capacity(input.upstreams.len());
+        for u in &mut input.upstreams {
+            // Each upstream's rows are freed once encoded: the plugin's copy is the one
+            // that counts during the call.
+            let bytes = match u.changes.take() {
+                Some(ch) if u.range.change_rows > 0 => crate::ipc::encode(&ch.schema, &ch.batches)
+                    .map_err(|source| Error::Batch {
+                        pipeline: pipeline.name.clone(),
+                        batch_id,
+                        plugin: pipeline.deriver(),
+                        cause: BatchFailure::Encode {
+                            upstream: u.range.name.clone(),
+                            source,
+                        },
+                    })?,
+                _ => Vec::new(),
+            };
+            let (start, end) = u
+                .range
+                .range
+                .unwrap_or((u.range.pinned + 1, u.range.pinned));
+            inputs.push(UpstreamInput {
+                name: u.upstream.name.clone(),
+                start_version: start,
+                end_version: end,
+                changes: bytes,
+            });
+        }
+        let names: Vec<&str> = input
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name.as_str())
+            .collect();
+        let encode_time = lap.next();
+        let lookup = Arc::new(TableLookup::new(
+            &pipeline.name,
+            self.spec.limits.max_lookup_rows,
+            input.pinned.clone(),
+            input.cache.clone(),
+            input.ctx.clone(),
+            self.host.indexes().clone(),
+            pipeline.lookup_settings,
+        ));
+        let output = match plugin
+            .derive(&pipeline.name, batch_id, inputs, lookup)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // A trapped instance must not run again.
+                self.slot.current = None;
+                return Err(batch_err(&input, e.into()));
+            }
+        };
+        let sha256 = plugin.sha256.clone();
+        let call_time = lap.next();
+        let keys = crate::keys::collect(&output, &pipeline.keys, &names)
+            .map_err(|reason| batch_err(&input, PluginError::InvalidOutput { reason }.into()))?;
+        let timings = PluginTimings {
+            load: load_time,
+            encode: encode_time,
+            call: call_time,
+            collect: lap.next(),
+        };
+        tracing::debug!(
+            pipeline = pipeline.name,
+            batch_id,
+            load_ms = timings.load.as_millis(),
+            encode_ms = timings.encode.as_millis(),
+            call_ms = timings.call.as_millis(),
+            collect_ms = timings.collect.as_millis(),
+            output_bytes = output.len(),
+            "derive stages"
+        );
+        Ok(Derived {
+            keys,
+            sha256,
+            active_since,
+            timings,
+        })
+    }
+}
+
+/// A SQL query over the change tables (and the pinned tables it joins).
+pub(crate) struct SqlDerive<'a> {
+    pub query: &'a str,
+    pub first_batch: i64,
+}
+
+impl Derive for SqlDerive<'_> {
+    async fn derive(&mut self, input: BatchInput<'_>) -> Result<Derived> {
+        let mut tables = Vec::with_capacity(input.upstreams.len());
+        let mut default = DefaultCause::default();
+        for u in &input.upstreams {
+            let batches = u
+                .changes
+                .as_ref()
+                .map(|c| c.batches.clone())
+                .unwrap_or_default();
+            if u.range.change_rows > 0 {
+                default.upstreams.push(u.range.name.clone());
+                default.change_ts = default.change_ts.max(cdf::newest_commit_ts(&batches));
+            }
+            tables.push(ChangeTable {
+                name: &u.upstream.name,
+                schema: u.schema()?,
+                batches,
+            });
+        }
+        let names: Vec<&str> = input
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name.as_str())
+            .collect();
+        let (schema, rows) =
+            crate::sql_pipeline::derive(self.query, tables, &input.pinned, input.cache)
+                .await
+                .map_err(|e| batch_err(&input, BatchFailure::Sql(e)))?;
+        let keys = crate::keys::collect_batches(
+            &schema,
+            &rows,
+            &input.pipeline.keys,
+            &names,
+            Some(&default),
+        )
+        .map_err(|e| batch_err(&input, BatchFailure::Sql(e)))?;
+        Ok(Derived {
+            keys,
+            sha256: crate::plugin::sha256_hex(self.query.as_bytes()),
+            active_since: self.first_batch,
+            timings: PluginTimings::default(),
+        })
+    }
+}
+
+/// Times consecutive steps.
+pub(crate) struct Lap(Instant);
+
+impl Lap {
+    pub(crate) fn start() -> Self {
+        Lap(Instant::now())
+    }
+
+    /// The time since the last lap (or the start).
+    pub(crate) fn next(&mut self) -> Duration {
+        let now = Instant::now();
+        let lap = now - self.0;
+        self.0 = now;
+        lap
+    }
+}

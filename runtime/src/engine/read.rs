@@ -1,0 +1,97 @@
+//! The read stage: each upstream's log entries checked up to the end of its planned
+//! range, then its change rows read (shared through the fan-out when several
+//! pipelines of a run read the same range), and the lookup-only tables pinned.
+
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use futures::future::try_join_all;
+
+use super::plan::Ranges;
+use crate::cdf::{self, Changes, FanOut, LogCheck};
+use crate::config::Upstream;
+use crate::error::Result;
+
+/// Where an upstream stands in a run.
+pub(crate) struct Cursor {
+    pub upstream: Upstream,
+    pub table: DeltaTable,
+    /// Next version to read.
+    pub next: i64,
+    pub latest: i64,
+    pub log: Option<LogCheck>,
+}
+
+impl Cursor {
+    pub(crate) fn pending(&self) -> bool {
+        self.next <= self.latest
+    }
+
+    /// Reads the log entries committed since the table was loaded. A caught-up cursor
+    /// keeps its log check, which stands at the next version; one that was caught up
+    /// when opened starts it from the state of its last version (read once).
+    pub(crate) async fn refresh(&mut self) -> Result<()> {
+        if self.pending() {
+            return Ok(());
+        }
+        let u = &self.upstream;
+        if self.log.is_none() && self.next == self.latest + 1 {
+            self.log = Some(LogCheck::at(cdf::state_of(u, &self.table)?, self.next));
+        }
+        self.table
+            .update_state()
+            .await
+            .map_err(|e| cdf::table_err(u, e))?;
+        self.latest = cdf::version_of(u, &self.table)?;
+        if self.pending() && self.log.is_none() {
+            self.log = Some(LogCheck::start(u, &self.table, self.next).await?);
+        }
+        Ok(())
+    }
+}
+
+/// Checks every upstream's log entries up to the end of its range in `wanted`: a
+/// version that cannot be read as a change feed fails the batch before anything is
+/// read.
+pub(crate) async fn check_logs(cursors: &mut [Cursor], wanted: &Ranges) -> Result<()> {
+    for (c, r) in cursors.iter_mut().zip(wanted) {
+        if let (Some((_, e)), Some(log)) = (r, c.log.as_mut()) {
+            log.check_to(&c.upstream, &c.table, *e).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the change rows of each upstream's range in `wanted` (all side by side).
+pub(crate) async fn read_changes(
+    ctx: &SessionContext,
+    cursors: &[Cursor],
+    wanted: &Ranges,
+    fanout: Option<&FanOut>,
+) -> Result<Vec<Option<Changes>>> {
+    try_join_all(cursors.iter().zip(wanted).map(|(c, r)| async move {
+        match (r, fanout) {
+            (Some((s, e)), Some(f)) => f
+                .read(ctx, &c.upstream, &c.table, *s, *e)
+                .await
+                .map(|shared| Some(Changes::clone(&shared))),
+            (Some((s, e)), None) => cdf::read_changes(ctx, &c.upstream, &c.table, *s, *e)
+                .await
+                .map(Some),
+            (None, _) => Ok(None),
+        }
+    }))
+    .await
+}
+
+/// Brings the lookup-only tables to their latest version as of the batch's start and
+/// returns those versions (the batch reads them there).
+pub(crate) async fn pin_lookups(
+    lookups: &mut [(Upstream, DeltaTable)],
+) -> Result<Vec<(Upstream, i64)>> {
+    let mut pinned = Vec::with_capacity(lookups.len());
+    for (u, t) in lookups.iter_mut() {
+        t.update_state().await.map_err(|e| cdf::table_err(u, e))?;
+        pinned.push((u.clone(), cdf::version_of(u, t)?));
+    }
+    Ok(pinned)
+}
