@@ -101,3 +101,47 @@ fn example_configs_find_the_demo_data_without_dlink_data() {
         "the demo's batches are not redone: {out}"
     );
 }
+
+/// The environment variables a user may set are the command line's, shown in `--help`.
+#[test]
+fn environment_variables_are_documented_options() {
+    let o = dlink().arg("--help").output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("[env: DLINK_CACHE_DIR="), "{out}");
+    assert!(out.contains("--wasm-profiler"), "{out}");
+    assert!(out.contains("[env: DLINK_WASM_PROFILER="), "{out}");
+    let o = dlink().args(["demo", "--help"]).output().unwrap();
+    assert!(text(&o).0.contains("[env: DLINK_DATA="), "{}", text(&o).0);
+    // A wrong value is refused by name, not ignored.
+    let o = dlink()
+        .env("DLINK_WASM_PROFILER", "vtune")
+        .args(["schema", "catalog"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("vtune") && err.contains("perfmap"), "{err}");
+}
+
+/// The library's plugin host reads no environment: what it caches where is the
+/// builder's (the command line's) choice.
+#[test]
+fn plugin_host_reads_no_environment() {
+    let cache = tempfile::tempdir().unwrap();
+    // SAFETY of set_var: this test binary's other tests do not read the variable.
+    std::env::set_var("DLINK_CACHE_DIR", cache.path());
+    let host = dlink_rt::plugin::PluginHost::new(None).unwrap();
+    host.compile(&common::plugin("sp_affiliation")).unwrap();
+    assert_eq!(
+        std::fs::read_dir(cache.path()).unwrap().count(),
+        0,
+        "the host cached into $DLINK_CACHE_DIR"
+    );
+    let host = dlink_rt::plugin::PluginHost::builder()
+        .cache_dir(Some(cache.path().to_path_buf()))
+        .build()
+        .unwrap();
+    host.compile(&common::plugin("sp_affiliation")).unwrap();
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+}

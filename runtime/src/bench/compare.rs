@@ -19,7 +19,7 @@ use super::examples::{write_history, write_increment, TABLES};
 use super::{peak_rss, peer, reference, reset_peak_rss, secs, Cleanup, StageSecs, Totals};
 use crate::config::{Catalog, LookupSettings, Pipeline, Upstream};
 use crate::engine::BatchReport;
-use crate::plugin::{Lookup, PluginHost};
+use crate::plugin::Lookup;
 
 /// The example pipelines: name, upstreams, key column.
 pub const PIPELINES: [(&str, [&str; 2], &str); 4] = [
@@ -47,7 +47,8 @@ pub struct ExamplesOptions {
     pub commits: usize,
     pub dir: Option<PathBuf>,
     pub keep: bool,
-    pub cache_dir: Option<PathBuf>,
+    /// How plugin hosts are built (compiled-component cache, profiler).
+    pub host: crate::plugin::HostBuilder,
     /// Folder of the example plugins (`plugins/dist`).
     pub plugins: PathBuf,
     /// Run the Python peer with this interpreter (`None`: no peer).
@@ -130,9 +131,9 @@ fn write_configs(dir: &Path, plugins: &Path) -> Result<Vec<Pipeline>, String> {
 /// plugins from the cache, no lookup index yet).
 async fn run_once(
     pipelines: &[Pipeline],
-    cache_dir: Option<PathBuf>,
+    host: &crate::plugin::HostBuilder,
 ) -> Result<(Duration, Vec<BatchReport>), String> {
-    let host = PluginHost::new(cache_dir).map_err(|e| format!("{e:#}"))?;
+    let host = host.build().map_err(|e| format!("{e:#}"))?;
     let reports: Mutex<Vec<BatchReport>> = Mutex::default();
     let t = Instant::now();
     let jobs = crate::engine::default_jobs();
@@ -298,7 +299,7 @@ pub async fn run(
     let pipelines = write_configs(&dir, &opts.plugins)?;
     {
         // Fill the compiled-plugin cache: a user's runs after the first load from it.
-        let host = PluginHost::new(opts.cache_dir.clone()).map_err(|e| format!("{e:#}"))?;
+        let host = opts.host.build().map_err(|e| format!("{e:#}"))?;
         for p in &pipelines {
             if let Some(spec) = p.plugin() {
                 host.compile(&spec.path)
@@ -323,7 +324,7 @@ pub async fn run(
         }
         progress(&format!("dlink-rt {what}"));
         let before = done.clone();
-        let (wall, reports) = run_once(&pipelines, opts.cache_dir.clone()).await?;
+        let (wall, reports) = run_once(&pipelines, &opts.host).await?;
         last_batches(&reports, &mut done);
         let f = figures(&dir, wall, &reports).await?;
         progress(&format!(

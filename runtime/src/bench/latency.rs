@@ -18,7 +18,6 @@ use super::{profile, workload_dir, Cleanup};
 use crate::config::{Catalog, Pipeline};
 use crate::demo::DemoTable;
 use crate::engine::{follow, run_pipeline, BatchReport, FollowOptions};
-use crate::plugin::PluginHost;
 
 /// How to run the latency bench.
 #[derive(Debug, Clone)]
@@ -26,7 +25,8 @@ pub struct LatencyOptions {
     pub spec: WorkloadSpec,
     pub dir: Option<PathBuf>,
     pub keep: bool,
-    pub cache_dir: Option<PathBuf>,
+    /// How plugin hosts are built (compiled-component cache, profiler).
+    pub host: crate::plugin::HostBuilder,
     /// `--interval` of the follow loop.
     pub interval: Duration,
     /// Commits to measure.
@@ -86,7 +86,7 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
         Catalog::load(&dir.join(crate::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
     let pipeline = Pipeline::load_with_catalog(&dir.join(format!("{}.toml", def.name)), &catalog)
         .map_err(|e| e.to_string())?;
-    let host = Arc::new(PluginHost::new(opts.cache_dir.clone()).map_err(|e| format!("{e:#}"))?);
+    let host = Arc::new(opts.host.build().map_err(|e| format!("{e:#}"))?);
 
     progress(&format!("catching up {}", pipeline.name));
     run_pipeline(&pipeline, &host, |_| {})

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Catalog, Pipeline};
 use crate::engine::{BatchReport, Stages};
-use crate::plugin::PluginHost;
 use workload::{Workload, WorkloadSpec};
 
 /// How to run the benchmark.
@@ -33,7 +32,8 @@ pub struct BenchOptions {
     pub keep: bool,
     /// Pipelines run at once (and threads of the raw read).
     pub jobs: usize,
-    pub cache_dir: Option<PathBuf>,
+    /// How plugin hosts are built (compiled-component cache, profiler).
+    pub host: crate::plugin::HostBuilder,
 }
 
 /// Stage times of the catch-up, summed over every batch of every pipeline.
@@ -215,7 +215,7 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
     progress(&format!("generated in {:.1} s", secs(w.generation)));
 
     let pipelines = load_pipelines(&w)?;
-    let host = PluginHost::new(opts.cache_dir.clone()).map_err(|e| format!("{e:#}"))?;
+    let host = opts.host.build().map_err(|e| format!("{e:#}"))?;
     let t = Instant::now();
     let compiled = host
         .compile(&spec.plugin)

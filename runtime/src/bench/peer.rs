@@ -31,21 +31,19 @@ pub fn script() -> PathBuf {
         .join(rel)
 }
 
-/// The Python of the peer's venv: `python` if given, else `$DLINK_PEER_PYTHON`, else
-/// the one `make peer-venv` makes (`~/.cache/dlink-rt/peer-venv/bin/python`).
-/// `Err` says why there is none and how to get it.
+/// The Python of the peer's venv: `python` if given (the command line's `--python`,
+/// or `$DLINK_PEER_PYTHON` through it), else the one `make peer-venv` makes
+/// (`~/.cache/dlink-rt/peer-venv/bin/python`). `Err` says why there is none and how
+/// to get it.
 pub fn python(python: Option<&Path>) -> Result<PathBuf, String> {
     let p = match python {
         Some(p) => p.to_path_buf(),
-        None => match std::env::var_os("DLINK_PEER_PYTHON") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_default();
-                home.join(".cache/dlink-rt/peer-venv/bin/python")
-            }
-        },
+        None => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/dlink-rt/peer-venv/bin/python")
+        }
     };
     if p.is_file() {
         Ok(p)

@@ -1,6 +1,8 @@
 //! `dlink-rt bench`: one catch-up over a generated workload, with the references.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use dlink_rt::plugin::HostBuilder;
 use std::process::ExitCode;
 
 use dlink_rt::bench::{
@@ -93,8 +95,8 @@ pub struct BenchArgs {
     /// With --compact: batches (files) of the change log.
     #[arg(long, default_value_t = 1000, requires = "compact")]
     pub batches: i64,
-    /// The peer's Python [default: $DLINK_PEER_PYTHON, else ~/.cache/dlink-rt/peer-venv/bin/python].
-    #[arg(long, value_name = "FILE", requires = "peer")]
+    /// The peer's Python [default: ~/.cache/dlink-rt/peer-venv/bin/python].
+    #[arg(long, value_name = "FILE", env = "DLINK_PEER_PYTHON")]
     pub python: Option<PathBuf>,
 }
 
@@ -258,7 +260,7 @@ fn tempfile_dir(dir: Option<&std::path::Path>) -> Result<PathBuf, String> {
 }
 
 /// `bench --examples [--peer]`.
-async fn examples(args: &BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+async fn examples(args: &BenchArgs, host: HostBuilder) -> ExitCode {
     let plugins = plugins_dir();
     if !plugins.join("emp_dept.wasm").is_file() {
         eprintln!(
@@ -281,7 +283,7 @@ async fn examples(args: &BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         commits: args.commits.max(1),
         dir: args.dir.clone(),
         keep: args.keep,
-        cache_dir,
+        host: host.clone(),
         plugins,
         peer,
     };
@@ -306,9 +308,9 @@ fn default_plugin() -> PathBuf {
         .join(rel)
 }
 
-pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+pub async fn bench(args: BenchArgs, host: HostBuilder) -> ExitCode {
     if args.examples {
-        return examples(&args, cache_dir).await;
+        return examples(&args, host).await;
     }
     if args.commit {
         return commit(&args).await;
@@ -317,7 +319,7 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         return compact(&args).await;
     }
     if args.scaling {
-        return scaling(&args, cache_dir.as_ref());
+        return scaling(&args, host.cache_dir_path());
     }
     let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
     if !plugin.is_file() {
@@ -340,14 +342,14 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         plugin,
     };
     if args.follow {
-        return latency(&args, spec, cache_dir).await;
+        return latency(&args, spec, host).await;
     }
     let opts = BenchOptions {
         spec,
         dir: args.dir.clone(),
         keep: args.keep,
         jobs: args.jobs.max(1),
-        cache_dir,
+        host: host.clone(),
     };
     let outcome = bench::run(&opts, |m| eprintln!("bench: {m}")).await;
     finish(outcome, args.json, |r| {
@@ -356,7 +358,7 @@ pub async fn bench(args: BenchArgs, cache_dir: Option<PathBuf>) -> ExitCode {
 }
 
 /// `bench --follow`: the latency of one small commit in `--follow` mode.
-async fn latency(args: &BenchArgs, spec: WorkloadSpec, cache_dir: Option<PathBuf>) -> ExitCode {
+async fn latency(args: &BenchArgs, spec: WorkloadSpec, host: HostBuilder) -> ExitCode {
     if args.samples == 0 {
         eprintln!("error: --samples must be 1 or more");
         return ExitCode::from(EXIT_CONFIG);
@@ -365,7 +367,7 @@ async fn latency(args: &BenchArgs, spec: WorkloadSpec, cache_dir: Option<PathBuf
         spec,
         dir: args.dir.clone(),
         keep: args.keep,
-        cache_dir,
+        host: host.clone(),
         interval: args.interval,
         samples: args.samples,
         rows_per_commit: 10,
@@ -440,7 +442,7 @@ fn header(r: &BenchResult) -> String {
 }
 
 /// Runs the bench at 1x, 3x and 10x the backlog, each in a child process.
-fn scaling(args: &BenchArgs, cache_dir: Option<&PathBuf>) -> ExitCode {
+fn scaling(args: &BenchArgs, cache_dir: Option<&Path>) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {

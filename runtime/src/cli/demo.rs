@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use deltalake::datafusion::prelude::col;
 use dlink_rt::config::Pipeline;
-use dlink_rt::plugin::PluginHost;
+use dlink_rt::plugin::HostBuilder;
 
 use super::EXIT_FAILED;
 
@@ -17,8 +17,9 @@ const PIPELINES: [&str; 4] = ["sp_affiliation", "emp_dept", "pub_authors", "auth
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Folder for the upstream and link tables (default: $DLINK_DATA, else ./demo-data).
-    /// Replaced if it holds an earlier demo.
+    /// Folder for the upstream and link tables (default: ./demo-data). Replaced if it
+    /// holds an earlier demo.
+    #[arg(env = "DLINK_DATA")]
     pub dir: Option<PathBuf>,
     /// Folder holding the example pipeline files.
     #[arg(long, default_value = "configs")]
@@ -32,7 +33,6 @@ fn data_dir(args: &DemoArgs) -> PathBuf {
     let dir = args
         .dir
         .clone()
-        .or_else(|| std::env::var_os("DLINK_DATA").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("demo-data"));
     std::path::absolute(&dir).unwrap_or(dir)
 }
@@ -46,8 +46,8 @@ pub fn export_data_dir(args: &DemoArgs) {
     std::env::set_var("DLINK_DATA", &dir);
 }
 
-pub async fn demo(args: DemoArgs, cache_dir: Option<PathBuf>) -> ExitCode {
-    match demo_inner(&args, cache_dir).await {
+pub async fn demo(args: DemoArgs, host: HostBuilder) -> ExitCode {
+    match demo_inner(&args, host).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -58,15 +58,16 @@ pub async fn demo(args: DemoArgs, cache_dir: Option<PathBuf>) -> ExitCode {
 
 async fn demo_inner(
     args: &DemoArgs,
-    cache_dir: Option<PathBuf>,
+    host: HostBuilder,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = data_dir(args);
     println!("writing the example upstream tables to {}", dir.display());
     for w in dlink_rt::demo::write_upstreams(&dir).await? {
         println!("  {:<26} {} versions", w.table, w.versions);
     }
-    let host =
-        PluginHost::new(cache_dir).map_err(|e| format!("cannot start the plugin host: {e:#}"))?;
+    let host = host
+        .build()
+        .map_err(|e| format!("cannot start the plugin host: {e:#}"))?;
     for name in PIPELINES {
         let file = args.configs.join(format!("{name}.toml"));
         let mut pipeline = Pipeline::load(&file)?;

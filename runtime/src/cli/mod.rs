@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dlink_rt::plugin::{PluginHost, Profiler};
 
 /// Affected-key pipelines over Delta Lake's Change Data Feed, with Wasm plugins.
 #[derive(Parser, Debug)]
@@ -25,10 +26,14 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Folder for compiled plugin components (default: $DLINK_CACHE_DIR, else
-    /// $XDG_CACHE_HOME/dlink-rt/components, else ~/.cache/dlink-rt/components).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Folder for compiled plugin components (default: $XDG_CACHE_HOME/dlink-rt/components,
+    /// else ~/.cache/dlink-rt/components).
+    #[arg(long, global = true, value_name = "DIR", env = "DLINK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Name compiled plugin functions for a profiler (`perf`); build the plugin without
+    /// `strip` to keep the names.
+    #[arg(long, global = true, value_enum, default_value_t = Profiler::None, env = "DLINK_WASM_PROFILER")]
+    wasm_profiler: Profiler,
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,24 +112,27 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let cache_dir = cli
-        .cache_dir
-        .clone()
-        .or_else(dlink_rt::plugin::default_cache_dir);
+    let host = PluginHost::builder()
+        .cache_dir(
+            cli.cache_dir
+                .clone()
+                .or_else(dlink_rt::plugin::default_cache_dir),
+        )
+        .profiler(cli.wasm_profiler);
     rt.block_on(async move {
         match cli.command {
-            Command::Run(args) => run::run(args, cache_dir).await,
-            Command::Demo(args) => demo::demo(args, cache_dir).await,
+            Command::Run(args) => run::run(args, host).await,
+            Command::Demo(args) => demo::demo(args, host).await,
             Command::Reset(args) => reset::reset(args).await,
             Command::Keys(args) => keys::keys(args).await,
             Command::Ack(args) => ack::ack(args).await,
             Command::Consumers(args) => consumers::consumers(args).await,
             Command::Compact(args) => compact::compact(args).await,
-            Command::Why(args) => why::why(args, cache_dir).await,
-            Command::Validate(args) => validate::validate(args, cache_dir).await,
+            Command::Why(args) => why::why(args, host).await,
+            Command::Validate(args) => validate::validate(args, host).await,
             Command::Schema(args) => schema::schema(args),
-            Command::Plugin(args) => plugin::plugin(args, cache_dir).await,
-            Command::Bench(args) => bench::bench(args, cache_dir).await,
+            Command::Plugin(args) => plugin::plugin(args, host).await,
+            Command::Bench(args) => bench::bench(args, host).await,
         }
     })
 }

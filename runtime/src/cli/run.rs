@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use dlink_rt::config::Pipeline;
 use dlink_rt::engine::run_pipeline;
-use dlink_rt::plugin::PluginHost;
+use dlink_rt::plugin::{HostBuilder, PluginHost};
 use dlink_rt::Error;
 
 use super::{EXIT_CONFIG, EXIT_FAILED};
@@ -30,9 +30,9 @@ pub struct RunArgs {
     pub interval: std::time::Duration,
 }
 
-pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
     if args.pipeline.is_dir() {
-        return run_folder(args, cache_dir).await;
+        return run_folder(args, host).await;
     }
     let mut pipeline = match Pipeline::load(&args.pipeline) {
         Ok(p) => p,
@@ -52,7 +52,7 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let host = match PluginHost::new(cache_dir) {
+    let host = match host.build() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot start the plugin host: {e:#}");
@@ -117,7 +117,7 @@ pub async fn run_once(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Erro
 }
 
 /// `run <folder>`: every enabled pipeline of the folder in one process.
-async fn run_folder(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     if args.follow {
         eprintln!("error: --follow takes one pipeline file, not a folder");
         return ExitCode::from(EXIT_CONFIG);
@@ -137,7 +137,7 @@ async fn run_folder(args: RunArgs, cache_dir: Option<PathBuf>) -> ExitCode {
             p.max_batches = Some(m);
         }
     }
-    let host = match PluginHost::new(cache_dir) {
+    let host = match host.build() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot start the plugin host: {e:#}");

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use dlink_rt::cdf::{self, history::TableState};
 use dlink_rt::config::{Derivation, Pipeline, Upstream};
 use dlink_rt::lookup::TableCache;
-use dlink_rt::plugin::PluginHost;
+use dlink_rt::plugin::HostBuilder;
 use dlink_rt::sink::LinkTable;
 use dlink_rt::sql_pipeline::ChangeTable;
 
@@ -27,7 +27,7 @@ pub struct ValidateArgs {
     pub path: PathBuf,
 }
 
-pub async fn validate(args: ValidateArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
     let started = std::time::Instant::now();
     let (pipelines, mut problems) = match super::run::load_path(&args.path) {
         Ok(x) => x,
@@ -36,7 +36,7 @@ pub async fn validate(args: ValidateArgs, cache_dir: Option<PathBuf>) -> ExitCod
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let host = match PluginHost::new(cache_dir) {
+    let host = match host.build() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot start the plugin host: {e:#}");

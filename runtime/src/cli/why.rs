@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use dlink_rt::cdf::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use dlink_rt::config::Pipeline;
-use dlink_rt::plugin::PluginHost;
+use dlink_rt::plugin::HostBuilder;
 use dlink_rt::why::{self, Explanation, Options, Rederivation};
 use dlink_rt::Error;
 use serde_json::Value;
@@ -36,14 +36,15 @@ pub struct WhyArgs {
     pub json: bool,
 }
 
-pub async fn why(args: WhyArgs, cache_dir: Option<PathBuf>) -> ExitCode {
-    super::exit_code(why_inner(&args, cache_dir).await)
+pub async fn why(args: WhyArgs, host: HostBuilder) -> ExitCode {
+    super::exit_code(why_inner(&args, host).await)
 }
 
-async fn why_inner(args: &WhyArgs, cache_dir: Option<PathBuf>) -> Result<(), Error> {
+async fn why_inner(args: &WhyArgs, host: HostBuilder) -> Result<(), Error> {
     let pipeline = Pipeline::load(&args.pipeline)?;
     let key = why::parse_key(&pipeline.keys, &args.key, &args.named)?;
-    let host = PluginHost::new(cache_dir)
+    let host = host
+        .build()
         .map_err(|e| Error::Other(format!("cannot start the plugin host: {e:#}")))?;
     let opts = Options {
         batches: usize::try_from(args.batches).unwrap_or(usize::MAX),

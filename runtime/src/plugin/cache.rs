@@ -13,12 +13,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-/// The default cache folder: `$DLINK_CACHE_DIR`, else `$XDG_CACHE_HOME/dlink-rt/components`,
-/// else `$HOME/.cache/dlink-rt/components`; `None` when none of those is set.
+/// The default cache folder of a command line without `--cache-dir`:
+/// `$XDG_CACHE_HOME/dlink-rt/components`, else `$HOME/.cache/dlink-rt/components`;
+/// `None` when neither variable is set.
 pub fn default_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("DLINK_CACHE_DIR") {
-        return Some(PathBuf::from(d));
-    }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;

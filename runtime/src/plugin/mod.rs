@@ -188,22 +188,75 @@ pub struct Plugin {
     pub sha256: String,
 }
 
+/// How a [`PluginHost`] is built. It reads no environment: the command line (or the
+/// embedding program) says where the compiled-component cache is and whether plugin
+/// code is named for a profiler.
+#[derive(Debug, Clone, Default)]
+pub struct HostBuilder {
+    cache_dir: Option<PathBuf>,
+    profiler: Profiler,
+}
+
+/// Whether compiled plugin functions are named for a profiler (build the plugin
+/// without `strip` to keep the names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profiler {
+    #[default]
+    None,
+    /// `/tmp/perf-<pid>.map`, read by `perf report`.
+    Perfmap,
+    /// `jit-<pid>.dump`, for `perf inject --jit`.
+    Jitdump,
+}
+
+impl HostBuilder {
+    /// Caches compiled components in `dir` (none: compile every time).
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    /// Names compiled plugin code for `profiler`.
+    pub fn profiler(mut self, profiler: Profiler) -> Self {
+        self.profiler = profiler;
+        self
+    }
+
+    /// The compiled-component cache folder, if any.
+    pub fn cache_dir_path(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+
+    /// Starts the host (its engine, linker and epoch ticker).
+    pub fn build(&self) -> anyhow::Result<PluginHost> {
+        PluginHost::start(self)
+    }
+}
+
 impl PluginHost {
-    /// A host caching compiled components in `cache_dir` (none: compile every time).
+    /// A builder of hosts.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// A host caching compiled components in `cache_dir` (none: compile every time),
+    /// without a profiler.
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::builder().cache_dir(cache_dir).build()
+    }
+
+    fn start(b: &HostBuilder) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        // `DLINK_WASM_PROFILER=perfmap` (or `jitdump`) names plugin functions in `perf`
-        // (build the plugin without `strip` to keep the names).
-        match std::env::var("DLINK_WASM_PROFILER").as_deref() {
-            Ok("perfmap") => {
+        match b.profiler {
+            Profiler::None => {}
+            Profiler::Perfmap => {
                 config.profiler(wasmtime::ProfilingStrategy::PerfMap);
             }
-            Ok("jitdump") => {
+            Profiler::Jitdump => {
                 config.profiler(wasmtime::ProfilingStrategy::JitDump);
             }
-            _ => {}
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
@@ -222,7 +275,7 @@ impl PluginHost {
         Ok(PluginHost {
             engine,
             linker,
-            cache_dir,
+            cache_dir: b.cache_dir.clone(),
             _ticker: Arc::new(Ticker(stop_ticker)),
             indexes: Arc::default(),
         })

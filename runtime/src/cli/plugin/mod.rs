@@ -7,6 +7,8 @@ mod templates;
 mod test;
 
 use std::path::PathBuf;
+
+use dlink_rt::plugin::HostBuilder;
 use std::process::ExitCode;
 
 use dlink_rt::config::{KeyColumn, KeyType};
@@ -129,10 +131,10 @@ impl Fail {
     }
 }
 
-pub async fn plugin(args: PluginArgs, cache_dir: Option<PathBuf>) -> ExitCode {
+pub async fn plugin(args: PluginArgs, host: HostBuilder) -> ExitCode {
     let result = match args.command {
         PluginCommand::New(a) => new::new(&a),
-        PluginCommand::Test(a) => test::test(&a, cache_dir).await,
+        PluginCommand::Test(a) => test::test(&a, host).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use deltalake::arrow::datatypes::DataType;
 use dlink_rt::config::{KeyColumn, KeyType, Limits, PluginSpec};
 use dlink_rt::fixtures::{self, MemoryLookup};
 use dlink_rt::keys::UPSTREAM;
-use dlink_rt::plugin::{PluginError, PluginHost, UpstreamInput};
+use dlink_rt::plugin::{HostBuilder, PluginError, UpstreamInput};
 
 use super::output::*;
 use super::*;
@@ -79,7 +79,7 @@ pub(super) fn output_keys(output: &[u8]) -> Result<Vec<KeyColumn>, String> {
     Ok(keys)
 }
 
-pub(super) async fn test(args: &TestArgs, cache_dir: Option<PathBuf>) -> Result<(), Fail> {
+pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail> {
     let started = Instant::now();
     let declared = parse_keys(&args.keys).map_err(Fail::Usage)?;
     match serde_json::from_str::<serde_json::Value>(&args.config) {
@@ -190,7 +190,8 @@ pub(super) async fn test(args: &TestArgs, cache_dir: Option<PathBuf>) -> Result<
     let plugin_label = args.plugin.display().to_string();
     let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
     let call_err = |e: PluginError| plugin_err(e.to_string());
-    let host = PluginHost::new(cache_dir)
+    let host = host
+        .build()
         .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
     let compiled = host.compile(&args.plugin).map_err(call_err)?;
     let spec = PluginSpec {
