@@ -201,6 +201,7 @@ fn validate_reports_every_problem_with_file_and_line() {
     let garbage = d.join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm\x01\0\0\0").unwrap();
     let link = "\n[link]\nuri = \"links/NAME\"\nkeys = [{ name = \"id\", type = \"long\" }]\n";
+    let every_key = common::plugin("sp_affiliation");
     let files = [
         (
             "bad_upstream",
@@ -233,6 +234,22 @@ fn validate_reports_every_problem_with_file_and_line() {
             "good",
             "upstreams = [\"a\"]\n[sql]\nquery = \"SELECT id FROM a_changes\"\n",
         ),
+        // validate runs the plugin's init on its [plugin.config]: the example plugin
+        // wants its upstream renames to be strings.
+        (
+            "bad_config",
+            &format!(
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nspmaster = 5\n",
+                every_key.display()
+            ),
+        ),
+        (
+            "good_plugin",
+            &format!(
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nspmaster = \"a\"\n",
+                every_key.display()
+            ),
+        ),
     ];
     for (name, body) in files {
         std::fs::write(
@@ -264,8 +281,16 @@ fn validate_reports_every_problem_with_file_and_line() {
     }
     assert!(err.contains("missing_col"), "DataFusion's message: {err}");
     assert!(
-        !err.contains("good.toml"),
-        "the valid pipeline has no problem: {err}"
+        err.contains(&format!(
+            "{}:4: plugin {}: init rejected the configuration:",
+            f("bad_config"),
+            every_key.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("good.toml") && !err.contains("good_plugin.toml"),
+        "the valid pipelines have no problem: {err}"
     );
     assert!(out.contains("problem(s)"), "{out}");
 }

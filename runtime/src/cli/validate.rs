@@ -65,7 +65,17 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         let at = format!("{}:{}", p.file.display(), p.derivation_line);
         match &p.derivation {
             Derivation::Plugin(spec) => {
-                if let Err(e) = host.compile(&spec.path).and_then(|c| host.check(&c)) {
+                // Compiled, its imports and exports checked, then instantiated under
+                // the pipeline's limits with `init` called on its [plugin.config]: a
+                // configuration the plugin refuses fails here, not at the first batch.
+                let loaded = match host.compile(&spec.path) {
+                    Ok(c) => match host.check(&c) {
+                        Ok(()) => host.instantiate(&c, &p.name, spec).await.map(drop),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = loaded {
                     problems.push(format!("{at}: plugin {}: {e}", spec.path.display()));
                 }
             }
