@@ -86,7 +86,7 @@ fn link_err(p: &Pipeline, step: &str, e: impl std::fmt::Display) -> Error {
 fn props(step: serde_json::Value) -> CommitProperties {
     CommitProperties::default().with_metadata([(
         "dlink".to_string(),
-        json!({"compact": step, "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION"))}),
+        json!({"compact": step, "host": crate::sink::HOST}),
     )])
 }
 

@@ -347,7 +347,7 @@ impl Consumer {
             let meta = serde_json::json!({
                 "consumer": {"name": self.name, "from_batch": current, "to_batch": batch, "forced": force && batch < current,
                              "at": Utc::now().to_rfc3339()},
-                "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
+                "host": crate::sink::HOST,
             });
             let props = CommitProperties::default()
                 .with_application_transactions(vec![Transaction::new(

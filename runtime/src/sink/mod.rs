@@ -21,16 +21,15 @@
 //! commit metadata. There is no separate state to disagree with the output: a crash
 //! before the commit leaves nothing, after it the batch is done.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod create;
+mod merge;
+mod protocol;
+mod rows;
 
-use deltalake::arrow::array::{
-    ArrayRef, Int64Array, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondArray,
-};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::SchemaRef;
+pub use protocol::*;
+
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{ArrayType, DataType, StructField, Transaction};
+use deltalake::kernel::{ArrayType, DataType, StructField};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
@@ -38,33 +37,6 @@ use serde_json::json;
 
 use crate::config::{KeyType, LinkMode, Pipeline};
 use crate::error::{Error, Result};
-use crate::keys::AffectedKeys;
-
-/// `dlink_batch_id`: the batch that last reported the key.
-pub const BATCH_ID: &str = "dlink_batch_id";
-/// `dlink_upstreams`: names of the upstreams whose changes caused the key.
-pub const UPSTREAMS: &str = "dlink_upstreams";
-/// `dlink_change_ts`: newest upstream commit timestamp among the causes.
-pub const CHANGE_TS: &str = "dlink_change_ts";
-/// `dlink_updated_at`: when the batch was committed.
-pub const UPDATED_AT: &str = "dlink_updated_at";
-
-/// The size the change log's small files are merged up to after a commit (8 MiB).
-pub const SMALL_FILE: u64 = 8 << 20;
-
-/// How a link table's description records its [`LinkMode`] (`dlink.link.mode=log`).
-pub const MODE_PROPERTY: &str = "dlink.link.mode";
-
-/// The application id of a pipeline's batches.
-pub fn app_id(pipeline: &str) -> String {
-    format!("dlink-rt:{pipeline}")
-}
-
-/// The application id of a change log's retention mark: every batch up to its version
-/// was removed by `dlink-rt compact`.
-pub fn retention_app_id(pipeline: &str) -> String {
-    format!("dlink-retention:{pipeline}")
-}
 
 /// Commits `props` (application transactions and metadata) with no data on `table`'s
 /// snapshot; returns the table at the new version. Conflicts come back as Delta's own
@@ -89,44 +61,6 @@ pub(crate) async fn commit_without_actions(
     let mut t = table.clone();
     t.state = Some(done.snapshot);
     Ok(t)
-}
-
-/// The application id of a pipeline's progress on one upstream.
-pub fn upstream_app_id(pipeline: &str, upstream: &str) -> String {
-    format!("dlink-rt:{pipeline}:{upstream}")
-}
-
-/// Where a pipeline stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// Last committed batch id; 0 when none.
-    pub batch_id: i64,
-    /// Last version done per upstream; absent when never read.
-    pub done: BTreeMap<String, i64>,
-}
-
-/// One upstream's part of a batch, for the commit metadata.
-#[derive(Debug, Clone)]
-pub struct UpstreamRange {
-    pub name: String,
-    /// `None` when the upstream had no new version in the batch.
-    pub range: Option<(i64, i64)>,
-    /// The version lookups read (the batch's pinned version).
-    pub pinned: i64,
-    pub change_rows: usize,
-}
-
-/// Everything one batch commits.
-pub struct Commit<'a> {
-    pub batch_id: i64,
-    pub keys: &'a AffectedKeys,
-    pub upstreams: &'a [UpstreamRange],
-    /// Lookup-only tables and the versions they were read at.
-    pub lookups: &'a [(String, i64)],
-    pub plugin_path: String,
-    pub plugin_sha256: String,
-    /// The batch at which this plugin file took effect in the running process.
-    pub plugin_active_since: i64,
 }
 
 /// A pipeline's link table.
@@ -190,63 +124,6 @@ impl LinkTable {
             Err(e) => return Err(link.err(e)),
         }
         Ok(link)
-    }
-
-    fn check_schema(&self, t: &DeltaTable) -> Result<()> {
-        let schema = t
-            .snapshot()
-            .map_err(|e| self.err(e))?
-            .snapshot()
-            .arrow_schema();
-        for (name, ty) in &self.keys {
-            match schema.field_with_name(name) {
-                Ok(f) if f.data_type() == &crate::keys::arrow_type(*ty) => {}
-                Ok(f) => {
-                    return Err(self.err(format!(
-                    "key column '{name}' is {} in the link table but the pipeline declares {ty}; \
-                         point [link] uri at a new table or fix the key type",
-                    f.data_type()
-                )))
-                }
-                Err(_) => {
-                    return Err(self.err(format!(
-                        "the link table has no key column '{name}'; it belongs to another pipeline \
-                         or the keys changed: point [link] uri at a new table"
-                    )))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The mode recorded in `t`, which must be the one the pipeline file asks for.
-    fn mode_of(&self, t: &DeltaTable) -> Result<LinkMode> {
-        let snapshot = t.snapshot().map_err(|e| self.err(e))?;
-        // Recorded at the end of the table's description: the Delta kernel refuses
-        // table properties it does not know.
-        let meta = serde_json::to_value(snapshot.metadata()).map_err(|e| self.err(e))?;
-        let recorded = meta["description"]
-            .as_str()
-            .and_then(|d| d.rsplit_once(&format!("{MODE_PROPERTY}=")))
-            .map(|(_, m)| m.trim().to_string());
-        let found = match recorded.as_deref() {
-            None => LinkMode::Latest,
-            Some("latest") => LinkMode::Latest,
-            Some("log") => LinkMode::Log,
-            Some(m) => {
-                return Err(self.err(format!(
-                    "the link table's {MODE_PROPERTY} is '{m}', which this dlink-rt does not know; \
-                     upgrade dlink-rt or point [link] uri at a new table"
-                )))
-            }
-        };
-        match self.asked {
-            Some(asked) if asked != found => Err(self.err(format!(
-                "the pipeline file asks for [link] mode = \"{asked}\" but the link table is a \"{found}\" table; \
-                 remove `mode` to keep the table's, or point [link] uri at a new table"
-            ))),
-            _ => Ok(found),
-        }
     }
 
     /// The link table's mode.
@@ -327,70 +204,6 @@ impl LinkTable {
         Ok(Checkpoint { batch_id, done })
     }
 
-    /// Creates the link table, or adopts the one a concurrent run just created.
-    async fn create(&self) -> Result<DeltaTable> {
-        match self.try_create().await {
-            Ok(t) => Ok(t),
-            Err(create_err) => {
-                let url = deltalake::ensure_table_uri(&self.uri).map_err(|e| self.err(e))?;
-                match deltalake::open_table(url).await {
-                    Ok(t) => {
-                        self.check_schema(&t)?;
-                        if self.mode_of(&t)? != self.mode {
-                            return Err(
-                                self.err("a concurrent run created the link table in another mode")
-                            );
-                        }
-                        Ok(t)
-                    }
-                    Err(_) => Err(create_err),
-                }
-            }
-        }
-    }
-
-    async fn try_create(&self) -> Result<DeltaTable> {
-        let mut fields: Vec<StructField> = self
-            .keys
-            .iter()
-            .map(|(n, t)| {
-                let dt = match t {
-                    KeyType::Long => DataType::LONG,
-                    KeyType::Int => DataType::INTEGER,
-                    KeyType::String => DataType::STRING,
-                };
-                StructField::new(n.clone(), dt, false)
-            })
-            .collect();
-        fields.push(StructField::new(BATCH_ID, DataType::LONG, false));
-        fields.push(StructField::new(
-            UPSTREAMS,
-            DataType::Array(Box::new(ArrayType::new(DataType::STRING, false))),
-            true,
-        ));
-        fields.push(StructField::new(CHANGE_TS, DataType::TIMESTAMP, true));
-        fields.push(StructField::new(UPDATED_AT, DataType::TIMESTAMP, false));
-        let url = deltalake::ensure_table_uri(&self.uri).map_err(|e| self.err(e))?;
-        DeltaTableBuilder::from_url(url)
-            .map_err(|e| self.err(e))?
-            .build()
-            .map_err(|e| self.err(e))?
-            .create()
-            .with_table_name(format!("dlink_{}", self.pipeline))
-            .with_comment(format!(
-                "Affected keys of dlink-rt pipeline '{}'. Written only by dlink-rt. {MODE_PROPERTY}={}",
-                self.pipeline,
-                self.mode.as_str()
-            ))
-            .with_columns(fields)
-            .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
-            .with_save_mode(SaveMode::ErrorIfExists)
-            // A concurrent creator must fail, not commit a second CREATE after it.
-            .with_commit_properties(CommitProperties::default().with_max_retries(0))
-            .await
-            .map_err(|e| self.err(format!("cannot create the link table: {e}")))
-    }
-
     /// Commits one batch exactly once: the keys (appended to the change log, or merged
     /// on the key columns) and the checkpoint in one Delta commit. Fails with [`Error::Concurrent`] without writing
     /// when another run committed this batch first (seen before the commit, or as the
@@ -435,62 +248,6 @@ impl LinkTable {
         Ok(v)
     }
 
-    /// After a committed batch: when the change log holds `merge_small_files` files
-    /// smaller than [`SMALL_FILE`], an OPTIMIZE merges them into files of about
-    /// [`SMALL_FILE`] (larger files are left alone), in batch order. deltalake re-derives
-    /// the table's list of active files after every commit, so a commit costs what the
-    /// number of files costs; merging keeps that number, and the commit, bounded as the
-    /// log grows. The OPTIMIZE is its own commit with no `txn`, so the checkpoint held
-    /// stays valid; a failure is logged and changes nothing (the batch is committed, and
-    /// `dlink-rt compact` merges the files later).
-    async fn merge_small_files(&mut self) {
-        if self.mode != LinkMode::Log || self.merge_small_files == 0 {
-            return;
-        }
-        let Some(t) = self.table.as_ref() else {
-            return;
-        };
-        let small = match t.snapshot() {
-            Ok(s) => s
-                .log_data()
-                .iter()
-                .filter(|f| f.size() < (SMALL_FILE / 2) as i64)
-                .count(),
-            Err(_) => return,
-        };
-        if small < self.merge_small_files {
-            return;
-        }
-        let started = std::time::Instant::now();
-        let props = CommitProperties::default().with_metadata([(
-            "dlink".to_string(),
-            json!({"compact": "merge_small_files", "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION"))}),
-        )]);
-        let target = std::num::NonZeroU64::new(SMALL_FILE).unwrap_or(std::num::NonZeroU64::MIN);
-        match t
-            .clone()
-            .optimize()
-            .with_target_size(target)
-            .with_commit_properties(props)
-            .await
-        {
-            Ok((merged, m)) => {
-                tracing::info!(
-                    "{}: merged {} small files of the change log into {} in {} ms",
-                    self.pipeline,
-                    m.num_files_removed,
-                    m.num_files_added,
-                    started.elapsed().as_millis()
-                );
-                self.table = Some(merged);
-            }
-            Err(e) => tracing::warn!(
-                "{}: merging the change log's {small} small files failed (the batch is committed; `dlink-rt compact` merges them): {e}",
-                self.pipeline
-            ),
-        }
-    }
-
     async fn reload_checkpoint(&mut self) -> Result<Checkpoint> {
         if let Some(t) = self.table.as_mut() {
             t.update_state()
@@ -512,64 +269,25 @@ impl LinkTable {
             Some(cp) if cp.batch_id == c.batch_id - 1 => self.table.clone(),
             _ => None,
         };
-        let (mut table, mut checkpoint) = match (held, expected) {
+        let (mut table, checkpoint) = match (held, expected) {
             (Some(t), Some(cp)) => (t, cp.clone()),
             _ => {
                 let t = self.refreshed().await?;
                 (t, self.read_checkpoint().await?)
             }
         };
-        if checkpoint.batch_id != c.batch_id - 1 {
-            return Err(Error::Concurrent {
+        let checkpoint =
+            protocol::after_batch(&checkpoint, c).map_err(|found| Error::Concurrent {
                 pipeline: self.pipeline.clone(),
                 batch_id: c.batch_id,
-                found: checkpoint.batch_id,
-            });
-        }
-        checkpoint.batch_id = c.batch_id;
-        for u in c.upstreams {
-            if let Some((_, end)) = u.range {
-                checkpoint.done.insert(u.name.clone(), end);
-            }
-        }
-        let mut txns = vec![Transaction::new(app_id(&self.pipeline), c.batch_id)];
-        for u in c.upstreams {
-            if let Some((_, end)) = u.range {
-                txns.push(Transaction::new(
-                    upstream_app_id(&self.pipeline, &u.name),
-                    end,
-                ));
-            }
-        }
-        let upstreams: serde_json::Map<String, serde_json::Value> = c
-            .upstreams
-            .iter()
-            .map(|u| {
-                let v = match u.range {
-                    Some((s, e)) => json!({"start_version": s, "end_version": e, "pinned_version": u.pinned, "change_rows": u.change_rows}),
-                    None => json!({"start_version": null, "end_version": null, "pinned_version": u.pinned, "change_rows": 0}),
-                };
-                (u.name.clone(), v)
-            })
-            .collect();
-        let lookups: serde_json::Map<String, serde_json::Value> = c
-            .lookups
-            .iter()
-            .map(|(n, v)| (n.clone(), json!(v)))
-            .collect();
-        let meta = json!({
-            "pipeline": self.pipeline,
-            "batch_id": c.batch_id,
-            "keys": c.keys.len(),
-            "upstreams": upstreams,
-            "lookups": lookups,
-            "link_mode": self.mode.as_str(),
-            "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since},
-            "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
-        });
+                found,
+            })?;
         let props = CommitProperties::default()
-            .with_application_transactions(txns)
-            .with_metadata([("dlink".to_string(), meta)]);
+            .with_application_transactions(protocol::batch_transactions(&self.pipeline, c))
+            .with_metadata([(
+                "dlink".to_string(),
+                protocol::batch_metadata(&self.pipeline, self.mode, c),
+            )]);
         let before = table.version();
         let empty = table
             .snapshot()
@@ -667,33 +385,18 @@ impl LinkTable {
         let mut table = self.refreshed().await?;
         self.known = None;
         let cp = self.read_checkpoint().await?;
-        let previous_next = cp.done.get(upstream).map(|d| d + 1);
-        let meta = json!({
-            "pipeline": self.pipeline,
-            "batch_id": cp.batch_id,
-            "reset": {
-                "upstream": upstream,
-                "from_next_version": previous_next,
-                "to_next_version": next_version,
-                "skipped_versions": match previous_next {
-                    Some(p) if p < next_version => json!([p, next_version - 1]),
-                    _ => serde_json::Value::Null,
-                },
-                "by": by,
-                "at": chrono::Utc::now().to_rfc3339(),
-                "reason": reason,
-            },
-            "host": concat!("dlink-rt ", env!("CARGO_PKG_VERSION")),
-        });
-        // The pipeline's own txn is repeated so that a batch committed concurrently
-        // conflicts with this reset instead of silently overwriting it.
-        let txns = vec![
-            Transaction::new(app_id(&self.pipeline), cp.batch_id),
-            Transaction::new(upstream_app_id(&self.pipeline, upstream), next_version - 1),
-        ];
+        let reset = protocol::Reset {
+            upstream,
+            next_version,
+            by,
+            reason,
+        };
         let props = CommitProperties::default()
-            .with_application_transactions(txns)
-            .with_metadata([("dlink".to_string(), meta)]);
+            .with_application_transactions(reset.transactions(&self.pipeline, &cp))
+            .with_metadata([(
+                "dlink".to_string(),
+                reset.metadata(&self.pipeline, &cp, chrono::Utc::now()),
+            )]);
         self.commit_without_data(&mut table, props)
             .await
             .map_err(|e| self.err(format!("reset commit failed: {e}")))?;
@@ -715,64 +418,5 @@ impl LinkTable {
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
-    }
-
-    /// One row per key, in the link table's own Arrow schema (every column nullable for
-    /// a MERGE source).
-    fn rows(
-        &self,
-        t: &DeltaTable,
-        batch_id: i64,
-        k: &AffectedKeys,
-        nullable: bool,
-    ) -> Result<RecordBatch> {
-        let schema: SchemaRef = t
-            .snapshot()
-            .map_err(|e| self.err(e))?
-            .snapshot()
-            .arrow_schema();
-        let n = k.len();
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut ups = ListBuilder::new(StringBuilder::new());
-        for names in &k.upstreams {
-            for name in names.iter() {
-                ups.values().append_value(name);
-            }
-            ups.append(true);
-        }
-        let mut cols: Vec<ArrayRef> = k.columns.clone();
-        cols.push(Arc::new(Int64Array::from(vec![batch_id; n])));
-        cols.push(Arc::new(ups.finish()));
-        cols.push(Arc::new(
-            TimestampMicrosecondArray::from(k.change_ts.clone()).with_timezone("UTC"),
-        ));
-        cols.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC"),
-        ));
-        // Cast each column to the table's exact type (list field names, tz spelling).
-        let cols = cols
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                        .map_err(|e| self.err(format!("column {}: {e}", f.name())))
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let schema = if nullable {
-            Arc::new(deltalake::arrow::datatypes::Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ))
-        } else {
-            schema
-        };
-        RecordBatch::try_new(schema, cols).map_err(|e| self.err(e))
     }
 }

@@ -1,0 +1,277 @@
+//! The link-table protocol, without IO: the application ids a batch's commit
+//! carries, how the checkpoint moves, and the commit metadata (`dlink`) of a batch
+//! and of a reset. [`super::LinkTable`] does the IO.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deltalake::kernel::Transaction;
+use serde_json::{json, Map, Value};
+
+use crate::config::LinkMode;
+use crate::keys::AffectedKeys;
+
+/// `dlink_batch_id`: the batch that last reported the key.
+pub const BATCH_ID: &str = "dlink_batch_id";
+/// `dlink_upstreams`: names of the upstreams whose changes caused the key.
+pub const UPSTREAMS: &str = "dlink_upstreams";
+/// `dlink_change_ts`: newest upstream commit timestamp among the causes.
+pub const CHANGE_TS: &str = "dlink_change_ts";
+/// `dlink_updated_at`: when the batch was committed.
+pub const UPDATED_AT: &str = "dlink_updated_at";
+
+/// The size the change log's small files are merged up to after a commit (8 MiB).
+pub const SMALL_FILE: u64 = 8 << 20;
+
+/// How a link table's description records its [`LinkMode`] (`dlink.link.mode=log`).
+pub const MODE_PROPERTY: &str = "dlink.link.mode";
+
+/// The application id of a pipeline's batches.
+pub fn app_id(pipeline: &str) -> String {
+    format!("dlink-rt:{pipeline}")
+}
+
+/// The application id of a change log's retention mark: every batch up to its version
+/// was removed by `dlink-rt compact`.
+pub fn retention_app_id(pipeline: &str) -> String {
+    format!("dlink-retention:{pipeline}")
+}
+
+/// The application id of a pipeline's progress on one upstream.
+pub fn upstream_app_id(pipeline: &str, upstream: &str) -> String {
+    format!("dlink-rt:{pipeline}:{upstream}")
+}
+
+/// Where a pipeline stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Last committed batch id; 0 when none.
+    pub batch_id: i64,
+    /// Last version done per upstream; absent when never read.
+    pub done: BTreeMap<String, i64>,
+}
+
+/// One upstream's part of a batch, for the commit metadata.
+#[derive(Debug, Clone)]
+pub struct UpstreamRange {
+    pub name: String,
+    /// `None` when the upstream had no new version in the batch.
+    pub range: Option<(i64, i64)>,
+    /// The version lookups read (the batch's pinned version).
+    pub pinned: i64,
+    pub change_rows: usize,
+}
+
+/// Everything one batch commits.
+pub struct Commit<'a> {
+    pub batch_id: i64,
+    pub keys: &'a AffectedKeys,
+    pub upstreams: &'a [UpstreamRange],
+    /// Lookup-only tables and the versions they were read at.
+    pub lookups: &'a [(String, i64)],
+    pub plugin_path: String,
+    pub plugin_sha256: String,
+    /// The batch at which this plugin file took effect in the running process.
+    pub plugin_active_since: i64,
+}
+
+/// The checkpoint after committing `c` on `held`: the batch id moves to `c`'s, each
+/// upstream with a range to the range's end. `Err(found)` when `held` is not the batch
+/// before (another run committed `found`).
+pub(crate) fn after_batch(held: &Checkpoint, c: &Commit<'_>) -> Result<Checkpoint, i64> {
+    if held.batch_id != c.batch_id - 1 {
+        return Err(held.batch_id);
+    }
+    let mut next = held.clone();
+    next.batch_id = c.batch_id;
+    for u in c.upstreams {
+        if let Some((_, end)) = u.range {
+            next.done.insert(u.name.clone(), end);
+        }
+    }
+    Ok(next)
+}
+
+/// The application transactions of a batch's commit: the pipeline's batch id, and
+/// the last version done of each upstream read in the batch.
+pub(crate) fn batch_transactions(pipeline: &str, c: &Commit<'_>) -> Vec<Transaction> {
+    std::iter::once(Transaction::new(app_id(pipeline), c.batch_id))
+        .chain(c.upstreams.iter().filter_map(|u| {
+            u.range
+                .map(|(_, end)| Transaction::new(upstream_app_id(pipeline, &u.name), end))
+        }))
+        .collect()
+}
+
+/// The `dlink` commit metadata of a batch.
+pub(crate) fn batch_metadata(pipeline: &str, mode: LinkMode, c: &Commit<'_>) -> Value {
+    let upstreams: Map<String, Value> = c
+        .upstreams
+        .iter()
+        .map(|u| {
+            let v = match u.range {
+                Some((s, e)) => json!({"start_version": s, "end_version": e, "pinned_version": u.pinned, "change_rows": u.change_rows}),
+                None => json!({"start_version": null, "end_version": null, "pinned_version": u.pinned, "change_rows": 0}),
+            };
+            (u.name.clone(), v)
+        })
+        .collect();
+    let lookups: Map<String, Value> = c
+        .lookups
+        .iter()
+        .map(|(n, v)| (n.clone(), json!(v)))
+        .collect();
+    json!({
+        "pipeline": pipeline,
+        "batch_id": c.batch_id,
+        "keys": c.keys.len(),
+        "upstreams": upstreams,
+        "lookups": lookups,
+        "link_mode": mode.as_str(),
+        "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since},
+        "host": HOST,
+    })
+}
+
+/// What `dlink-rt` writes as `host` in commit metadata.
+pub(crate) const HOST: &str = concat!("dlink-rt ", env!("CARGO_PKG_VERSION"));
+
+/// A move of one upstream's checkpoint (`dlink-rt reset`).
+pub(crate) struct Reset<'a> {
+    pub upstream: &'a str,
+    /// The version the next run reads first.
+    pub next_version: i64,
+    pub by: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+impl Reset<'_> {
+    /// The pipeline's own txn is repeated (unchanged) so that a batch committed
+    /// concurrently conflicts with the reset instead of silently overwriting it.
+    pub(crate) fn transactions(&self, pipeline: &str, cp: &Checkpoint) -> Vec<Transaction> {
+        vec![
+            Transaction::new(app_id(pipeline), cp.batch_id),
+            Transaction::new(
+                upstream_app_id(pipeline, self.upstream),
+                self.next_version - 1,
+            ),
+        ]
+    }
+
+    /// The `dlink` commit metadata: what was skipped (or re-read), by whom, when, why.
+    pub(crate) fn metadata(&self, pipeline: &str, cp: &Checkpoint, at: DateTime<Utc>) -> Value {
+        let previous_next = cp.done.get(self.upstream).map(|d| d + 1);
+        json!({
+            "pipeline": pipeline,
+            "batch_id": cp.batch_id,
+            "reset": {
+                "upstream": self.upstream,
+                "from_next_version": previous_next,
+                "to_next_version": self.next_version,
+                "skipped_versions": match previous_next {
+                    Some(p) if p < self.next_version => json!([p, self.next_version - 1]),
+                    _ => Value::Null,
+                },
+                "by": self.by,
+                "at": at.to_rfc3339(),
+                "reason": self.reason,
+            },
+            "host": HOST,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> AffectedKeys {
+        AffectedKeys {
+            columns: Vec::new(),
+            upstreams: Vec::new(),
+            change_ts: Vec::new(),
+        }
+    }
+
+    fn ranges() -> Vec<UpstreamRange> {
+        vec![
+            UpstreamRange {
+                name: "a".into(),
+                range: Some((3, 5)),
+                pinned: 5,
+                change_rows: 7,
+            },
+            UpstreamRange {
+                name: "b".into(),
+                range: None,
+                pinned: 2,
+                change_rows: 0,
+            },
+        ]
+    }
+
+    fn commit<'a>(k: &'a AffectedKeys, ups: &'a [UpstreamRange], batch_id: i64) -> Commit<'a> {
+        Commit {
+            batch_id,
+            keys: k,
+            upstreams: ups,
+            lookups: &[],
+            plugin_path: "p.wasm".into(),
+            plugin_sha256: "ab".into(),
+            plugin_active_since: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_moves_the_checkpoint_of_the_upstreams_it_read() {
+        let (k, ups) = (keys(), ranges());
+        let held = Checkpoint {
+            batch_id: 4,
+            done: BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)]),
+        };
+        let next = after_batch(&held, &commit(&k, &ups, 5)).unwrap();
+        assert_eq!(next.batch_id, 5);
+        assert_eq!(next.done["a"], 5);
+        assert_eq!(next.done["b"], 2, "no range: unchanged");
+        // Not the next batch: another run's commit is what the link table holds.
+        assert_eq!(after_batch(&held, &commit(&k, &ups, 7)), Err(4));
+    }
+
+    #[test]
+    fn a_batch_carries_its_id_and_each_read_upstreams_end() {
+        let (k, ups) = (keys(), ranges());
+        let t = batch_transactions("p", &commit(&k, &ups, 5));
+        let got: Vec<(String, i64)> = t.iter().map(|t| (t.app_id.clone(), t.version)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("dlink-rt:p".to_string(), 5),
+                ("dlink-rt:p:a".to_string(), 5)
+            ]
+        );
+        let m = batch_metadata("p", LinkMode::Log, &commit(&k, &ups, 5));
+        assert_eq!(m["upstreams"]["a"]["start_version"], 3);
+        assert_eq!(m["upstreams"]["b"]["start_version"], Value::Null);
+        assert_eq!(m["upstreams"]["b"]["pinned_version"], 2);
+        assert_eq!(m["link_mode"], "log");
+    }
+
+    #[test]
+    fn a_reset_names_what_it_skips() {
+        let cp = Checkpoint {
+            batch_id: 9,
+            done: BTreeMap::from([("a".to_string(), 4)]),
+        };
+        let r = Reset {
+            upstream: "a",
+            next_version: 8,
+            by: "ops",
+            reason: Some("vacuumed"),
+        };
+        let m = r.metadata("p", &cp, DateTime::UNIX_EPOCH);
+        assert_eq!(m["reset"]["skipped_versions"], json!([5, 7]));
+        assert_eq!(m["batch_id"], 9);
+        let t = r.transactions("p", &cp);
+        assert_eq!((t[0].version, t[1].version), (9, 7));
+    }
+}
