@@ -145,3 +145,38 @@ fn plugin_host_reads_no_environment() {
     host.compile(&common::plugin("sp_affiliation")).unwrap();
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
 }
+
+/// An editor shows each setting's default: the schemas carry the values the parser
+/// falls back to.
+#[test]
+fn schemas_show_the_defaults() {
+    let read = |kind: &str| -> serde_json::Value {
+        let p = repo_root().join(format!("configs/schemas/{kind}.schema.json"));
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let pipeline = read("pipeline");
+    let props = &pipeline["properties"];
+    assert_eq!(
+        props["batch_size"]["default"],
+        dlink_rt::config::DEFAULT_BATCH_SIZE
+    );
+    assert_eq!(props["enabled"]["default"], true);
+    assert_eq!(
+        props["catalog"]["default"],
+        dlink_rt::config::DEFAULT_CATALOG
+    );
+    let text = pipeline.to_string();
+    assert!(text.contains("\"default\":60000"), "plugin limits: {text}");
+    assert!(
+        text.contains(&format!(
+            "\"default\":{}",
+            dlink_rt::config::DEFAULT_MERGE_SMALL_FILES
+        )),
+        "merge_small_files"
+    );
+    let catalog = read("catalog").to_string();
+    assert!(
+        catalog.contains("\"default\":[\"insert\",\"update_preimage\""),
+        "{catalog}"
+    );
+}

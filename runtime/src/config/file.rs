@@ -28,7 +28,7 @@ pub(super) struct UpstreamEntry {
     #[serde(default)]
     pub(super) keys: Vec<String>,
     /// First version a new pipeline reads. Default 0.
-    #[schemars(with = "Option<i64>")]
+    #[schemars(with = "Option<i64>", extend("default" = 0))]
     pub(super) start_version: Option<Spanned<i64>>,
     /// Columns to read. Default all.
     pub(super) columns: Option<Vec<String>>,
@@ -36,7 +36,7 @@ pub(super) struct UpstreamEntry {
     #[schemars(with = "Option<String>")]
     pub(super) filter: Option<Spanned<String>>,
     /// Change types to keep. Default all four.
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(with = "Option<Vec<String>>", extend("default" = super::CHANGE_TYPES))]
     pub(super) change_types: Option<Spanned<Vec<String>>>,
     /// Free text. Default none.
     #[allow(dead_code)]
@@ -49,8 +49,10 @@ pub(super) struct PipelineFile {
     #[schemars(with = "String")]
     pub(super) name: Spanned<String>,
     /// Default true.
+    #[schemars(extend("default" = true))]
     pub(super) enabled: Option<bool>,
     /// Catalog file; default `upstreams.toml` beside the pipeline file.
+    #[schemars(extend("default" = super::DEFAULT_CATALOG))]
     pub(super) catalog: Option<String>,
     #[schemars(with = "Vec<String>")]
     pub(super) upstreams: Spanned<Vec<Spanned<String>>>,
@@ -58,8 +60,8 @@ pub(super) struct PipelineFile {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub(super) lookups: Vec<Spanned<String>>,
-    /// Default 100.
-    #[schemars(with = "Option<i64>")]
+    /// Versions per upstream per batch. Default 100.
+    #[schemars(with = "Option<i64>", extend("default" = super::DEFAULT_BATCH_SIZE))]
     pub(super) batch_size: Option<Spanned<i64>>,
     /// Default unlimited.
     pub(super) max_batches: Option<u64>,
@@ -107,6 +109,7 @@ pub(super) struct LinkSection {
     /// A change log with this many small files (under 4 MiB) has them merged after a
     /// commit, so that a commit's cost stays bounded as the log grows. 0: never.
     /// Default 64.
+    #[schemars(extend("default" = super::DEFAULT_MERGE_SMALL_FILES))]
     pub(super) merge_small_files: Option<usize>,
 }
 

@@ -20,6 +20,8 @@ pub use env::substitute;
 
 /// Name of the catalog file looked up beside a pipeline file when it names none.
 pub const DEFAULT_CATALOG: &str = "upstreams.toml";
+/// Versions per upstream per batch when a pipeline file does not say.
+pub const DEFAULT_BATCH_SIZE: i64 = 100;
 
 /// A resolved upstream (or lookup) table of the catalog.
 #[derive(Debug, Clone, PartialEq)]
@@ -556,7 +558,7 @@ impl Pipeline {
                 1
             }
             Some(b) => *b.get_ref(),
-            None => 100,
+            None => DEFAULT_BATCH_SIZE,
         };
         if let Some(r) = &file.max_batch_rows {
             if *r.get_ref() == 0 {
