@@ -41,6 +41,7 @@ pub mod lookup;
 pub mod plugin;
 pub mod sink;
 pub mod sql_pipeline;
+pub mod status;
 pub mod why;
 
 pub use error::{BatchFailure, Error, Result};

@@ -11,6 +11,7 @@ mod plugin;
 mod reset;
 mod run;
 mod schema;
+mod status;
 mod validate;
 mod why;
 
@@ -56,6 +57,8 @@ enum Command {
     Why(why::WhyArgs),
     /// Check the catalog, pipelines, upstream tables, plugins and SQL; print every problem.
     Validate(validate::ValidateArgs),
+    /// Where each pipeline stands: last batch, upstream lag in versions and seconds, plugin, last reset.
+    Status(status::StatusArgs),
     /// Print the JSON Schema of the catalog and pipeline files (for editors).
     Schema(schema::SchemaArgs),
     /// For plugin authors: write a new plugin crate, or run a plugin on hand-written change rows.
@@ -130,6 +133,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Compact(args) => compact::compact(args).await,
             Command::Why(args) => why::why(args, host).await,
             Command::Validate(args) => validate::validate(args, host).await,
+            Command::Status(args) => status::status(args).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, host).await,
             Command::Bench(args) => bench::bench(args, host).await,

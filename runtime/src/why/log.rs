@@ -6,7 +6,7 @@ use super::*;
 // ---- commit logs (pure) ------------------------------------------------------------
 
 /// The `commitInfo` action of a commit entry.
-pub(super) fn commit_info(commit: &[u8]) -> Option<Value> {
+pub(crate) fn commit_info(commit: &[u8]) -> Option<Value> {
     commit
         .split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))

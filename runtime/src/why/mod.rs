@@ -85,6 +85,7 @@ mod tests;
 
 pub use key::{parse_key, Key, KeyValue};
 use log::*;
+pub(crate) use log::{batch_meta, commit_info};
 use narrow::*;
 use plugins::*;
 

@@ -1,0 +1,118 @@
+//! `dlink-rt status [PATH] [--json]`
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use dlink_rt::config::{Catalog, Pipeline, DEFAULT_CATALOG};
+use dlink_rt::status::{self, PipelineStatus};
+
+use super::EXIT_CONFIG;
+
+/// Where each pipeline stands: last batch, per upstream checkpoint vs latest version
+/// and the lag, the plugin in effect, the last reset. Reads the tables only; exits 0
+/// (a table that cannot be read is shown as such).
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// A folder of pipeline files with its upstreams.toml, or one pipeline file.
+    #[arg(default_value = "configs")]
+    pub path: PathBuf,
+    /// One JSON object: {"pipelines": [...]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn status(args: StatusArgs) -> ExitCode {
+    let (pipelines, problems) = match load(&args.path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    let list: Vec<PipelineStatus> =
+        futures::future::join_all(pipelines.iter().map(status::of)).await;
+    if args.json {
+        println!("{}", serde_json::json!({ "pipelines": list }));
+    } else {
+        print!("{}", render(&list));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Every pipeline file of a folder (disabled ones too), or the one file given.
+fn load(path: &Path) -> Result<(Vec<Pipeline>, Vec<String>), dlink_rt::Error> {
+    if !path.is_dir() {
+        return Ok((vec![Pipeline::load(path)?], Vec::new()));
+    }
+    let catalog = Catalog::load(&path.join(DEFAULT_CATALOG))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| {
+            dlink_rt::Error::config(format!("{}: cannot list the folder: {e}", path.display()))
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name().is_some_and(|n| n != DEFAULT_CATALOG)
+        })
+        .collect();
+    files.sort();
+    let mut pipelines = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match Pipeline::load_with_catalog(&f, &catalog) {
+            Ok(p) => pipelines.push(p),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok((pipelines, problems))
+}
+
+fn render(list: &[PipelineStatus]) -> String {
+    let mut out = String::new();
+    for p in list {
+        let state = if p.enabled { "" } else { " (disabled)" };
+        out.push_str(&format!("{}{state}  {}\n", p.pipeline, p.file));
+        match &p.error {
+            Some(e) => out.push_str(&format!("  link table: cannot be read: {e}\n")),
+            None if p.link_version.is_none() => {
+                out.push_str("  link table: not created yet (no batch committed)\n")
+            }
+            None => out.push_str(&format!(
+                "  last batch {} at {}{}\n",
+                p.last_batch,
+                p.last_batch_at.as_deref().unwrap_or("?"),
+                p.plugin
+                    .as_ref()
+                    .map(|d| format!(
+                        ", {} (sha256 {}) since batch {}",
+                        d.path.as_deref().unwrap_or("?"),
+                        d.sha256.as_deref().map_or("?", |s| &s[..s.len().min(12)]),
+                        d.active_since_batch
+                            .map_or("?".to_string(), |b| b.to_string())
+                    ))
+                    .unwrap_or_default()
+            )),
+        }
+        if let Some(r) = &p.last_reset {
+            out.push_str(&format!("  last reset: {r}\n"));
+        }
+        for u in &p.upstreams {
+            match &u.error {
+                Some(e) => out.push_str(&format!("  {:<28} cannot be read: {e}\n", u.name)),
+                None => out.push_str(&format!(
+                    "  {:<28} done {:>8}  latest {:>8}  lag {:>6} versions {:>10}\n",
+                    u.name,
+                    u.checkpoint.map_or("-".to_string(), |v| v.to_string()),
+                    u.latest.map_or("?".to_string(), |v| v.to_string()),
+                    u.lag_versions.map_or("?".to_string(), |v| v.to_string()),
+                    u.lag_seconds
+                        .map_or("?".to_string(), |s| format!("{s:.1} s")),
+                )),
+            }
+        }
+    }
+    out
+}

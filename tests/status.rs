@@ -1,0 +1,148 @@
+//! `dlink-rt status`: what it says of each pipeline equals what the link tables and
+//! upstream logs hold, for a pipeline that ran, one that never did (disabled), and one
+//! whose upstream is missing; the command exits 0 throughout.
+
+mod common;
+
+use std::path::Path;
+
+use common::{dlink, link_state, plugin, text, Workspace};
+use dlink_rt::demo::{DemoTable, AFFILIATION, SPMASTER};
+use serde_json::{json, Value};
+
+fn status(dir: &Path) -> Value {
+    let o = dlink()
+        .arg("status")
+        .arg(dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "status failed:\n{out}\n{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn pipeline<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pipeline"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+fn upstream<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {p}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_what_the_tables_hold() {
+    let ws = Workspace::new();
+    let mut sp = DemoTable::create(
+        &ws.table("spmaster"),
+        &SPMASTER,
+        json!([[1, "a", "DE"], [2, "b", "FR"]]),
+    )
+    .await
+    .unwrap();
+    DemoTable::create(&ws.table("affiliation"), &AFFILIATION, json!([[1, 10, 1]]))
+        .await
+        .unwrap();
+    let sp_file = ws.pipeline(
+        "sp",
+        "sp",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        10,
+    );
+    let never = ws.pipeline(
+        "never",
+        "never",
+        &["spmaster"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        10,
+    );
+    let text_of = std::fs::read_to_string(&never).unwrap();
+    std::fs::write(&never, format!("enabled = false\n{text_of}")).unwrap();
+    // No employee table in the workspace.
+    ws.pipeline(
+        "emp",
+        "emp",
+        &["employee"],
+        &plugin("emp_dept"),
+        "emp_id",
+        10,
+    );
+
+    ws.run_ok(&sp_file);
+    sp.insert(json!([[3, "c", "JP"]])).await.unwrap(); // v1
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap(); // v2
+
+    let v = status(ws.path());
+    let s = pipeline(&v, "sp");
+    let (link_version, cp) = link_state(&sp_file).await.unwrap();
+    assert_eq!(s["last_batch"], cp.batch_id);
+    assert_eq!(s["link_version"], link_version);
+    assert_eq!(s["enabled"], true);
+    let wasm = std::fs::read(plugin("sp_affiliation")).unwrap();
+    assert_eq!(
+        s["plugin"]["sha256"],
+        dlink_rt::plugin::sha256_hex(&wasm),
+        "{s}"
+    );
+    assert_eq!(s["plugin"]["active_since_batch"], 1);
+    assert!(s["last_batch_at"].as_str().is_some(), "{s}");
+    let spm = upstream(s, "spmaster");
+    assert_eq!(spm["checkpoint"], cp.done["spmaster"]);
+    assert_eq!(spm["latest"], 2);
+    assert_eq!(spm["lag_versions"], 2);
+    assert!(spm["lag_seconds"].as_f64().unwrap() >= 0.0, "{spm}");
+    let aff = upstream(s, "affiliation");
+    assert_eq!(
+        (aff["latest"].clone(), aff["lag_versions"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(aff["lag_seconds"], 0.0);
+
+    // Never run, and disabled: no link table; every version of its upstream to do.
+    let n = pipeline(&v, "never");
+    assert_eq!(n["enabled"], false);
+    assert_eq!(n["link_version"], Value::Null);
+    assert_eq!(n["last_batch"], 0);
+    assert_eq!(upstream(n, "spmaster")["lag_versions"], 3);
+
+    // A missing upstream is said in its place.
+    let e = upstream(pipeline(&v, "emp"), "employee");
+    assert!(
+        e["error"].as_str().is_some_and(|m| m.contains("employee")),
+        "{e}"
+    );
+
+    // After a reset, the reset is shown and the lag follows the moved checkpoint.
+    let o = dlink()
+        .arg("reset")
+        .arg(&sp_file)
+        .args(["--upstream", "spmaster", "--to-latest"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = status(ws.path());
+    let s = pipeline(&v, "sp");
+    assert_eq!(s["last_reset"]["upstream"], "spmaster", "{s}");
+    assert_eq!(upstream(s, "spmaster")["lag_versions"], 0);
+
+    // The text form names every pipeline and the missing table.
+    let o = dlink().arg("status").arg(ws.path()).output().unwrap();
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(out.contains("never (disabled)"), "{out}");
+    assert!(out.contains("not created yet"), "{out}");
+    assert!(out.contains("cannot be read"), "{out}");
+}
