@@ -146,3 +146,98 @@ async fn status_says_what_the_tables_hold() {
     assert!(out.contains("not created yet"), "{out}");
     assert!(out.contains("cannot be read"), "{out}");
 }
+
+/// Graphviz's `dot`, or None after saying the render is skipped. In CI (`CI` set) a
+/// missing `dot` fails: `.ci/run` installs it.
+fn graphviz() -> Option<&'static str> {
+    let found = std::process::Command::new("dot")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: Graphviz `dot` is missing (apt-get install graphviz)"
+        );
+        eprintln!("SKIPPED: no Graphviz `dot`; the DOT output is checked but not rendered");
+    }
+    found.then_some("dot")
+}
+
+#[test]
+fn graph_shows_tables_pipelines_and_link_tables_and_renders() {
+    let ws = Workspace::new();
+    let sp = ws.pipeline(
+        "sp",
+        "sp",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        10,
+    );
+    let emp = ws.pipeline(
+        "emp",
+        "emp",
+        &["employee"],
+        &plugin("emp_dept"),
+        "emp_id",
+        10,
+    );
+    let t = std::fs::read_to_string(&emp).unwrap();
+    std::fs::write(
+        &emp,
+        format!("enabled = false\nlookups = [\"department\"]\n{t}"),
+    )
+    .unwrap();
+    let _ = sp;
+
+    let o = dlink().arg("graph").arg(ws.path()).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success() && err.is_empty(), "{err}");
+    for want in [
+        "\"table:spmaster\" -> \"pipeline:sp\"",
+        "\"table:affiliation\" -> \"pipeline:sp\"",
+        "\"pipeline:sp\" -> \"link:sp\"",
+        "\"table:department\" -> \"pipeline:emp\" [style=dashed",
+        "(disabled)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    if let Some(dot) = graphviz() {
+        let mut child = std::process::Command::new(dot)
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(out.as_bytes())
+            .unwrap();
+        let r = child.wait_with_output().unwrap();
+        let svg = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success(),
+            "dot: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(svg.contains("<svg") && svg.contains("spmaster"), "{svg}");
+        assert!(svg.contains("emp (disabled)"), "{svg}");
+    }
+
+    let o = dlink()
+        .arg("graph")
+        .arg(ws.path())
+        .args(["--format", "mermaid"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.starts_with("flowchart LR\n"), "{out}");
+    assert!(out.contains(" -. lookup .-> p_emp_"), "{out}");
+    assert!(out.contains("classDef disabled"), "{out}");
+}

@@ -35,6 +35,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod fixtures;
+pub mod graph;
 pub mod ipc;
 pub mod keys;
 pub mod lookup;

@@ -6,6 +6,7 @@ mod bench;
 mod compact;
 mod consumers;
 mod demo;
+mod graph;
 mod keys;
 mod plugin;
 mod reset;
@@ -59,6 +60,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Where each pipeline stands: last batch, upstream lag in versions and seconds, plugin, last reset.
     Status(status::StatusArgs),
+    /// Print the graph of the pipelines (upstreams -> pipelines -> link tables) as Graphviz DOT or Mermaid.
+    Graph(graph::GraphArgs),
     /// Print the JSON Schema of the catalog and pipeline files (for editors).
     Schema(schema::SchemaArgs),
     /// For plugin authors: write a new plugin crate, or run a plugin on hand-written change rows.
@@ -134,6 +137,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Why(args) => why::why(args, host).await,
             Command::Validate(args) => validate::validate(args, host).await,
             Command::Status(args) => status::status(args).await,
+            Command::Graph(args) => graph::graph(args),
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, host).await,
             Command::Bench(args) => bench::bench(args, host).await,

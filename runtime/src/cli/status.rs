@@ -43,7 +43,7 @@ pub async fn status(args: StatusArgs) -> ExitCode {
 }
 
 /// Every pipeline file of a folder (disabled ones too), or the one file given.
-fn load(path: &Path) -> Result<(Vec<Pipeline>, Vec<String>), dlink_rt::Error> {
+pub(super) fn load(path: &Path) -> Result<(Vec<Pipeline>, Vec<String>), dlink_rt::Error> {
     if !path.is_dir() {
         return Ok((vec![Pipeline::load(path)?], Vec::new()));
     }
