@@ -241,3 +241,43 @@ fn graph_shows_tables_pipelines_and_link_tables_and_renders() {
     assert!(out.contains(" -. lookup .-> p_emp_"), "{out}");
     assert!(out.contains("classDef disabled"), "{out}");
 }
+
+/// `--log-format json`: every stderr line is one JSON event, with its fields as keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_event_with_fields() {
+    let ws = Workspace::new();
+    DemoTable::create(&ws.table("spmaster"), &SPMASTER, json!([[1, "a", "DE"]]))
+        .await
+        .unwrap();
+    DemoTable::create(&ws.table("affiliation"), &AFFILIATION, json!([[1, 10, 1]]))
+        .await
+        .unwrap();
+    let file = ws.pipeline(
+        "sp",
+        "sp",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        10,
+    );
+    let o = dlink()
+        .env("DLINK_LOG", "dlink_rt=info")
+        .args(["--log-format", "json", "run"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let events: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let wasm = std::fs::read(plugin("sp_affiliation")).unwrap();
+    let load = events
+        .iter()
+        .find(|e| e["target"] == "dlink_rt::plugin" && e.get("sha256").is_some())
+        .unwrap_or_else(|| panic!("no plugin load event in {err}"));
+    assert_eq!(load["sha256"], dlink_rt::plugin::sha256_hex(&wasm));
+    assert_eq!(load["level"], "INFO");
+    assert!(load["ms"].as_u64().is_some(), "{load}");
+}

@@ -127,10 +127,15 @@ impl PluginSlot {
             if let Some(old) = old {
                 tokio::task::spawn_blocking(move || drop(old));
             }
+            let sha256 = self.sha256().unwrap_or("");
+            let swap_pause_us = started.elapsed().as_micros() as u64;
             tracing::info!(
-                "{pipeline}: plugin {} takes effect at batch {batch_id} (swap pause {} µs)",
-                self.sha256().map_or("", |s| &s[..12]),
-                started.elapsed().as_micros()
+                pipeline,
+                batch = batch_id,
+                sha256,
+                swap_pause_us,
+                "{pipeline}: plugin {} takes effect at batch {batch_id} (swap pause {swap_pause_us} µs)",
+                &sha256[..sha256.len().min(12)]
             );
         }
     }

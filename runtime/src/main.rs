@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DLINK_LOG")
                 // deltalake's MERGE warns about a missing file metric on every commit,
@@ -18,7 +18,11 @@ fn main() -> std::process::ExitCode {
                     )
                 }),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format() {
+        // One JSON object per event, its fields as keys, for log shippers.
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+        cli::LogFormat::Text => logs.init(),
+    }
     cli::main(args)
 }

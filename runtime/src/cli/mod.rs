@@ -36,6 +36,23 @@ pub struct Cli {
     /// `strip` to keep the names.
     #[arg(long, global = true, value_enum, default_value_t = Profiler::None, env = "DLINK_WASM_PROFILER")]
     wasm_profiler: Profiler,
+    /// Logs on stderr as text lines or one JSON object per event (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DLINK_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// The `--log-format` asked for.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 }
 
 #[derive(Subcommand, Debug)]

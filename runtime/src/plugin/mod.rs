@@ -295,7 +295,15 @@ impl PluginHost {
             cache::load(&self.engine, &wasm, &sha256, self.cache_dir.as_deref())
                 .map_err(PluginError::NotAComponent)?;
         tracing::info!(
-            "plugin {} ({} bytes, sha256 {}): {} in {} ms",
+            plugin = %path.display(),
+            bytes = wasm.len(),
+            sha256 = %sha256,
+            origin = match origin {
+                Origin::Compiled => "compiled",
+                Origin::Cached => "cache",
+            },
+            ms = started.elapsed().as_millis() as u64,
+            "plugin {} ({} bytes, sha256 {}): {}",
             path.display(),
             wasm.len(),
             &sha256[..12],
@@ -303,7 +311,6 @@ impl PluginHost {
                 Origin::Compiled => "compiled",
                 Origin::Cached => "loaded from the cache",
             },
-            started.elapsed().as_millis()
         );
         Ok(Compiled {
             path: path.to_path_buf(),
