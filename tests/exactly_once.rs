@@ -14,30 +14,12 @@ use serde_json::json;
 
 /// Upstreams with 6 (spmaster) and 5 (affiliation) versions: 6 batches of 1 version.
 async fn history(ws: &Workspace) {
-    let cols = [
-        ("diasng_id", Col::Long),
-        ("name", Col::Str),
-        ("country", Col::Str),
-    ];
-    let mut sp = DemoTable::create(
-        &ws.table("spmaster"),
-        &cols,
+    let (mut sp, mut aff) = common::sp_tables(
+        ws,
         json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
-    )
-    .await
-    .unwrap();
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
-    let mut aff = DemoTable::create(
-        &ws.table("affiliation"),
-        &cols,
         json!([[1, 10, 1], [2, 20, 1]]),
     )
-    .await
-    .unwrap();
+    .await;
     sp.insert(json!([[4, "d", "US"]])).await.unwrap();
     aff.update("sp_id = 2", &[("sp_id", "3")]).await.unwrap();
     sp.update("diasng_id = 1", &[("country", "'BR'")])

@@ -101,23 +101,9 @@ impl Drop for Follower {
 
 /// spmaster (key 1) and affiliation: the tables of the sp_affiliation pipeline.
 async fn sp_affiliation_tables(ws: &Workspace) -> DemoTable {
-    let cols = [
-        ("diasng_id", Col::Long),
-        ("name", Col::Str),
-        ("country", Col::Str),
-    ];
-    let sp = DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
+    common::sp_tables(ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]]))
         .await
-        .unwrap();
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
-    DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
-        .await
-        .unwrap();
-    sp
+        .0
 }
 
 /// `dlink-rt run --follow --interval 100ms <pipeline>`: the process and its stdout and

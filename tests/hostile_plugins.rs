@@ -36,26 +36,12 @@ const NOT_STUCK: Duration = Duration::from_secs(30);
 
 async fn setup() -> (Workspace, DemoTable) {
     let ws = Workspace::new();
-    let cols = [
-        ("diasng_id", Col::Long),
-        ("name", Col::Str),
-        ("country", Col::Str),
-    ];
-    let sp = DemoTable::create(
-        &ws.table("spmaster"),
-        &cols,
+    let (sp, _) = common::sp_tables(
+        &ws,
         json!([[1, "a", "DE"], [2, "b", "FR"]]),
+        json!([[1, 10, 1]]),
     )
-    .await
-    .unwrap();
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
-    DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
-        .await
-        .unwrap();
+    .await;
     (ws, sp)
 }
 

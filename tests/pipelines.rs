@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{keys_of_batch, link_rows, link_state, plugin, set, Workspace};
+use common::{dlink, keys_of_batch, link_rows, link_state, plugin, set, text, Workspace};
 use dlink_rt::demo::{
     DemoTable, AFFILIATION, AUTHOR_PUBLICATION_LINK as LINKS, DEPARTMENT, EMPLOYEE, PUBLICATIONS,
     SPMASTER,
@@ -293,4 +293,52 @@ async fn pub_authors_and_author_pubs_share_upstreams() {
     let b = run_both(6);
     assert_eq!(keys_of_batch(&pa, b).await, set(&[4]), "link-only change");
     assert_eq!(keys_of_batch(&ap, b).await, set(&[103]));
+}
+
+// ---- configuration and table errors of a run ---------------------------------------
+
+#[test]
+fn config_error_names_file_and_line_and_exits_2() {
+    let ws = Workspace::new();
+    let file = ws.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"x\"\nupstreams = [\"spmaster\", \"nope\"]\n[plugin]\npath = \"missing.wasm\"\n[link]\nuri = \"l\"\nkeys = [{ name = \"k\", type = \"long\" }]\n",
+    )
+    .unwrap();
+    let o = dlink().arg("run").arg(&file).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2: upstream 'nope' is not in the catalog",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:4: plugin file", file.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_upstream_table_is_named() {
+    let ws = Workspace::new();
+    let file = ws.pipeline(
+        "sp",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sp_affiliation"),
+        "diasng_id",
+        10,
+    );
+    let o = dlink().arg("run").arg(&file).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("table 'spmaster'") || err.contains("table 'affiliation'"),
+        "{err}"
+    );
+    assert!(err.contains("no Delta table here"), "{err}");
 }

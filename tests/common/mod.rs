@@ -268,3 +268,21 @@ pub fn json_emp_ids(out: &str) -> BTreeSet<i64> {
         })
         .collect()
 }
+
+/// The sp_affiliation pipeline's upstream tables in `ws`: spmaster with `spmaster`
+/// rows and affiliation with `affiliation` rows, in the example columns of
+/// `dlink_rt::demo`. Returns the two tables for further commits.
+pub async fn sp_tables(
+    ws: &Workspace,
+    spmaster: serde_json::Value,
+    affiliation: serde_json::Value,
+) -> (dlink_rt::demo::DemoTable, dlink_rt::demo::DemoTable) {
+    use dlink_rt::demo::{DemoTable, AFFILIATION, SPMASTER};
+    let sp = DemoTable::create(&ws.table("spmaster"), &SPMASTER, spmaster)
+        .await
+        .expect("write spmaster");
+    let aff = DemoTable::create(&ws.table("affiliation"), &AFFILIATION, affiliation)
+        .await
+        .expect("write affiliation");
+    (sp, aff)
+}
