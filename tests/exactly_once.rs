@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{dlink, link_rows, link_state, plugin, Workspace};
-use dlink_rt::demo::{Col, DemoTable};
 use serde_json::json;
 
 /// Upstreams with 6 (spmaster) and 5 (affiliation) versions: 6 batches of 1 version.

@@ -12,7 +12,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use common::{dlink, keys_of_batch, link_state, plugin, set, Workspace};
-use dlink_rt::demo::{Col, DemoTable};
+use dlink_rt::demo::DemoTable;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{dlink, keys_of_batch, link_state, plugin, set, text, Workspace};
 use dlink_rt::config::Pipeline;
-use dlink_rt::demo::{Col, DemoTable};
+use dlink_rt::demo::DemoTable;
 use dlink_rt::engine::run_pipeline;
 use dlink_rt::plugin::{Call, PluginError, PluginHost};
 use dlink_rt::{BatchFailure, Error};

@@ -149,19 +149,7 @@ impl Session {
                 ))
             })?;
         let pins = plan::pin(&plan, self.positions());
-        let ranges: Vec<UpstreamRange> = self
-            .cursors
-            .iter()
-            .zip(&plan)
-            .zip(&changes)
-            .zip(&pins)
-            .map(|(((c, r), ch), pin)| UpstreamRange {
-                name: c.upstream.name.clone(),
-                range: *r,
-                pinned: *pin,
-                change_rows: ch.as_ref().map_or(0, Changes::rows),
-            })
-            .collect();
+        let ranges = self.ranges(&plan, &changes, &pins);
         stages.read = lap.next();
         test_pause("after-read", batch_id);
 
@@ -174,15 +162,18 @@ impl Session {
             .chain(lookup_pins.iter().cloned())
             .collect();
         hold_open_tables(&self.cache, &self.cursors, &self.lookups, &pinned).await;
-        let mut upstreams = Vec::with_capacity(self.cursors.len());
-        for ((c, changes), range) in self.cursors.iter().zip(changes).zip(&ranges) {
-            upstreams.push(UpstreamBatch {
+        let upstreams = self
+            .cursors
+            .iter()
+            .zip(changes)
+            .zip(&ranges)
+            .map(|((c, changes), range)| UpstreamBatch {
                 upstream: &c.upstream,
                 range,
                 changes,
                 table: &c.table,
-            });
-        }
+            })
+            .collect();
         let derived = deriver
             .derive(BatchInput {
                 pipeline,
@@ -213,12 +204,7 @@ impl Session {
         stages.commit = lap.next();
         test_pause("after-commit", batch_id);
 
-        for (c, r) in self.cursors.iter_mut().zip(&plan) {
-            if let Some((_, e)) = r {
-                c.next = e + 1;
-            }
-        }
-        self.batch_id = batch_id;
+        self.advance(&plan, batch_id);
         Ok(BatchReport {
             pipeline: pipeline.name.clone(),
             batch_id,
@@ -229,6 +215,37 @@ impl Session {
             millis: started.elapsed().as_millis(),
             stages,
         })
+    }
+
+    /// Each upstream's part of the batch, for the report and the commit metadata.
+    fn ranges(
+        &self,
+        plan: &plan::Ranges,
+        changes: &[Option<Changes>],
+        pins: &[i64],
+    ) -> Vec<UpstreamRange> {
+        self.cursors
+            .iter()
+            .zip(plan)
+            .zip(changes)
+            .zip(pins)
+            .map(|(((c, r), ch), pin)| UpstreamRange {
+                name: c.upstream.name.clone(),
+                range: *r,
+                pinned: *pin,
+                change_rows: ch.as_ref().map_or(0, Changes::rows),
+            })
+            .collect()
+    }
+
+    /// After the commit of `batch_id`: each upstream's next version follows its range.
+    fn advance(&mut self, plan: &plan::Ranges, batch_id: i64) {
+        for (c, r) in self.cursors.iter_mut().zip(plan) {
+            if let Some((_, e)) = r {
+                c.next = e + 1;
+            }
+        }
+        self.batch_id = batch_id;
     }
 
     /// Each upstream's (next version to read, latest version).
