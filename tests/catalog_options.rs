@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{keys_of_batch, plugin, set, Workspace};
+use common::{keys_of_batch, set, Workspace};
 use deltalake::arrow::array::AsArray;
 use deltalake::arrow::datatypes::Int64Type;
 use dlink_rt::config::Upstream;
@@ -98,14 +98,7 @@ async fn start_version_and_filter_shape_a_pipelines_keys() {
         "[upstreams.spmaster]\nstart_version = 1\nfilter = \"country <> 'XX'\"\n",
     );
     std::fs::write(&catalog, text).unwrap();
-    let p = ws.pipeline(
-        "sp",
-        "sp_affiliation",
-        &["spmaster", "affiliation"],
-        &plugin("sp_affiliation"),
-        "diasng_id",
-        10,
-    );
+    let p = ws.sp_pipeline(10);
     ws.run_ok(&p);
     assert_eq!(
         keys_of_batch(&p, 1).await,

@@ -225,14 +225,7 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
 async fn follow_honours_a_reset_made_while_it_runs() {
     let ws = Workspace::new();
     let mut sp = sp_affiliation_tables(&ws).await;
-    let p = ws.pipeline(
-        "sp",
-        "sp_affiliation",
-        &["spmaster", "affiliation"],
-        &plugin("sp_affiliation"),
-        "diasng_id",
-        10,
-    );
+    let p = ws.sp_pipeline(10);
     let (_follower, out, _err) = follow(&p);
     let mut o = Vec::new();
     wait_for(&out, "sp_affiliation batch 1:", &mut o);

@@ -8,33 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::{dlink, keys_of_batch, link_rows, link_state, plugin, set, text, Workspace};
-use dlink_rt::demo::{Col, DemoTable, AFFILIATION, SPMASTER};
+use dlink_rt::demo::{Col, DemoTable, SPMASTER};
 use serde_json::{json, Value};
 
 /// spmaster with rows 1..=3 (v0) and an empty-ish affiliation (v0).
 async fn sp_tables(ws: &Workspace) -> (DemoTable, DemoTable) {
-    let sp = DemoTable::create(
-        &ws.table("spmaster"),
-        &SPMASTER,
+    common::sp_tables(
+        ws,
         json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
+        json!([[1, 10, 1]]),
     )
     .await
-    .unwrap();
-    let aff = DemoTable::create(&ws.table("affiliation"), &AFFILIATION, json!([[1, 10, 1]]))
-        .await
-        .unwrap();
-    (sp, aff)
 }
 
 fn sp_pipeline(ws: &Workspace, batch_size: i64) -> PathBuf {
-    ws.pipeline(
-        "sp",
-        "sp_affiliation",
-        &["spmaster", "affiliation"],
-        &plugin("sp_affiliation"),
-        "diasng_id",
-        batch_size,
-    )
+    ws.sp_pipeline(batch_size)
 }
 
 /// Adds top-level lines to a pipeline file (before its first table).

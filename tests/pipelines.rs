@@ -33,14 +33,7 @@ async fn sp_affiliation_batch_by_batch() {
     )
     .await
     .unwrap();
-    let p = ws.pipeline(
-        "sp",
-        "sp_affiliation",
-        &["spmaster", "affiliation"],
-        &plugin("sp_affiliation"),
-        "diasng_id",
-        100,
-    );
+    let p = ws.sp_pipeline(100);
 
     ws.run_ok(&p);
     assert_eq!(
@@ -325,14 +318,7 @@ fn config_error_names_file_and_line_and_exits_2() {
 #[test]
 fn missing_upstream_table_is_named() {
     let ws = Workspace::new();
-    let file = ws.pipeline(
-        "sp",
-        "sp_affiliation",
-        &["spmaster", "affiliation"],
-        &plugin("sp_affiliation"),
-        "diasng_id",
-        10,
-    );
+    let file = ws.sp_pipeline(10);
     let o = dlink().arg("run").arg(&file).output().unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");

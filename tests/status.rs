@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 
 use common::{dlink, link_state, plugin, text, Workspace};
-use dlink_rt::demo::{DemoTable, AFFILIATION, SPMASTER};
 use serde_json::{json, Value};
 
 fn status(dir: &Path) -> Value {
@@ -43,16 +42,12 @@ fn upstream<'a>(p: &'a Value, name: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn status_says_what_the_tables_hold() {
     let ws = Workspace::new();
-    let mut sp = DemoTable::create(
-        &ws.table("spmaster"),
-        &SPMASTER,
+    let (mut sp, _) = common::sp_tables(
+        &ws,
         json!([[1, "a", "DE"], [2, "b", "FR"]]),
+        json!([[1, 10, 1]]),
     )
-    .await
-    .unwrap();
-    DemoTable::create(&ws.table("affiliation"), &AFFILIATION, json!([[1, 10, 1]]))
-        .await
-        .unwrap();
+    .await;
     let sp_file = ws.pipeline(
         "sp",
         "sp",
@@ -246,12 +241,7 @@ fn graph_shows_tables_pipelines_and_link_tables_and_renders() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_are_one_object_per_event_with_fields() {
     let ws = Workspace::new();
-    DemoTable::create(&ws.table("spmaster"), &SPMASTER, json!([[1, "a", "DE"]]))
-        .await
-        .unwrap();
-    DemoTable::create(&ws.table("affiliation"), &AFFILIATION, json!([[1, 10, 1]]))
-        .await
-        .unwrap();
+    common::sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
     let file = ws.pipeline(
         "sp",
         "sp",

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::{Pipeline, Upstream};
 use crate::sink::LinkTable;
-use crate::why::{batch_meta, commit_info};
+use crate::why::{batch_meta, commit_info, commit_millis};
 
 /// How many of the link table's newest commits are searched for the last batch's
 /// metadata and the last reset (a reset older than that is not shown).
@@ -128,8 +128,7 @@ async fn link_part(
                 });
                 s.last_batch_at = info
                     .as_ref()
-                    .and_then(|i| i.get("timestamp"))
-                    .and_then(Value::as_i64)
+                    .and_then(commit_millis)
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|t| t.to_rfc3339());
             }
@@ -172,10 +171,7 @@ async fn upstream_part(u: &Upstream, done: Option<i64>) -> UpstreamStatus {
         let log = log.clone();
         async move {
             let bytes = log.read_commit_entry(v.max(0) as u64).await.ok()??;
-            let info = commit_info(&bytes)?;
-            info.get("inCommitTimestamp")
-                .or_else(|| info.get("timestamp"))
-                .and_then(Value::as_i64)
+            commit_millis(&commit_info(&bytes)?)
         }
     };
     let from = done.unwrap_or(u.start_version);

@@ -111,6 +111,19 @@ impl Workspace {
         p
     }
 
+    /// `sp.toml`: the pipeline `sp_affiliation` on spmaster and affiliation (key
+    /// `diasng_id`) with the example plugin.
+    pub fn sp_pipeline(&self, batch_size: i64) -> PathBuf {
+        self.pipeline(
+            "sp",
+            "sp_affiliation",
+            &["spmaster", "affiliation"],
+            &plugin("sp_affiliation"),
+            "diasng_id",
+            batch_size,
+        )
+    }
+
     /// Runs `dlink-rt run FILE`, asserting success; returns stdout.
     pub fn run_ok(&self, file: &Path) -> String {
         let o = dlink().arg("run").arg(file).output().expect("run dlink-rt");

@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::EXIT_CONFIG;
-
 /// Print the graph of a folder's pipelines: upstream tables → pipelines → link tables.
 #[derive(clap::Args, Debug)]
 pub struct GraphArgs {
@@ -23,16 +21,10 @@ pub enum Format {
 }
 
 pub fn graph(args: GraphArgs) -> ExitCode {
-    let (pipelines, problems) = match super::status::load(&args.path) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let pipelines = match super::status::load(&args.path) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    for p in &problems {
-        eprintln!("{p}");
-    }
     print!(
         "{}",
         match args.format {

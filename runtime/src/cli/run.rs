@@ -187,8 +187,11 @@ pub fn load_path(path: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>),
     })
 }
 
-/// The enabled pipelines of a folder and the problems of the files that did not load.
-pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>), Error> {
+/// The pipeline files of a folder (every `.toml` but the catalog), sorted, and its
+/// catalog.
+pub fn folder_files(
+    dir: &std::path::Path,
+) -> Result<(dlink_rt::config::Catalog, Vec<PathBuf>), Error> {
     let catalog = dlink_rt::config::Catalog::load(&dir.join(dlink_rt::config::DEFAULT_CATALOG))?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::config(format!("{}: cannot list the folder: {e}", dir.display())))?
@@ -200,6 +203,12 @@ pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>)
         })
         .collect();
     files.sort();
+    Ok((catalog, files))
+}
+
+/// The enabled pipelines of a folder and the problems of the files that did not load.
+pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>), Error> {
+    let (catalog, files) = folder_files(dir)?;
     let mut pipelines: Vec<Pipeline> = Vec::new();
     let mut problems = Vec::new();
     for f in files {

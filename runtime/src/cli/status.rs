@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use dlink_rt::config::{Catalog, Pipeline, DEFAULT_CATALOG};
+use dlink_rt::config::Pipeline;
 use dlink_rt::status::{self, PipelineStatus};
 
 use super::EXIT_CONFIG;
@@ -22,16 +22,10 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> ExitCode {
-    let (pipelines, problems) = match load(&args.path) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let pipelines = match load(&args.path) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    for p in &problems {
-        eprintln!("{p}");
-    }
     let list: Vec<PipelineStatus> =
         futures::future::join_all(pipelines.iter().map(status::of)).await;
     if args.json {
@@ -42,32 +36,38 @@ pub async fn status(args: StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Every pipeline file of a folder (disabled ones too), or the one file given.
-pub(super) fn load(path: &Path) -> Result<(Vec<Pipeline>, Vec<String>), dlink_rt::Error> {
-    if !path.is_dir() {
-        return Ok((vec![Pipeline::load(path)?], Vec::new()));
-    }
-    let catalog = Catalog::load(&path.join(DEFAULT_CATALOG))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| {
-            dlink_rt::Error::config(format!("{}: cannot list the folder: {e}", path.display()))
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "toml")
-                && p.file_name().is_some_and(|n| n != DEFAULT_CATALOG)
+/// Every pipeline file of a folder (disabled ones too), or the one file given; the
+/// files that do not load are reported on stderr. `Err`: the exit code when nothing
+/// can be loaded (no catalog, no such file).
+pub(super) fn load(path: &Path) -> Result<Vec<Pipeline>, ExitCode> {
+    let loaded = if path.is_dir() {
+        super::run::folder_files(path).map(|(catalog, files)| {
+            let mut problems = Vec::new();
+            let pipelines = files
+                .iter()
+                .filter_map(|f| {
+                    Pipeline::load_with_catalog(f, &catalog)
+                        .map_err(|e| problems.push(e.to_string()))
+                        .ok()
+                })
+                .collect();
+            (pipelines, problems)
         })
-        .collect();
-    files.sort();
-    let mut pipelines = Vec::new();
-    let mut problems = Vec::new();
-    for f in files {
-        match Pipeline::load_with_catalog(&f, &catalog) {
-            Ok(p) => pipelines.push(p),
-            Err(e) => problems.push(e.to_string()),
+    } else {
+        Pipeline::load(path).map(|p| (vec![p], Vec::new()))
+    };
+    match loaded {
+        Ok((pipelines, problems)) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            Ok(pipelines)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(EXIT_CONFIG))
         }
     }
-    Ok((pipelines, problems))
 }
 
 fn render(list: &[PipelineStatus]) -> String {

@@ -14,6 +14,14 @@ pub(crate) fn commit_info(commit: &[u8]) -> Option<Value> {
         .find_map(|mut v| v.get_mut("commitInfo").map(Value::take))
 }
 
+/// A commit's time in milliseconds from its `commitInfo`: the in-commit timestamp
+/// when the table has them, else the writer's `timestamp`.
+pub(crate) fn commit_millis(info: &Value) -> Option<i64> {
+    info.get("inCommitTimestamp")
+        .and_then(Value::as_i64)
+        .or_else(|| info.get("timestamp").and_then(Value::as_i64))
+}
+
 pub(super) fn millis_to_rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
 }
@@ -26,9 +34,7 @@ pub(super) fn micros_to_rfc3339(us: i64) -> Option<String> {
 pub(crate) fn upstream_commit(version: i64, commit: &[u8]) -> UpstreamCommit {
     let info = commit_info(commit);
     let get = |k: &str| info.as_ref().and_then(|i| i.get(k));
-    let ts = get("inCommitTimestamp")
-        .and_then(Value::as_i64)
-        .or_else(|| get("timestamp").and_then(Value::as_i64));
+    let ts = info.as_ref().and_then(commit_millis);
     UpstreamCommit {
         version,
         timestamp: ts.and_then(millis_to_rfc3339),

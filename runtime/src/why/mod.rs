@@ -85,7 +85,7 @@ mod tests;
 
 pub use key::{parse_key, Key, KeyValue};
 use log::*;
-pub(crate) use log::{batch_meta, commit_info};
+pub(crate) use log::{batch_meta, commit_info, commit_millis};
 use narrow::*;
 use plugins::*;
 
