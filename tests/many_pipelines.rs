@@ -201,7 +201,8 @@ fn validate_reports_every_problem_with_file_and_line() {
     let garbage = d.join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm\x01\0\0\0").unwrap();
     let link = "\n[link]\nuri = \"links/NAME\"\nkeys = [{ name = \"id\", type = \"long\" }]\n";
-    let every_key = common::plugin("sp_affiliation");
+    let every_key = common::plugin("every_upstream_key");
+    let sp_affiliation = common::plugin("sp_affiliation");
     let files = [
         (
             "bad_upstream",
@@ -234,19 +235,34 @@ fn validate_reports_every_problem_with_file_and_line() {
             "good",
             "upstreams = [\"a\"]\n[sql]\nquery = \"SELECT id FROM a_changes\"\n",
         ),
-        // validate runs the plugin's init on its [plugin.config]: the example plugin
-        // wants its upstream renames to be strings.
+        // validate runs the plugin's init on the pipeline and its [plugin.config]: a
+        // config of the wrong type, a key column the upstream lacks, a key the plugin
+        // does not produce and upstreams it does not read all fail here.
         (
             "bad_config",
             &format!(
-                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nspmaster = 5\n",
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = 5\n",
                 every_key.display()
+            ),
+        ),
+        (
+            "bad_column",
+            &format!(
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = \"nope\"\n",
+                every_key.display()
+            ),
+        ),
+        (
+            "wrong_plugin",
+            &format!(
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n",
+                sp_affiliation.display()
             ),
         ),
         (
             "good_plugin",
             &format!(
-                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nspmaster = \"a\"\n",
+                "upstreams = [\"a\"]\n[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = \"id\"\n",
                 every_key.display()
             ),
         ),
@@ -280,13 +296,28 @@ fn validate_reports_every_problem_with_file_and_line() {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
     assert!(err.contains("missing_col"), "DataFusion's message: {err}");
+    for (name, plugin, why) in [
+        ("bad_config", &every_key, "[plugin.config]: invalid type: integer `5`, expected a string"),
+        ("bad_column", &every_key, "table 'a' has no column 'nope'"),
+        (
+            "wrong_plugin",
+            &sp_affiliation,
+            "pipeline 'wrong_plugin' declares the key (id int64) in [link] keys, but this plugin produces (diasng_id int64)",
+        ),
+    ] {
+        let want = format!(
+            "{}:4: plugin {}: init rejected the pipeline: {why}",
+            f(name),
+            plugin.display()
+        );
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
     assert!(
-        err.contains(&format!(
-            "{}:4: plugin {}: init rejected the configuration:",
-            f("bad_config"),
+        out.contains(&format!(
+            "pipeline 'good_plugin': plugin {} speaks dlink:pipeline@0.2.0; init accepted the pipeline",
             every_key.display()
         )),
-        "{err}"
+        "{out}"
     );
     assert!(
         !err.contains("good.toml") && !err.contains("good_plugin.toml"),

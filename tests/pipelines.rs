@@ -328,3 +328,73 @@ fn missing_upstream_table_is_named() {
     );
     assert!(err.contains("no Delta table here"), "{err}");
 }
+
+/// A plugin built against contract 0.1 (before the `pipeline` resource and per-upstream
+/// output) still runs: over the same tables it commits what the 0.2 example plugin
+/// commits, batch by batch, and each batch's metadata says which contract derived it.
+#[tokio::test]
+async fn a_contract_0_1_plugin_commits_what_the_0_2_plugin_commits() {
+    let ws = Workspace::new();
+    let (mut sp, mut aff) = common::sp_tables(
+        &ws,
+        serde_json::json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "IT"]]),
+        serde_json::json!([[1, 10, 1], [2, 20, 1]]),
+    )
+    .await;
+    sp.update("diasng_id = 3", &[("country", "'ES'")])
+        .await
+        .unwrap();
+    // An affiliation moved from researcher 2 to 5: both are affected.
+    aff.update("sp_id = 2", &[("sp_id", "5")]).await.unwrap();
+    let new = ws.sp_pipeline(1);
+    let old = ws.pipeline(
+        "old",
+        "sp_old",
+        &["spmaster", "affiliation"],
+        &common::plugin("sp_affiliation_v0_1"),
+        "diasng_id",
+        1,
+    );
+    ws.run_ok(&new);
+    ws.run_ok(&old);
+    let new_log: std::collections::BTreeSet<_> = common::link_log(&new).await.into_iter().collect();
+    let old_log: std::collections::BTreeSet<_> = common::link_log(&old).await.into_iter().collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let expected: std::collections::BTreeSet<(i64, i64, Vec<String>)> = [
+        (1, 1, s(&["affiliation", "spmaster"])),
+        (2, 1, s(&["affiliation", "spmaster"])),
+        (3, 1, s(&["spmaster"])),
+        (3, 2, s(&["spmaster"])),
+        (2, 2, s(&["affiliation"])),
+        (5, 2, s(&["affiliation"])),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(new_log, expected);
+    assert_eq!(old_log, expected);
+
+    let o = common::dlink()
+        .args(["status", "--json"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    let (out, err) = common::text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let contract_of = |name: &str| {
+        status["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pipeline"] == name)
+            .map(|p| p["plugin"]["contract"].clone())
+    };
+    assert_eq!(
+        contract_of("sp_affiliation"),
+        Some(serde_json::json!("dlink:pipeline@0.2.0"))
+    );
+    assert_eq!(
+        contract_of("sp_old"),
+        Some(serde_json::json!("dlink:pipeline@0.1.0"))
+    );
+}

@@ -105,11 +105,13 @@ fn sp_affiliation_on_json_changes_prints_every_affected_key() {
         "{err}"
     );
 
-    // The same as JSON, with the key columns taken from the plugin's output.
+    // The same as JSON, from the same plugin built against contract 0.1, whose key
+    // columns are taken from its output when --key is not given.
+    let v0_1 = plugin("sp_affiliation_v0_1").display().to_string();
     let o = plugin_test(
         dir.path(),
         &[
-            &sp_affiliation(),
+            &v0_1,
             "--changes",
             "spmaster.json",
             "affiliation.jsonl",
@@ -147,7 +149,7 @@ fn sp_affiliation_on_csv_changes_prints_the_same_keys() {
     );
     assert_eq!(ok(&o), SP_EXPECTED);
 
-    // The plugin's config renames its upstreams, as [plugin.config] would.
+    // The plugin takes its upstreams in the pipeline's order, whatever their names.
     let o = plugin_test(
         dir.path(),
         &[
@@ -155,8 +157,8 @@ fn sp_affiliation_on_csv_changes_prints_the_same_keys() {
             "--changes",
             "sp.csv",
             "aff.csv",
-            "--config",
-            r#"{"spmaster": "sp", "affiliation": "aff"}"#,
+            "--key",
+            "diasng_id:long",
         ],
     );
     assert_eq!(
@@ -241,6 +243,8 @@ fn emp_dept_answers_its_lookup_from_a_table_file() {
             "department.json",
             "--table",
             "employee=employee_table.csv",
+            "--key",
+            "emp_id:long",
         ],
     );
     assert_eq!(ok(&o), EMP_EXPECTED);
@@ -253,7 +257,14 @@ fn a_missing_table_file_is_named_in_the_plugins_error() {
     write(dir.path(), "department.json", DEPARTMENT_JSON);
     let o = plugin_test(
         dir.path(),
-        &[&emp_dept(), "--changes", "employee.csv", "department.json"],
+        &[
+            &emp_dept(),
+            "--changes",
+            "employee.csv",
+            "department.json",
+            "--key",
+            "emp_id:long",
+        ],
     );
     let err = fails(&o, 1);
     assert!(err.contains("emp_dept.wasm"), "names the plugin: {err}");
@@ -271,42 +282,73 @@ fn a_missing_table_file_is_named_in_the_plugins_error() {
 fn an_upstream_the_plugin_does_not_get_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "spmaster.json", SPMASTER_JSON);
-    write(dir.path(), "affiliations.jsonl", AFFILIATION_JSONL);
-    // Named after the file: `affiliations`, not the plugin's `affiliation`.
+    // The plugin reads two upstreams; the test gives one.
     let o = plugin_test(
         dir.path(),
         &[
             &sp_affiliation(),
             "--changes",
             "spmaster.json",
-            "affiliations.jsonl",
+            "--key",
+            "diasng_id:long",
         ],
     );
     let err = fails(&o, 1);
     assert!(err.contains("sp_affiliation.wasm"), "{err}");
     assert!(
-        err.contains("has no upstream 'affiliation' (its upstreams: spmaster, affiliations)"),
+        err.contains(
+            "this plugin reads 2 upstream(s), in this order: staff, affiliations; pipeline \
+             'sp_affiliation' lists 1: spmaster"
+        ),
         "{err}"
     );
-    assert!(err.contains("UPSTREAM=FILE"), "says how to name it: {err}");
+    assert!(
+        err.contains("--upstream NAME"),
+        "says how to add one: {err}"
+    );
 
-    // An upstream without change rows is declared with --upstream.
+    // An upstream without change rows: a CSV file with only its typed header gives its
+    // columns (what a 0.2 plugin's init checks) ...
+    let only_spmaster = "diasng_id  dlink_upstreams  dlink_change_ts\n\
+         1          spmaster         2024-05-01T10:00:00Z\n\
+         2          spmaster         2024-05-01T11:00:00Z\n";
+    write(
+        dir.path(),
+        "no_affiliations.csv",
+        "sp_id:long,institution_key:long\n",
+    );
     let o = plugin_test(
         dir.path(),
         &[
             &sp_affiliation(),
             "--changes",
             "spmaster.json",
-            "--upstream",
-            "affiliation",
+            "affiliation=no_affiliations.csv",
+            "--key",
+            "diasng_id:long",
         ],
     );
-    assert_eq!(
-        ok(&o),
-        "diasng_id  dlink_upstreams  dlink_change_ts\n\
-         1          spmaster         2024-05-01T10:00:00Z\n\
-         2          spmaster         2024-05-01T11:00:00Z\n"
-    );
+    assert_eq!(ok(&o), only_spmaster);
+    // ... and --upstream NAME one without columns, which a 0.2 plugin that checks them
+    // refuses (naming the column), and a 0.1 plugin takes.
+    let with_upstream = |plugin: &str| {
+        plugin_test(
+            dir.path(),
+            &[
+                plugin,
+                "--changes",
+                "spmaster.json",
+                "--upstream",
+                "affiliation",
+                "--key",
+                "diasng_id:long",
+            ],
+        )
+    };
+    assert!(fails(&with_upstream(&sp_affiliation()), 1)
+        .contains("table 'affiliation' has no column 'sp_id'"));
+    let v0_1 = plugin("sp_affiliation_v0_1").display().to_string();
+    assert_eq!(ok(&with_upstream(&v0_1)), only_spmaster);
 }
 
 #[test]
@@ -365,8 +407,9 @@ fn bad_input_names_the_file_and_line() {
 fn output_that_breaks_the_declared_keys_fails_and_bad_usage_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "spmaster.json", SPMASTER_JSON);
+    // Contract 0.1: the output is checked against the declared keys.
     let base = [
-        sp_affiliation(),
+        plugin("sp_affiliation_v0_1").display().to_string(),
         "--changes".into(),
         "spmaster.json".into(),
         "--upstream".into(),
@@ -392,6 +435,33 @@ fn output_that_breaks_the_declared_keys_fails_and_bad_usage_exits_2() {
     assert!(fails(&with(&["--key", "diasng_id"]), 2).contains("COLUMN:TYPE"));
     assert!(fails(&with(&["--config", "[1]"]), 2).contains("JSON object"));
     assert!(fails(&with(&["--config", "{\"spmaster\": 5}"]), 1).contains("init"));
+    // Contract 0.2: init is told the keys, and refuses those it does not produce.
+    let o = plugin_test(
+        dir.path(),
+        &[
+            &sp_affiliation(),
+            "--changes",
+            "spmaster.json",
+            "--upstream",
+            "affiliation",
+            "--key",
+            "diasng_id:string",
+        ],
+    );
+    assert!(
+        fails(&o, 1).contains(
+            "init rejected the pipeline: pipeline 'sp_affiliation' declares the key \
+             (diasng_id utf8) in [link] keys, but this plugin produces (diasng_id int64)"
+        ),
+        "{}",
+        text(&o).1
+    );
+    // ... and needs --key.
+    let o = plugin_test(
+        dir.path(),
+        &[&sp_affiliation(), "--changes", "spmaster.json"],
+    );
+    assert!(fails(&o, 2).contains("give them with --key NAME:TYPE"));
     assert!(fails(&with(&["--upstream", "spmaster"]), 2).contains("given twice"));
     // clap's own usage errors exit 2 too.
     let o = dlink().args(["plugin", "test", "x.wasm"]).output().unwrap();

@@ -18,10 +18,12 @@ pub(crate) use session::Session;
 
 use std::time::Instant;
 
-use crate::cdf::FanOut;
+use futures::future::try_join_all;
+
+use crate::cdf::{self, FanOut};
 use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
-use crate::plugin::{Plugin, PluginHost};
+use crate::plugin::{PipelineInfo, Plugin, PluginHost};
 use crate::sink::UpstreamRange;
 
 /// After this many lost races in a row (another run committed the batch this one
@@ -247,6 +249,7 @@ pub(crate) async fn load_plugin(
     pipeline: &Pipeline,
     spec: &PluginSpec,
     host: &PluginHost,
+    info: &PipelineInfo,
 ) -> Result<Plugin> {
     let path = &spec.path;
     let load_err = |source| Error::PluginLoad {
@@ -255,9 +258,30 @@ pub(crate) async fn load_plugin(
         source,
     };
     let compiled = host.compile(path).map_err(load_err)?;
-    host.instantiate(&compiled, &pipeline.name, spec)
+    host.instantiate(&compiled, info, spec)
         .await
         .map_err(load_err)
+}
+
+/// What a plugin's `init` is told about `pipeline`, from each of its tables opened at
+/// the latest version (for loads outside a run: `validate`, a swap, `why`).
+pub async fn pipeline_info(pipeline: &Pipeline) -> Result<PipelineInfo> {
+    let upstreams = try_join_all(pipeline.upstreams.iter().map(|u| async move {
+        let t = cdf::open_latest(u).await?;
+        let schema = cdf::change_schema(u, cdf::arrow_schema(u, &t)?.as_ref())?;
+        Ok::<_, Error>((u.name.clone(), schema))
+    }));
+    let lookups = try_join_all(pipeline.lookups.iter().map(|u| async move {
+        let t = cdf::open_latest(u).await?;
+        Ok::<_, Error>((u.name.clone(), cdf::arrow_schema(u, &t)?))
+    }));
+    let (upstreams, lookups) = futures::try_join!(upstreams, lookups)?;
+    Ok(PipelineInfo {
+        name: pipeline.name.clone(),
+        upstreams,
+        lookups,
+        keys: pipeline.keys.clone(),
+    })
 }
 
 /// Test hook: `DLINK_TEST_PAUSE_AT=<point>:<batch>` makes the process announce

@@ -44,6 +44,8 @@ pub struct PluginInEffect {
     pub path: Option<String>,
     pub sha256: Option<String>,
     pub active_since_batch: Option<i64>,
+    /// The plugin contract it speaks (none for SQL, or a batch of an older host).
+    pub contract: Option<String>,
 }
 
 /// One upstream of a pipeline.
@@ -125,6 +127,7 @@ async fn link_part(
                     path: m.plugin_path,
                     sha256: m.plugin_sha256,
                     active_since_batch: m.plugin_active_since,
+                    contract: m.plugin_contract,
                 });
                 s.last_batch_at = info
                     .as_ref()

@@ -1,48 +1,31 @@
 //! `emp_dept`: the affected `emp_id`s of an employee/department pipeline.
 //!
-//! Upstreams `employee(emp_id, name, dept_id, manager_id)` and
-//! `department(dept_id, manager_id, dept_name)`; key `emp_id` (int64).
-//! Config (optional): `{"employee": "...", "department": "..."}` renames the upstreams
-//! (the employee upstream is also the table looked up).
+//! Upstreams, in the pipeline file's order: employees `(emp_id, name, dept_id,
+//! manager_id)`, which is also the table looked up, and departments `(dept_id,
+//! manager_id, dept_name)`; key `emp_id` (int64).
 
-use dlink_plugin_sdk::{
-    export_pipeline, log, lookup_i64, Batch, Config, KeyColumn, Keys, Pipeline,
-};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, KeyColumn, Keys, NoConfig, Pipeline};
 
-struct EmpDept;
+/// The names of the two upstreams.
+struct EmpDept(String, String);
 
 impl Pipeline for EmpDept {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("emp_id")];
+    type Config = NoConfig;
 
-    fn init(config: &Config) -> Result<(), String> {
-        config.str("employee")?;
-        config.str("department")?;
-        Ok(())
+    fn init(_: NoConfig, pipeline: &dlink_plugin_sdk::PipelineInfo) -> Result<Self, Error> {
+        pipeline.expect_keys(&[KeyColumn::i64("emp_id")])?;
+        let [employees, departments] = pipeline.upstreams_as(["employees", "departments"])?;
+        employees.require_int("emp_id")?.require_int("dept_id")?;
+        departments.require_int("dept_id")?;
+        Ok(EmpDept(employees.name().into(), departments.name().into()))
     }
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let employee = batch.config().str_or("employee", "employee")?;
-        let department = batch.config().str_or("department", "department")?;
-
-        // A changed employee is affected (whatever moved: name, dept_id, manager).
-        let employees = batch.changes(employee)?;
-        keys.add_each(employees, employees.i64_values("emp_id")?)?;
-
-        // A changed department affects every employee in it. Pre- and post-images
-        // both count, so a department whose dept_id changes affects both sides.
-        let changed = batch.changes(department)?.newest_commit_by_i64("dept_id")?;
-        let dept_ids: Vec<i64> = changed.keys().copied().collect();
-        let members = lookup_i64(employee, "dept_id", &dept_ids, &["emp_id", "dept_id"])?;
-        log::debug(format!(
-            "{} changed department(s), {} employee(s) in them",
-            dept_ids.len(),
-            members.len()
-        ));
-        let member_depts = members.i64_values("dept_id")?;
-        for (emp_id, dept_id) in members.i64_values("emp_id")?.zip(member_depts) {
-            let committed = dept_id.and_then(|v| changed.get(&v).copied().flatten());
-            keys.add(department, committed, emp_id)?;
-        }
+    fn derive(&mut self, batch: &Batch, out: &mut Keys) -> Result<(), Error> {
+        // A changed employee is affected (whatever moved: name, dept_id, manager); a
+        // changed department, every employee in it. Pre- and post-images both count,
+        // so a department whose dept_id changes affects both sides.
+        out.add_column(batch.changes(&self.0)?, "emp_id")?;
+        out.add_through(batch.changes(&self.1)?, "dept_id", &self.0, "dept_id")?;
         Ok(())
     }
 }

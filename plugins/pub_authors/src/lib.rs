@@ -1,35 +1,29 @@
 //! `pub_authors`: the affected `pub_id`s of a publication/author-link pipeline.
 //!
-//! Upstreams `publications(pub_id, title, year)` and
-//! `author_publication_link(pub_id, uid)`; key `pub_id` (int64).
-//! Config (optional): `{"publications": "...", "author_publication_link": "..."}`
-//! renames the upstreams.
+//! Upstreams, in the pipeline file's order: publications `(pub_id, title, year)` and
+//! author links `(pub_id, uid)`; key `pub_id` (int64).
 
-use dlink_plugin_sdk::{export_pipeline, Batch, Config, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, KeyColumn, Keys, NoConfig, Pipeline};
 
-struct PubAuthors;
+/// The names of the two upstreams.
+struct PubAuthors(String, String);
 
 impl Pipeline for PubAuthors {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("pub_id")];
+    type Config = NoConfig;
 
-    fn init(config: &Config) -> Result<(), String> {
-        config.str("publications")?;
-        config.str("author_publication_link")?;
-        Ok(())
+    fn init(_: NoConfig, pipeline: &dlink_plugin_sdk::PipelineInfo) -> Result<Self, Error> {
+        pipeline.expect_keys(&[KeyColumn::i64("pub_id")])?;
+        let [publications, links] = pipeline.upstreams_as(["publications", "author links"])?;
+        publications.require_int("pub_id")?;
+        links.require_int("pub_id")?;
+        Ok(PubAuthors(publications.name().into(), links.name().into()))
     }
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let publications = batch.config().str_or("publications", "publications")?;
-        let link = batch
-            .config()
-            .str_or("author_publication_link", "author_publication_link")?;
-
-        // A changed publication is affected: insert, delete, both update images.
-        let pubs = batch.changes(publications)?;
-        keys.add_each(pubs, pubs.i64_values("pub_id")?)?;
-        // An added, removed or re-pointed author link affects its publication(s).
-        let links = batch.changes(link)?;
-        keys.add_each(links, links.i64_values("pub_id")?)?;
+    fn derive(&mut self, batch: &Batch, out: &mut Keys) -> Result<(), Error> {
+        // A changed publication is affected (insert, delete, both update images), and
+        // so is the publication of an added, removed or re-pointed author link.
+        out.add_column(batch.changes(&self.0)?, "pub_id")?;
+        out.add_column(batch.changes(&self.1)?, "pub_id")?;
         Ok(())
     }
 }

@@ -83,7 +83,7 @@ fn main() -> Result<(), String> {
     let inputs: Vec<Vec<u8>> = (0..upstreams)
         .map(|_| upstream_ipc(rows, &mut rng))
         .collect();
-    const KEYS: &[KeyColumn] = &[KeyColumn::i64("id")];
+    let key = || vec![KeyColumn::i64("id")];
 
     let mut best = [Duration::MAX; 5];
     let mut native = Duration::MAX;
@@ -99,7 +99,7 @@ fn main() -> Result<(), String> {
         let decode = t.elapsed();
 
         let t = Instant::now();
-        let mut keys = Keys::for_batch(KEYS, &batch)?;
+        let mut keys = Keys::new(key(), names.clone())?;
         for changes in batch.upstreams() {
             let ids = changes.i64_column("id")?;
             for (row, id) in changes.rows().zip(ids) {
@@ -109,19 +109,19 @@ fn main() -> Result<(), String> {
         let derive = t.elapsed();
 
         let t = Instant::now();
-        let mut bulk = Keys::for_batch(KEYS, &batch)?;
+        let mut bulk = Keys::new(key(), names.clone())?;
         for changes in batch.upstreams() {
-            bulk.add_each(changes, changes.i64_column("id")?)?;
+            bulk.add_column(changes, "id")?;
         }
         let each = t.elapsed();
         if bulk.len() != keys.len() {
-            return Err("add_each and add_from disagree".into());
+            return Err("add_column and add_from disagree".into());
         }
 
         let t = Instant::now();
-        let out = keys.to_ipc()?;
-        let encode = t.elapsed();
         pairs = keys.len();
+        let out = keys.into_ipc()?;
+        let encode = t.elapsed();
         for (slot, d) in
             best.iter_mut()
                 .zip([decode, derive, encode, decode + derive + encode, each])
@@ -154,13 +154,13 @@ fn main() -> Result<(), String> {
     println!("{upstreams} upstreams x {rows} change rows = {total_rows} rows, {pairs} (key, upstream) pairs; best of 5");
     println!("  decode (IPC + CDF columns)  {:8.1} ms", ms(best[0]));
     println!("  derive (Keys::add_from)     {:8.1} ms", ms(best[1]));
-    println!("  encode (Keys::to_ipc)       {:8.1} ms", ms(best[2]));
+    println!("  encode (Keys::into_ipc)     {:8.1} ms", ms(best[2]));
     println!(
         "  SDK total                   {:8.1} ms  ({:.0} ns/row)",
         ms(best[3]),
         best[3].as_nanos() as f64 / total_rows as f64
     );
-    println!("  derive (Keys::add_each)     {:8.1} ms", ms(best[4]));
+    println!("  derive (Keys::add_column)   {:8.1} ms", ms(best[4]));
     println!("  hand-written map (derive)   {:8.1} ms", ms(native));
     Ok(())
 }

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -14,7 +13,6 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
 
 use crate::table::{IntColumn, StrColumn, Table, TableRow, TableRows};
-use crate::Config;
 
 /// Name of the change type column of change rows.
 pub const CHANGE_TYPE_COLUMN: &str = "_change_type";
@@ -450,24 +448,23 @@ pub struct Batch {
     pipeline: String,
     id: i64,
     upstreams: Vec<Changes>,
-    config: Arc<Config>,
 }
 
 impl Batch {
-    /// A batch from already decoded upstreams, with an empty config (`{}`). Useful to
-    /// unit-test a plugin's `derive` natively.
+    /// A batch from already decoded upstreams. Useful to unit-test a plugin's `derive`
+    /// natively.
     pub fn new(pipeline: impl Into<String>, id: i64, upstreams: Vec<Changes>) -> Batch {
         Batch {
             pipeline: pipeline.into(),
             id,
             upstreams,
-            config: Arc::new(Config::default()),
         }
     }
 
-    /// Decodes the batch record of the raw bindings: every upstream's Arrow IPC stream
-    /// (the config is `{}`; `export_pipeline!` sets the one given to `init`).
+    /// Decodes the batch record of the raw bindings (every upstream's Arrow IPC stream)
+    /// for pipeline `pipeline`.
     pub fn from_wit(
+        pipeline: &str,
         batch: crate::bindings::dlink::pipeline::types::Batch,
     ) -> Result<Batch, String> {
         let upstreams = batch
@@ -475,18 +472,7 @@ impl Batch {
             .into_iter()
             .map(|u| Changes::from_ipc_owned(u.name, u.start_version, u.end_version, u.changes))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch::new(batch.pipeline, batch.batch_id, upstreams))
-    }
-
-    /// The same batch with the given plugin config.
-    pub fn with_config(mut self, config: Config) -> Batch {
-        self.config = Arc::new(config);
-        self
-    }
-
-    pub(crate) fn with_shared_config(mut self, config: Arc<Config>) -> Batch {
-        self.config = config;
-        self
+        Ok(Batch::new(pipeline, batch.batch_id, upstreams))
     }
 
     /// The batch id (1, 2, ...).
@@ -497,11 +483,6 @@ impl Batch {
     /// The pipeline's name.
     pub fn pipeline(&self) -> &str {
         &self.pipeline
-    }
-
-    /// The plugin config given to `init` (`{}` when absent).
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The change rows of one upstream; an error names the pipeline's upstreams when

@@ -1,32 +1,53 @@
-//! Write dlink-rt pipeline plugins in plain Rust.
+//! Write dlink-rt pipeline plugins in plain Rust (contract `dlink:pipeline@0.2.0`).
 //!
 //! A plugin is a WebAssembly component (`wasm32-wasip2`) that turns one batch of
 //! upstream change rows (Delta Lake Change Data Feed) into the pipeline's *affected
-//! keys*. This SDK decodes the batch's Arrow IPC streams into [`Batch`] / [`Changes`] /
-//! [`Row`], gives the plugin a [`Keys`] builder that encodes the output the host expects
-//! (key columns, `_upstream`, `_commit_timestamp`), wraps the host's `lookup` and `log`
-//! imports ([`lookup_i64`], [`log`]), and exports the component through
-//! [`export_pipeline!`].
+//! keys*. The host creates one instance per pipeline with [`Pipeline::init`], which
+//! gets the plugin's typed config and the pipeline ([`PipelineInfo`]: upstreams and
+//! lookup tables with their Arrow schemas, key columns) and may reject them; then it
+//! calls [`Pipeline::derive`] on the instance once per batch. This SDK decodes the
+//! batch's Arrow IPC streams into [`Batch`] / [`Changes`] / [`Row`], gives `derive` a
+//! [`Keys`] builder that encodes the output per causing upstream, wraps the host's
+//! `lookup` and `log` imports ([`Keys::add_through`], [`lookup_i64`], [`log`]), and
+//! exports the component through [`export_pipeline!`].
 //!
-//! A complete plugin (`Cargo.toml`: `crate-type = ["cdylib"]`, depends on this crate):
+//! A complete plugin (`Cargo.toml`: `crate-type = ["cdylib"]`, depends on this crate
+//! and on `serde` with its `derive` feature):
 //!
 //! ```
-//! use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+//! use dlink_plugin_sdk::{export_pipeline, Batch, Error, KeyColumn, Keys, Pipeline, PipelineInfo};
 //!
-//! struct SpAffiliation;
+//! /// `[plugin.config]` of the pipeline file; both fields may be left out.
+//! #[derive(serde::Deserialize)]
+//! #[serde(default, deny_unknown_fields)]
+//! struct Config {
+//!     spmaster: String,
+//!     affiliation: String,
+//! }
+//!
+//! impl Default for Config {
+//!     fn default() -> Self {
+//!         Config { spmaster: "spmaster".into(), affiliation: "affiliation".into() }
+//!     }
+//! }
+//!
+//! struct SpAffiliation(Config);
 //!
 //! impl Pipeline for SpAffiliation {
-//!     /// The pipeline's key: one int64 column.
-//!     const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+//!     type Config = Config;
 //!
-//!     fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
+//!     fn init(config: Config, pipeline: &PipelineInfo) -> Result<Self, Error> {
+//!         // Checked once, so `dlink-rt validate` reports a mismatch.
+//!         pipeline.expect_keys(&[KeyColumn::i64("diasng_id")])?;
+//!         pipeline.upstream(&config.spmaster)?.require_int("diasng_id")?;
+//!         pipeline.upstream(&config.affiliation)?.require_int("sp_id")?;
+//!         Ok(SpAffiliation(config))
+//!     }
+//!
+//!     fn derive(&mut self, batch: &Batch, out: &mut Keys) -> Result<(), Error> {
 //!         // Every change row counts: inserts, deletes and BOTH images of an update.
-//!         for row in batch.changes("spmaster")?.rows() {
-//!             keys.add_from(&row, row.i64("diasng_id")?)?;
-//!         }
-//!         for row in batch.changes("affiliation")?.rows() {
-//!             keys.add_from(&row, row.i64("sp_id")?)?;
-//!         }
+//!         out.add_column(batch.changes(&self.0.spmaster)?, "diasng_id")?;
+//!         out.add_column(batch.changes(&self.0.affiliation)?, "sp_id")?;
 //!         Ok(())
 //!     }
 //! }
@@ -40,22 +61,25 @@
 //! Rules of the contract (`wit/pipeline.wit`):
 //! - every change row counts, including `update_preimage` (an update that moves a row
 //!   from one join partner to another affects both) and `delete`;
-//! - a key is recorded with its cause: `keys.add_from(&row, key)` takes the upstream and
-//!   commit timestamp from the change row; `keys.add(upstream, ts, key)` is for keys
-//!   found through a [`lookup_i64`];
-//! - null key values are skipped (a deleted join side can have a null foreign key);
-//! - errors are `Err(String)` naming the upstream and the column; a panic is a trap that
+//! - a key is recorded with its cause: [`Keys::add_column`] and [`Keys::add_from`] take
+//!   the upstream and commit timestamp from the change rows, [`Keys::add_through`]
+//!   attributes the keys found through a lookup to the changes that led to them, and
+//!   [`Keys::add`] is for anything else;
+//! - keys may repeat (the host de-duplicates once); null key values are skipped (a
+//!   deleted join side can have a null foreign key);
+//! - errors are an [`Error`] naming the upstream and the column; a panic is a trap that
 //!   fails the batch.
 //!
-//! The decoding and encoding parts compile natively, so a plugin's `derive` can be
-//! unit-tested with `cargo test` by building a [`Batch`] from [`Changes::from_ipc`];
-//! only the host calls ([`lookup_i64`]) need the component.
+//! The decoding and encoding parts compile natively, so a plugin's `init` and `derive`
+//! can be unit-tested with `cargo test` ([`run_derive`]); only the host calls (lookups)
+//! need the component.
 
 #![warn(missing_docs)]
 
 mod changes;
-mod config;
+mod error;
 mod host;
+mod info;
 mod keys;
 pub mod log;
 mod lookup;
@@ -65,23 +89,20 @@ pub use changes::{
     Batch, ChangeType, Changes, Row, Rows, CHANGE_TYPE_COLUMN, COMMIT_TIMESTAMP_COLUMN,
     COMMIT_VERSION_COLUMN,
 };
-pub use config::Config;
-pub use keys::{
-    upstream_type, IntoKey, IntoKeyValue, KeyColumn, KeyParts, KeyType, KeyValue, Keys,
-    UPSTREAM_COLUMN,
-};
+pub use error::Error;
+pub use info::{encode_schema, PipelineInfo, TableInfo};
+pub use keys::{IntoKey, IntoKeyValue, KeyColumn, KeyType, KeyValue, Keys};
 pub use lookup::{lookup_i64, lookup_str};
 pub use table::{Table, TableRow, TableRows};
 
-/// The JSON crate behind [`Config`].
+/// The JSON crate the config is parsed with.
 pub use serde_json;
 /// The arrow crates the SDK uses, for plugins that need raw access.
 pub use {arrow_array, arrow_ipc, arrow_schema};
 
 /// The raw component bindings generated from `wit/pipeline.wit` (world
 /// `pipeline-plugin`). Plugins normally use [`Pipeline`] and [`export_pipeline!`]
-/// instead; the raw `bindings::Guest` trait and `bindings::export!` macro are there for
-/// plugins that must produce the output bytes themselves.
+/// instead.
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -93,38 +114,48 @@ pub mod bindings {
     });
 }
 
-/// A pipeline's logic: what the plugin author implements.
-///
-/// The component instance lives across calls, so state kept in a `static` (e.g. a
-/// `std::sync::OnceLock`) survives from `init` to every `derive`.
-pub trait Pipeline {
-    /// The pipeline's key columns, as its pipeline file declares them (1..n columns,
-    /// int64, int32 or utf8), e.g. `&[KeyColumn::i64("diasng_id")]`.
-    const KEYS: &'static [KeyColumn];
+/// A pipeline's logic with its state: what the plugin author implements.
+pub trait Pipeline: Sized + 'static {
+    /// The pipeline's `[plugin.config]` table, deserialized from JSON (`{}` when the
+    /// pipeline file has none). [`NoConfig`] accepts only an empty one.
+    type Config: serde::de::DeserializeOwned;
 
-    /// Called once after instantiation with the pipeline's `[plugin.config]` (`{}`
-    /// when absent). The default accepts any config. [`Batch::config`] gives the same
-    /// config to `derive`.
-    fn init(config: &Config) -> Result<(), String> {
-        let _ = config;
-        Ok(())
-    }
+    /// Checks the pipeline against what the plugin needs (its upstreams and their
+    /// columns, its key columns) and returns the instance `derive` is called on.
+    /// `dlink-rt validate` runs it, so a mismatch fails validation, not a batch.
+    fn init(config: Self::Config, pipeline: &PipelineInfo) -> Result<Self, Error>;
 
-    /// Records the affected keys of one batch into `keys`.
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String>;
+    /// Records the affected keys of one batch into `out`.
+    fn derive(&mut self, batch: &Batch, out: &mut Keys) -> Result<(), Error>;
 }
 
-/// Runs a [`Pipeline`]'s `derive` as the component does: builds the [`Keys`] from
-/// `P::KEYS` and the batch, calls `derive` and returns the keys ([`Keys::to_ipc`] is the
-/// component's output). Also for native unit tests of a plugin (where lookups fail).
-pub fn run_derive<P: Pipeline>(batch: &Batch) -> Result<Keys, String> {
-    let mut keys = Keys::for_batch(P::KEYS, batch)?;
-    P::derive(batch, &mut keys)?;
+/// The config of a plugin that takes none: an empty `[plugin.config]` (or none).
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// Parses a plugin's config JSON (an empty string is `{}`); the error names the
+/// field and says what was expected.
+pub fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C, Error> {
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    serde_json::from_str(json).map_err(|e| Error::new(format!("[plugin.config]: {e}")))
+}
+
+/// Runs `init` and one `derive` as the component does, natively: for unit tests of a
+/// plugin (where lookups fail). Returns the recorded keys.
+pub fn run_derive<P: Pipeline>(
+    config_json: &str,
+    pipeline: &PipelineInfo,
+    batch: &Batch,
+) -> Result<Keys, Error> {
+    let mut p = P::init(parse_config(config_json)?, pipeline)?;
+    let mut keys = Keys::for_batch(pipeline, batch)?;
+    p.derive(batch, &mut keys)?;
     Ok(keys)
 }
 
-/// Exports a [`Pipeline`] implementation as the component's `init` and `derive` (the
-/// crate documentation compiles a complete plugin using it):
+/// Exports a [`Pipeline`] implementation as the component's `plugin.pipeline`
+/// resource (the crate documentation compiles a complete plugin using it):
 ///
 /// ```text
 /// dlink_plugin_sdk::export_pipeline!(MyPipeline);
@@ -134,18 +165,10 @@ pub fn run_derive<P: Pipeline>(batch: &Batch) -> Result<Keys, String> {
 macro_rules! export_pipeline {
     ($pipeline:ty) => {
         const _: () = {
-            use $crate::__private as __dlink;
-
             struct __DlinkPluginExport;
 
-            impl $crate::bindings::Guest for __DlinkPluginExport {
-                fn init(config: __dlink::String) -> __dlink::InitResult {
-                    __dlink::init::<$pipeline>(config)
-                }
-
-                fn derive(batch: __dlink::WitBatch) -> __dlink::DeriveResult {
-                    __dlink::derive::<$pipeline>(batch)
-                }
+            impl $crate::bindings::exports::dlink::pipeline::plugin::Guest for __DlinkPluginExport {
+                type Pipeline = $crate::__private::Instance<$pipeline>;
             }
 
             $crate::bindings::export!(__DlinkPluginExport with_types_in $crate::bindings);
@@ -153,37 +176,45 @@ macro_rules! export_pipeline {
     };
 }
 
-/// Glue called by [`export_pipeline!`]; not a public API.
+/// Glue used by [`export_pipeline!`]; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    use std::sync::{Arc, Mutex};
+    use std::cell::RefCell;
 
     use crate::bindings::dlink::pipeline::types;
-    use crate::{Batch, Config, Keys, Pipeline};
+    use crate::bindings::exports::dlink::pipeline::plugin;
+    use crate::{Batch, Keys, Pipeline, PipelineInfo};
 
-    pub use std::string::String;
-    pub type WitBatch = types::Batch;
-    pub type InitResult = Result<(), String>;
-    pub type DeriveResult = Result<Vec<u8>, String>;
-
-    static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
-
-    fn current_config() -> Arc<Config> {
-        let guard = CONFIG.lock().unwrap_or_else(|e| e.into_inner());
-        guard.clone().unwrap_or_default()
+    /// One plugin instance: the author's state and the pipeline it serves.
+    pub struct Instance<P> {
+        state: RefCell<P>,
+        pipeline: PipelineInfo,
     }
 
-    pub fn init<P: Pipeline>(config: String) -> Result<(), String> {
-        let config = Config::parse(&config)?;
-        Keys::new(P::KEYS)?;
-        P::init(&config)?;
-        *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(config));
-        Ok(())
-    }
+    impl<P: Pipeline> plugin::GuestPipeline for Instance<P> {
+        fn init(info: types::PipelineInfo) -> Result<plugin::Pipeline, String> {
+            let (pipeline, config) = PipelineInfo::from_wit(info)?;
+            let config = crate::parse_config::<P::Config>(&config)?;
+            let state = P::init(config, &pipeline)?;
+            Ok(plugin::Pipeline::new(Instance {
+                state: RefCell::new(state),
+                pipeline,
+            }))
+        }
 
-    pub fn derive<P: Pipeline>(batch: types::Batch) -> Result<Vec<u8>, String> {
-        let batch = Batch::from_wit(batch)?.with_shared_config(current_config());
-        crate::run_derive::<P>(&batch)?.into_ipc()
+        fn derive(&self, batch: types::Batch) -> Result<Vec<types::UpstreamKeys>, String> {
+            let batch = Batch::from_wit(self.pipeline.name(), batch)?;
+            let mut keys = Keys::for_batch(&self.pipeline, &batch)?;
+            self.state
+                .try_borrow_mut()
+                .map_err(|_| "derive called while another derive runs".to_string())?
+                .derive(&batch, &mut keys)?;
+            Ok(keys
+                .into_ipc()?
+                .into_iter()
+                .map(|(upstream, keys)| types::UpstreamKeys { upstream, keys })
+                .collect())
+        }
     }
 }
 

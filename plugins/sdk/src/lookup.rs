@@ -105,3 +105,114 @@ fn encode_keys(column: &str, data_type: DataType, keys: ArrayRef) -> Result<Vec<
     writer.finish().map_err(error)?;
     writer.into_inner().map_err(error)
 }
+
+impl crate::Keys {
+    /// The keys found through a lookup, the join step of most pipelines: for the change
+    /// rows of `changes`, the rows of `table` (at the batch's pinned version) whose
+    /// `column` equals a change row's `via` value, each recorded with its key columns
+    /// (the columns of `table` named like the pipeline's keys) and caused by `changes`'
+    /// upstream at the newest commit time of the change rows holding that value.
+    ///
+    /// Pre-images and post-images both count, so a row that moves from one partner to
+    /// another affects the keys of both. `via` and `column` hold integers or strings.
+    /// Returns the number of rows found.
+    ///
+    /// ```no_run
+    /// # fn f(batch: &dlink_plugin_sdk::Batch, out: &mut dlink_plugin_sdk::Keys) -> Result<(), dlink_plugin_sdk::Error> {
+    /// // Every employee of a changed department (key `emp_id`).
+    /// out.add_through(batch.changes("department")?, "dept_id", "employee", "dept_id")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_through(
+        &mut self,
+        changes: &crate::Changes,
+        via: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<usize, crate::Error> {
+        self.add_through_with(&mut crate::host::lookup, changes, via, table, column)
+    }
+
+    pub(crate) fn add_through_with(
+        &mut self,
+        host: HostLookup<'_>,
+        changes: &crate::Changes,
+        via: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<usize, crate::Error> {
+        use crate::keys::{value_at, KeyValue};
+        // Each distinct value with the newest commit time of the rows holding it.
+        let mut pairs: Vec<(KeyValue, Option<i64>)> = Vec::with_capacity(changes.len());
+        let mut offset = 0;
+        for batch in changes.table().record_batches() {
+            let a = batch.column_by_name(via).ok_or_else(|| {
+                format!(
+                    "upstream '{}': the change rows have no column '{via}' (columns: {})",
+                    changes.name(),
+                    changes.table().column_names().join(", ")
+                )
+            })?;
+            let ts = &changes.commit_timestamps()[offset..offset + batch.num_rows()];
+            pairs.extend((0..batch.num_rows()).filter_map(|i| value_at(a, i).map(|v| (v, ts[i]))));
+            offset += batch.num_rows();
+        }
+        pairs.sort_unstable();
+        pairs.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = crate::changes::newest(kept.1, later.1);
+            }
+            same
+        });
+        if pairs.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<String> = self.columns().iter().map(|k| k.name.clone()).collect();
+        let mut projection: Vec<&str> = names.iter().map(String::as_str).collect();
+        if !projection.contains(&column) {
+            projection.push(column);
+        }
+        let found = if pairs.iter().all(|(v, _)| matches!(v, KeyValue::Int64(_))) {
+            let keys: Vec<i64> = pairs
+                .iter()
+                .filter_map(|(v, _)| match v {
+                    KeyValue::Int64(v) => Some(*v),
+                    KeyValue::Utf8(_) => None,
+                })
+                .collect();
+            lookup_i64_with(host, table, column, &keys, &projection)?
+        } else {
+            let keys: Vec<String> = pairs.iter().map(|(v, _)| v.to_plain()).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            lookup_str_with(host, table, column, &keys, &projection)?
+        };
+        let mut n = 0;
+        for batch in found.record_batches() {
+            let by = batch
+                .column_by_name(column)
+                .ok_or_else(|| format!("lookup of '{table}' returned no column '{column}'"))?;
+            let key_cols = names
+                .iter()
+                .map(|k| {
+                    batch
+                        .column_by_name(k)
+                        .ok_or_else(|| format!("lookup of '{table}' returned no key column '{k}'"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for i in 0..batch.num_rows() {
+                let Some(v) = value_at(by, i) else { continue };
+                let ts = pairs
+                    .binary_search_by(|(p, _)| p.cmp(&v))
+                    .ok()
+                    .and_then(|j| pairs[j].1);
+                let key: Option<Vec<KeyValue>> = key_cols.iter().map(|a| value_at(a, i)).collect();
+                if let Some(key) = key {
+                    self.add(changes.name(), ts, key)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}

@@ -33,27 +33,6 @@ fn ipc(batches: &[RecordBatch]) -> Vec<u8> {
     writer.into_inner().unwrap()
 }
 
-/// The upstream names of an output's `_upstream` column (a dictionary), row by row.
-fn upstream_names(column: &ArrayRef) -> Vec<String> {
-    let dict = column
-        .as_any()
-        .downcast_ref::<DictionaryArray<arrow_array::types::Int32Type>>()
-        .expect("_upstream is a dictionary with int32 keys");
-    let names = dict
-        .values()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("of utf8 values");
-    dict.keys()
-        .iter()
-        .map(|k| {
-            names
-                .value(k.expect("no null upstream") as usize)
-                .to_string()
-        })
-        .collect()
-}
-
 fn read_ipc(bytes: &[u8]) -> (Arc<Schema>, Vec<RecordBatch>) {
     let reader = StreamReader::try_new(bytes, None).unwrap();
     let schema = reader.schema();
@@ -512,273 +491,296 @@ fn batch_finds_upstreams_by_name() {
         "pipeline 'sp_affiliation' has no upstream 'employee' (its upstreams: spmaster, \
          affiliation)"
     );
-    assert_eq!(batch.config().raw(), "{}");
+}
+
+/// The per-upstream output, decoded: upstream -> (keys of the first key column as
+/// text, timestamps), row by row across the record batches.
+fn decoded(keys: Keys) -> Vec<(String, Vec<String>, Vec<Option<i64>>)> {
+    keys.into_ipc()
+        .unwrap()
+        .into_iter()
+        .map(|(upstream, bytes)| {
+            let (schema, batches) = read_ipc(&bytes);
+            assert_eq!(schema.fields().last().unwrap().name(), "_commit_timestamp");
+            let mut ks = Vec::new();
+            let mut ts = Vec::new();
+            for b in &batches {
+                let k = b.column(0);
+                for i in 0..b.num_rows() {
+                    assert!(k.is_valid(i), "no null keys in the output");
+                    ks.push(match k.data_type() {
+                        DataType::Int64 => k
+                            .as_any()
+                            .downcast_ref::<Int64Array>()
+                            .unwrap()
+                            .value(i)
+                            .to_string(),
+                        DataType::Int32 => k
+                            .as_any()
+                            .downcast_ref::<Int32Array>()
+                            .unwrap()
+                            .value(i)
+                            .to_string(),
+                        _ => k
+                            .as_any()
+                            .downcast_ref::<StringArray>()
+                            .unwrap()
+                            .value(i)
+                            .to_string(),
+                    });
+                }
+                let t = b
+                    .column(b.num_columns() - 1)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap();
+                ts.extend(t.iter());
+            }
+            (upstream, ks, ts)
+        })
+        .collect()
+}
+
+fn sp_keys(columns: Vec<KeyColumn>) -> Keys {
+    Keys::new(columns, vec!["spmaster".into(), "affiliation".into()]).unwrap()
 }
 
 #[test]
-fn keys_output_schema_matches_the_contract() {
-    let keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
-    let expected = Schema::new(vec![
-        Field::new("diasng_id", DataType::Int64, false),
-        Field::new(
-            "_upstream",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            false,
-        ),
-        Field::new(
-            "_commit_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-    ]);
-    assert_eq!(keys.schema().as_ref(), &expected);
-
-    let multi = Keys::new(&[KeyColumn::utf8("uid"), KeyColumn::i64("pub_id")]).unwrap();
-    let expected = Schema::new(vec![
-        Field::new("uid", DataType::Utf8, false),
-        Field::new("pub_id", DataType::Int64, false),
-        Field::new(
-            "_upstream",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            false,
-        ),
-        Field::new(
-            "_commit_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-    ]);
-    assert_eq!(multi.schema().as_ref(), &expected);
-}
-
-#[test]
-fn int_keys_merge_a_repeat_of_the_last_key_keeping_the_newest_timestamp() {
-    let mut keys = Keys::new(&[KeyColumn::i64("emp_id")]).unwrap();
-    keys.add("employee", Some(T2), 7).unwrap();
-    keys.add("employee", Some(T1), 7).unwrap(); // older: ignored
-    keys.add("department", None, 7).unwrap(); // other cause: own row
-    keys.add("department", Some(T3), 7).unwrap(); // known beats unknown
-    keys.add("employee", Some(T1), 8).unwrap();
-    keys.add("employee", Some(T3), Some(8)).unwrap(); // newer: kept
-    keys.add("employee", Some(T3), None::<i64>).unwrap(); // null: skipped
-    assert_eq!(keys.len(), 3);
-
-    let (schema, batches) = read_ipc(&keys.to_ipc().unwrap());
-    assert_eq!(schema, keys.schema());
-    assert_eq!(batches.len(), 1);
-    let b = &batches[0];
-    assert_eq!(
-        b.column(0).as_ref(),
-        &Int64Array::from(vec![7, 7, 8]) as &dyn Array
-    );
-    assert_eq!(
-        upstream_names(b.column(1)),
-        ["employee", "department", "employee"]
-    );
-    assert_eq!(
-        b.column(2).as_ref(),
-        &TimestampMicrosecondArray::from(vec![Some(T2), Some(T3), Some(T3)]).with_timezone("UTC")
-            as &dyn Array
-    );
-
-    // A repeat that is not right after itself is its own entry (the host folds it).
-    keys.add("employee", Some(T1), 7).unwrap();
+fn add_column_passes_the_change_rows_through_skipping_null_keys() {
+    let mut keys = sp_keys(vec![KeyColumn::i64("diasng_id")]);
+    keys.add_column(&spmaster_changes(), "diasng_id").unwrap();
+    // 1, 2 (pre), 2 (post) from the first record batch; the null id of the delete is
+    // skipped, 3 stays; each with its row's timestamp. Int32 widened to int64.
     assert_eq!(keys.len(), 4);
-    let b = keys.to_record_batch().unwrap();
     assert_eq!(
-        b.column(0).as_ref(),
-        &Int64Array::from(vec![7, 7, 8, 7]) as &dyn Array
-    );
-}
-
-/// The causes of ids 1 (T1), 2 (pre + post, T2) and 3 (no timestamp) of
-/// `spmaster_changes`, the null id skipped.
-fn assert_causes_of_spmaster_ids(batch: &RecordBatch) {
-    assert_eq!(
-        upstream_names(batch.column(1)),
-        ["spmaster", "spmaster", "spmaster"]
-    );
-    assert_eq!(
-        batch.column(2).as_ref(),
-        &TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), None]).with_timezone("UTC")
-            as &dyn Array
+        decoded(keys),
+        vec![(
+            "spmaster".to_string(),
+            vec!["1".into(), "2".into(), "2".into(), "3".into()],
+            vec![Some(T1), Some(T2), Some(T2), None]
+        )]
     );
 }
 
 #[test]
-fn keys_from_rows_take_upstream_and_timestamp_from_the_row() {
-    let changes = spmaster_changes();
-    let mut keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
-    for row in changes.rows() {
-        keys.add_from(&row, row.i64("diasng_id").unwrap()).unwrap();
-    }
-    // ids 1 (T1), 2 (pre + post, T2), null (skipped), 3 (no timestamp)
-    let batch = keys.to_record_batch().unwrap();
-    assert_eq!(batch.num_rows(), 3);
+fn keys_are_grouped_by_upstream_in_pipeline_order_and_not_deduplicated() {
+    let mut keys = sp_keys(vec![KeyColumn::i64("diasng_id")]);
+    keys.add("affiliation", Some(T3), 7_i64).unwrap();
+    keys.add("spmaster", Some(T1), 7_i64).unwrap();
+    keys.add("affiliation", None, 7_i64).unwrap();
+    keys.add("spmaster", Some(T2), None::<i64>).unwrap();
+    assert_eq!(keys.len(), 3);
     assert_eq!(
-        batch.column(0).as_ref(),
-        &Int64Array::from(vec![1, 2, 3]) as &dyn Array
-    );
-    assert_causes_of_spmaster_ids(&batch);
-}
-
-#[test]
-fn add_each_records_one_key_per_change_row() {
-    let changes = spmaster_changes();
-    let mut keys = Keys::new(&[KeyColumn::i32("diasng_id")]).unwrap();
-    keys.add_each(&changes, changes.i64_column("diasng_id").unwrap())
-        .unwrap();
-    // As add_from row by row: ids 1 (T1), 2 (pre + post, T2), null (skipped), 3 (no
-    // timestamp).
-    let batch = keys.to_record_batch().unwrap();
-    assert_eq!(
-        batch.column(0).as_ref(),
-        &Int32Array::from(vec![1, 2, 3]) as &dyn Array
-    );
-    assert_causes_of_spmaster_ids(&batch);
-
-    // String keys go through the general map: the null name of the last row is skipped.
-    let mut names = Keys::new(&[KeyColumn::utf8("name")]).unwrap();
-    names
-        .add_each(&changes, changes.str_column("name").unwrap())
-        .unwrap();
-    let batch = names.to_record_batch().unwrap();
-    assert_eq!(
-        batch.column(0).as_ref(),
-        &StringArray::from(vec!["Ada", "Bob", "Robert", "Gone"]) as &dyn Array
-    );
-    assert_eq!(
-        batch.column(2).as_ref(),
-        &TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), Some(T2), Some(T3)])
-            .with_timezone("UTC") as &dyn Array
+        decoded(keys),
+        vec![
+            ("spmaster".to_string(), vec!["7".into()], vec![Some(T1)]),
+            (
+                "affiliation".to_string(),
+                vec!["7".into(), "7".into()],
+                vec![Some(T3), None]
+            ),
+        ]
     );
 }
 
 #[test]
-fn add_each_wants_exactly_one_key_per_row_of_an_upstream_of_the_batch() {
-    let changes = spmaster_changes();
-    let mut keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
+fn keys_reject_values_that_do_not_fit_and_causes_that_are_no_upstream() {
+    let mut keys = sp_keys(vec![KeyColumn::i32("n")]);
     assert_eq!(
-        keys.add_each(&changes, [1, 2]).unwrap_err(),
-        "add_each: 2 keys for the 5 change rows of upstream 'spmaster'; give one key per \
-         change row"
+        keys.add("spmaster", None, 1_i64 << 40)
+            .unwrap_err()
+            .message(),
+        "key value 1099511627776 does not fit key column n int32"
     );
     assert_eq!(
-        keys.add_each(&changes, 0..6).unwrap_err(),
-        "add_each: more keys than the 5 change rows of upstream 'spmaster'; give one key \
-         per change row"
+        keys.add("spmaster", None, "x").unwrap_err().message(),
+        "key value \"x\" does not fit key column n int32"
     );
     assert_eq!(
-        keys.add_each(&changes, ["a"; 5]).unwrap_err(),
-        "key [\"a\" (utf8)] does not match the key columns [diasng_id int64]"
+        keys.add("employee", None, 1_i64).unwrap_err().message(),
+        "a key's cause 'employee' is not an upstream of the batch (upstreams: spmaster, affiliation)"
     );
-
-    let batch = Batch::new("p", 1, vec![Changes::from_ipc("other", 1, 1, &[]).unwrap()]);
-    let mut closed = Keys::for_batch(&[KeyColumn::i64("diasng_id")], &batch).unwrap();
-    assert!(closed
-        .add_each(&changes, [Some(1); 5])
-        .unwrap_err()
-        .starts_with("'spmaster' is not an upstream of this pipeline (upstreams: other)"));
-    assert!(closed.is_empty());
+    assert_eq!(
+        keys.add("spmaster", None, (1_i64, 2_i64))
+            .unwrap_err()
+            .message(),
+        "a key of 2 value(s) for 1 key column(s) (n int32)"
+    );
+    assert!(keys.is_empty(), "a rejected key leaves no trace");
+    assert!(keys.into_ipc().unwrap().is_empty());
 }
 
 #[test]
 fn composite_and_string_keys() {
-    let mut keys = Keys::new(&[KeyColumn::utf8("uid"), KeyColumn::i64("pub_id")]).unwrap();
-    keys.add("link", Some(T1), ("u1", 5)).unwrap();
-    keys.add("link", Some(T2), ("u1".to_string(), Some(5)))
+    let mut keys = sp_keys(vec![KeyColumn::utf8("name"), KeyColumn::i64("id")]);
+    keys.add_columns(&spmaster_changes(), &["name", "diasng_id"])
         .unwrap();
-    keys.add("link", Some(T2), (Some("u2"), None::<i64>))
-        .unwrap(); // null part: skipped
-    keys.add(
-        "link",
-        None,
-        vec![KeyValue::Utf8("u3".into()), KeyValue::Int64(6)],
+    keys.add("affiliation", None, ("Zed", 9_i64)).unwrap();
+    // Row by row where a part is null: (Gone, null) and (null, 3) are skipped.
+    assert_eq!(
+        decoded(keys),
+        vec![
+            (
+                "spmaster".to_string(),
+                vec!["Ada".into(), "Bob".into(), "Robert".into()],
+                vec![Some(T1), Some(T2), Some(T2)]
+            ),
+            ("affiliation".to_string(), vec!["Zed".into()], vec![None]),
+        ]
+    );
+}
+
+#[test]
+fn add_column_names_what_is_wrong() {
+    let mut keys = sp_keys(vec![KeyColumn::i64("diasng_id")]);
+    assert_eq!(
+        keys.add_column(&spmaster_changes(), "sp_id")
+            .unwrap_err()
+            .message(),
+        "upstream 'spmaster': the change rows have no column 'sp_id' (columns: diasng_id, name, \
+         _change_type, _commit_version, _commit_timestamp)"
+    );
+    assert_eq!(
+        keys.add_column(&spmaster_changes(), "name")
+            .unwrap_err()
+            .message(),
+        "upstream 'spmaster': column 'name' is Utf8, which cannot be key column diasng_id int64"
+    );
+    assert!(Keys::new(vec![], vec![]).is_err());
+}
+
+fn info(keys: Vec<KeyColumn>) -> PipelineInfo {
+    let aff = Arc::new(Schema::new(vec![
+        Field::new("sp_id", DataType::Int64, true),
+        Field::new("rank", DataType::Utf8, true),
+    ]));
+    PipelineInfo::new(
+        "sp",
+        vec![
+            TableInfo::new("spmaster", spmaster_schema()),
+            TableInfo::new("affiliation", aff),
+        ],
+        vec![TableInfo::new("institutions", Arc::new(Schema::empty()))],
+        keys,
+    )
+}
+
+#[test]
+fn pipeline_info_checks_say_what_the_pipeline_has() {
+    let p = info(vec![KeyColumn::i64("diasng_id")]);
+    assert!(p.expect_keys(&[KeyColumn::i64("diasng_id")]).is_ok());
+    assert_eq!(
+        p.expect_keys(&[KeyColumn::utf8("diasng_id")])
+            .unwrap_err()
+            .message(),
+        "pipeline 'sp' declares the key (diasng_id int64) in [link] keys, but this plugin \
+         produces (diasng_id utf8)"
+    );
+    assert_eq!(
+        p.upstream("employee").unwrap_err().message(),
+        "pipeline 'sp' has no upstream 'employee' (its upstreams: spmaster, affiliation); \
+         name it in the pipeline file or set the plugin's config to one of them"
+    );
+    assert!(
+        p.upstream("institutions").is_err(),
+        "a lookup table is no upstream"
+    );
+    assert_eq!(p.table("institutions").unwrap().name(), "institutions");
+    let [a, b] = p.upstreams_as(["staff", "affiliations"]).unwrap();
+    assert_eq!((a.name(), b.name()), ("spmaster", "affiliation"));
+    assert_eq!(
+        p.upstreams_as(["x", "y", "z"]).unwrap_err().message(),
+        "this plugin reads 3 upstream(s), in this order: x, y, z; pipeline 'sp' lists 2: \
+         spmaster, affiliation"
+    );
+    assert!(a.require_int("diasng_id").is_ok());
+    assert_eq!(
+        a.require_int("name").unwrap_err().message(),
+        "column 'name' of table 'spmaster' is Utf8, not an integer"
+    );
+    assert!(b.require_str("rank").is_ok());
+    assert_eq!(
+        b.require_int("uid").unwrap_err().message(),
+        "table 'affiliation' has no column 'uid' (its columns: sp_id, rank)"
+    );
+}
+
+#[test]
+fn schemas_cross_as_ipc_streams_without_batches() {
+    let bytes = encode_schema(&spmaster_schema()).unwrap();
+    assert_eq!(
+        crate::info::decode_schema(&bytes).unwrap(),
+        spmaster_schema()
+    );
+}
+
+#[test]
+fn add_through_attributes_found_rows_to_the_newest_change_of_their_value() {
+    // Department changes: 10 at T1 and again at T3 (a pre/post pair), 20 at T2, and a
+    // null dept_id that asks nothing.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("dept_id", DataType::Int64, true),
+        Field::new("_change_type", DataType::Utf8, false),
+        Field::new("_commit_version", DataType::Int64, false),
+        Field::new("_commit_timestamp", ts_type(), true),
+    ]));
+    let b = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![Some(10), Some(20), Some(10), None])),
+            Arc::new(StringArray::from(vec![
+                "insert",
+                "insert",
+                "update_postimage",
+                "delete",
+            ])),
+            Arc::new(Int64Array::from(vec![1, 2, 3, 3])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(T1), Some(T2), Some(T3), Some(T3)])
+                    .with_timezone("UTC"),
+            ),
+        ],
     )
     .unwrap();
-    let batch = keys.to_record_batch().unwrap();
+    let departments = Changes::from_ipc("department", 1, 3, &ipc(&[b])).unwrap();
+    let mut host = |table: &str, column: &str, keys: &[u8], columns: &[String]| {
+        assert_eq!((table, column), ("employee", "dept_id"));
+        assert_eq!(columns, ["emp_id".to_string(), "dept_id".to_string()]);
+        let (_, asked) = read_ipc(keys);
+        assert_eq!(
+            asked[0].column(0).as_ref(),
+            &Int64Array::from(vec![10, 20]) as &dyn Array
+        );
+        let found = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("emp_id", DataType::Int64, true),
+                Field::new("dept_id", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(3), None])),
+                Arc::new(Int64Array::from(vec![10, 20, 10, 20])),
+            ],
+        )
+        .unwrap();
+        Ok::<_, String>(ipc(&[found]))
+    };
+    let mut keys = Keys::new(
+        vec![KeyColumn::i64("emp_id")],
+        vec!["employee".into(), "department".into()],
+    )
+    .unwrap();
+    let n = keys
+        .add_through_with(&mut host, &departments, "dept_id", "employee", "dept_id")
+        .unwrap();
+    assert_eq!(n, 3, "the row with a null emp_id is no key");
     assert_eq!(
-        batch.column(0).as_ref(),
-        &StringArray::from(vec!["u1", "u3"]) as &dyn Array
+        decoded(keys),
+        vec![(
+            "department".to_string(),
+            vec!["1".into(), "2".into(), "3".into()],
+            vec![Some(T3), Some(T2), Some(T3)]
+        )]
     );
-    assert_eq!(
-        batch.column(1).as_ref(),
-        &Int64Array::from(vec![5, 6]) as &dyn Array
-    );
-    assert_eq!(
-        batch.column(3).as_ref(),
-        &TimestampMicrosecondArray::from(vec![Some(T2), None]).with_timezone("UTC") as &dyn Array
-    );
-}
-
-#[test]
-fn int32_key_columns_take_i64_values_that_fit() {
-    let mut keys = Keys::new(&[KeyColumn::i32("dept_no")]).unwrap();
-    keys.add("department", Some(T1), 12).unwrap();
-    assert_eq!(
-        keys.add("department", None, 3_000_000_000).unwrap_err(),
-        "key [3000000000 (int64)] does not match the key columns [dept_no int32]"
-    );
-    let batch = keys.to_record_batch().unwrap();
-    assert_eq!(
-        batch.schema().field(0),
-        &Field::new("dept_no", DataType::Int32, false)
-    );
-    assert_eq!(
-        batch.column(0).as_ref(),
-        &Int32Array::from(vec![12]) as &dyn Array
-    );
-}
-
-#[test]
-fn keys_reject_keys_that_do_not_fit_the_columns() {
-    let mut keys = Keys::new(&[KeyColumn::i64("diasng_id")]).unwrap();
-    assert_eq!(
-        keys.add("spmaster", None, "7").unwrap_err(),
-        "key [\"7\" (utf8)] does not match the key columns [diasng_id int64]"
-    );
-    assert_eq!(
-        keys.add("spmaster", None, (1, 2)).unwrap_err(),
-        "key [1 (int64), 2 (int64)] does not match the key columns [diasng_id int64]"
-    );
-    assert!(keys.is_empty());
-}
-
-#[test]
-fn keys_for_a_batch_only_accept_its_upstreams() {
-    let batch = Batch::new("p", 1, vec![spmaster_changes()]);
-    let mut keys = Keys::for_batch(&[KeyColumn::i64("diasng_id")], &batch).unwrap();
-    keys.add("spmaster", None, 1).unwrap();
-    assert_eq!(
-        keys.add("spmastr", None, 1).unwrap_err(),
-        "'spmastr' is not an upstream of this pipeline (upstreams: spmaster); a key's \
-         _upstream must name the upstream whose change caused it"
-    );
-}
-
-#[test]
-fn key_declarations_are_checked() {
-    assert!(Keys::new(&[]).is_err());
-    assert_eq!(
-        Keys::new(&[KeyColumn::i64("a"), KeyColumn::utf8("a")]).unwrap_err(),
-        "key column 'a' is declared twice"
-    );
-    assert_eq!(
-        Keys::new(&[KeyColumn::i64("_upstream")]).unwrap_err(),
-        "key column '_upstream' clashes with an output column the SDK adds"
-    );
-}
-
-#[test]
-fn no_keys_is_a_stream_with_the_schema_and_no_rows() {
-    let keys = Keys::new(&[KeyColumn::i64("pub_id")]).unwrap();
-    let (schema, batches) = read_ipc(&keys.to_ipc().unwrap());
-    assert_eq!(
-        schema.field(0),
-        &Field::new("pub_id", DataType::Int64, false)
-    );
-    assert_eq!(schema.fields().len(), 3);
-    assert!(batches.is_empty());
 }
 
 #[test]
@@ -878,33 +880,25 @@ fn string_lookup_keys_are_utf8() {
     assert!(table.is_empty());
 }
 
-#[test]
-fn config_is_a_json_object() {
-    assert_eq!(Config::parse("").unwrap().raw(), "{}");
-    let config = Config::parse(r#"{"employee": "emp_v2", "n": 3, "extra": {"x": 1}}"#).unwrap();
-    assert_eq!(config.str("employee"), Ok(Some("emp_v2")));
-    assert_eq!(config.str_or("employee", "employee"), Ok("emp_v2"));
-    assert_eq!(config.str_or("department", "department"), Ok("department"));
-    assert_eq!(
-        config.str("n").unwrap_err(),
-        "plugin config field 'n' must be a string, got: 3"
-    );
-    assert_eq!(
-        Config::parse("[1]").unwrap_err(),
-        "plugin config must be a JSON object, got: [1]"
-    );
-    assert!(Config::parse("{")
-        .unwrap_err()
-        .starts_with("plugin config is not valid JSON"));
+/// A test pipeline with a typed config.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EveryId {
+    upstream: String,
 }
 
-struct EveryId;
-
 impl Pipeline for EveryId {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = EveryId;
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        for row in batch.changes("spmaster")?.rows() {
+    fn init(config: EveryId, pipeline: &PipelineInfo) -> Result<Self, Error> {
+        pipeline
+            .upstream(&config.upstream)?
+            .require_int("diasng_id")?;
+        Ok(config)
+    }
+
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {
+        for row in batch.changes(&self.upstream)?.rows() {
             keys.add_from(&row, row.i64("diasng_id")?)?;
         }
         Ok(())
@@ -912,13 +906,28 @@ impl Pipeline for EveryId {
 }
 
 #[test]
-fn run_derive_runs_a_pipeline_natively() {
-    let batch = Batch::new("p", 1, vec![spmaster_changes()]);
-    let keys = run_derive::<EveryId>(&batch).unwrap();
-    assert_eq!(keys.len(), 3);
-    let missing = Batch::new("p", 1, vec![]);
-    assert_eq!(
-        run_derive::<EveryId>(&missing).unwrap_err(),
-        "pipeline 'p' has no upstream 'spmaster' (its upstreams: none)"
+fn run_derive_runs_init_and_derive_natively() {
+    let p = info(vec![KeyColumn::i64("diasng_id")]);
+    let batch = Batch::new("sp", 1, vec![spmaster_changes()]);
+    let keys = run_derive::<EveryId>(r#"{"upstream": "spmaster"}"#, &p, &batch).unwrap();
+    assert_eq!(keys.len(), 4);
+    let err = |json: &str| {
+        run_derive::<EveryId>(json, &p, &batch)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err(r#"{"upstream": "spmaster", "extra": 1}"#)
+            .starts_with("[plugin.config]: unknown field `extra`, expected `upstream`"),
+        "{}",
+        err(r#"{"upstream": "spmaster", "extra": 1}"#)
     );
+    assert!(
+        err("").starts_with("[plugin.config]: missing field `upstream`"),
+        "{}",
+        err("")
+    );
+    assert!(err(r#"{"upstream": "affiliation"}"#).contains("has no column 'diasng_id'"));
+    assert!(parse_config::<NoConfig>("{}").is_ok());
+    assert!(parse_config::<NoConfig>(r#"{"a": 1}"#).is_err());
 }

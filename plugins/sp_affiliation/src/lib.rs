@@ -1,33 +1,32 @@
 //! `sp_affiliation`: the affected `diasng_id`s of a staff-member/affiliation pipeline.
 //!
-//! Upstreams `spmaster(diasng_id, name, country)` and
-//! `affiliation(sp_id, institution_key, rank)`; key `diasng_id` (int64).
-//! Config (optional): `{"spmaster": "...", "affiliation": "..."}` renames the upstreams.
+//! Upstreams, in the pipeline file's order: staff members `(diasng_id, name, country)`
+//! and affiliations `(sp_id, institution_key, rank)`; key `diasng_id` (int64).
 
-use dlink_plugin_sdk::{export_pipeline, Batch, Config, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, KeyColumn, Keys, NoConfig, Pipeline};
 
-struct SpAffiliation;
+/// The names of the two upstreams.
+struct SpAffiliation(String, String);
 
 impl Pipeline for SpAffiliation {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = NoConfig;
 
-    fn init(config: &Config) -> Result<(), String> {
-        config.str("spmaster")?;
-        config.str("affiliation")?;
-        Ok(())
+    fn init(_: NoConfig, pipeline: &dlink_plugin_sdk::PipelineInfo) -> Result<Self, Error> {
+        pipeline.expect_keys(&[KeyColumn::i64("diasng_id")])?;
+        let [staff, affiliations] = pipeline.upstreams_as(["staff", "affiliations"])?;
+        staff.require_int("diasng_id")?;
+        affiliations.require_int("sp_id")?;
+        Ok(SpAffiliation(
+            staff.name().into(),
+            affiliations.name().into(),
+        ))
     }
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let spmaster = batch.config().str_or("spmaster", "spmaster")?;
-        let affiliation = batch.config().str_or("affiliation", "affiliation")?;
-
-        // A changed staff member is affected: insert, delete, both update images.
-        let staff = batch.changes(spmaster)?;
-        keys.add_each(staff, staff.i64_values("diasng_id")?)?;
-        // A changed affiliation affects its staff member; an update that moves the
-        // affiliation to another sp_id affects the old (pre-image) and the new one.
-        let affiliations = batch.changes(affiliation)?;
-        keys.add_each(affiliations, affiliations.i64_values("sp_id")?)?;
+    fn derive(&mut self, batch: &Batch, out: &mut Keys) -> Result<(), Error> {
+        // Every change row counts: insert, delete and both images of an update, so an
+        // affiliation moved to another sp_id affects the old and the new one.
+        out.add_column(batch.changes(&self.0)?, "diasng_id")?;
+        out.add_column(batch.changes(&self.1)?, "sp_id")?;
         Ok(())
     }
 }

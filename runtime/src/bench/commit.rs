@@ -59,6 +59,7 @@ async fn commit(link: &mut LinkTable, batch_id: i64, k: &AffectedKeys) -> Result
         plugin_path: "bench".into(),
         plugin_sha256: String::new(),
         plugin_active_since: 1,
+        plugin_contract: None,
     })
     .await
     .map_err(|e| e.to_string())?;

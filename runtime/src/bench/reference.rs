@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::arrow::array::{
-    AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use deltalake::arrow::array::{Array, AsArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ProjectionMask;
@@ -113,77 +111,90 @@ fn read_file(path: &Path, columns: &[&str]) -> Result<(u64, u64), String> {
     Ok((rows, bytes))
 }
 
-/// every_upstream_key compiled into the host, as a [`Derive`]: what the plugin does
-/// with the SDK (one output row per (id, upstream) with the newest commit timestamp),
-/// then the same collection of that output into the keys the commit needs that the
-/// Wasm output goes through. Only the Wasm boundary (IPC in and out, the sandbox) is
-/// left out.
+/// every_upstream_key compiled into the host, as a [`Derive`]: what the plugin
+/// returns through the SDK (per upstream, its change rows' key column and commit
+/// timestamps, not de-duplicated), then the same host collection of that output that
+/// the Wasm output goes through. Only the Wasm boundary (IPC in and out, the sandbox)
+/// is left out.
 pub(crate) struct NativeDerive;
 
 impl Derive for NativeDerive {
     async fn derive(&mut self, input: BatchInput<'_>) -> crate::Result<Derived> {
-        let out = every_upstream_key(&input).map_err(crate::Error::Other)?;
+        let parts = every_upstream_key(&input).map_err(crate::Error::Other)?;
         let names: Vec<&str> = input
             .upstreams
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let keys =
-            crate::keys::collect_batches(&out.schema(), &[out], &input.pipeline.keys, &names, None)
-                .map_err(crate::Error::Other)?;
+        let keys = crate::keys::collect_parts(&parts, &input.pipeline.keys, &names)
+            .map_err(crate::Error::Other)?;
         Ok(Derived {
             keys,
             sha256: String::new(),
             active_since: 1,
+            contract: None,
             timings: PluginTimings::default(),
         })
     }
 }
 
-fn every_upstream_key(input: &BatchInput<'_>) -> Result<RecordBatch, String> {
-    let mut index: HashMap<(i64, usize), usize, foldhash::fast::RandomState> = HashMap::default();
-    let (mut ids, mut ups, mut newest) = (Vec::new(), Vec::new(), Vec::<Option<i64>>::new());
-    for (u, up) in input.upstreams.iter().enumerate() {
-        let Some(ch) = &up.changes else { continue };
-        for b in &ch.batches {
-            let col = b
-                .column_by_name("id")
-                .and_then(|c| c.as_primitive_opt::<Int64Type>())
-                .ok_or("the change rows have no long column 'id'")?;
-            let ts = b
-                .column_by_name(crate::cdf::COMMIT_TIMESTAMP)
-                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-                .ok_or("the change rows have no _commit_timestamp")?;
-            for (id, t) in col.iter().zip(ts.iter()) {
-                let Some(id) = id else { continue };
-                let slot = *index.entry((id, u)).or_insert_with(|| {
-                    ids.push(id);
-                    ups.push(up.upstream.name.as_str());
-                    newest.push(None);
-                    ids.len() - 1
-                });
-                newest[slot] = newest[slot].max(t);
-            }
-        }
-    }
+/// What the `every_upstream_key` plugin returns, natively: per upstream, its change
+/// rows' `id` and `_commit_timestamp` columns as they are.
+fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::keys::KeysPart>, String> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new(crate::keys::UPSTREAM, DataType::Utf8, false),
         Field::new(
             crate::cdf::COMMIT_TIMESTAMP,
             crate::cdf::timestamp_type(),
             true,
         ),
     ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(StringArray::from(ups)),
-            Arc::new(TimestampMicrosecondArray::from(newest).with_timezone("UTC")),
-        ],
-    )
-    .map_err(|e| e.to_string())
+    let mut parts = Vec::new();
+    for up in &input.upstreams {
+        let Some(ch) = &up.changes else { continue };
+        let mut batches = Vec::with_capacity(ch.batches.len());
+        for b in &ch.batches {
+            let id = b
+                .column_by_name("id")
+                .filter(|c| c.data_type() == &DataType::Int64)
+                .ok_or("the change rows have no long column 'id'")?;
+            let ts = b
+                .column_by_name(crate::cdf::COMMIT_TIMESTAMP)
+                .ok_or("the change rows have no _commit_timestamp")?;
+            let id = match id.null_count() {
+                0 => id.clone(),
+                _ => Arc::new(
+                    id.as_primitive::<Int64Type>()
+                        .iter()
+                        .flatten()
+                        .collect::<Int64Array>(),
+                ),
+            };
+            let ts = if id.len() == ts.len() {
+                ts.clone()
+            } else {
+                // Rows with a null id are left out; so are their timestamps.
+                let ids = b.column(b.schema().index_of("id").map_err(|e| e.to_string())?);
+                let keep: Vec<Option<i64>> = ts
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| ids.is_valid(*i))
+                    .map(|(_, t)| t)
+                    .collect();
+                Arc::new(TimestampMicrosecondArray::from(keep).with_timezone("UTC"))
+            };
+            batches.push(
+                RecordBatch::try_new(schema.clone(), vec![id, ts]).map_err(|e| e.to_string())?,
+            );
+        }
+        parts.push(crate::keys::KeysPart {
+            upstream: up.upstream.name.clone(),
+            schema: schema.clone(),
+            batches,
+        });
+    }
+    Ok(parts)
 }
 
 /// Times the three derivations of every pipeline-batch of the catch-up on the same
@@ -280,6 +291,7 @@ pub async fn derivations(
                     });
                 }
                 Ok(BatchInput {
+                    lookup_tables: &[],
                     pipeline: &pipelines[i],
                     batch_id,
                     upstreams: ups,

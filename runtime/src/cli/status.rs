@@ -87,9 +87,13 @@ fn render(list: &[PipelineStatus]) -> String {
                 p.plugin
                     .as_ref()
                     .map(|d| format!(
-                        ", {} (sha256 {}) since batch {}",
+                        ", {} (sha256 {}{}) since batch {}",
                         d.path.as_deref().unwrap_or("?"),
                         d.sha256.as_deref().map_or("?", |s| &s[..s.len().min(12)]),
+                        d.contract
+                            .as_deref()
+                            .map(|c| format!(", {c}"))
+                            .unwrap_or_default(),
                         d.active_since_batch
                             .map_or("?".to_string(), |b| b.to_string())
                     ))

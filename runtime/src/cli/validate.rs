@@ -4,7 +4,8 @@
 //! 1. the catalog and every pipeline file (syntax, names, types, paths);
 //! 2. every upstream table: it opens, the Change Data Feed is on, the catalog's
 //!    `columns` exist and its `filter` is a valid predicate;
-//! 3. every plugin: it compiles and exports what the WIT contract requires;
+//! 3. every plugin: it compiles, exports what its WIT contract requires and its `init`
+//!    accepts the pipeline;
 //!    every SQL query: it plans against the upstreams' schemas and returns the keys;
 //! 4. every existing link table: its key columns match the declared types.
 
@@ -14,7 +15,10 @@ use std::process::ExitCode;
 use dlink_rt::cdf::{self, history::TableState};
 use dlink_rt::config::{Derivation, Pipeline, Upstream};
 use dlink_rt::lookup::TableCache;
-use dlink_rt::plugin::HostBuilder;
+use std::collections::HashMap;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use dlink_rt::plugin::{Contract, HostBuilder, PipelineInfo, PluginError};
 use dlink_rt::sink::LinkTable;
 use dlink_rt::sql_pipeline::ChangeTable;
 
@@ -50,11 +54,13 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         .collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     upstreams.dedup_by(|a, b| a.name == b.name);
-    let mut schemas = std::collections::HashMap::new();
+    let mut schemas = HashMap::new();
+    let mut table_schemas = HashMap::new();
     for u in upstreams {
         match check_upstream(u).await {
-            Ok((schema, version)) => {
+            Ok((schema, version, table_schema)) => {
                 schemas.insert(u.name.clone(), (schema, version));
+                table_schemas.insert(u.name.clone(), table_schema);
             }
             Err(e) => problems.push(e),
         }
@@ -65,18 +71,14 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         let at = format!("{}:{}", p.file.display(), p.derivation_line);
         match &p.derivation {
             Derivation::Plugin(spec) => {
-                // Compiled, its imports and exports checked, then instantiated under
-                // the pipeline's limits with `init` called on its [plugin.config]: a
-                // configuration the plugin refuses fails here, not at the first batch.
-                let loaded = match host.compile(&spec.path) {
-                    Ok(c) => match host.check(&c) {
-                        Ok(()) => host.instantiate(&c, &p.name, spec).await.map(drop),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = loaded {
-                    problems.push(format!("{at}: plugin {}: {e}", spec.path.display()));
+                match check_plugin(&host, p, spec, &schemas, &table_schemas).await {
+                    Ok(Some(contract)) => println!(
+                        "pipeline '{}': plugin {} speaks {contract}; init accepted the pipeline",
+                        p.name,
+                        spec.path.display()
+                    ),
+                    Ok(None) => {}
+                    Err(e) => problems.push(format!("{at}: plugin {}: {e}", spec.path.display())),
                 }
             }
             Derivation::Sql { query } => {
@@ -112,9 +114,43 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
 type Schemas = std::collections::HashMap<String, (deltalake::arrow::datatypes::SchemaRef, i64)>;
 
 /// Opens the upstream and checks its options; returns its change-row schema and version.
-async fn check_upstream(
-    u: &Upstream,
-) -> Result<(deltalake::arrow::datatypes::SchemaRef, i64), String> {
+/// The plugin compiled, its imports and exports checked, then instantiated under the
+/// pipeline's limits with `init` called: a contract 0.2 plugin sees the pipeline's
+/// tables and keys, so a wrong key type or an unknown upstream fails here as well as a
+/// configuration the plugin refuses. `None` when a table is unreadable (reported
+/// already; init would only repeat it).
+async fn check_plugin(
+    host: &dlink_rt::plugin::PluginHost,
+    p: &Pipeline,
+    spec: &dlink_rt::config::PluginSpec,
+    schemas: &HashMap<String, (SchemaRef, i64)>,
+    table_schemas: &HashMap<String, SchemaRef>,
+) -> Result<Option<Contract>, PluginError> {
+    let info = PipelineInfo {
+        name: p.name.clone(),
+        upstreams: p
+            .upstreams
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), schemas.get(&u.name)?.0.clone())))
+            .collect(),
+        lookups: p
+            .lookups
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), table_schemas.get(&u.name)?.clone())))
+            .collect(),
+        keys: p.keys.clone(),
+    };
+    if info.upstreams.len() + info.lookups.len() < p.upstreams.len() + p.lookups.len() {
+        return Ok(None);
+    }
+    let c = host.compile(&spec.path)?;
+    host.check(&c)?;
+    host.instantiate(&c, &info, spec).await?;
+    Ok(Some(c.contract))
+}
+
+/// The upstream's change-row schema, latest version and table schema.
+async fn check_upstream(u: &Upstream) -> Result<(SchemaRef, i64, SchemaRef), String> {
     let t = cdf::open_latest(u).await.map_err(|e| e.to_string())?;
     let version = cdf::version_of(u, &t).map_err(|e| e.to_string())?;
     let state: TableState = cdf::state_of(u, &t).map_err(|e| e.to_string())?;
@@ -138,7 +174,7 @@ async fn check_upstream(
             format!("upstream '{}': the catalog's filter `{f}` is not a valid predicate on the table: {e}", u.name)
         })?;
     }
-    Ok((schema, version))
+    Ok((schema, version, table_schema))
 }
 
 async fn check_sql(

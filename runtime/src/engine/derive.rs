@@ -15,7 +15,7 @@ use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
 use crate::error::{BatchFailure, Error, Result};
 use crate::keys::{AffectedKeys, DefaultCause};
 use crate::lookup::{TableCache, TableLookup};
-use crate::plugin::{PluginError, PluginHost, UpstreamInput};
+use crate::plugin::{PipelineInfo, PluginError, PluginHost, UpstreamInput};
 use crate::sink::UpstreamRange;
 use crate::sql_pipeline::ChangeTable;
 
@@ -50,9 +50,34 @@ pub(crate) struct BatchInput<'a> {
     pub upstreams: Vec<UpstreamBatch<'a>>,
     /// Every table a lookup or a SQL join may read, at the batch's version.
     pub pinned: Vec<(Upstream, i64)>,
+    /// The pipeline's lookup-only tables, as opened by the run (their schemas are
+    /// part of what a plugin's `init` is told).
+    pub lookup_tables: &'a [(Upstream, DeltaTable)],
     /// Tables already open at pinned versions, shared with lookups.
     pub cache: &'a TableCache,
     pub ctx: &'a SessionContext,
+}
+
+impl BatchInput<'_> {
+    /// What a plugin's `init` is told about the pipeline, from the batch's tables.
+    fn pipeline_info(&self) -> Result<PipelineInfo> {
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|u| Ok((u.upstream.name.clone(), u.schema()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let lookups = self
+            .lookup_tables
+            .iter()
+            .map(|(u, t)| Ok((u.name.clone(), cdf::arrow_schema(u, t)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PipelineInfo {
+            name: self.pipeline.name.clone(),
+            upstreams,
+            lookups,
+            keys: self.pipeline.keys.clone(),
+        })
+    }
 }
 
 /// What a derivation produced.
@@ -62,6 +87,8 @@ pub(crate) struct Derived {
     pub sha256: String,
     /// The batch from which this plugin (or query) has been in effect.
     pub active_since: i64,
+    /// The contract of the plugin (none for SQL).
+    pub contract: Option<crate::plugin::Contract>,
     /// Where a plugin derivation's time went (zero for the others).
     pub timings: PluginTimings,
 }
@@ -140,7 +167,10 @@ impl Derive for PluginDerive<'_> {
         let mut lap = Lap::start();
         let plugin = match &mut self.slot.current {
             Some(p) => p,
-            empty => empty.insert(load_plugin(pipeline, self.spec, self.host).await?),
+            empty => {
+                let info = input.pipeline_info()?;
+                empty.insert(load_plugin(pipeline, self.spec, self.host, &info).await?)
+            }
         };
         let load_time = lap.next();
         let active_since = *self.slot.active_since.get_or_insert(batch_id);
@@ -199,8 +229,9 @@ impl Derive for PluginDerive<'_> {
             }
         };
         let sha256 = plugin.sha256.clone();
+        let contract = Some(plugin.contract);
         let call_time = lap.next();
-        let keys = crate::keys::collect(&output, &pipeline.keys, &names)
+        let keys = crate::keys::collect_output(&output, &pipeline.keys, &names)
             .map_err(|reason| batch_err(&input, PluginError::InvalidOutput { reason }.into()))?;
         let timings = PluginTimings {
             load: load_time,
@@ -222,6 +253,7 @@ impl Derive for PluginDerive<'_> {
             keys,
             sha256,
             active_since,
+            contract,
             timings,
         })
     }
@@ -274,6 +306,7 @@ impl Derive for SqlDerive<'_> {
             keys,
             sha256: crate::plugin::sha256_hex(self.query.as_bytes()),
             active_since: self.first_batch,
+            contract: None,
             timings: PluginTimings::default(),
         })
     }

@@ -256,7 +256,20 @@ async fn watch(
                 continue;
             }
         };
-        match host.instantiate(&compiled, &pipeline.name, &spec).await {
+        // The new plugin's init sees the tables as they are now.
+        let info = match super::pipeline_info(&pipeline).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(
+                    "{}: cannot load new plugin file {} ({}): {e}; the running plugin stays",
+                    pipeline.name,
+                    path.display(),
+                    &sha[..12]
+                );
+                continue;
+            }
+        };
+        match host.instantiate(&compiled, &info, &spec).await {
             Ok(plugin) => {
                 tracing::info!(
                     "{}: new plugin file {} ({}) ready in {} ms; it takes effect at the next batch",

@@ -180,6 +180,7 @@ impl Session {
                 batch_id,
                 upstreams,
                 pinned,
+                lookup_tables: &self.lookups,
                 cache: &self.cache,
                 ctx: &self.ctx,
             })
@@ -199,6 +200,7 @@ impl Session {
                 plugin_path: pipeline.deriver(),
                 plugin_sha256: derived.sha256,
                 plugin_active_since: derived.active_since,
+                plugin_contract: derived.contract,
             })
             .await?;
         stages.commit = lap.next();

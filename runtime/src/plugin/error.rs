@@ -54,9 +54,24 @@ pub enum PluginError {
     )]
     Imports(#[source] wasmtime::Error),
 
+    /// The component exports neither contract's entry points.
+    #[error(
+        "exports neither contract's entry points (dlink:pipeline/plugin@0.2.0, or init and \
+         derive of 0.1.0); build it with dlink-plugin-sdk for wasm32-wasip2"
+    )]
+    NoContract,
+
     /// The component does not export the contract's functions with its types.
-    #[error("does not export the dlink:pipeline/pipeline-plugin world's init and derive: {0:#}")]
-    Exports(#[source] wasmtime::Error),
+    #[error("does not export the {contract} world's functions with their types: {source:#}")]
+    Exports {
+        contract: super::Contract,
+        #[source]
+        source: wasmtime::Error,
+    },
+
+    /// The pipeline's description (its schemas) cannot be encoded for `init`.
+    #[error("cannot encode the pipeline's schemas for init: {0}")]
+    Info(#[source] deltalake::arrow::error::ArrowError),
 
     /// A folder of `[plugin] read_dirs` cannot be granted.
     #[error("cannot grant read access to {} as /{name}: {source:#}", dir.display())]
@@ -77,7 +92,7 @@ pub enum PluginError {
     /// The plugin returned an error: `init` refused its configuration, or `derive` its
     /// batch.
     #[error("{}: {message}", match call {
-        Call::Init => "init rejected the configuration",
+        Call::Init => "init rejected the pipeline",
         Call::Derive => "derive returned an error",
     })]
     Rejected { call: Call, message: String },
@@ -151,7 +166,7 @@ mod tests {
             call: Call::Init,
             message: "no field x".into(),
         };
-        assert_eq!(e.to_string(), "init rejected the configuration: no field x");
+        assert_eq!(e.to_string(), "init rejected the pipeline: no field x");
         let e = PluginError::Trap {
             call: Call::Init,
             trap: wasmtime::Trap::UnreachableCodeReached,

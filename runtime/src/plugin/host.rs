@@ -1,11 +1,20 @@
-//! The `dlink:pipeline/host` interface as seen by a plugin: `lookup` and `log`.
+//! The `dlink:pipeline/host` interface as seen by a plugin: `lookup` and `log`, the
+//! same for both contracts (0.1 and 0.2 each have their own copy of the interface).
 
-use super::generated::dlink::pipeline::{host, types};
+use super::contract::{v0_1, v0_2};
 use super::State;
 
-impl types::Host for State {}
+/// Log levels of both contracts, as one.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
 
-impl host::Host for State {
+impl State {
     async fn lookup(
         &mut self,
         table: String,
@@ -27,7 +36,7 @@ impl host::Host for State {
         }
     }
 
-    async fn log(&mut self, level: types::Level, message: String) {
+    fn log(&mut self, level: Level, message: String) {
         if self.log_bytes > self.log_budget {
             return;
         }
@@ -42,11 +51,45 @@ impl host::Host for State {
         }
         let label = &self.label;
         match level {
-            types::Level::Trace => tracing::trace!("{label}: {message}"),
-            types::Level::Debug => tracing::debug!("{label}: {message}"),
-            types::Level::Info => tracing::info!("{label}: {message}"),
-            types::Level::Warn => tracing::warn!("{label}: {message}"),
-            types::Level::Error => tracing::error!("{label}: {message}"),
+            Level::Trace => tracing::trace!("{label}: {message}"),
+            Level::Debug => tracing::debug!("{label}: {message}"),
+            Level::Info => tracing::info!("{label}: {message}"),
+            Level::Warn => tracing::warn!("{label}: {message}"),
+            Level::Error => tracing::error!("{label}: {message}"),
         }
     }
 }
+
+/// Implements one contract's copy of the host interface on [`State`].
+macro_rules! host_interface {
+    ($v:ident) => {
+        impl $v::dlink::pipeline::types::Host for State {}
+
+        impl $v::dlink::pipeline::host::Host for State {
+            async fn lookup(
+                &mut self,
+                table: String,
+                column: String,
+                keys: Vec<u8>,
+                columns: Vec<String>,
+            ) -> Result<Vec<u8>, String> {
+                State::lookup(self, table, column, keys, columns).await
+            }
+
+            async fn log(&mut self, level: $v::dlink::pipeline::types::Level, message: String) {
+                use $v::dlink::pipeline::types::Level as L;
+                let level = match level {
+                    L::Trace => Level::Trace,
+                    L::Debug => Level::Debug,
+                    L::Info => Level::Info,
+                    L::Warn => Level::Warn,
+                    L::Error => Level::Error,
+                };
+                State::log(self, level, message)
+            }
+        }
+    };
+}
+
+host_interface!(v0_1);
+host_interface!(v0_2);

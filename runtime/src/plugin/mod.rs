@@ -7,8 +7,10 @@
 //! interruption) and a cap on output size, all from [`Limits`].
 
 mod cache;
+mod contract;
 mod error;
 mod host;
+mod limiter;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,27 +18,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use wasmtime::component::ResourceAny;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
+pub use contract::{Contract, Output, PipelineInfo};
 pub use error::{Call, PluginError, StderrTail};
+use limiter::Limiter;
 
 use crate::config::{Limits, PluginSpec};
 
-mod generated {
-    wasmtime::component::bindgen!({
-        world: "pipeline-plugin",
-        path: "../wit",
-        imports: { default: async },
-        exports: { default: async },
-    });
-}
-
-use generated::dlink::pipeline::types::{Batch as WitBatch, UpstreamChanges};
-use generated::PipelinePlugin;
+use contract::{v0_1, v0_2};
 
 /// How often the epoch advances; the wall-time budget is counted in these ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -80,63 +75,6 @@ impl WasiView for State {
     }
 }
 
-/// The store's limits, remembering the largest linear memory the guest grew to and
-/// whether a growth was refused (so a trap is known to be the memory cap's).
-struct Limiter {
-    inner: StoreLimits,
-    memory_peak: usize,
-    refused: bool,
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        match self.inner.memory_growing(current, desired, maximum) {
-            Ok(true) => {
-                self.memory_peak = self.memory_peak.max(desired);
-                Ok(true)
-            }
-            refused => {
-                self.refused = true;
-                refused
-            }
-        }
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.inner.memory_grow_failed(error)
-    }
-
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.inner.table_grow_failed(error)
-    }
-
-    fn instances(&self) -> usize {
-        self.inner.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.inner.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.inner.memories()
-    }
-}
-
 /// The engine, linker and compiled-component cache shared by all plugins of a process.
 /// Cloning is cheap: the clones share all of it (pipelines running on their own tasks
 /// each hold one).
@@ -167,6 +105,8 @@ pub struct Compiled {
     /// Hex SHA-256 of the `.wasm` file.
     pub sha256: String,
     pub origin: Origin,
+    /// The contract the component speaks.
+    pub contract: Contract,
     component: Component,
 }
 
@@ -179,10 +119,19 @@ pub struct UpstreamInput {
     pub changes: Vec<u8>,
 }
 
+/// A live plugin instance's entry points.
+enum Bindings {
+    V0_1(v0_1::PipelinePlugin),
+    /// The bindings and the `pipeline` resource `init` returned.
+    V0_2(v0_2::PipelinePlugin, ResourceAny),
+}
+
 /// A live plugin instance.
 pub struct Plugin {
     store: Store<State>,
-    bindings: PipelinePlugin,
+    bindings: Bindings,
+    /// The contract it speaks.
+    pub contract: Contract,
     limits: Limits,
     pub path: PathBuf,
     pub sha256: String,
@@ -261,7 +210,8 @@ impl PluginHost {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        v0_1::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        v0_2::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -294,16 +244,18 @@ impl PluginHost {
         let (component, origin) =
             cache::load(&self.engine, &wasm, &sha256, self.cache_dir.as_deref())
                 .map_err(PluginError::NotAComponent)?;
+        let contract = Contract::of(&component, &self.engine).ok_or(PluginError::NoContract)?;
         tracing::info!(
             plugin = %path.display(),
             bytes = wasm.len(),
             sha256 = %sha256,
+            contract = %contract,
             origin = match origin {
                 Origin::Compiled => "compiled",
                 Origin::Cached => "cache",
             },
             ms = started.elapsed().as_millis() as u64,
-            "plugin {} ({} bytes, sha256 {}): {}",
+            "plugin {} ({} bytes, sha256 {}, {contract}): {}",
             path.display(),
             wasm.len(),
             &sha256[..12],
@@ -316,31 +268,83 @@ impl PluginHost {
             path: path.to_path_buf(),
             sha256,
             origin,
+            contract,
             component,
         })
     }
 
     /// Checks, without running it, that `compiled` imports nothing but what the host
-    /// provides (WASI p2 and `dlink:pipeline/host`) and exports `init` and `derive`
-    /// with the types of the WIT contract.
+    /// provides (WASI p2 and `dlink:pipeline/host`) and exports its contract's entry
+    /// points with their types.
     pub fn check(&self, compiled: &Compiled) -> Result<(), PluginError> {
         let pre = self
             .linker
             .instantiate_pre(&compiled.component)
             .map_err(PluginError::Imports)?;
-        generated::PipelinePluginPre::new(pre)
-            .map(|_| ())
-            .map_err(PluginError::Exports)
+        let exports = |source| PluginError::Exports {
+            contract: compiled.contract,
+            source,
+        };
+        match compiled.contract {
+            Contract::V0_1 => v0_1::PipelinePluginPre::new(pre).map(drop).map_err(exports),
+            Contract::V0_2 => v0_2::PipelinePluginPre::new(pre).map(drop).map_err(exports),
+        }
     }
 
-    /// Instantiates `compiled` in a fresh sandbox and calls its `init(config_json)`.
-    /// `read_dirs` are (name, host folder) pairs the plugin may read at `/<name>`.
+    /// Instantiates `compiled` in a fresh sandbox and calls its `init`: with the
+    /// pipeline `info` and `[plugin.config]` (contract 0.2) or the config alone (0.1).
     pub async fn instantiate(
         &self,
         compiled: &Compiled,
-        pipeline: &str,
+        info: &PipelineInfo,
         spec: &PluginSpec,
     ) -> Result<Plugin, PluginError> {
+        let mut store = self.store(&info.name, spec)?;
+        let component = &compiled.component;
+        let limits = spec.limits;
+        let refused = |message| PluginError::Rejected {
+            call: Call::Init,
+            message,
+        };
+        let bindings = match compiled.contract {
+            Contract::V0_1 => {
+                let b =
+                    v0_1::PipelinePlugin::instantiate_async(&mut store, component, &self.linker)
+                        .await
+                        .map_err(PluginError::Instantiate)?;
+                match b.call_init(&mut store, &spec.config_json).await {
+                    Ok(Ok(())) => Bindings::V0_1(b),
+                    Ok(Err(message)) => return Err(refused(message)),
+                    Err(e) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                }
+            }
+            Contract::V0_2 => {
+                let b =
+                    v0_2::PipelinePlugin::instantiate_async(&mut store, component, &self.linker)
+                        .await
+                        .map_err(PluginError::Instantiate)?;
+                let wit = info.to_wit(&spec.config_json).map_err(PluginError::Info)?;
+                let guest = b.dlink_pipeline_plugin().pipeline();
+                match guest.call_init(&mut store, &wit).await {
+                    Ok(Ok(resource)) => Bindings::V0_2(b, resource),
+                    Ok(Err(message)) => return Err(refused(message)),
+                    Err(e) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                }
+            }
+        };
+        Ok(Plugin {
+            store,
+            bindings,
+            contract: compiled.contract,
+            limits,
+            path: compiled.path.clone(),
+            sha256: compiled.sha256.clone(),
+        })
+    }
+
+    /// A store for one plugin instance: its sandbox (WASI without files, environment
+    /// or network; the granted folders), limits and stderr capture.
+    fn store(&self, pipeline: &str, spec: &PluginSpec) -> Result<Store<State>, PluginError> {
         let limits = spec.limits;
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtx::builder();
@@ -392,29 +396,7 @@ impl PluginHost {
         });
         store.set_epoch_deadline(1);
         store.data_mut().deadline = Some(Instant::now() + Duration::from_millis(limits.timeout_ms));
-        let bindings =
-            PipelinePlugin::instantiate_async(&mut store, &compiled.component, &self.linker)
-                .await
-                .map_err(PluginError::Instantiate)?;
-        let mut plugin = Plugin {
-            store,
-            bindings,
-            limits,
-            path: compiled.path.clone(),
-            sha256: compiled.sha256.clone(),
-        };
-        let result = plugin
-            .bindings
-            .call_init(&mut plugin.store, &spec.config_json)
-            .await;
-        match result {
-            Ok(Ok(())) => Ok(plugin),
-            Ok(Err(message)) => Err(PluginError::Rejected {
-                call: Call::Init,
-                message,
-            }),
-            Err(e) => Err(plugin.describe_trap(Call::Init, e)),
-        }
+        Ok(store)
     }
 }
 
@@ -427,31 +409,60 @@ impl Plugin {
         batch_id: i64,
         upstreams: Vec<UpstreamInput>,
         lookup: Arc<dyn Lookup>,
-    ) -> Result<Vec<u8>, PluginError> {
-        let batch = WitBatch {
-            pipeline: pipeline.to_string(),
-            batch_id,
-            upstreams: upstreams
-                .into_iter()
-                .map(|u| UpstreamChanges {
-                    name: u.name,
-                    start_version: u.start_version,
-                    end_version: u.end_version,
-                    changes: u.changes,
-                })
-                .collect(),
-        };
+    ) -> Result<Output, PluginError> {
         {
             let data = self.store.data_mut();
             data.lookup = Some(lookup);
             data.label = format!("pipeline '{pipeline}' batch {batch_id}");
             data.log_bytes = 0;
             data.limits.refused = false;
+            data.deadline = Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
         }
-        self.store.data_mut().deadline =
-            Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
         self.store.set_epoch_deadline(1);
-        let result = self.bindings.call_derive(&mut self.store, &batch).await;
+        let result = match &self.bindings {
+            Bindings::V0_1(b) => {
+                use v0_1::dlink::pipeline::types as w;
+                let batch = w::Batch {
+                    pipeline: pipeline.to_string(),
+                    batch_id,
+                    upstreams: upstreams
+                        .into_iter()
+                        .map(|u| w::UpstreamChanges {
+                            name: u.name,
+                            start_version: u.start_version,
+                            end_version: u.end_version,
+                            changes: u.changes,
+                        })
+                        .collect(),
+                };
+                let r = b.call_derive(&mut self.store, &batch).await;
+                r.map(|r| r.map(Output::Combined))
+            }
+            Bindings::V0_2(b, resource) => {
+                use v0_2::dlink::pipeline::types as w;
+                let batch = w::Batch {
+                    batch_id,
+                    upstreams: upstreams
+                        .into_iter()
+                        .map(|u| w::UpstreamChanges {
+                            name: u.name,
+                            start_version: u.start_version,
+                            end_version: u.end_version,
+                            changes: u.changes,
+                        })
+                        .collect(),
+                };
+                let guest = b.dlink_pipeline_plugin().pipeline();
+                let r = guest.call_derive(&mut self.store, *resource, &batch).await;
+                r.map(|r| {
+                    r.map(|parts| {
+                        Output::PerUpstream(
+                            parts.into_iter().map(|p| (p.upstream, p.keys)).collect(),
+                        )
+                    })
+                })
+            }
+        };
         self.store.data_mut().lookup = None;
         tracing::debug!(
             pipeline,
@@ -460,14 +471,14 @@ impl Plugin {
             "derive returned"
         );
         let out = match result {
-            Ok(Ok(bytes)) => bytes,
+            Ok(Ok(out)) => out,
             Ok(Err(message)) => {
                 return Err(PluginError::Rejected {
                     call: Call::Derive,
                     message,
                 })
             }
-            Err(e) => return Err(self.describe_trap(Call::Derive, e)),
+            Err(e) => return Err(describe_trap(&self.store, &self.limits, Call::Derive, e)),
         };
         let cap = self.limits.max_output_mb.saturating_mul(1 << 20);
         if out.len() as u64 > cap {
@@ -478,42 +489,47 @@ impl Plugin {
         }
         Ok(out)
     }
+}
 
-    /// Classifies a failed call by what wasmtime reports (the trap code) and what the
-    /// store saw (a refused memory growth), never by the message's text.
-    fn describe_trap(&self, call: Call, e: wasmtime::Error) -> PluginError {
-        let stderr = self.stderr_tail();
-        if self.store.data().limits.refused {
-            return PluginError::MemoryCap {
-                call,
-                memory_mb: self.limits.memory_mb,
-                stderr,
-            };
-        }
-        match e.downcast_ref::<Trap>().copied() {
-            Some(Trap::Interrupt) => PluginError::Timeout {
-                call,
-                timeout_ms: self.limits.timeout_ms,
-                stderr,
-            },
-            Some(trap) => PluginError::Trap { call, trap, stderr },
-            None => PluginError::Failed {
-                call,
-                source: e,
-                stderr,
-            },
-        }
+/// Classifies a failed call by what wasmtime reports (the trap code) and what the
+/// store saw (a refused memory growth), never by the message's text.
+fn describe_trap(
+    store: &Store<State>,
+    limits: &Limits,
+    call: Call,
+    e: wasmtime::Error,
+) -> PluginError {
+    let stderr = stderr_tail(store);
+    if store.data().limits.refused {
+        return PluginError::MemoryCap {
+            call,
+            memory_mb: limits.memory_mb,
+            stderr,
+        };
     }
+    match e.downcast_ref::<Trap>().copied() {
+        Some(Trap::Interrupt) => PluginError::Timeout {
+            call,
+            timeout_ms: limits.timeout_ms,
+            stderr,
+        },
+        Some(trap) => PluginError::Trap { call, trap, stderr },
+        None => PluginError::Failed {
+            call,
+            source: e,
+            stderr,
+        },
+    }
+}
 
-    /// The last 2,000 bytes the plugin wrote to stderr.
-    fn stderr_tail(&self) -> StderrTail {
-        let stderr = self.store.data().stderr.contents();
-        let tail = String::from_utf8_lossy(&stderr);
-        let tail = tail.trim();
-        let start = tail.len().saturating_sub(2000);
-        let start = (start..tail.len())
-            .find(|i| tail.is_char_boundary(*i))
-            .unwrap_or(0);
-        StderrTail(tail[start..].to_string())
-    }
+/// The last 2,000 bytes the plugin wrote to stderr.
+fn stderr_tail(store: &Store<State>) -> StderrTail {
+    let stderr = store.data().stderr.contents();
+    let tail = String::from_utf8_lossy(&stderr);
+    let tail = tail.trim();
+    let start = tail.len().saturating_sub(2000);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(0);
+    StderrTail(tail[start..].to_string())
 }

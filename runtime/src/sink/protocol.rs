@@ -73,6 +73,8 @@ pub struct Commit<'a> {
     pub plugin_sha256: String,
     /// The batch at which this plugin file took effect in the running process.
     pub plugin_active_since: i64,
+    /// The contract the plugin speaks (none for a SQL derivation).
+    pub plugin_contract: Option<crate::plugin::Contract>,
 }
 
 /// The checkpoint after committing `c` on `held`: the batch id moves to `c`'s, each
@@ -128,7 +130,7 @@ pub(crate) fn batch_metadata(pipeline: &str, mode: LinkMode, c: &Commit<'_>) -> 
         "upstreams": upstreams,
         "lookups": lookups,
         "link_mode": mode.as_str(),
-        "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since},
+        "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since, "contract": c.plugin_contract.map(|k| k.to_string())},
         "host": HOST,
     })
 }
@@ -219,6 +221,7 @@ mod tests {
             plugin_path: "p.wasm".into(),
             plugin_sha256: "ab".into(),
             plugin_active_since: 1,
+            plugin_contract: Some(crate::plugin::Contract::V0_2),
         }
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct BatchMeta {
     pub plugin_path: Option<String>,
     pub plugin_sha256: Option<String>,
     pub plugin_active_since: Option<i64>,
+    /// The plugin's contract, e.g. `dlink:pipeline@0.2.0` (absent before 0.2 hosts).
+    pub plugin_contract: Option<String>,
     /// The link table's version of the commit (set by the reader).
     pub link_version: i64,
 }
@@ -113,6 +115,7 @@ pub(crate) fn batch_meta(commit: &[u8]) -> Option<BatchMeta> {
         plugin_path: pget("path").and_then(Value::as_str).map(String::from),
         plugin_sha256: pget("sha256").and_then(Value::as_str).map(String::from),
         plugin_active_since: pget("active_since_batch").and_then(Value::as_i64),
+        plugin_contract: pget("contract").and_then(Value::as_str).map(String::from),
         link_version: -1,
     })
 }

@@ -142,9 +142,12 @@ pub(super) async fn rederive(
                     c
                 }
             };
+            let info = crate::engine::pipeline_info(p)
+                .await
+                .map_err(|e| unavailable(format!("the pipeline's tables cannot be opened: {e}")))?;
             let plugin = run
                 .host
-                .instantiate(&compiled, &p.name, &spec)
+                .instantiate(&compiled, &info, &spec)
                 .await
                 .map_err(failed)?;
             Engine::Plugin {

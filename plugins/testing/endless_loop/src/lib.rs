@@ -2,14 +2,18 @@
 //! calls the host). The host's wall-time budget (`[plugin.limits] timeout_ms`, epoch
 //! interruption) must stop it with a clear error; the process must not hang.
 
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, NoConfig, Pipeline, PipelineInfo};
 
 struct EndlessLoop;
 
 impl Pipeline for EndlessLoop {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = NoConfig;
 
-    fn derive(batch: &Batch, _keys: &mut Keys) -> Result<(), String> {
+    fn init(_config: NoConfig, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(EndlessLoop)
+    }
+
+    fn derive(&mut self, batch: &Batch, _keys: &mut Keys) -> Result<(), Error> {
         // `black_box` keeps the optimizer from proving anything about the loop.
         let mut state = batch.id() as u64;
         loop {

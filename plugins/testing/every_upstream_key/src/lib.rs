@@ -1,26 +1,35 @@
-//! `every_upstream_key`: for the host's many-pipeline tests and `dlink-rt bench`. Every
-//! change row of every upstream yields its `key_column` (config, default `id`) as the
-//! key `id`. The key column is taken once per upstream (`i64_column`) and recorded
-//! with `Keys::add_each`, the fast way to write a hot loop with the SDK: a per-row
-//! `row.i64(name)` looks the column up by name and type for every row, and a per-row
-//! `add_from` looks up the row's upstream.
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, Pipeline, PipelineInfo};
 
-use dlink_plugin_sdk::{export_pipeline, Batch, Config, KeyColumn, Keys, Pipeline};
+/// `[plugin.config]`: `key_column` (default `id`).
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    key_column: String,
+}
 
-struct EveryUpstreamKey;
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            key_column: "id".into(),
+        }
+    }
+}
+
+struct EveryUpstreamKey(Config);
 
 impl Pipeline for EveryUpstreamKey {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("id")];
+    type Config = Config;
 
-    fn init(config: &Config) -> Result<(), String> {
-        config.str("key_column")?;
-        Ok(())
+    fn init(config: Config, pipeline: &PipelineInfo) -> Result<Self, Error> {
+        for u in pipeline.upstreams() {
+            u.require_int(&config.key_column)?;
+        }
+        Ok(EveryUpstreamKey(config))
     }
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let column = batch.config().str_or("key_column", "id")?;
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {
         for changes in batch.upstreams() {
-            keys.add_each(changes, changes.i64_column(column)?)?;
+            keys.add_column(changes, &self.0.key_column)?;
         }
         Ok(())
     }

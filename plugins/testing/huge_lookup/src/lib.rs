@@ -4,7 +4,9 @@
 //! size once crashed the host (a predicate with one literal per key, planned on the
 //! Wasm fiber's stack); it must return its rows, or fail with `max_lookup_rows`.
 
-use dlink_plugin_sdk::{export_pipeline, lookup_i64, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{
+    export_pipeline, lookup_i64, Batch, Error, Keys, NoConfig, Pipeline, PipelineInfo,
+};
 
 /// Keys asked in the one lookup.
 const KEYS: i64 = 1_000_000;
@@ -12,9 +14,13 @@ const KEYS: i64 = 1_000_000;
 struct HugeLookup;
 
 impl Pipeline for HugeLookup {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("emp_id")];
+    type Config = NoConfig;
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
+    fn init(_config: NoConfig, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(HugeLookup)
+    }
+
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {
         if batch.changes("department")?.is_empty() {
             return Ok(());
         }

@@ -1,28 +1,34 @@
-//! Hostile test plugin: `init` succeeds, `derive` returns a valid but huge output:
-//! `keys` distinct keys (config `keys`, default 200000; about 4 MB of Arrow IPC),
-//! all attributed to the first upstream. The host must refuse output above
-//! `[plugin.limits] max_output_mb`.
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, Pipeline, PipelineInfo};
 
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+/// `[plugin.config]`: `keys`, how many keys to return (default 200,000).
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    keys: i64,
+}
 
-struct HugeOutput;
+impl Default for Config {
+    fn default() -> Self {
+        Config { keys: 200_000 }
+    }
+}
+
+struct HugeOutput(Config);
 
 impl Pipeline for HugeOutput {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = Config;
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let count = match batch.config().get("keys") {
-            None => 200_000,
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| format!("huge_output: config 'keys' must be an integer, got {v}"))?,
-        };
+    fn init(config: Config, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(HugeOutput(config))
+    }
+
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {
         let upstream = batch
             .upstream_names()
             .next()
             .ok_or("huge_output: the batch has no upstream")?
             .to_string();
-        for key in 0..count {
+        for key in 0..self.0.keys {
             keys.add(&upstream, None, 1_000_000 + key)?;
         }
         Ok(())

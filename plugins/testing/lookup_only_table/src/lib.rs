@@ -2,14 +2,20 @@
 //! `department`; `employee` is a lookup table it does not watch. A changed department
 //! affects its employees as of the batch's pinned version of `employee`.
 
-use dlink_plugin_sdk::{export_pipeline, lookup_i64, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{
+    export_pipeline, lookup_i64, Batch, Error, Keys, NoConfig, Pipeline, PipelineInfo,
+};
 
 struct LookupOnlyTable;
 
 impl Pipeline for LookupOnlyTable {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("emp_id")];
+    type Config = NoConfig;
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
+    fn init(_config: NoConfig, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(LookupOnlyTable)
+    }
+
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {
         let changed = batch
             .changes("department")?
             .newest_commit_by_i64("dept_id")?;

@@ -3,16 +3,20 @@
 //! memory cap (`[plugin.limits] memory_mb`, a store limiter that traps on a failed
 //! grow) must stop it with a clear error rather than let it take the process's memory.
 
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, NoConfig, Pipeline, PipelineInfo};
 
 struct MemoryBomb;
 
 const CHUNK: usize = 4 << 20;
 
 impl Pipeline for MemoryBomb {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = NoConfig;
 
-    fn derive(_batch: &Batch, _keys: &mut Keys) -> Result<(), String> {
+    fn init(_config: NoConfig, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(MemoryBomb)
+    }
+
+    fn derive(&mut self, _batch: &Batch, _keys: &mut Keys) -> Result<(), Error> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         // wasm32 addresses 4 GiB at most: 1024 chunks; reaching the end means the
         // host's cap did not stop the plugin.
@@ -26,7 +30,8 @@ impl Pipeline for MemoryBomb {
         Err(format!(
             "memory_bomb: allocated {} MiB without hitting a memory cap",
             hoard.len() * (CHUNK >> 20)
-        ))
+        )
+        .into())
     }
 }
 

@@ -1,5 +1,5 @@
 //! Hostile test plugin: `init` succeeds, `derive` returns an output with the right
-//! schema (`diasng_id` int64, `_upstream`, `_commit_timestamp`) but a null key: one row
+//! schema (`diasng_id` int64, `_commit_timestamp`, for upstream `spmaster`) but a null key: one row
 //! per `spmaster` change row with a non-null `diasng_id`, plus one row whose
 //! `diasng_id` is null. The host must reject the output (keys must not be null).
 //!
@@ -8,24 +8,30 @@
 
 use std::sync::Arc;
 
-use dlink_plugin_sdk::arrow_array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use dlink_plugin_sdk::arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use dlink_plugin_sdk::arrow_ipc::writer::StreamWriter;
 use dlink_plugin_sdk::arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use dlink_plugin_sdk::bindings::dlink::pipeline::types;
-use dlink_plugin_sdk::bindings::Guest;
+use dlink_plugin_sdk::bindings::exports::dlink::pipeline::plugin::{
+    Guest, GuestPipeline, Pipeline as Handle,
+};
 use dlink_plugin_sdk::Batch;
+
+struct Export;
+
+impl Guest for Export {
+    type Pipeline = NullKeys;
+}
 
 struct NullKeys;
 
-impl Guest for NullKeys {
-    fn init(_config: String) -> Result<(), String> {
-        Ok(())
+impl GuestPipeline for NullKeys {
+    fn init(_info: types::PipelineInfo) -> Result<Handle, String> {
+        Ok(Handle::new(NullKeys))
     }
 
-    fn derive(batch: types::Batch) -> Result<Vec<u8>, String> {
-        let batch = Batch::from_wit(batch)?;
+    fn derive(&self, batch: types::Batch) -> Result<Vec<types::UpstreamKeys>, String> {
+        let batch = Batch::from_wit("null_keys", batch)?;
         let mut ids: Vec<Option<i64>> = Vec::new();
         let mut timestamps = Vec::new();
         for row in batch.changes("spmaster")?.rows() {
@@ -37,12 +43,12 @@ impl Guest for NullKeys {
         // The hostile part: a null key.
         ids.push(None);
         timestamps.push(None);
-        let upstreams = vec!["spmaster"; ids.len()];
+        let keys: ArrayRef = Arc::new(Int64Array::from(ids));
+        // Nullable on purpose, so that arrow lets the null through.
+        let field = Field::new("diasng_id", DataType::Int64, true);
 
         let schema = Arc::new(Schema::new(vec![
-            // Nullable on purpose, so that arrow lets the null through.
-            Field::new("diasng_id", DataType::Int64, true),
-            Field::new("_upstream", DataType::Utf8, false),
+            field,
             Field::new(
                 "_commit_timestamp",
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -50,8 +56,7 @@ impl Guest for NullKeys {
             ),
         ]));
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(StringArray::from(upstreams)),
+            keys,
             Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
         ];
         let error = |e: ArrowError| format!("null_keys: {e}");
@@ -59,8 +64,11 @@ impl Guest for NullKeys {
         let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
         writer.write(&output).map_err(error)?;
         writer.finish().map_err(error)?;
-        writer.into_inner().map_err(error)
+        Ok(vec![types::UpstreamKeys {
+            upstream: "spmaster".to_string(),
+            keys: writer.into_inner().map_err(error)?,
+        }])
     }
 }
 
-dlink_plugin_sdk::bindings::export!(NullKeys with_types_in dlink_plugin_sdk::bindings);
+dlink_plugin_sdk::bindings::export!(Export with_types_in dlink_plugin_sdk::bindings);

@@ -1,19 +1,33 @@
-//! Hostile test plugin: `init` succeeds, `derive` tries the network and always fails
-//! the batch with the outcome of each attempt: a TCP connection to config `tcp_addr`
-//! (default `127.0.0.1:9`), binding a UDP socket on `127.0.0.1:0`, and resolving
-//! `localhost`. Each outcome reads `... failed: <error>` or `... SUCCEEDED ...`.
-
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, Pipeline, PipelineInfo};
 
-struct OpenSocket;
+/// `[plugin.config]`: `tcp_addr` (default `127.0.0.1:9`).
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    tcp_addr: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tcp_addr: "127.0.0.1:9".into(),
+        }
+    }
+}
+
+struct OpenSocket(Config);
 
 impl Pipeline for OpenSocket {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = Config;
 
-    fn derive(batch: &Batch, _keys: &mut Keys) -> Result<(), String> {
-        let addr = batch.config().str_or("tcp_addr", "127.0.0.1:9")?;
+    fn init(config: Config, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(OpenSocket(config))
+    }
+
+    fn derive(&mut self, _batch: &Batch, _keys: &mut Keys) -> Result<(), Error> {
+        let addr = &self.0.tcp_addr;
         let tcp = match TcpStream::connect(addr) {
             Ok(s) => format!(
                 "TCP connect to {addr} SUCCEEDED (local {:?})",
@@ -29,7 +43,7 @@ impl Pipeline for OpenSocket {
             Ok(addrs) => format!("name lookup SUCCEEDED ({} address(es))", addrs.count()),
             Err(e) => format!("name lookup failed: {e}"),
         };
-        Err(format!("open_socket: {tcp}; {udp}; {dns}"))
+        Err(format!("open_socket: {tcp}; {udp}; {dns}").into())
     }
 }
 

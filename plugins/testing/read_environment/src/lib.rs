@@ -3,14 +3,18 @@
 //! the values) of the environment variables, whether `HOME` is visible, and the number
 //! of arguments. The sandbox gives none of these.
 
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, NoConfig, Pipeline, PipelineInfo};
 
 struct ReadEnvironment;
 
 impl Pipeline for ReadEnvironment {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = NoConfig;
 
-    fn derive(_batch: &Batch, _keys: &mut Keys) -> Result<(), String> {
+    fn init(_config: NoConfig, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(ReadEnvironment)
+    }
+
+    fn derive(&mut self, _batch: &Batch, _keys: &mut Keys) -> Result<(), Error> {
         let names: Vec<String> = std::env::vars_os()
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect();
@@ -23,7 +27,8 @@ impl Pipeline for ReadEnvironment {
             names.len(),
             names.join(", "),
             std::env::args_os().count()
-        ))
+        )
+        .into())
     }
 }
 

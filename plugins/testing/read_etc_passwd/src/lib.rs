@@ -3,14 +3,18 @@
 //! the outcome visible: `READ /etc/passwd: <first line>` if the sandbox let it read the
 //! file, `could not read /etc/passwd: <error>` if not (and likewise for listing `/`).
 
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, NoConfig, Pipeline, PipelineInfo};
 
 struct ReadEtcPasswd;
 
 impl Pipeline for ReadEtcPasswd {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = NoConfig;
 
-    fn derive(_batch: &Batch, _keys: &mut Keys) -> Result<(), String> {
+    fn init(_config: NoConfig, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        Ok(ReadEtcPasswd)
+    }
+
+    fn derive(&mut self, _batch: &Batch, _keys: &mut Keys) -> Result<(), Error> {
         let passwd = match std::fs::read_to_string("/etc/passwd") {
             Ok(text) => format!("READ /etc/passwd: {}", text.lines().next().unwrap_or("")),
             Err(e) => format!("could not read /etc/passwd: {e}"),
@@ -19,7 +23,7 @@ impl Pipeline for ReadEtcPasswd {
             Ok(entries) => format!("LISTED / ({} entries)", entries.count()),
             Err(e) => format!("could not list /: {e}"),
         };
-        Err(format!("{passwd}; {root}"))
+        Err(format!("{passwd}; {root}").into())
     }
 }
 

@@ -7,21 +7,44 @@
 //! - `write` (optional, a path): tries to create that file too and reports `write
 //!   <path>: denied (<error>)` or `write <path>: SUCCEEDED`.
 
-use dlink_plugin_sdk::serde_json::Value;
-use dlink_plugin_sdk::{export_pipeline, Batch, KeyColumn, Keys, Pipeline};
+use dlink_plugin_sdk::{export_pipeline, Batch, Error, Keys, Pipeline, PipelineInfo};
 
-struct ReadGrantedDir;
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    dir: String,
+    file: Option<String>,
+    outside: Vec<String>,
+    write: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dir: "reference".into(),
+            file: None,
+            outside: Vec::new(),
+            write: None,
+        }
+    }
+}
+
+struct ReadGrantedDir(Config);
 
 impl Pipeline for ReadGrantedDir {
-    const KEYS: &'static [KeyColumn] = &[KeyColumn::i64("diasng_id")];
+    type Config = Config;
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {
-        let config = batch.config();
-        let dir = config.str_or("dir", "reference")?;
-        let file = config
-            .str("file")?
-            .ok_or("read_granted_dir: config 'file' is missing")?;
-        let path = format!("/{dir}/{file}");
+    fn init(config: Config, _pipeline: &PipelineInfo) -> Result<Self, Error> {
+        if config.file.is_none() {
+            return Err("read_granted_dir: config 'file' is missing".into());
+        }
+        Ok(ReadGrantedDir(config))
+    }
+
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {
+        let config = &self.0;
+        let file = config.file.as_deref().unwrap_or_default();
+        let path = format!("/{}/{file}", config.dir);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("read_granted_dir: could not read {path}: {e}"))?;
         let upstream = batch
@@ -39,23 +62,13 @@ impl Pipeline for ReadGrantedDir {
         }
 
         let mut outcomes = Vec::new();
-        if let Some(outside) = config.get("outside") {
-            let Value::Array(paths) = outside else {
-                return Err(format!(
-                    "read_granted_dir: config 'outside' must be a list, got {outside}"
-                ));
-            };
-            for p in paths {
-                let p = p
-                    .as_str()
-                    .ok_or("read_granted_dir: 'outside' holds a non-string")?;
-                outcomes.push(match std::fs::read_to_string(p) {
-                    Ok(t) => format!("{p}: READ SUCCEEDED ({})", t.lines().next().unwrap_or("")),
-                    Err(e) => format!("{p}: denied ({e})"),
-                });
-            }
+        for p in &config.outside {
+            outcomes.push(match std::fs::read_to_string(p) {
+                Ok(t) => format!("{p}: READ SUCCEEDED ({})", t.lines().next().unwrap_or("")),
+                Err(e) => format!("{p}: denied ({e})"),
+            });
         }
-        if let Some(target) = config.str("write")? {
+        if let Some(target) = &config.write {
             outcomes.push(
                 match std::fs::write(target, b"written by read_granted_dir\n") {
                     Ok(()) => format!("write {target}: SUCCEEDED"),
@@ -69,7 +82,8 @@ impl Pipeline for ReadGrantedDir {
             Err(format!(
                 "read_granted_dir: read {count} key(s) from {path}; outside the grant: {}",
                 outcomes.join("; ")
-            ))
+            )
+            .into())
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Test plugin for the host's failure tests: `init` succeeds, `derive` returns an Arrow
-//! IPC stream whose key column `diasng_id` is utf8 instead of int64 (with correct
-//! `_upstream` and `_commit_timestamp` columns), one row per `spmaster` change row
+//! IPC stream whose key column `diasng_id` is utf8 instead of int64 (with a correct
+//! `_commit_timestamp` column), one row per `spmaster` change row
 //! (with a non-null `diasng_id`). The host must reject the output as not matching the
 //! pipeline's declared key type.
 //!
 //! It bypasses the SDK's `Pipeline` trait and `Keys` builder (which would refuse a utf8
-//! value for an int64 key, and deduplicate), using the raw component bindings and
+//! value for an int64 key), using the raw component bindings and
 //! arrow directly.
 
 use std::sync::Arc;
@@ -16,18 +16,26 @@ use dlink_plugin_sdk::arrow_array::{
 use dlink_plugin_sdk::arrow_ipc::writer::StreamWriter;
 use dlink_plugin_sdk::arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use dlink_plugin_sdk::bindings::dlink::pipeline::types;
-use dlink_plugin_sdk::bindings::Guest;
+use dlink_plugin_sdk::bindings::exports::dlink::pipeline::plugin::{
+    Guest, GuestPipeline, Pipeline as Handle,
+};
 use dlink_plugin_sdk::Batch;
+
+struct Export;
+
+impl Guest for Export {
+    type Pipeline = WrongOutputSchema;
+}
 
 struct WrongOutputSchema;
 
-impl Guest for WrongOutputSchema {
-    fn init(_config: String) -> Result<(), String> {
-        Ok(())
+impl GuestPipeline for WrongOutputSchema {
+    fn init(_info: types::PipelineInfo) -> Result<Handle, String> {
+        Ok(Handle::new(WrongOutputSchema))
     }
 
-    fn derive(batch: types::Batch) -> Result<Vec<u8>, String> {
-        let batch = Batch::from_wit(batch)?;
+    fn derive(&self, batch: types::Batch) -> Result<Vec<types::UpstreamKeys>, String> {
+        let batch = Batch::from_wit("wrong_output_schema", batch)?;
         let changes = batch.changes("spmaster")?;
         let mut ids = Vec::with_capacity(changes.len());
         let mut timestamps = Vec::with_capacity(changes.len());
@@ -37,12 +45,12 @@ impl Guest for WrongOutputSchema {
                 timestamps.push(row.commit_timestamp());
             }
         }
-        let upstreams = vec!["spmaster"; ids.len()];
+        let keys: ArrayRef = Arc::new(StringArray::from(ids));
+        // Wrong on purpose: the pipeline declares diasng_id as int64.
+        let field = Field::new("diasng_id", DataType::Utf8, false);
 
         let schema = Arc::new(Schema::new(vec![
-            // Wrong on purpose: the pipeline declares diasng_id as int64.
-            Field::new("diasng_id", DataType::Utf8, false),
-            Field::new("_upstream", DataType::Utf8, false),
+            field,
             Field::new(
                 "_commit_timestamp",
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -50,8 +58,7 @@ impl Guest for WrongOutputSchema {
             ),
         ]));
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(ids)),
-            Arc::new(StringArray::from(upstreams)),
+            keys,
             Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
         ];
         let error = |e: ArrowError| format!("wrong_output_schema: {e}");
@@ -59,8 +66,11 @@ impl Guest for WrongOutputSchema {
         let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
         writer.write(&output).map_err(error)?;
         writer.finish().map_err(error)?;
-        writer.into_inner().map_err(error)
+        Ok(vec![types::UpstreamKeys {
+            upstream: "spmaster".to_string(),
+            keys: writer.into_inner().map_err(error)?,
+        }])
     }
 }
 
-dlink_plugin_sdk::bindings::export!(WrongOutputSchema with_types_in dlink_plugin_sdk::bindings);
+dlink_plugin_sdk::bindings::export!(Export with_types_in dlink_plugin_sdk::bindings);

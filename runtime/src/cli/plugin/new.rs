@@ -283,9 +283,13 @@ pub(super) fn new(args: &NewArgs) -> Result<(), Fail> {
         Some(_) => format!("$CARGO_TARGET_DIR/wasm32-wasip2/release/{artifact}.wasm"),
         None => format!("target/wasm32-wasip2/release/{artifact}.wasm"),
     };
+    let key_args: String = keys
+        .iter()
+        .map(|k| format!(" --key {}:{}", k.name, key_type_name(k.ty)))
+        .collect();
     let test_cmd = |wasm: &str| {
         format!(
-            "dlink-rt plugin test {wasm} --changes {}",
+            "dlink-rt plugin test {wasm} --changes {}{key_args}",
             samples.join(" ")
         )
     };

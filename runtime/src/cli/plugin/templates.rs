@@ -98,6 +98,10 @@ pub(super) fn lib_rs(
         .map(|u| format!("`{u}`"))
         .collect::<Vec<_>>()
         .join(", ");
+    let checks: String = upstreams
+        .iter()
+        .map(|u| format!("        pipeline.upstream({u:?})?;\n"))
+        .collect();
     let loops = upstreams
         .iter()
         .map(|u| {
@@ -122,18 +126,25 @@ pub(super) fn lib_rs(
 //! {test_cmd}
 //! ```
 
-use dlink_plugin_sdk::{{export_pipeline, Batch, KeyColumn, Keys, Pipeline}};
+use dlink_plugin_sdk::{{
+    export_pipeline, Batch, Error, KeyColumn, Keys, NoConfig, Pipeline, PipelineInfo,
+}};
 
 struct {ty};
 
 impl Pipeline for {ty} {{
-    /// The link table's key columns, as the pipeline file's `[link] keys` declares them.
-    const KEYS: &'static [KeyColumn] = &{key_decl};
+    /// The pipeline's `[plugin.config]`: none. To take one, name a struct that derives
+    /// `serde::Deserialize` here (and add `serde` with its `derive` feature).
+    type Config = NoConfig;
 
-    // `fn init(config: &dlink_plugin_sdk::Config) -> Result<(), String>` may check the
-    // pipeline's `[plugin.config]`; by default any config is accepted.
+    /// Checks once that the pipeline is one this plugin serves (`dlink-rt validate`
+    /// runs it too): its key columns, as `[link] keys` declares them, and upstreams.
+    fn init(_config: NoConfig, pipeline: &PipelineInfo) -> Result<Self, Error> {{
+        pipeline.expect_keys(&{key_decl})?;
+{checks}        Ok({ty})
+    }}
 
-    fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {{
+    fn derive(&mut self, batch: &Batch, keys: &mut Keys) -> Result<(), Error> {{
         derive(batch, keys)
     }}
 }}
@@ -143,19 +154,13 @@ impl Pipeline for {ty} {{
 /// Every change row counts: `insert`, `delete` and BOTH images of an update
 /// (`update_preimage`, `update_postimage`). An update that changes a join column affects
 /// the old partner (the pre-image) and the new one (the post-image).
-fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), String> {{
+fn derive(batch: &Batch, keys: &mut Keys) -> Result<(), Error> {{
 {loops}
     // To follow a change through a join, look up the rows of another table (an
-    // upstream or a lookup table of the pipeline) as of the batch's version:
+    // upstream or a lookup table of the pipeline) as of the batch's version; e.g. every
+    // employee of a changed department, caused by that department's change:
     //
-    //     let changed = batch.changes("department")?.newest_commit_by_i64("dept_id")?;
-    //     let ids: Vec<i64> = changed.keys().copied().collect();
-    //     let members =
-    //         dlink_plugin_sdk::lookup_i64("employee", "dept_id", &ids, &["emp_id", "dept_id"])?;
-    //     for member in members.rows() {{
-    //         let ts = member.i64("dept_id")?.and_then(|d| changed.get(&d).copied().flatten());
-    //         keys.add("department", ts, member.i64("emp_id")?)?;
-    //     }}
+    //     keys.add_through(batch.changes("department")?, "dept_id", "employee", "dept_id")?;
     //
     // and give `dlink-rt plugin test` the table's rows with --table employee=FILE.
     Ok(())

@@ -10,7 +10,7 @@ use deltalake::arrow::datatypes::DataType;
 use dlink_rt::config::{KeyColumn, KeyType, Limits, PluginSpec};
 use dlink_rt::fixtures::{self, MemoryLookup};
 use dlink_rt::keys::UPSTREAM;
-use dlink_rt::plugin::{HostBuilder, PluginError, UpstreamInput};
+use dlink_rt::plugin::{Contract, HostBuilder, Output, PipelineInfo, PluginError, UpstreamInput};
 
 use super::output::*;
 use super::*;
@@ -77,6 +77,36 @@ pub(super) fn output_keys(output: &[u8]) -> Result<Vec<KeyColumn>, String> {
         ));
     }
     Ok(keys)
+}
+
+/// The schema of change rows with no data columns (an upstream given without rows).
+fn cdf_only_schema() -> deltalake::arrow::datatypes::SchemaRef {
+    use deltalake::arrow::datatypes::{Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new(dlink_rt::cdf::CHANGE_TYPE, DataType::Utf8, false),
+        Field::new(dlink_rt::cdf::COMMIT_VERSION, DataType::Int64, false),
+        Field::new(
+            dlink_rt::cdf::COMMIT_TIMESTAMP,
+            dlink_rt::cdf::timestamp_type(),
+            true,
+        ),
+    ]))
+}
+
+/// A hint for a plugin that refused an upstream the test did not give (the SDK's
+/// message names the missing upstream).
+fn upstream_hint(e: &PluginError) -> &'static str {
+    let unknown_upstream = matches!(
+        e,
+        PluginError::Rejected { message, .. }
+            if message.contains("has no upstream") || message.contains("upstream(s), in this order")
+    );
+    if unknown_upstream {
+        "; the upstreams of a test are named after the --changes files (or UPSTREAM=FILE), \
+         and --upstream NAME adds one without change rows"
+    } else {
+        ""
+    }
 }
 
 pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail> {
@@ -149,8 +179,22 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
     }
     let limits = Limits::default();
     let mut lookup = MemoryLookup::new(limits.max_lookup_rows);
+    // What a 0.2 plugin's init is told: the tables' schemas and the --key columns.
+    let mut info = PipelineInfo {
+        name: pipeline.clone(),
+        upstreams: read
+            .iter()
+            .map(|(n, c)| {
+                let schema = c.as_ref().map(|c| c.batch.schema());
+                (n.clone(), schema.unwrap_or_else(cdf_only_schema))
+            })
+            .collect(),
+        lookups: Vec::new(),
+        keys: declared.clone(),
+    };
     for (name, path) in &tables {
         let batch = fixtures::read_table(path).map_err(Fail::Failed)?;
+        info.lookups.push((name.clone(), batch.schema()));
         lookup
             .add(name, &path.display().to_string(), batch)
             .map_err(Fail::Failed)?;
@@ -194,6 +238,13 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         .build()
         .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
     let compiled = host.compile(&args.plugin).map_err(call_err)?;
+    if compiled.contract == Contract::V0_2 && declared.is_empty() {
+        return Err(Fail::Usage(format!(
+            "{plugin_label} speaks {}, whose init is told the pipeline's key columns: \
+             give them with --key NAME:TYPE (e.g. --key id:long)",
+            compiled.contract
+        )));
+    }
     let spec = PluginSpec {
         path: args.plugin.clone(),
         config_json: args.config.clone(),
@@ -201,33 +252,19 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         read_dirs: Vec::new(),
     };
     let mut instance = host
-        .instantiate(&compiled, &pipeline, &spec)
+        .instantiate(&compiled, &info, &spec)
         .await
-        .map_err(call_err)?;
+        .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
     let output = instance
         .derive(&pipeline, args.batch_id, inputs, lookup.clone())
         .await
-        .map_err(|e| {
-            // The SDK's refusal of an upstream the test did not give.
-            let unknown_upstream = matches!(
-                &e,
-                PluginError::Rejected { message, .. } if message.contains("has no upstream")
-            );
-            let hint = if unknown_upstream {
-                "; the upstreams of a test are named after the --changes files (or UPSTREAM=FILE), \
-                 and --upstream NAME adds one without change rows"
-            } else {
-                ""
-            };
-            plugin_err(format!("{e}{hint}"))
-        })?;
-    let keys = if declared.is_empty() {
-        output_keys(&output).map_err(plugin_err)?
-    } else {
-        declared
+        .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
+    let keys = match (&output, declared.is_empty()) {
+        (Output::Combined(ipc), true) => output_keys(ipc).map_err(plugin_err)?,
+        _ => declared,
     };
     let names: Vec<&str> = upstreams.iter().map(|(n, _)| n.as_str()).collect();
-    let affected = dlink_rt::keys::collect(&output, &keys, &names).map_err(|e| {
+    let affected = dlink_rt::keys::collect_output(&output, &keys, &names).map_err(|e| {
         let hint = if args.keys.is_empty() {
             ""
         } else {

@@ -1,10 +1,13 @@
-//! Validates a plugin's `derive` output and folds it into one row per affected key.
+//! Validates a derivation's output and folds it into one row per affected key: the
+//! host's one de-duplication, which plugins of both contracts, SQL queries and the
+//! bench's native reference all go through.
 //!
-//! The output must hold exactly the pipeline's key columns (declared types, no nulls),
-//! `_upstream` (utf8, one of the pipeline's upstreams) and optionally
-//! `_commit_timestamp` (any timestamp unit). A key reported several times (several
-//! causes) becomes one row with the sorted set of causing upstreams and the newest
-//! commit timestamp.
+//! A contract 0.1 plugin returns one stream with exactly the pipeline's key columns
+//! (declared types, no nulls), `_upstream` (utf8, one of the pipeline's upstreams) and
+//! optionally `_commit_timestamp` (any timestamp unit); a 0.2 plugin one stream per
+//! causing upstream without `_upstream` ([`parts`]). A key reported several times
+//! (several causes) becomes one row with the sorted set of causing upstreams and the
+//! newest commit timestamp.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +16,10 @@ use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array
 use deltalake::arrow::compute::{cast, concat_batches, take};
 use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicrosecondType};
 use deltalake::arrow::row::{RowConverter, SortField};
+
+mod parts;
+
+pub use parts::{collect_output, collect_parts, KeysPart};
 
 use crate::cdf::timestamp_type;
 use crate::config::{KeyColumn, KeyType};
@@ -193,15 +200,34 @@ pub fn collect_batches(
         .as_ref()
         .map(|c| c.as_primitive::<TimestampMicrosecondType>());
 
+    let mut last = usize::MAX;
+    fold(
+        key_cols,
+        all.num_rows(),
+        |i| up.index(i, &mut last),
+        ts,
+        upstream_names,
+    )
+}
+
+/// Folds rows of keys into one row per distinct key: its causes (the upstream of each
+/// of its rows, `upstream_of(row)` an index into `upstream_names`) and its newest
+/// commit timestamp.
+fn fold(
+    key_cols: Vec<ArrayRef>,
+    rows: usize,
+    mut upstream_of: impl FnMut(usize) -> Result<usize, String>,
+    ts: Option<&deltalake::arrow::array::TimestampMicrosecondArray>,
+    upstream_names: &[&str],
+) -> Result<AffectedKeys, String> {
     // Which distinct key each row is, then each key's causes (a bit per upstream)
     // and newest timestamp.
-    let (slot_of_row, first) = distinct_keys(&key_cols, all.num_rows())?;
+    let (slot_of_row, first) = distinct_keys(&key_cols, rows)?;
     let words = upstream_names.len().div_ceil(64).max(1);
     let mut causes = vec![0_u64; first.len() * words];
     let mut newest: Vec<Option<i64>> = vec![None; first.len()];
-    let mut last = usize::MAX;
     for (i, slot) in slot_of_row.iter().map(|s| *s as usize).enumerate() {
-        let u = up.index(i, &mut last)?;
+        let u = upstream_of(i)?;
         causes[slot * words + u / 64] |= 1 << (u % 64);
         if let Some(t) = ts.and_then(|t| t.is_valid(i).then(|| t.value(i))) {
             newest[slot] = newest[slot].max(Some(t));

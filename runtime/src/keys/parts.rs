@@ -1,0 +1,271 @@
+//! Contract 0.2 output: per causing upstream, the key columns and (optionally)
+//! `_commit_timestamp`, validated and folded like 0.1's single stream.
+
+use deltalake::arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch};
+use deltalake::arrow::compute::{cast, concat};
+use deltalake::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
+
+use super::{arrow_type, fold, AffectedKeys};
+use crate::cdf::timestamp_type;
+use crate::config::KeyColumn;
+use crate::plugin::Output;
+
+/// The keys one upstream's changes caused, decoded.
+pub struct KeysPart {
+    pub upstream: String,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Validates and folds a plugin's `derive` output, whichever contract it speaks.
+pub fn collect_output(
+    out: &Output,
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+) -> Result<AffectedKeys, String> {
+    match out {
+        Output::Combined(ipc) => super::collect(ipc, keys, upstream_names),
+        Output::PerUpstream(parts) => {
+            let parts = parts
+                .iter()
+                .map(|(upstream, bytes)| {
+                    let (schema, batches) = crate::ipc::decode(bytes).map_err(|e| {
+                        format!(
+                            "derive returned keys for '{upstream}' that are not an Arrow IPC stream: {e}"
+                        )
+                    })?;
+                    Ok(KeysPart {
+                        upstream: upstream.clone(),
+                        schema,
+                        batches,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            collect_parts(&parts, keys, upstream_names)
+        }
+    }
+}
+
+/// Checks each part's upstream and schema, then folds all of them into one row per
+/// distinct key (the host's one de-duplication).
+pub fn collect_parts(
+    parts: &[KeysPart],
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+) -> Result<AffectedKeys, String> {
+    let mut of_part = Vec::with_capacity(parts.len());
+    for p in parts {
+        let u = upstream_names
+            .iter()
+            .position(|n| *n == p.upstream)
+            .ok_or_else(|| {
+                format!(
+                    "derive returned keys caused by '{}', which is not an upstream of the pipeline (upstreams: {})",
+                    p.upstream,
+                    upstream_names.join(", ")
+                )
+            })?;
+        check_schema(&p.upstream, &p.schema, keys)?;
+        of_part.push(u);
+    }
+    // Every part's rows, one after the other: each key column and the timestamps.
+    let mut key_cols = Vec::with_capacity(keys.len());
+    for k in keys {
+        let arrays: Vec<&dyn Array> = parts
+            .iter()
+            .flat_map(|p| p.batches.iter())
+            .filter_map(|b| b.column_by_name(&k.name).map(|c| c.as_ref()))
+            .collect();
+        let col = if arrays.is_empty() {
+            deltalake::arrow::array::new_empty_array(&arrow_type(k.ty))
+        } else {
+            concat(&arrays).map_err(|e| e.to_string())?
+        };
+        if col.null_count() > 0 {
+            return Err(format!(
+                "derive returned {} null value(s) in key column '{}'; keys must not be null",
+                col.null_count(),
+                k.name
+            ));
+        }
+        key_cols.push(col);
+    }
+    let ts_type = timestamp_type();
+    let mut ts_arrays: Vec<ArrayRef> = Vec::new();
+    let mut ends = Vec::with_capacity(parts.len());
+    let mut rows = 0;
+    for p in parts {
+        for b in &p.batches {
+            ts_arrays.push(match b.column_by_name(crate::cdf::COMMIT_TIMESTAMP) {
+                Some(t) => cast(t, &ts_type).map_err(|e| e.to_string())?,
+                None => new_null_array(&ts_type, b.num_rows()),
+            });
+            rows += b.num_rows();
+        }
+        ends.push(rows);
+    }
+    let ts = if ts_arrays.is_empty() {
+        None
+    } else {
+        let refs: Vec<&dyn Array> = ts_arrays.iter().map(|a| a.as_ref()).collect();
+        Some(concat(&refs).map_err(|e| e.to_string())?)
+    };
+    let ts = ts
+        .as_ref()
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>());
+    // Rows come part by part: the upstream of row i is that of the part it falls in.
+    let mut part = 0;
+    let upstream_of = |i: usize| {
+        while ends.get(part).is_some_and(|end| i >= *end) {
+            part += 1;
+        }
+        of_part
+            .get(part)
+            .copied()
+            .ok_or_else(|| "derive returned more rows than its parts hold".to_string())
+    };
+    fold(key_cols, rows, upstream_of, ts, upstream_names)
+}
+
+/// A part holds exactly the key columns (declared types) and optionally
+/// `_commit_timestamp` (a timestamp).
+fn check_schema(upstream: &str, schema: &SchemaRef, keys: &[KeyColumn]) -> Result<(), String> {
+    let expected = || {
+        keys.iter()
+            .map(|k| format!("{} {}", k.name, arrow_type(k.ty)))
+            .chain([format!("{} Timestamp", crate::cdf::COMMIT_TIMESTAMP)])
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for f in schema.fields() {
+        let n = f.name().as_str();
+        if n == crate::cdf::COMMIT_TIMESTAMP {
+            if !matches!(f.data_type(), DataType::Timestamp(_, _)) {
+                return Err(format!(
+                    "derive returned '{n}' for '{upstream}' as {}, not a timestamp",
+                    f.data_type()
+                ));
+            }
+        } else if !keys.iter().any(|k| k.name == n) {
+            return Err(format!(
+                "derive returned an unexpected column '{n}' for '{upstream}'; the output columns are: {}",
+                expected()
+            ));
+        }
+    }
+    for k in keys {
+        let want = arrow_type(k.ty);
+        match schema.field_with_name(&k.name) {
+            Err(_) => {
+                return Err(format!(
+                "derive returned no key column '{}' for '{upstream}'; the output columns are: {}",
+                k.name,
+                expected()
+            ))
+            }
+            Ok(f) if f.data_type() != &want => {
+                return Err(format!(
+                "derive returned key column '{}' as {}, but the pipeline declares it {} ({want})",
+                k.name,
+                f.data_type(),
+                k.ty
+            ))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use deltalake::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::config::KeyType;
+
+    fn keys() -> Vec<KeyColumn> {
+        vec![KeyColumn {
+            name: "id".into(),
+            ty: KeyType::Long,
+        }]
+    }
+
+    /// A part of `upstream` with ids and millisecond timestamps (any unit is taken).
+    fn part(upstream: &str, ids: Vec<Option<i64>>, ts: Vec<Option<i64>>) -> KeysPart {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(
+                crate::cdf::COMMIT_TIMESTAMP,
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(TimestampMillisecondArray::from(ts)),
+            ],
+        )
+        .unwrap();
+        KeysPart {
+            upstream: upstream.into(),
+            schema,
+            batches: vec![b],
+        }
+    }
+
+    #[test]
+    fn parts_fold_into_one_row_per_key_with_every_cause_and_the_newest_time() {
+        let parts = [
+            part(
+                "b",
+                vec![Some(7), Some(8), Some(7)],
+                vec![Some(5), None, Some(9)],
+            ),
+            part("a", vec![Some(8), Some(7)], vec![Some(3), Some(1)]),
+        ];
+        let k = collect_parts(&parts, &keys(), &["a", "b"]).unwrap();
+        let ids = k.columns[0].as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let got: Vec<(i64, Vec<String>, Option<i64>)> = (0..k.len())
+            .map(|i| (ids.value(i), k.upstreams[i].to_vec(), k.change_ts[i]))
+            .collect();
+        let ab = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(
+            got,
+            vec![(7, ab.clone(), Some(9_000)), (8, ab, Some(3_000))],
+            "in order of first appearance; milliseconds become microseconds"
+        );
+    }
+
+    #[test]
+    fn bad_parts_are_refused_with_what_is_wrong() {
+        let err = |parts: &[KeysPart]| collect_parts(parts, &keys(), &["a"]).unwrap_err();
+        assert_eq!(
+            err(&[part("z", vec![Some(1)], vec![None])]),
+            "derive returned keys caused by 'z', which is not an upstream of the pipeline (upstreams: a)"
+        );
+        assert_eq!(
+            err(&[part("a", vec![Some(1), None], vec![None, None])]),
+            "derive returned 1 null value(s) in key column 'id'; keys must not be null"
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec!["1"]))])
+            .unwrap();
+        let wrong = KeysPart {
+            upstream: "a".into(),
+            schema,
+            batches: vec![b],
+        };
+        assert_eq!(
+            err(&[wrong]),
+            "derive returned key column 'id' as Utf8, but the pipeline declares it long (Int64)"
+        );
+        // No parts: no keys.
+        assert!(collect_parts(&[], &keys(), &["a"]).unwrap().is_empty());
+    }
+}

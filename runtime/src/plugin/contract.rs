@@ -1,0 +1,153 @@
+//! The plugin contracts the host speaks: `dlink:pipeline@0.2.0` (`wit/pipeline.wit`: a
+//! stateful `pipeline` resource given the pipeline at `init`, keys returned per
+//! causing upstream) and `dlink:pipeline@0.1.0` (`wit/v0.1`: plain `init(config)` and
+//! `derive` exports, keys returned as one stream with `_upstream`). A component's
+//! exports say which one it speaks.
+
+use std::fmt;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use crate::config::KeyColumn;
+
+pub(crate) mod v0_1 {
+    wasmtime::component::bindgen!({
+        world: "pipeline-plugin",
+        path: "../wit/v0.1",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+pub(crate) mod v0_2 {
+    wasmtime::component::bindgen!({
+        world: "pipeline-plugin",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+/// The export of a 0.2 plugin: the interface holding the `pipeline` resource.
+const V0_2_EXPORT: &str = "dlink:pipeline/plugin@0.2.0";
+
+/// A version of the plugin contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Contract {
+    /// `dlink:pipeline@0.1.0`: `init(config)`, `derive(batch) -> arrow-ipc`.
+    #[serde(rename = "dlink:pipeline@0.1.0")]
+    V0_1,
+    /// `dlink:pipeline@0.2.0`: the `pipeline` resource, columnar keys per upstream.
+    #[serde(rename = "dlink:pipeline@0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    /// The contract `component` speaks, from its exports (none: not a plugin).
+    pub(crate) fn of(component: &Component, engine: &Engine) -> Option<Contract> {
+        let ty = component.component_type();
+        let mut funcs = (false, false);
+        for (name, item) in ty.exports(engine) {
+            match (name, item.ty) {
+                (V0_2_EXPORT, ComponentItem::ComponentInstance(_)) => return Some(Contract::V0_2),
+                ("init", ComponentItem::ComponentFunc(_)) => funcs.0 = true,
+                ("derive", ComponentItem::ComponentFunc(_)) => funcs.1 = true,
+                _ => {}
+            }
+        }
+        (funcs == (true, true)).then_some(Contract::V0_1)
+    }
+
+    /// The version alone, e.g. `0.2.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+}
+
+impl fmt::Display for Contract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dlink:pipeline@{}", self.version())
+    }
+}
+
+/// What a plugin's `init` is told about its pipeline (contract 0.2; a 0.1 plugin gets
+/// only the config).
+#[derive(Debug, Clone, Default)]
+pub struct PipelineInfo {
+    pub name: String,
+    /// Each upstream with the schema of its change rows, in the pipeline file's order.
+    pub upstreams: Vec<(String, SchemaRef)>,
+    /// Each declared lookup table with its schema.
+    pub lookups: Vec<(String, SchemaRef)>,
+    pub keys: Vec<KeyColumn>,
+}
+
+impl PipelineInfo {
+    /// The record `init` receives.
+    pub(crate) fn to_wit(
+        &self,
+        config: &str,
+    ) -> Result<v0_2::dlink::pipeline::types::PipelineInfo, deltalake::arrow::error::ArrowError>
+    {
+        use v0_2::dlink::pipeline::types as w;
+        let tables = |list: &[(String, SchemaRef)]| {
+            list.iter()
+                .map(|(name, schema)| {
+                    Ok(w::TableInfo {
+                        name: name.clone(),
+                        schema: crate::ipc::encode(schema, &[])?,
+                    })
+                })
+                .collect::<Result<Vec<_>, deltalake::arrow::error::ArrowError>>()
+        };
+        Ok(w::PipelineInfo {
+            name: self.name.clone(),
+            upstreams: tables(&self.upstreams)?,
+            lookups: tables(&self.lookups)?,
+            keys: self
+                .keys
+                .iter()
+                .map(|k| w::KeyColumn {
+                    name: k.name.clone(),
+                    data_type: match k.ty {
+                        crate::config::KeyType::Long => "int64",
+                        crate::config::KeyType::Int => "int32",
+                        crate::config::KeyType::String => "utf8",
+                    }
+                    .to_string(),
+                })
+                .collect(),
+            config: config.to_string(),
+        })
+    }
+}
+
+/// What `derive` returned, in the shape of the plugin's contract.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// 0.1: one IPC stream with the key columns, `_upstream` and `_commit_timestamp`.
+    Combined(Vec<u8>),
+    /// 0.2: per causing upstream, an IPC stream with the key columns and
+    /// `_commit_timestamp`.
+    PerUpstream(Vec<(String, Vec<u8>)>),
+}
+
+impl Output {
+    /// Bytes returned in all.
+    pub fn len(&self) -> usize {
+        match self {
+            Output::Combined(b) => b.len(),
+            Output::PerUpstream(parts) => parts.iter().map(|(_, b)| b.len()).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
