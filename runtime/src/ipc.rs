@@ -25,6 +25,24 @@ pub fn decode(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError>
     Ok((schema, batches))
 }
 
+/// Decodes one IPC stream it owns without copying the column data: the arrays point
+/// into `bytes` (a buffer not aligned for its type is copied alone).
+pub fn decode_owned(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
+    let mut buffer = deltalake::arrow::buffer::Buffer::from_vec(bytes);
+    let mut decoder = deltalake::arrow::ipc::reader::StreamDecoder::new();
+    let mut batches = Vec::new();
+    while !buffer.is_empty() {
+        if let Some(b) = decoder.decode(&mut buffer)? {
+            batches.push(b);
+        }
+    }
+    decoder.finish()?;
+    let schema = decoder
+        .schema()
+        .ok_or_else(|| ArrowError::IpcError("the stream has no schema".into()))?;
+    Ok((schema, batches))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,10 +69,15 @@ mod tests {
         assert_eq!(s, schema);
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[1].num_rows(), 2);
+        let (s, owned) = decode_owned(bytes).unwrap();
+        assert_eq!(s, schema);
+        assert_eq!(owned, batches);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode(b"not arrow at all").is_err());
+        assert!(decode_owned(b"not arrow at all".to_vec()).is_err());
+        assert!(decode_owned(Vec::new()).is_err(), "no schema");
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -89,8 +90,10 @@ impl FromStr for ChangeType {
 /// The change rows of one upstream in a batch.
 ///
 /// The data columns are the upstream table's; `_change_type`, `_commit_version` and
-/// `_commit_timestamp` are checked and decoded up front, so [`Row`]'s accessors for
-/// them cannot fail.
+/// `_commit_timestamp` are checked up front, so [`Row`]'s accessors for them cannot
+/// fail. The change types are decoded then too; versions and timestamps on first use
+/// (a plugin that passes whole columns through, [`Keys::add_column`](crate::Keys),
+/// never pays for them).
 #[derive(Debug, Clone)]
 pub struct Changes {
     name: String,
@@ -98,8 +101,8 @@ pub struct Changes {
     end_version: i64,
     table: Table,
     change_types: Vec<ChangeType>,
-    commit_versions: Vec<i64>,
-    commit_timestamps: Vec<Option<i64>>,
+    commit_versions: OnceLock<Vec<i64>>,
+    commit_timestamps: OnceLock<Vec<Option<i64>>>,
 }
 
 impl Changes {
@@ -137,8 +140,6 @@ impl Changes {
     ) -> Result<Changes, String> {
         let name = name.into();
         let mut change_types = Vec::with_capacity(table.len());
-        let mut commit_versions = Vec::with_capacity(table.len());
-        let mut commit_timestamps = Vec::with_capacity(table.len());
         if table.schema().is_some() {
             for column in [
                 CHANGE_TYPE_COLUMN,
@@ -161,30 +162,20 @@ impl Changes {
                     .ok_or_else(|| format!("upstream '{name}': a record batch has no '{c}' column"))
             };
             let source = format!("upstream '{name}'");
-            let types = StrColumn::new(&source, CHANGE_TYPE_COLUMN, column(CHANGE_TYPE_COLUMN)?)?;
-            let versions = IntColumn::new(
-                &source,
-                COMMIT_VERSION_COLUMN,
-                column(COMMIT_VERSION_COLUMN)?,
-            )?;
-            let timestamps = column(COMMIT_TIMESTAMP_COLUMN)?;
-            let micros = timestamp_micros(&name, timestamps)?;
-            for i in 0..batch.num_rows() {
-                let position = change_types.len();
-                let change_type = types
-                    .get(i)
-                    .ok_or_else(|| {
-                        format!("upstream '{name}': row {position} has a null {CHANGE_TYPE_COLUMN}")
-                    })?
-                    .parse::<ChangeType>()
-                    .map_err(|e| format!("upstream '{name}': row {position}: {e}"))?;
-                let version = versions.get(i).ok_or_else(|| {
-                    format!("upstream '{name}': row {position} has a null {COMMIT_VERSION_COLUMN}")
-                })?;
-                change_types.push(change_type);
-                commit_versions.push(version);
-                commit_timestamps.push(micros(i));
+            let versions = column(COMMIT_VERSION_COLUMN)?;
+            // Checked here so that the lazy decoding cannot fail.
+            IntColumn::new(&source, COMMIT_VERSION_COLUMN, versions)?;
+            if versions.null_count() > 0 {
+                let row = (0..versions.len())
+                    .find(|i| versions.is_null(*i))
+                    .unwrap_or(0);
+                return Err(format!(
+                    "upstream '{name}': row {} has a null {COMMIT_VERSION_COLUMN}",
+                    change_types.len() + row
+                ));
             }
+            let _checked = timestamp_micros(&name, column(COMMIT_TIMESTAMP_COLUMN)?)?;
+            decode_change_types(&name, column(CHANGE_TYPE_COLUMN)?, &mut change_types)?;
         }
         Ok(Changes {
             name,
@@ -192,8 +183,23 @@ impl Changes {
             end_version,
             table,
             change_types,
-            commit_versions,
-            commit_timestamps,
+            commit_versions: OnceLock::new(),
+            commit_timestamps: OnceLock::new(),
+        })
+    }
+
+    /// Every row's `_commit_version` (checked at decoding, read on first use).
+    fn versions(&self) -> &[i64] {
+        self.commit_versions.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.len());
+            for b in self.table.record_batches() {
+                if let Some(c) = b.column_by_name(COMMIT_VERSION_COLUMN) {
+                    if let Ok(ints) = IntColumn::new("", COMMIT_VERSION_COLUMN, c) {
+                        out.extend((0..b.num_rows()).map(|i| ints.get(i).unwrap_or_default()));
+                    }
+                }
+            }
+            out
         })
     }
 
@@ -256,7 +262,19 @@ impl Changes {
 
     /// Every row's `_commit_timestamp` (as [`Row::commit_timestamp`]), in row order.
     pub fn commit_timestamps(&self) -> &[Option<i64>] {
-        &self.commit_timestamps
+        self.commit_timestamps.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.len());
+            for b in self.table.record_batches() {
+                match b
+                    .column_by_name(COMMIT_TIMESTAMP_COLUMN)
+                    .map(|c| timestamp_micros(&self.name, c))
+                {
+                    Some(Ok(micros)) => out.extend((0..b.num_rows()).map(micros)),
+                    _ => out.extend(std::iter::repeat_n(None, b.num_rows())),
+                }
+            }
+            out
+        })
     }
 
     /// Every value of a string column (null -> `None`).
@@ -272,7 +290,7 @@ impl Changes {
         // than the rest of a typical `derive` on large batches.
         let mut pairs: Vec<(i64, Option<i64>)> = self
             .i64_values(column)?
-            .zip(&self.commit_timestamps)
+            .zip(self.commit_timestamps())
             .filter_map(|(value, ts)| value.map(|v| (v, *ts)))
             .collect();
         pairs.sort_unstable_by_key(|(v, _)| *v);
@@ -307,6 +325,66 @@ impl Changes {
         }
         Ok(pairs)
     }
+}
+
+/// Appends the change type of every row of `array`; an error names the upstream and
+/// the row (counted across the upstream's record batches).
+fn decode_change_types(
+    upstream: &str,
+    array: &ArrayRef,
+    out: &mut Vec<ChangeType>,
+) -> Result<(), String> {
+    let parse = |value: Option<&str>, position: usize| match value {
+        Some(v) => match v.as_bytes() {
+            b"insert" => Ok(ChangeType::Insert),
+            b"delete" => Ok(ChangeType::Delete),
+            b"update_preimage" => Ok(ChangeType::UpdatePreimage),
+            b"update_postimage" => Ok(ChangeType::UpdatePostimage),
+            _ => v
+                .parse::<ChangeType>()
+                .map_err(|e| format!("upstream '{upstream}': row {position}: {e}")),
+        },
+        None => Err(format!(
+            "upstream '{upstream}': row {position} has a null {CHANGE_TYPE_COLUMN}"
+        )),
+    };
+    let start = out.len();
+    out.reserve(array.len());
+    // The usual layout (plain utf8, no nulls) in one pass over the offsets, without a
+    // per-row `Option`; anything unexpected is found again below for its message.
+    if let Some(a) = array.as_string_opt::<i32>().filter(|a| a.null_count() == 0) {
+        let values = a.values().as_slice();
+        let mut bad = false;
+        out.extend(a.value_offsets().windows(2).map(|w| {
+            let v = values.get(w[0] as usize..w[1] as usize).unwrap_or_default();
+            match v {
+                b"insert" => ChangeType::Insert,
+                b"delete" => ChangeType::Delete,
+                b"update_preimage" => ChangeType::UpdatePreimage,
+                b"update_postimage" => ChangeType::UpdatePostimage,
+                _ => {
+                    bad = true;
+                    ChangeType::Insert
+                }
+            }
+        }));
+        if !bad {
+            return Ok(());
+        }
+        out.truncate(start);
+    }
+    if let Some(a) = array.as_string_opt::<i32>() {
+        for (i, v) in a.iter().enumerate() {
+            out.push(parse(v, start + i)?);
+        }
+        return Ok(());
+    }
+    let source = format!("upstream '{upstream}'");
+    let types = StrColumn::new(&source, CHANGE_TYPE_COLUMN, array)?;
+    for i in 0..array.len() {
+        out.push(parse(types.get(i), start + i)?);
+    }
+    Ok(())
 }
 
 /// The newer of two optional commit timestamps (a known time beats an unknown one).
@@ -402,12 +480,12 @@ impl<'a> Row<'a> {
 
     /// The row's `_commit_version`.
     pub fn commit_version(&self) -> i64 {
-        self.changes.commit_versions[self.row.position()]
+        self.changes.versions()[self.row.position()]
     }
 
     /// The row's `_commit_timestamp` in microseconds since the Unix epoch (UTC).
     pub fn commit_timestamp(&self) -> Option<i64> {
-        self.changes.commit_timestamps[self.row.position()]
+        self.changes.commit_timestamps()[self.row.position()]
     }
 
     /// The row's position among its upstream's change rows (0-based).

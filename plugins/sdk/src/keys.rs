@@ -467,13 +467,14 @@ impl Keys {
                     }
                 }
             }
-            let ts = &changes.commit_timestamps()[offset..offset + rows];
+            // Decoded only when the arrays cannot be passed through.
+            let ts = || &changes.commit_timestamps()[offset..offset + rows];
             if whole {
                 let t = match batch.column_by_name(COMMIT_TIMESTAMP_COLUMN) {
                     Some(t) if t.data_type() == &timestamp_type() => t.clone(),
-                    _ => {
-                        Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC"))
-                    }
+                    _ => Arc::new(
+                        TimestampMicrosecondArray::from(ts().to_vec()).with_timezone("UTC"),
+                    ),
                 };
                 arrays.push(t);
                 let b = RecordBatch::try_new(self.schema.clone(), arrays)
@@ -486,7 +487,7 @@ impl Keys {
                     .iter()
                     .filter_map(|c| batch.column_by_name(c))
                     .collect();
-                for (row, t) in ts.iter().enumerate() {
+                for (row, t) in ts().iter().enumerate() {
                     let key: Option<Vec<KeyValue>> =
                         cols.iter().map(|a| value_at(a, row)).collect();
                     if let Some(key) = key {

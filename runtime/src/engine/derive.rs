@@ -231,7 +231,8 @@ impl Derive for PluginDerive<'_> {
         let sha256 = plugin.sha256.clone();
         let contract = Some(plugin.contract);
         let call_time = lap.next();
-        let keys = crate::keys::collect_output(&output, &pipeline.keys, &names)
+        let output_bytes = output.len();
+        let keys = crate::keys::collect_output(output, &pipeline.keys, &names)
             .map_err(|reason| batch_err(&input, PluginError::InvalidOutput { reason }.into()))?;
         let timings = PluginTimings {
             load: load_time,
@@ -246,7 +247,7 @@ impl Derive for PluginDerive<'_> {
             encode_ms = timings.encode.as_millis(),
             call_ms = timings.call.as_millis(),
             collect_ms = timings.collect.as_millis(),
-            output_bytes = output.len(),
+            output_bytes,
             "derive stages"
         );
         Ok(Derived {

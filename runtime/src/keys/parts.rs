@@ -19,23 +19,23 @@ pub struct KeysPart {
 
 /// Validates and folds a plugin's `derive` output, whichever contract it speaks.
 pub fn collect_output(
-    out: &Output,
+    out: Output,
     keys: &[KeyColumn],
     upstream_names: &[&str],
 ) -> Result<AffectedKeys, String> {
     match out {
-        Output::Combined(ipc) => super::collect(ipc, keys, upstream_names),
+        Output::Combined(ipc) => super::collect(&ipc, keys, upstream_names),
         Output::PerUpstream(parts) => {
             let parts = parts
-                .iter()
+                .into_iter()
                 .map(|(upstream, bytes)| {
-                    let (schema, batches) = crate::ipc::decode(bytes).map_err(|e| {
+                    let (schema, batches) = crate::ipc::decode_owned(bytes).map_err(|e| {
                         format!(
                             "derive returned keys for '{upstream}' that are not an Arrow IPC stream: {e}"
                         )
                     })?;
                     Ok(KeysPart {
-                        upstream: upstream.clone(),
+                        upstream,
                         schema,
                         batches,
                     })

@@ -162,7 +162,7 @@ impl Rederive<'_> {
                     .derive(&p.name, *batch_id, ups, lookup)
                     .await
                     .map_err(|e| e.to_string())?;
-                crate::keys::collect_output(&out, &p.keys, &names)?
+                crate::keys::collect_output(out, &p.keys, &names)?
             }
             Engine::Sql {
                 query,

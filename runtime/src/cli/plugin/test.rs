@@ -264,7 +264,7 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         _ => declared,
     };
     let names: Vec<&str> = upstreams.iter().map(|(n, _)| n.as_str()).collect();
-    let affected = dlink_rt::keys::collect_output(&output, &keys, &names).map_err(|e| {
+    let affected = dlink_rt::keys::collect_output(output, &keys, &names).map_err(|e| {
         let hint = if args.keys.is_empty() {
             ""
         } else {
