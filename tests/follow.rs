@@ -5,47 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{dlink, keys_of_batch, link_state, plugin, set, Workspace};
+use common::{
+    dlink, install, keys_of_batch, lines, link_state, plugin, set, wait_for, Workspace, WAIT,
+};
 use dlink_rt::demo::DemoTable;
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// Lines of a child's stream, read on a thread.
-fn lines(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line containing `needle`; returns it and everything seen before.
-fn wait_for(rx: &Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-    panic!(
-        "no line with {needle:?} within {WAIT:?}; seen:\n{}",
-        seen.join("\n")
-    );
-}
 
 /// The same component with a custom section appended: same behaviour, new hash.
 fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
@@ -66,13 +35,6 @@ fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
     }
     out.extend_from_slice(&body);
     out
-}
-
-/// Replaces `dst` atomically, as a deployment should.
-fn install(dst: &Path, bytes: &[u8]) {
-    let tmp = dst.with_extension("tmp");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(tmp, dst).unwrap();
 }
 
 fn sha(bytes: &[u8]) -> String {

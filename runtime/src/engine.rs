@@ -12,7 +12,7 @@ mod session;
 pub(crate) use derive::{
     BatchInput, Derive, Derived, PluginDerive, PluginTimings, SqlDerive, UpstreamBatch,
 };
-pub use follow::{follow, FollowOptions};
+pub use follow::{backoff, follow, follow_until, FollowEvents, FollowOptions, NoEvents};
 pub use many::{default_jobs, run_many, ManyOutcome};
 pub(crate) use session::Session;
 

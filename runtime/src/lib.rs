@@ -40,6 +40,7 @@ pub mod ipc;
 pub mod keys;
 pub mod lookup;
 pub mod plugin;
+pub mod service;
 pub mod sink;
 pub mod sql_pipeline;
 pub mod status;

@@ -299,3 +299,51 @@ pub async fn sp_tables(
         .expect("write affiliation");
     (sp, aff)
 }
+
+/// How long a test waits for a line of a running process or a state of its tables.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Lines of a child's stream, read on a thread.
+pub fn lines(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; returns it (and keeps everything seen).
+pub fn wait_for(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+    panic!(
+        "no line with {needle:?} within {WAIT:?}; seen:\n{}",
+        seen.join("\n")
+    );
+}
+
+/// Replaces `dst` atomically, as a deployment should.
+pub fn install(dst: &Path, bytes: &[u8]) {
+    let tmp = dst.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write the new file");
+    std::fs::rename(tmp, dst).expect("rename it over the old one");
+}

@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use dlink_rt::config::Pipeline;
 use dlink_rt::engine::run_pipeline;
 use dlink_rt::plugin::{HostBuilder, PluginHost};
+use dlink_rt::service::{Monitor, ServiceOptions};
 use dlink_rt::Error;
+use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_CONFIG, EXIT_FAILED};
 
@@ -22,12 +25,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub max_batches: Option<u64>,
     /// Keep running: poll the upstreams every --interval, run batches as commits
-    /// arrive, and hot-swap the plugin when its file changes. Stops on Ctrl-C/SIGTERM.
+    /// arrive, and hot-swap each plugin when its file changes; with a folder, also
+    /// start, stop and reload pipelines as their files come, go and change. Stops on
+    /// Ctrl-C/SIGTERM after each pipeline's current batch.
     #[arg(long)]
     pub follow: bool,
     /// Pause between polls with --follow (e.g. 500ms, 2s, 1m).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: std::time::Duration,
+    /// With --follow: serve /metrics (Prometheus), /healthz and /status over HTTP on
+    /// this address (e.g. 127.0.0.1:9464; port 0 picks one, printed on stdout).
+    #[arg(long, requires = "follow")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
@@ -60,22 +69,25 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         }
     };
     if args.follow {
-        let opts = dlink_rt::engine::FollowOptions {
-            interval: args.interval,
-            ..Default::default()
-        };
         println!(
             "{}: following (polling every {}, watching {}); Ctrl-C to stop",
             pipeline.name,
             humantime::format_duration(args.interval),
             pipeline.deriver()
         );
-        let r = dlink_rt::engine::follow(
+        let monitor = Arc::new(Monitor::new());
+        monitor.set_pipelines(vec![pipeline.clone()]);
+        monitor.set_running(&pipeline.name, true);
+        let Some(stop) = listen(&args, &monitor).await else {
+            return ExitCode::from(EXIT_FAILED);
+        };
+        let r = dlink_rt::engine::follow_until(
             &pipeline,
-            std::sync::Arc::new(host),
-            opts,
+            Arc::new(host),
+            follow_options(&args),
+            monitor,
             |b| println!("{b}"),
-            shutdown(),
+            stop,
         )
         .await;
         return match r {
@@ -87,6 +99,79 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         };
     }
     super::exit_code(run_once(&pipeline, &host).await)
+}
+
+fn follow_options(args: &RunArgs) -> dlink_rt::engine::FollowOptions {
+    dlink_rt::engine::FollowOptions {
+        interval: args.interval,
+        ..Default::default()
+    }
+}
+
+/// The token cancelled on Ctrl-C or SIGTERM; with --listen, the HTTP endpoints are
+/// up (their address printed) before it is returned. `None` (after saying why) when
+/// the address cannot be bound.
+async fn listen(args: &RunArgs, monitor: &Arc<Monitor>) -> Option<CancellationToken> {
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown().await;
+        on_signal.cancel();
+    });
+    if let Some(addr) = args.listen {
+        match dlink_rt::service::http::serve(addr, monitor.clone(), stop.clone()).await {
+            Ok((bound, _task)) => {
+                println!("listening on http://{bound} (/metrics, /healthz, /status)")
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return None;
+            }
+        }
+    }
+    Some(stop)
+}
+
+/// `run FOLDER --follow`: the service (see `dlink_rt::service`).
+async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
+    // The folder must load once at the start; later problems are logged and the
+    // running pipelines keep going.
+    if let Err(e) = load_folder(&args.pipeline) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let host = match host.build() {
+        Ok(h) => Arc::new(h),
+        Err(e) => {
+            eprintln!("error: cannot start the plugin host: {e:#}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let monitor = Arc::new(Monitor::new());
+    let Some(stop) = listen(&args, &monitor).await else {
+        return ExitCode::from(EXIT_FAILED);
+    };
+    println!(
+        "following the pipelines of {} (polling every {}, rescanning the folder every {}); Ctrl-C to stop",
+        args.pipeline.display(),
+        humantime::format_duration(args.interval),
+        humantime::format_duration(ServiceOptions::default().rescan),
+    );
+    let opts = ServiceOptions {
+        follow: follow_options(&args),
+        ..Default::default()
+    };
+    dlink_rt::service::follow_folder(
+        &args.pipeline,
+        host,
+        opts,
+        monitor,
+        Arc::new(|b| println!("{b}")),
+        stop,
+    )
+    .await;
+    println!("stopped: every pipeline finished its current batch");
+    ExitCode::SUCCESS
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -119,8 +204,7 @@ pub async fn run_once(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Erro
 /// `run <folder>`: every enabled pipeline of the folder in one process.
 async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     if args.follow {
-        eprintln!("error: --follow takes one pipeline file, not a folder");
-        return ExitCode::from(EXIT_CONFIG);
+        return follow_folder(args, host).await;
     }
     let (mut pipelines, problems) = match load_folder(&args.pipeline) {
         Ok(loaded) => loaded,
@@ -192,18 +276,7 @@ pub fn load_path(path: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>),
 pub fn folder_files(
     dir: &std::path::Path,
 ) -> Result<(dlink_rt::config::Catalog, Vec<PathBuf>), Error> {
-    let catalog = dlink_rt::config::Catalog::load(&dir.join(dlink_rt::config::DEFAULT_CATALOG))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::config(format!("{}: cannot list the folder: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "toml")
-                && p.file_name()
-                    .is_some_and(|n| n != dlink_rt::config::DEFAULT_CATALOG)
-        })
-        .collect();
-    files.sort();
-    Ok((catalog, files))
+    dlink_rt::config::folder_files(dir)
 }
 
 /// The enabled pipelines of a folder and the problems of the files that did not load.

@@ -222,6 +222,22 @@ pub struct PluginSpec {
     pub read_dirs: Vec<(String, PathBuf)>,
 }
 
+/// The pipeline files of a folder (every `.toml` but the catalog), sorted, and its
+/// catalog.
+pub fn folder_files(dir: &Path) -> Result<(Catalog, Vec<std::path::PathBuf>)> {
+    let catalog = Catalog::load(&dir.join(DEFAULT_CATALOG))?;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::config(format!("{}: cannot list the folder: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name().is_some_and(|n| n != DEFAULT_CATALOG)
+        })
+        .collect();
+    files.sort();
+    Ok((catalog, files))
+}
+
 /// A resolved pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {

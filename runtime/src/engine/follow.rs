@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{BatchReport, PluginSlot, RunSummary, Session};
 use crate::config::{Pipeline, PluginSpec};
@@ -42,14 +43,70 @@ impl Default for FollowOptions {
     }
 }
 
+/// What a followed pipeline reports besides its batches: the service's metrics and
+/// health listen to it. Every method defaults to nothing.
+pub trait FollowEvents: Send + Sync {
+    /// A batch was committed.
+    fn batch(&self, _report: &BatchReport) {}
+    /// A poll ended without an error (the pipeline is healthy).
+    fn polled(&self, _pipeline: &str) {}
+    /// A poll failed; the pipeline retries (after a pause, or a new plugin file).
+    fn failed(&self, _pipeline: &str, _error: &Error) {}
+    /// A new plugin file is loaded and takes effect at the next batch.
+    fn swapped(&self, _pipeline: &str, _sha256: &str) {}
+    /// A new plugin file was rejected; the running plugin stays.
+    fn rejected(&self, _pipeline: &str, _reason: &str) {}
+}
+
+/// Listens to nothing.
+pub struct NoEvents;
+
+impl FollowEvents for NoEvents {}
+
+/// The pause after `failures` failed polls in a row: the interval, doubled per failure
+/// up to a minute (or the interval, when that is longer).
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let cap = interval.max(Duration::from_secs(60));
+    interval.saturating_mul(1 << failures.min(16)).min(cap)
+}
+
 /// Follows `pipeline` until `stop` resolves. Errors of a poll (an unreadable table, a
 /// failed batch) are logged and do not end the loop.
 pub async fn follow(
     pipeline: &Pipeline,
     host: Arc<PluginHost>,
     opts: FollowOptions,
-    mut on_batch: impl FnMut(&BatchReport),
+    on_batch: impl FnMut(&BatchReport),
     stop: impl Future<Output = ()>,
+) -> Result<()> {
+    let token = CancellationToken::new();
+    let run = follow_until(
+        pipeline,
+        host,
+        opts,
+        Arc::new(NoEvents),
+        on_batch,
+        token.clone(),
+    );
+    tokio::pin!(run);
+    tokio::pin!(stop);
+    tokio::select! {
+        r = &mut run => return r,
+        _ = &mut stop => token.cancel(),
+    }
+    run.await
+}
+
+/// Follows `pipeline` until `stop` is cancelled: then the batch running (if any) is
+/// finished and committed, and no other starts. A failing poll is retried after a
+/// pause that doubles with each failure in a row (see [`backoff`]).
+pub async fn follow_until(
+    pipeline: &Pipeline,
+    host: Arc<PluginHost>,
+    opts: FollowOptions,
+    events: Arc<dyn FollowEvents>,
+    mut on_batch: impl FnMut(&BatchReport),
+    stop: CancellationToken,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(2);
     let watcher = match pipeline.plugin() {
@@ -68,6 +125,7 @@ pub async fn follow(
                 tx,
                 initial,
                 opts.watch_interval,
+                events.clone(),
             )))
         }
         None => None,
@@ -76,15 +134,27 @@ pub async fn follow(
     let mut compactor = Compactor::new(pipeline);
     // Kept open from poll to poll: a poll reads only the log entries that are new.
     let mut session: Option<Session> = None;
-    tokio::pin!(stop);
-    loop {
-        let outcome = tokio::select! {
-            _ = &mut stop => break,
-            r = poll(pipeline, &host, &mut slot, &mut session, &mut on_batch) => r,
-        };
+    let mut failures = 0;
+    let mut report = |b: &BatchReport| {
+        events.batch(b);
+        on_batch(b);
+    };
+    while !stop.is_cancelled() {
+        // Not raced against `stop`: the poll ends after its current batch.
+        let outcome = poll(pipeline, &host, &mut slot, &mut session, &stop, &mut report).await;
         if outcome.is_err() {
             // Start the next poll from what the tables hold.
             session = None;
+        }
+        match &outcome {
+            Ok(()) => {
+                failures = 0;
+                events.polled(&pipeline.name);
+            }
+            Err(e) => {
+                failures += 1;
+                events.failed(&pipeline.name, e);
+            }
         }
         match outcome {
             Ok(()) => {}
@@ -101,7 +171,7 @@ pub async fn follow(
                     pipeline.deriver()
                 );
                 tokio::select! {
-                    _ = &mut stop => break,
+                    _ = stop.cancelled() => break,
                     got = slot.wait_for_new() => if got.is_none() { break },
                 }
                 continue;
@@ -109,9 +179,14 @@ pub async fn follow(
             Err(e) => tracing::error!("{e}"),
         }
         compactor.maybe_start();
+        let pause = if failures == 0 {
+            opts.interval
+        } else {
+            backoff(opts.interval, failures - 1)
+        };
         tokio::select! {
-            _ = &mut stop => break,
-            _ = tokio::time::sleep(opts.interval) => {}
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
     if let Some(w) = watcher {
@@ -180,6 +255,7 @@ async fn poll(
     host: &PluginHost,
     slot: &mut PluginSlot,
     session: &mut Option<Session>,
+    stop: &CancellationToken,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
     let mut current = session.take();
@@ -193,6 +269,7 @@ async fn poll(
         Some(s) => session.insert(s),
         None => session.insert(Session::open(pipeline, None).await?),
     };
+    s.stop_on(stop.clone());
     if !s.pending() {
         return Ok(());
     }
@@ -215,6 +292,7 @@ async fn watch(
     tx: mpsc::Sender<Plugin>,
     mut known: String,
     every: Duration,
+    events: Arc<dyn FollowEvents>,
 ) {
     let path: PathBuf = spec.path.clone();
     let mut last_stamp = stamp(&path);
@@ -234,60 +312,71 @@ async fn watch(
         }
         known = sha.clone();
         let started = Instant::now();
-        let h = host.clone();
-        let p = path.clone();
-        let compiled = match tokio::task::spawn_blocking(move || h.compile(&p)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::error!(
-                    "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
-                    pipeline.name,
-                    path.display(),
-                    &sha[..12]
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(
-                    "{}: compiling {} failed: {e}",
-                    pipeline.name,
-                    path.display()
-                );
-                continue;
-            }
-        };
-        // The new plugin's init sees the tables as they are now.
-        let info = match super::pipeline_info(&pipeline).await {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!(
-                    "{}: cannot load new plugin file {} ({}): {e}; the running plugin stays",
-                    pipeline.name,
-                    path.display(),
-                    &sha[..12]
-                );
-                continue;
-            }
-        };
-        match host.instantiate(&compiled, &info, &spec).await {
+        match load_new(&pipeline, &spec, &host).await {
             Ok(plugin) => {
                 tracing::info!(
+                    pipeline = %pipeline.name,
+                    plugin = %path.display(),
+                    sha256 = %sha,
+                    ms = started.elapsed().as_millis() as u64,
                     "{}: new plugin file {} ({}) ready in {} ms; it takes effect at the next batch",
                     pipeline.name,
                     path.display(),
                     &sha[..12],
                     started.elapsed().as_millis()
                 );
+                events.swapped(&pipeline.name, &sha);
                 if tx.send(plugin).await.is_err() {
                     return;
                 }
             }
-            Err(e) => tracing::error!(
-                "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
-                pipeline.name,
-                path.display(),
-                &sha[..12]
-            ),
+            Err(e) => {
+                tracing::error!(
+                    pipeline = %pipeline.name,
+                    plugin = %path.display(),
+                    sha256 = %sha,
+                    "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
+                    pipeline.name,
+                    path.display(),
+                    &sha[..12]
+                );
+                events.rejected(&pipeline.name, &e);
+            }
         }
+    }
+}
+
+/// A new plugin file compiled (off the async threads), then instantiated and `init`-ed
+/// against the tables as they are now.
+async fn load_new(
+    pipeline: &Pipeline,
+    spec: &PluginSpec,
+    host: &Arc<PluginHost>,
+) -> std::result::Result<Plugin, String> {
+    let (h, p) = (host.clone(), spec.path.clone());
+    let compiled = match tokio::task::spawn_blocking(move || h.compile(&p)).await {
+        Ok(r) => r.map_err(|e| e.to_string())?,
+        Err(e) => return Err(format!("compiling failed: {e}")),
+    };
+    let info = super::pipeline_info(pipeline)
+        .await
+        .map_err(|e| e.to_string())?;
+    host.instantiate(&compiled, &info, spec)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute_or_the_interval() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(s(1), 0), s(1));
+        assert_eq!(backoff(s(1), 3), s(8));
+        assert_eq!(backoff(s(1), 10), s(60));
+        assert_eq!(backoff(Duration::from_millis(100), 40), s(60));
+        assert_eq!(backoff(s(120), 5), s(120));
     }
 }

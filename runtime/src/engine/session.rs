@@ -32,6 +32,8 @@ pub(crate) struct Session {
     first_batch: i64,
     /// Time spent opening, reported with the first batch.
     open_time: Option<Duration>,
+    /// Once cancelled, no new batch starts (the running one finishes).
+    stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Session {
@@ -67,7 +69,13 @@ impl Session {
             batch_id: checkpoint.batch_id,
             first_batch: checkpoint.batch_id + 1,
             open_time: Some(started.elapsed()),
+            stop: None,
         })
+    }
+
+    /// Starts no batch after `stop` is cancelled (the one running finishes).
+    pub(crate) fn stop_on(&mut self, stop: tokio_util::sync::CancellationToken) {
+        self.stop = Some(stop);
     }
 
     /// The last batch committed.
@@ -105,7 +113,7 @@ impl Session {
         on_batch: &mut impl FnMut(&BatchReport),
     ) -> Result<()> {
         let mut deriver = Deriver::of(pipeline, host, slot, self.first_batch);
-        while self.pending() {
+        while self.pending() && !self.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
             if pipeline
                 .max_batches
                 .is_some_and(|max| summary.batches.len() as u64 >= max)
