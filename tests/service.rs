@@ -244,18 +244,29 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
             && sample(m, "dlink_pipeline_running", "staff") == 1.0
     });
 
-    // /metrics agrees with the link tables.
-    let m = metrics(&addr);
+    // /metrics agrees with the link tables, once no batch is in flight: the table read
+    // between two scrapes that show the same last batch.
     for (name, file) in [("sp_affiliation", &sp_file), ("added", &added)] {
-        let (batch, _) = link_state(file).await.unwrap();
-        assert_eq!(sample(&m, "dlink_last_batch", name), batch as f64, "{name}");
-        assert_eq!(
-            sample(&m, "dlink_batches_total", name),
-            batch as f64,
-            "{name}"
-        );
-        let rows = link_log(file).await.len();
-        assert_eq!(sample(&m, "dlink_keys_total", name), rows as f64, "{name}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let before = metrics(&addr);
+            let (batch, _) = link_state(file).await.unwrap();
+            let rows = link_log(file).await.len();
+            let m = metrics(&addr);
+            let last = sample(&m, "dlink_last_batch", name);
+            if last != sample(&before, "dlink_last_batch", name) || last != batch as f64 {
+                assert!(Instant::now() < deadline, "{name}: never settled");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            assert_eq!(
+                sample(&m, "dlink_batches_total", name),
+                batch as f64,
+                "{name}"
+            );
+            assert_eq!(sample(&m, "dlink_keys_total", name), rows as f64, "{name}");
+            break;
+        }
     }
     let (code, status) = get(&addr, "/status");
     assert_eq!(code, 200);

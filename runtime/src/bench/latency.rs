@@ -17,7 +17,7 @@ use super::workload::{self, Rng, WorkloadSpec};
 use super::{profile, workload_dir, Cleanup};
 use crate::config::{Catalog, Pipeline};
 use crate::demo::DemoTable;
-use crate::engine::{follow, run_pipeline, BatchReport, FollowOptions};
+use crate::engine::{follow, BatchReport, FollowOptions};
 
 /// How to run the latency bench.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct LatencyOptions {
     pub samples: usize,
     /// Rows per commit.
     pub rows_per_commit: usize,
+    /// Follow every pipeline of the workload as the service (`run FOLDER --follow`).
+    pub service: bool,
 }
 
 /// The figures of a latency run (the `--json` object of `bench --follow`).
@@ -55,6 +57,10 @@ pub struct LatencyResult {
     /// Ids the bench inserted, one list per sample, in order.
     pub inserted_ids: Vec<Vec<i64>>,
     pub link_uri: String,
+    /// Pipelines followed (1, or every pipeline of the workload with `service`).
+    pub pipelines_followed: usize,
+    /// CPU the process used while no commit arrived, in % of one core (Linux).
+    pub idle_cpu_percent: Option<f64>,
 }
 
 /// A sample waits this long for its batch before the bench fails.
@@ -88,10 +94,24 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
         .map_err(|e| e.to_string())?;
     let host = Arc::new(opts.host.build().map_err(|e| format!("{e:#}"))?);
 
-    progress(&format!("catching up {}", pipeline.name));
-    run_pipeline(&pipeline, &host, |_| {})
+    let all: Vec<Pipeline> = if opts.service {
+        w.pipelines
+            .iter()
+            .map(|d| {
+                Pipeline::load_with_catalog(&dir.join(format!("{}.toml", d.name)), &catalog)
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![pipeline.clone()]
+    };
+    progress(&format!("catching up {} pipeline(s)", all.len()));
+    for r in crate::engine::run_many(&all, &host, crate::engine::default_jobs(), |_| {})
         .await
-        .map_err(|e| e.to_string())?;
+        .results
+    {
+        r.1.map_err(|e| format!("{}: {e}", r.0))?;
+    }
 
     let mut tables = Vec::with_capacity(def.upstreams.len());
     for i in &def.upstreams {
@@ -110,19 +130,46 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
     };
     let followed = pipeline.clone();
     let follow_host = host.clone();
+    let measured = pipeline.name.clone();
+    let service_dir = opts.service.then(|| dir.clone());
     let task = tokio::spawn(async move {
-        follow(
-            &followed,
-            follow_host,
-            follow_opts,
-            move |b| {
+        let send = move |b: &BatchReport| {
+            if b.pipeline == measured {
                 let _ = tx.send((Instant::now(), b.clone()));
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
+            }
+        };
+        match service_dir {
+            Some(dir) => {
+                // The whole folder, as `run FOLDER --follow` follows it.
+                let stop = tokio_util::sync::CancellationToken::new();
+                let on_stop = stop.clone();
+                tokio::spawn(async move {
+                    let _ = stop_rx.await;
+                    on_stop.cancel();
+                });
+                let opts = crate::service::ServiceOptions {
+                    follow: follow_opts,
+                    ..Default::default()
+                };
+                let monitor = Arc::new(crate::service::Monitor::new());
+                crate::service::follow_folder(
+                    &dir,
+                    follow_host,
+                    opts,
+                    monitor,
+                    Arc::new(send),
+                    stop,
+                )
+                .await;
+                Ok(())
+            }
+            None => {
+                follow(&followed, follow_host, follow_opts, send, async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+            }
+        }
     });
     // Let the follower open its session before the first sample.
     tokio::time::sleep(opts.interval * 3).await;
@@ -144,6 +191,7 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
         samples: opts.samples,
         rows_per_commit: opts.rows_per_commit,
         link_uri: pipeline.link_uri.clone(),
+        pipelines_followed: all.len(),
         ..Default::default()
     };
     let mut batch_ms = Vec::with_capacity(opts.samples);
@@ -190,6 +238,14 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
                 }
             }
         }
+        // Idle: no commit arrives; every followed pipeline keeps polling.
+        tokio::time::sleep(opts.interval * 5).await;
+        let before = cpu_seconds();
+        let idle = Duration::from_secs(3);
+        tokio::time::sleep(idle).await;
+        r.idle_cpu_percent = before
+            .zip(cpu_seconds())
+            .map(|(a, b)| (b - a) / idle.as_secs_f64() * 100.0);
         Ok(())
     }
     .await;
@@ -214,6 +270,18 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
     Ok(r)
 }
 
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) start past its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // The clock tick of Linux on every architecture it runs on is 100 Hz.
+    Some(ticks / 100.0)
+}
+
 /// The `q` quantile of sorted values (nearest rank).
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -226,9 +294,11 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// The human-readable table of a latency run.
 pub fn table(r: &LatencyResult) -> String {
     format!(
-        "  {:<38} {}\n  {:<38} {:.0} ms\n  {:<38} {} of {} rows\n  {:<38} min {:.1} / median {:.1} / p90 {:.1} / max {:.1} ms\n  {:<38} {:.1} ms\n",
+        "  {:<38} {}\n  {:<38} {}\n  {:<38} {:.0} ms\n  {:<38} {} of {} rows\n  {:<38} min {:.1} / median {:.1} / p90 {:.1} / max {:.1} ms\n  {:<38} {:.1} ms\n  {:<38} {}\n",
         "pipeline (upstreams)",
         format_args!("{} ({})", r.pipeline, r.upstreams.join(", ")),
+        "pipelines followed",
+        r.pipelines_followed,
         "follow --interval",
         r.interval_ms,
         "commits measured",
@@ -241,6 +311,9 @@ pub fn table(r: &LatencyResult) -> String {
         r.max_ms,
         "the batch itself (median)",
         r.batch_median_ms,
+        "idle CPU between commits",
+        r.idle_cpu_percent
+            .map_or("unknown".to_string(), |c| format!("{c:.1}% of one core")),
     )
 }
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{is_identifier, resolve_location, Limits, PluginSpec, Source};
+use super::load::{is_identifier, resolve_location};
+use super::{Limits, PluginSpec, Source};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -6,6 +6,7 @@
 //! tail is shown when a call fails); a memory cap, a wall-time budget per call (epoch
 //! interruption) and a cap on output size, all from [`Limits`].
 
+mod builder;
 mod cache;
 mod contract;
 mod error;
@@ -24,6 +25,7 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+pub use builder::{HostBuilder, Profiler};
 pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
 pub use contract::{Contract, Output, PipelineInfo};
 pub use error::{Call, PluginError, StderrTail};
@@ -135,51 +137,6 @@ pub struct Plugin {
     limits: Limits,
     pub path: PathBuf,
     pub sha256: String,
-}
-
-/// How a [`PluginHost`] is built. It reads no environment: the command line (or the
-/// embedding program) says where the compiled-component cache is and whether plugin
-/// code is named for a profiler.
-#[derive(Debug, Clone, Default)]
-pub struct HostBuilder {
-    cache_dir: Option<PathBuf>,
-    profiler: Profiler,
-}
-
-/// Whether compiled plugin functions are named for a profiler (build the plugin
-/// without `strip` to keep the names).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profiler {
-    #[default]
-    None,
-    /// `/tmp/perf-<pid>.map`, read by `perf report`.
-    Perfmap,
-    /// `jit-<pid>.dump`, for `perf inject --jit`.
-    Jitdump,
-}
-
-impl HostBuilder {
-    /// Caches compiled components in `dir` (none: compile every time).
-    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
-        self.cache_dir = dir;
-        self
-    }
-
-    /// Names compiled plugin code for `profiler`.
-    pub fn profiler(mut self, profiler: Profiler) -> Self {
-        self.profiler = profiler;
-        self
-    }
-
-    /// The compiled-component cache folder, if any.
-    pub fn cache_dir_path(&self) -> Option<&Path> {
-        self.cache_dir.as_deref()
-    }
-
-    /// Starts the host (its engine, linker and epoch ticker).
-    pub fn build(&self) -> anyhow::Result<PluginHost> {
-        PluginHost::start(self)
-    }
 }
 
 impl PluginHost {

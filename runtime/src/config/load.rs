@@ -1,0 +1,336 @@
+//! Loading: the catalog and pipeline files read, `${VAR}`-substituted, resolved
+//! against each other and validated, every problem with its file and line.
+
+use super::*;
+
+/// Resolves a table location: URLs stay, relative paths join `base`.
+pub(super) fn resolve_location(base: &Path, value: &str) -> String {
+    if value.contains("://") {
+        return value.to_string();
+    }
+    let p = Path::new(value);
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    let abs = std::path::absolute(&joined).unwrap_or(joined);
+    normalize(&abs).display().to_string()
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub(super) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Catalog {
+    /// Loads and validates a catalog file.
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let src = Source::read(path)?;
+        let file: CatalogFile = src.parse()?;
+        let mut problems = Vec::new();
+        let mut upstreams = BTreeMap::new();
+        for (name, e) in file.upstreams {
+            if !is_identifier(&name) {
+                problems.push(format!(
+                    "{}: upstream name '{name}' must be lower-case letters, digits and `_` (it names SQL tables)",
+                    src.path.display()
+                ));
+            }
+            let start_version = match &e.start_version {
+                Some(v) if *v.get_ref() < 0 => {
+                    problems.push(src.at(
+                        v,
+                        format!("upstream '{name}': start_version must be 0 or more"),
+                    ));
+                    0
+                }
+                Some(v) => *v.get_ref(),
+                None => 0,
+            };
+            if e.uri.get_ref().trim().is_empty() {
+                problems.push(src.at(&e.uri, format!("upstream '{name}': uri is empty")));
+            }
+            let uri = resolve_location(&src.dir(), e.uri.get_ref());
+            if let Some(types) = &e.change_types {
+                for t in types.get_ref() {
+                    if !CHANGE_TYPES.contains(&t.as_str()) {
+                        problems.push(src.at(
+                            types,
+                            format!(
+                                "upstream '{name}': unknown change type '{t}'; use {}",
+                                CHANGE_TYPES.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                if !types.get_ref().iter().any(|t| t == "update_preimage") {
+                    tracing::warn!(
+                        "{}: upstream '{name}' drops update_preimage rows: a row whose join column changes \
+                         will not affect its old side",
+                        src.path.display()
+                    );
+                }
+            }
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    name,
+                    uri,
+                    keys: e.keys,
+                    start_version,
+                    columns: e.columns,
+                    filter: e.filter.map(|f| f.into_inner()),
+                    change_types: e.change_types.map(|t| t.into_inner()),
+                },
+            );
+        }
+        if file.lookups.memory_mb == 0 {
+            problems.push(format!(
+                "{}: [lookups] memory_mb must be 1 or more (or index = false to answer lookups by scans)",
+                src.path.display()
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
+        }
+        Ok(Catalog {
+            path: src.path,
+            upstreams,
+            lookups: file.lookups,
+        })
+    }
+}
+
+impl Pipeline {
+    /// Loads a pipeline file and the catalog it names (default: `upstreams.toml`
+    /// beside it), and validates both. Reports every problem found.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let src = Source::read(path)?;
+        let file: PipelineFile = src.parse()?;
+        let catalog_path = src
+            .dir()
+            .join(file.catalog.as_deref().unwrap_or(DEFAULT_CATALOG));
+        let catalog = Catalog::load(&catalog_path)?;
+        Self::resolve(&src, file, &catalog)
+    }
+
+    /// Loads a pipeline file against an already loaded catalog.
+    pub fn load_with_catalog(path: &Path, catalog: &Catalog) -> Result<Pipeline> {
+        let src = Source::read(path)?;
+        let file: PipelineFile = src.parse()?;
+        Self::resolve(&src, file, catalog)
+    }
+
+    fn resolve(src: &Source, file: PipelineFile, catalog: &Catalog) -> Result<Pipeline> {
+        let mut problems = Vec::new();
+        let name = file.name.get_ref().clone();
+        if !is_identifier(&name) {
+            problems.push(src.at(
+                &file.name,
+                format!("name '{name}' must be lower-case letters, digits and `_`"),
+            ));
+        }
+        let known = || {
+            catalog
+                .upstreams
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut seen = BTreeSet::new();
+        let mut lookup_table = |n: &Spanned<String>, what: &str, problems: &mut Vec<String>| {
+            if !seen.insert(n.get_ref().clone()) {
+                problems.push(src.at(n, format!("{what} '{}' is listed twice", n.get_ref())));
+                return None;
+            }
+            match catalog.upstreams.get(n.get_ref()) {
+                Some(u) => Some(u.clone()),
+                None => {
+                    problems.push(src.at(
+                        n,
+                        format!(
+                            "{what} '{}' is not in the catalog {}; add it there or use one of: {}",
+                            n.get_ref(),
+                            catalog.path.display(),
+                            known()
+                        ),
+                    ));
+                    None
+                }
+            }
+        };
+        let upstreams: Vec<Upstream> = file
+            .upstreams
+            .get_ref()
+            .iter()
+            .filter_map(|n| lookup_table(n, "upstream", &mut problems))
+            .collect();
+        if file.upstreams.get_ref().is_empty() {
+            problems.push(src.at(
+                &file.upstreams,
+                "`upstreams` is empty: list at least one upstream",
+            ));
+        }
+        let lookups: Vec<Upstream> = file
+            .lookups
+            .iter()
+            .filter_map(|n| lookup_table(n, "lookup table", &mut problems))
+            .collect();
+        let batch_size = match &file.batch_size {
+            Some(b) if *b.get_ref() < 1 => {
+                problems.push(src.at(
+                    b,
+                    "batch_size must be 1 or more (versions per upstream per batch)",
+                ));
+                1
+            }
+            Some(b) => *b.get_ref(),
+            None => DEFAULT_BATCH_SIZE,
+        };
+        if let Some(r) = &file.max_batch_rows {
+            if *r.get_ref() == 0 {
+                problems.push(src.at(
+                    r,
+                    "max_batch_rows must be 1 or more (or left out for no budget)",
+                ));
+            }
+        }
+        let derivation_line = match (&file.plugin, &file.sql) {
+            (Some(p), _) => src.line(p.path.span().start),
+            (None, Some(q)) => src.line(q.query.span().start),
+            (None, None) => 1,
+        };
+        let derivation = match (&file.plugin, &file.sql) {
+            (Some(plugin), None) => {
+                Derivation::Plugin(plugin::resolve(src, plugin, &mut problems)?)
+            }
+            (None, Some(sql)) => {
+                if sql.query.get_ref().trim().is_empty() {
+                    problems.push(src.at(&sql.query, "[sql] query is empty"));
+                }
+                Derivation::Sql {
+                    query: sql.query.get_ref().clone(),
+                }
+            }
+            (Some(_), Some(_)) => {
+                problems.push(src.at(
+                    &file.name,
+                    "the pipeline has both [plugin] and [sql]: keep the one that derives its keys",
+                ));
+                Derivation::Sql {
+                    query: String::new(),
+                }
+            }
+            (None, None) => {
+                problems.push(src.at(
+                    &file.name,
+                    "the pipeline has neither [plugin] (a .wasm path) nor [sql] (a query): add one",
+                ));
+                Derivation::Sql {
+                    query: String::new(),
+                }
+            }
+        };
+        let mut keys = Vec::new();
+        let mut key_names = BTreeSet::new();
+        for k in file.link.keys.get_ref() {
+            let n = k.name.get_ref();
+            if !is_identifier(n) || n.starts_with("dlink_") {
+                problems.push(src.at(
+                    &k.name,
+                    format!("key column '{n}' must be lower-case letters, digits and `_`, not starting with `dlink_`"),
+                ));
+            }
+            if !key_names.insert(n.clone()) {
+                problems.push(src.at(&k.name, format!("key column '{n}' is listed twice")));
+            }
+            keys.push(KeyColumn {
+                name: n.clone(),
+                ty: k.ty,
+            });
+        }
+        if keys.is_empty() {
+            problems.push(src.at(
+                &file.link.keys,
+                "[link] keys is empty: declare at least one key column, e.g. keys = [{ name = \"id\", type = \"long\" }]",
+            ));
+        }
+        let retain = match &file.link.retain {
+            None => None,
+            Some(r) => match r.get_ref() {
+                file::RetainSpec::Batches(n) if *n >= 1 => Some(Retain::Batches(*n)),
+                file::RetainSpec::Batches(n) => {
+                    problems.push(src.at(r, format!("[link] retain = {n}: keep at least 1 batch, or give a duration such as \"30d\"")));
+                    None
+                }
+                file::RetainSpec::Age(text) => match humantime::parse_duration(text) {
+                    Ok(d) => Some(Retain::Age(d)),
+                    Err(e) => {
+                        problems.push(src.at(r, format!("[link] retain = \"{text}\": {e}; give a duration such as \"30d\" or \"12h\", or a number of batches")));
+                        None
+                    }
+                },
+            },
+        };
+        let compact_every = match &file.link.compact_every {
+            None => None,
+            Some(c) => {
+                match humantime::parse_duration(c.get_ref()) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    Ok(_) => {
+                        problems.push(src.at(c, "[link] compact_every must be longer than 0s"));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(src.at(c, format!("[link] compact_every = \"{}\": {e}; give a duration such as \"1h\"", c.get_ref())));
+                        None
+                    }
+                }
+            }
+        };
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
+        }
+        Ok(Pipeline {
+            name,
+            file: src.path.clone(),
+            enabled: file.enabled.unwrap_or(true),
+            upstreams,
+            lookups,
+            batch_size,
+            max_batches: file.max_batches,
+            max_batch_rows: file.max_batch_rows.as_ref().map(|s| *s.get_ref()),
+            derivation,
+            derivation_line,
+            link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),
+            keys,
+            link_mode: file.link.mode.map(|m| m.into_inner()),
+            consumers: file.link.consumers.clone(),
+            retain,
+            compact_every,
+            merge_small_files: file
+                .link
+                .merge_small_files
+                .unwrap_or(DEFAULT_MERGE_SMALL_FILES),
+            lookup_settings: catalog.lookups,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+use super::*;
+use deltalake::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+use deltalake::arrow::datatypes::{Field, Schema, TimeUnit};
+use std::sync::Arc;
+
+fn keys() -> Vec<KeyColumn> {
+    vec![KeyColumn {
+        name: "id".into(),
+        ty: KeyType::Long,
+    }]
+}
+
+fn output(ids: Vec<Option<i64>>, ups: Vec<&str>, ts: Vec<Option<i64>>) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new(UPSTREAM, DataType::Utf8, false),
+        Field::new(
+            "_commit_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+    ]));
+    let b = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(ups)),
+            Arc::new(TimestampMillisecondArray::from(ts)),
+        ],
+    )
+    .unwrap();
+    crate::ipc::encode(&schema, &[b]).unwrap()
+}
+
+/// Keys 7 (caused by upstreams a and b) and 3 (by a), in that order.
+fn assert_7_by_a_and_b_then_3_by_a(k: &AffectedKeys) {
+    let ids = k.columns[0].as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+    assert_eq!(ids.values().to_vec(), vec![7, 3]);
+    assert_eq!(
+        k.upstreams,
+        vec![
+            Arc::<[String]>::from(vec!["a".to_string(), "b".into()]),
+            Arc::from(vec!["a".to_string()])
+        ]
+    );
+}
+
+#[test]
+fn duplicates_fold_into_one_row_with_all_causes_and_newest_time() {
+    let ipc = output(
+        vec![Some(7), Some(3), Some(7), Some(7)],
+        vec!["b", "a", "a", "b"],
+        vec![Some(5), Some(1), Some(9), None],
+    );
+    let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
+    assert_eq!(k.len(), 2);
+    assert_7_by_a_and_b_then_3_by_a(&k);
+    // milliseconds in, microseconds out
+    assert_eq!(k.change_ts, vec![Some(9000), Some(1000)]);
+}
+
+#[test]
+fn null_key_is_rejected() {
+    let ipc = output(vec![Some(1), None], vec!["a", "a"], vec![None, None]);
+    let e = collect(&ipc, &keys(), &["a"]).unwrap_err();
+    assert!(e.contains("1 null value(s) in key column 'id'"), "{e}");
+}
+
+#[test]
+fn unknown_upstream_is_rejected() {
+    let ipc = output(vec![Some(1)], vec!["zzz"], vec![None]);
+    let e = collect(&ipc, &keys(), &["a"]).unwrap_err();
+    assert!(e.contains("'zzz', which is not an upstream"), "{e}");
+}
+
+#[test]
+fn wrong_key_type_names_column_and_types() {
+    let wrong = vec![KeyColumn {
+        name: "id".into(),
+        ty: KeyType::String,
+    }];
+    let ipc = output(vec![Some(1)], vec!["a"], vec![None]);
+    let e = collect(&ipc, &wrong, &["a"]).unwrap_err();
+    assert!(e.contains("key column 'id' as Int64"), "{e}");
+}
+
+#[test]
+fn missing_key_column_and_garbage_are_errors() {
+    let other = vec![KeyColumn {
+        name: "uid".into(),
+        ty: KeyType::Long,
+    }];
+    let ipc = output(vec![Some(1)], vec!["a"], vec![None]);
+    assert!(collect(&ipc, &other, &["a"])
+        .unwrap_err()
+        .contains("unexpected column 'id'"));
+    assert!(collect(b"junk", &keys(), &["a"])
+        .unwrap_err()
+        .contains("not an Arrow IPC stream"));
+}
+
+/// [`output`] with `_upstream` dictionary-encoded (what the SDK writes).
+fn dict_output(ids: Vec<i64>, ups: Vec<&str>) -> Vec<u8> {
+    use deltalake::arrow::array::DictionaryArray;
+    use deltalake::arrow::datatypes::Int32Type;
+    let ups: DictionaryArray<Int32Type> = ups.into_iter().collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(UPSTREAM, ups.data_type().clone(), false),
+    ]));
+    let b = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(ids)), Arc::new(ups)],
+    )
+    .unwrap();
+    crate::ipc::encode(&schema, &[b]).unwrap()
+}
+
+#[test]
+fn dictionary_encoded_upstreams_fold_like_plain_ones() {
+    let ipc = dict_output(vec![7, 3, 7, 7], vec!["b", "a", "a", "b"]);
+    let k = collect(&ipc, &keys(), &["a", "b"]).unwrap();
+    assert_7_by_a_and_b_then_3_by_a(&k);
+    assert_eq!(k.change_ts, vec![None, None]);
+    // No rows: the schema alone (the SDK writes no record batch then).
+    let none = dict_output(vec![], vec![]);
+    let (schema, _) = crate::ipc::decode(&none).unwrap();
+    let empty = crate::ipc::encode(&schema, &[]).unwrap();
+    assert!(collect(&empty, &keys(), &["a"]).unwrap().is_empty());
+    let e = collect(&dict_output(vec![1], vec!["zzz"]), &keys(), &["a", "b"]).unwrap_err();
+    assert!(
+        e.contains("'zzz', which is not an upstream of the pipeline (upstreams: a, b)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_output_means_no_keys() {
+    assert!(collect(&[], &keys(), &["a"]).unwrap().is_empty());
+}
