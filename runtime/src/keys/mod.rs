@@ -119,27 +119,7 @@ pub fn collect_batches(
             ));
         }
     }
-    for k in keys {
-        let want = arrow_type(k.ty);
-        match schema.field_with_name(&k.name) {
-            Err(_) => {
-                return Err(format!(
-                    "derive returned no key column '{}'; the output columns are: {}",
-                    k.name,
-                    expected()
-                ))
-            }
-            Ok(f) if f.data_type() != &want => {
-                return Err(format!(
-                "derive returned key column '{}' as {}, but the pipeline declares it {} ({want})",
-                k.name,
-                f.data_type(),
-                k.ty
-            ))
-            }
-            Ok(_) => {}
-        }
-    }
+    check_key_columns(schema, keys, "", &expected)?;
     match schema.field_with_name(UPSTREAM) {
         Ok(f) if is_utf8(f.data_type()) => {}
         Ok(f) => {
@@ -263,6 +243,36 @@ fn fold(
         upstreams,
         change_ts: newest,
     })
+}
+
+/// Every key column is in `schema` with its declared type; `context` follows the
+/// column in messages (e.g. ` for 'spmaster'`), `expected` lists the output columns.
+fn check_key_columns(
+    schema: &deltalake::arrow::datatypes::Schema,
+    keys: &[KeyColumn],
+    context: &str,
+    expected: &dyn Fn() -> String,
+) -> Result<(), String> {
+    for k in keys {
+        let want = arrow_type(k.ty);
+        match schema.field_with_name(&k.name) {
+            Err(_) => {
+                return Err(format!(
+                    "derive returned no key column '{}'{context}; the output columns are: {}",
+                    k.name,
+                    expected()
+                ))
+            }
+            Ok(f) if f.data_type() != &want => return Err(format!(
+                "derive returned key column '{}' as {}, but the pipeline declares it {} ({want})",
+                k.name,
+                f.data_type(),
+                k.ty
+            )),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether `t` is utf8, plain or dictionary-encoded (the SDK's output).

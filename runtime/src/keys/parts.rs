@@ -153,28 +153,7 @@ fn check_schema(upstream: &str, schema: &SchemaRef, keys: &[KeyColumn]) -> Resul
             ));
         }
     }
-    for k in keys {
-        let want = arrow_type(k.ty);
-        match schema.field_with_name(&k.name) {
-            Err(_) => {
-                return Err(format!(
-                "derive returned no key column '{}' for '{upstream}'; the output columns are: {}",
-                k.name,
-                expected()
-            ))
-            }
-            Ok(f) if f.data_type() != &want => {
-                return Err(format!(
-                "derive returned key column '{}' as {}, but the pipeline declares it {} ({want})",
-                k.name,
-                f.data_type(),
-                k.ty
-            ))
-            }
-            Ok(_) => {}
-        }
-    }
-    Ok(())
+    super::check_key_columns(schema, keys, &format!(" for '{upstream}'"), &expected)
 }
 
 #[cfg(test)]
