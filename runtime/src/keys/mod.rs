@@ -255,21 +255,18 @@ fn check_key_columns(
 ) -> Result<(), String> {
     for k in keys {
         let want = arrow_type(k.ty);
-        match schema.field_with_name(&k.name) {
-            Err(_) => {
-                return Err(format!(
-                    "derive returned no key column '{}'{context}; the output columns are: {}",
-                    k.name,
-                    expected()
-                ))
-            }
-            Ok(f) if f.data_type() != &want => return Err(format!(
-                "derive returned key column '{}' as {}, but the pipeline declares it {} ({want})",
-                k.name,
-                f.data_type(),
-                k.ty
-            )),
-            Ok(_) => {}
+        let Ok(f) = schema.field_with_name(&k.name) else {
+            let name = &k.name;
+            return Err(format!(
+                "derive returned no key column '{name}'{context}; the output columns are: {}",
+                expected()
+            ));
+        };
+        if f.data_type() != &want {
+            let (name, got, ty) = (&k.name, f.data_type(), k.ty);
+            return Err(format!(
+                "derive returned key column '{name}' as {got}, but the pipeline declares it {ty} ({want})"
+            ));
         }
     }
     Ok(())
