@@ -545,7 +545,13 @@ impl Keys {
         self.into_batches()?
             .into_iter()
             .map(|(upstream, batches)| {
-                let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                // The rows' own bytes: a passed-through column shares the input's
+                // whole IPC buffer, which `get_array_memory_size` would count per batch.
+                let size: usize = batches
+                    .iter()
+                    .flat_map(|b| b.columns())
+                    .map(|a| a.to_data().get_slice_memory_size().unwrap_or(0))
+                    .sum();
                 let mut w = StreamWriter::try_new(Vec::with_capacity(size + 512), &schema)
                     .map_err(error)?;
                 for b in &batches {

@@ -64,6 +64,35 @@ pub fn local_path_without_log(uri: &str) -> bool {
     !std::path::Path::new(path).join("_delta_log").is_dir()
 }
 
+/// Whether `table` has a commit `version` (its `_delta_log/<version>.json`). This is
+/// the cheap question an idle poll asks before reloading the log: one `stat` of a
+/// local file (no listing, no thread hop) or one `HEAD` on an object store.
+pub async fn has_version(
+    table: &DeltaTable,
+    version: i64,
+) -> std::result::Result<bool, DeltaTableError> {
+    use object_store::ObjectStoreExt;
+    let Ok(version) = u64::try_from(version) else {
+        return Ok(false);
+    };
+    let commit = deltalake::logstore::commit_uri_from_version(Some(version));
+    let url = table.table_url();
+    if url.scheme() == "file" {
+        if let Ok(root) = url.to_file_path() {
+            return match std::fs::metadata(root.join(commit.as_ref())) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(DeltaTableError::Io { source: e }),
+            };
+        }
+    }
+    match table.log_store().object_store(None).head(&commit).await {
+        Ok(_) => Ok(true),
+        Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(DeltaTableError::ObjectStore { source: e }),
+    }
+}
+
 const NOT_A_TABLE: &str = "no Delta table here (no _delta_log); check the uri in the catalog";
 
 /// Opens an upstream table at its latest version.

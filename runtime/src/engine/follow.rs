@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -186,7 +186,7 @@ pub async fn follow_until(
         };
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(pause) => {}
+            _ = sleep_aligned(pause) => {}
         }
     }
     if let Some(w) = watcher {
@@ -279,6 +279,25 @@ async fn poll(
         .map_err(|e| e.with_pipeline_file(&pipeline.file))
 }
 
+/// Sleeps until the next multiple of `every` counted from the process's first call,
+/// at most `every`. The pipelines a process follows then wake on the same ticks: the
+/// runtime wakes once per tick for all of them rather than once per pipeline, which is
+/// most of what an idle service costs.
+pub(crate) async fn sleep_aligned(every: Duration) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    tokio::time::sleep_until(next_tick(start, Instant::now(), every).into()).await;
+}
+
+/// The first instant after `now` that is a whole number of `every`s after `start`.
+fn next_tick(start: Instant, now: Instant, every: Duration) -> Instant {
+    let every_ns = every.as_nanos().max(1);
+    let since = now.saturating_duration_since(start).as_nanos();
+    let ticks = since / every_ns + 1;
+    let offset = u64::try_from(ticks.saturating_mul(every_ns)).unwrap_or(u64::MAX);
+    start + Duration::from_nanos(offset)
+}
+
 /// Identity of a file cheap to check often.
 fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
     let m = std::fs::metadata(path).ok()?;
@@ -297,7 +316,7 @@ async fn watch(
     let path: PathBuf = spec.path.clone();
     let mut last_stamp = stamp(&path);
     loop {
-        tokio::time::sleep(every).await;
+        sleep_aligned(every).await;
         let now = stamp(&path);
         if now.is_none() || now == last_stamp {
             continue;
@@ -369,6 +388,23 @@ async fn load_new(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_fall_on_whole_intervals_from_the_start() {
+        let start = Instant::now();
+        let every = Duration::from_millis(100);
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(next_tick(start, at(0), every), at(100));
+        assert_eq!(next_tick(start, at(1), every), at(100));
+        assert_eq!(next_tick(start, at(99), every), at(100));
+        assert_eq!(next_tick(start, at(100), every), at(200));
+        assert_eq!(next_tick(start, at(250), every), at(300));
+        // Two pipelines polling at different moments wake on the same tick.
+        assert_eq!(
+            next_tick(start, at(1210), every),
+            next_tick(start, at(1290), every)
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_minute_or_the_interval() {

@@ -37,6 +37,12 @@ impl Cursor {
         if self.log.is_none() && self.next == self.latest + 1 {
             self.log = Some(LogCheck::at(cdf::state_of(u, &self.table)?, self.next));
         }
+        // The idle case, every --interval: one stat of the next commit file instead of
+        // a listing of the log.
+        let next = cdf::has_version(&self.table, self.latest + 1).await;
+        if !next.map_err(|e| cdf::table_err(u, e))? {
+            return Ok(());
+        }
         self.table
             .update_state()
             .await

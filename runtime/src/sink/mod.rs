@@ -135,6 +135,19 @@ impl LinkTable {
     /// entries). A link table not created yet counts as unchanged: the first commit
     /// adopts one a concurrent run created.
     pub async fn unchanged(&mut self) -> Result<bool> {
+        let Some(t) = self.table.as_ref() else {
+            return Ok(true);
+        };
+        // Nothing committed since: one stat of the next commit file, no log listing.
+        if let Some(v) = t.version() {
+            let next = i64::try_from(v + 1).unwrap_or(i64::MAX);
+            if !crate::cdf::has_version(t, next)
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                return Ok(true);
+            }
+        }
         let Some(t) = self.table.as_mut() else {
             return Ok(true);
         };
