@@ -268,6 +268,15 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
             break;
         }
     }
+    // The pipelines read the same two upstreams and wake on the same ticks: commits
+    // they all see are read once for all of them.
+    let m = metrics(&addr);
+    let requested = m["dlink_change_feed_reads_requested_total"];
+    let performed = m["dlink_change_feed_reads_performed_total"];
+    assert!(
+        performed > 0.0 && performed < requested,
+        "reads: {performed} performed for {requested} requested"
+    );
     let (code, status) = get(&addr, "/status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();

@@ -59,7 +59,7 @@ fn take<K: std::hash::Hash + Eq + Clone, T>(
 #[derive(Default)]
 pub struct FanOut {
     /// upstream table (its uri) -> number of pipelines reading it.
-    consumers: HashMap<String, usize>,
+    consumers: Mutex<HashMap<String, usize>>,
     entries: Mutex<HashMap<Key, Shared<Arc<Changes>>>>,
     requested: AtomicU64,
     performed: AtomicU64,
@@ -84,16 +84,21 @@ impl FanOut {
     /// pipeline). Tables are told apart by uri, not by name: pipelines of different
     /// catalogs may give one name to different tables.
     pub fn new<'a>(pipelines: impl IntoIterator<Item = Vec<&'a str>>) -> Self {
+        let f = FanOut::default();
+        f.set_pipelines(pipelines);
+        f
+    }
+
+    /// Who reads what now (the service calls it as pipelines start and stop). A range
+    /// some pipeline then never takes is dropped with the oldest ranges of its upstream.
+    pub fn set_pipelines<'a>(&self, pipelines: impl IntoIterator<Item = Vec<&'a str>>) {
         let mut consumers = HashMap::new();
         for ups in pipelines {
             for u in ups {
                 *consumers.entry(u.to_string()).or_insert(0) += 1;
             }
         }
-        FanOut {
-            consumers,
-            ..Default::default()
-        }
+        *self.consumers.lock().unwrap_or_else(|p| p.into_inner()) = consumers;
     }
 
     /// The change rows of `u` for `start..=end`, read once for all pipelines.
@@ -145,7 +150,8 @@ impl FanOut {
     }
 
     fn consumers_of(&self, u: &Upstream) -> usize {
-        self.consumers.get(&u.uri).copied().unwrap_or(1)
+        let consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        consumers.get(&u.uri).copied().unwrap_or(1)
     }
 
     pub fn stats(&self) -> FanOutStats {

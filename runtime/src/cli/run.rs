@@ -88,6 +88,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
             monitor,
             |b| println!("{b}"),
             stop,
+            None,
         )
         .await;
         return match r {

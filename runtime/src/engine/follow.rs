@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{BatchReport, PluginSlot, RunSummary, Session};
+use crate::cdf::FanOut;
 use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
 use crate::plugin::{sha256_hex, Plugin, PluginError, PluginHost};
@@ -87,6 +88,7 @@ pub async fn follow(
         Arc::new(NoEvents),
         on_batch,
         token.clone(),
+        None,
     );
     tokio::pin!(run);
     tokio::pin!(stop);
@@ -99,7 +101,10 @@ pub async fn follow(
 
 /// Follows `pipeline` until `stop` is cancelled: then the batch running (if any) is
 /// finished and committed, and no other starts. A failing poll is retried after a
-/// pause that doubles with each failure in a row (see [`backoff`]).
+/// pause that doubles with each failure in a row (see [`backoff`]). With `reads`, the
+/// change-feed reads are shared with the other pipelines of the process that read the
+/// same upstream range (they wake on the same ticks, so a new upstream commit is
+/// usually read once for all of them).
 pub async fn follow_until(
     pipeline: &Pipeline,
     host: Arc<PluginHost>,
@@ -107,6 +112,7 @@ pub async fn follow_until(
     events: Arc<dyn FollowEvents>,
     mut on_batch: impl FnMut(&BatchReport),
     stop: CancellationToken,
+    reads: Option<Arc<FanOut>>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(2);
     let watcher = match pipeline.plugin() {
@@ -141,7 +147,15 @@ pub async fn follow_until(
     };
     while !stop.is_cancelled() {
         // Not raced against `stop`: the poll ends after its current batch.
-        let outcome = poll(pipeline, &host, &mut slot, &mut session, &stop, &mut report).await;
+        let outcome = poll(
+            pipeline,
+            &host,
+            &mut slot,
+            &mut session,
+            (&stop, reads.as_deref()),
+            &mut report,
+        )
+        .await;
         if outcome.is_err() {
             // Start the next poll from what the tables hold.
             session = None;
@@ -255,7 +269,7 @@ async fn poll(
     host: &PluginHost,
     slot: &mut PluginSlot,
     session: &mut Option<Session>,
-    stop: &CancellationToken,
+    (stop, reads): (&CancellationToken, Option<&FanOut>),
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
     let mut current = session.take();
@@ -274,7 +288,9 @@ async fn poll(
         return Ok(());
     }
     let mut summary = RunSummary::default();
-    s.run(pipeline, host, slot, None, &mut summary, on_batch)
+    // Tables are opened by each session for itself (a shared open is meant for the
+    // pipelines of one catch-up); reads of one range are shared.
+    s.run(pipeline, host, slot, reads, &mut summary, on_batch)
         .await
         .map_err(|e| e.with_pipeline_file(&pipeline.file))
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use monitor::{failure_kind, Health, Monitor};
 
+use crate::cdf::FanOut;
 use crate::config::Pipeline;
 use crate::engine::{backoff, follow_until, BatchReport, FollowEvents, FollowOptions};
 use crate::error::Error;
@@ -86,6 +87,9 @@ pub async fn follow_folder(
 ) {
     let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     let mut catalog_problem: Option<String> = None;
+    // Pipelines that read one upstream wake on the same ticks and share its reads.
+    let reads = Arc::new(FanOut::default());
+    monitor.set_fanout(reads.clone());
     while !stop.is_cancelled() {
         match scan(dir) {
             Err(e) => {
@@ -103,8 +107,16 @@ pub async fn follow_folder(
                     monitor: &monitor,
                     on_batch: &on_batch,
                     stop: &stop,
+                    reads: &reads,
                 };
                 apply(&mut entries, files, &ctx).await;
+                reads.set_pipelines(
+                    entries
+                        .values()
+                        .filter(|e| e.running.is_some())
+                        .filter_map(|e| e.pipeline.as_ref())
+                        .map(|p| p.upstreams.iter().map(|u| u.uri.as_str()).collect()),
+                );
                 monitor.set_pipelines(
                     entries
                         .values()
@@ -153,6 +165,7 @@ struct Ctx<'a> {
     monitor: &'a Arc<Monitor>,
     on_batch: &'a OnBatch,
     stop: &'a CancellationToken,
+    reads: &'a Arc<FanOut>,
 }
 
 /// Brings the running pipelines in line with the scanned files.
@@ -237,11 +250,12 @@ async fn apply(entries: &mut BTreeMap<PathBuf, Entry>, files: Scanned, ctx: &Ctx
 /// Starts following `p` on a task of its own.
 fn start(p: Pipeline, ctx: &Ctx<'_>) -> Running {
     let stop = ctx.stop.child_token();
-    let (host, monitor, on_batch, opts) = (
+    let (host, monitor, on_batch, opts, reads) = (
         ctx.host.clone(),
         ctx.monitor.clone(),
         ctx.on_batch.clone(),
         ctx.opts.follow,
+        ctx.reads.clone(),
     );
     let token = stop.clone();
     tracing::info!(pipeline = %p.name, "{}: following ({})", p.name, p.deriver());
@@ -258,6 +272,7 @@ fn start(p: Pipeline, ctx: &Ctx<'_>) -> Running {
                 events,
                 move |b| on(b),
                 token.clone(),
+                Some(reads.clone()),
             )
             .await
             {

@@ -3,15 +3,16 @@
 //! [`FollowEvents`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use serde::Serialize;
 
+use crate::cdf::FanOut;
 use crate::config::Pipeline;
 use crate::engine::{BatchReport, FollowEvents};
 use crate::error::{BatchFailure, Error};
@@ -41,6 +42,11 @@ pub struct Monitor {
     running: IntGaugeVec,
     lag_versions: IntGaugeVec,
     lag_seconds: GaugeVec,
+    /// Change-feed reads the pipelines asked for, and the reads that ran (the rest
+    /// were shared), from the service's fan-out.
+    reads_requested: IntCounter,
+    reads_performed: IntCounter,
+    fanout: Mutex<Option<Arc<FanOut>>>,
     health: Mutex<BTreeMap<String, Health>>,
     /// Every pipeline of the folder as last loaded (disabled ones included).
     pipelines: Mutex<Vec<Pipeline>>,
@@ -99,6 +105,20 @@ impl Monitor {
         .expect("valid metric");
         r.register(Box::new(lag_seconds.clone()))
             .expect("metric registered once");
+        let total = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let reads_requested = total(
+            "dlink_change_feed_reads_requested_total",
+            "Change-feed reads (upstream, version range) the pipelines asked for",
+        );
+        let reads_performed = total(
+            "dlink_change_feed_reads_performed_total",
+            "Change-feed reads that ran; the others were shared with a pipeline that read the same range",
+        );
         Monitor {
             batches: counter(&r, "dlink_batches_total", "Batches committed", p),
             keys: counter(&r, "dlink_keys_total", "Affected keys committed", p),
@@ -131,6 +151,9 @@ impl Monitor {
             ),
             stage_seconds,
             lag_seconds,
+            reads_requested,
+            reads_performed,
+            fanout: Mutex::default(),
             registry: r,
             health: Mutex::default(),
             pipelines: Mutex::default(),
@@ -141,6 +164,11 @@ impl Monitor {
     /// The pipelines the service knows (enabled or not), for `/status` and the lag.
     pub fn set_pipelines(&self, pipelines: Vec<Pipeline>) {
         *self.pipelines.lock().unwrap_or_else(|e| e.into_inner()) = pipelines;
+    }
+
+    /// The fan-out whose shared reads the metrics count.
+    pub fn set_fanout(&self, fanout: Arc<FanOut>) {
+        *self.fanout.lock().unwrap_or_else(|e| e.into_inner()) = Some(fanout);
     }
 
     /// Marks `pipeline` as followed (or no longer).
@@ -212,6 +240,19 @@ impl Monitor {
     /// The metrics in the Prometheus text format (the lag refreshed first).
     pub async fn metrics_text(&self) -> String {
         self.status().await;
+        let fanout = self
+            .fanout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(stats) = fanout.map(|f| f.stats()) {
+            for (c, now) in [
+                (&self.reads_requested, stats.requested),
+                (&self.reads_performed, stats.performed),
+            ] {
+                c.inc_by(now.saturating_sub(c.get()));
+            }
+        }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for want of space; a metric family the text
         // format cannot express would be a bug of this module.
