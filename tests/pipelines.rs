@@ -398,3 +398,52 @@ async fn a_contract_0_1_plugin_commits_what_the_0_2_plugin_commits() {
         Some(serde_json::json!("dlink:pipeline@0.1.0"))
     );
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), `run` draws a progress
+/// bar per pipeline that ends at every upstream version it had to do, with the batch
+/// lines above it; through a pipe it prints the batch lines alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catch_up_on_a_terminal_shows_a_progress_bar_and_a_pipe_gets_plain_lines() {
+    let ws = Workspace::new();
+    let (mut sp, mut aff) =
+        common::sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
+    for i in 2..5 {
+        sp.insert(json!([[i, "x", "FR"]])).await.unwrap();
+        aff.insert(json!([[i, 20, 1]])).await.unwrap();
+    }
+    // 4 versions of each upstream (0..=3), two per batch: 8 versions to do.
+    let file = ws.sp_pipeline(2);
+    let dlink = dlink();
+    let command = format!(
+        "{} run {}",
+        dlink.get_program().to_string_lossy(),
+        file.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .envs(dlink.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("TERM", "xterm")
+        .env("COLUMNS", "120")
+        .output()
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("8/8 versions"), "no finished bar in: {out:?}");
+    assert!(out.contains("change rows/s"), "{out:?}");
+    for batch in 1..=2 {
+        assert!(
+            out.contains(&format!("sp_affiliation batch {batch}:")),
+            "{out:?}"
+        );
+    }
+
+    // Through a pipe (from scratch again): the batch lines and no bar.
+    std::fs::remove_dir_all(ws.path().join("links")).unwrap();
+    let plain = ws.run_ok(&file);
+    assert!(plain.contains("sp_affiliation batch 2:"), "{plain}");
+    assert!(!plain.contains("versions,"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "escape codes in a pipe: {plain:?}"
+    );
+}

@@ -271,3 +271,50 @@ async fn json_logs_are_one_object_per_event_with_fields() {
     assert_eq!(load["level"], "INFO");
     assert!(load["ms"].as_u64().is_some(), "{load}");
 }
+
+/// A followed pipeline's failed batch is an ERROR event whose fields say which
+/// pipeline, batch and kind of failure (what a log shipper filters on), and the
+/// pipeline's events carry the pipeline as a field of their span.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_batch_is_logged_with_its_pipeline_batch_and_kind_as_fields() {
+    let ws = Workspace::new();
+    common::sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
+    let file = ws.pipeline(
+        "sp",
+        "sp",
+        &["spmaster", "affiliation"],
+        &plugin("panic_on_derive"),
+        "diasng_id",
+        10,
+    );
+    let mut child = dlink()
+        .env("DLINK_LOG", "dlink_rt=info")
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--follow",
+            "--interval",
+            "100ms",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = common::lines(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let line = common::wait_for(&err, "\"level\":\"ERROR\"", &mut seen);
+    let _ = child.kill();
+    let _ = child.wait();
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(event["pipeline"], "sp", "{event}");
+    assert_eq!(event["batch"], 1, "{event}");
+    assert_eq!(event["kind"], "plugin", "{event}");
+    assert!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("panic_on_derive")),
+        "{event}"
+    );
+}

@@ -210,7 +210,13 @@ pub async fn run_with(
                     ));
                     return Ok(summary);
                 }
-                tracing::warn!("{}: {what}; continuing from there", pipeline.name);
+                tracing::warn!(
+                    pipeline = %pipeline.name,
+                    batch = batch_id,
+                    found,
+                    "{}: {what}; continuing from there",
+                    pipeline.name
+                );
                 // The instance may hold state of the abandoned batch; start a fresh one.
                 slot.drop_current();
             }
@@ -234,6 +240,8 @@ async fn run_once(
     let mut session = Session::open(pipeline, fanout).await?;
     if !session.pending() {
         tracing::info!(
+            pipeline = %pipeline.name,
+            batch = session.batch_id(),
             "{}: up to date at batch {}",
             pipeline.name,
             session.batch_id()

@@ -161,6 +161,62 @@ fn way_out(file: Option<&std::path::Path>, table: &str) -> String {
 }
 
 impl Error {
+    /// The kind of failure, as the `kind` label of `dlink_failures_total` and the
+    /// `kind` field of its log event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Batch { cause, .. } => match cause {
+                BatchFailure::Plugin(PluginError::Timeout { .. }) => "plugin_timeout",
+                BatchFailure::Plugin(PluginError::MemoryCap { .. }) => "plugin_memory",
+                BatchFailure::Plugin(_) => "plugin",
+                BatchFailure::Sql(_) => "sql",
+                BatchFailure::Encode { .. } => "encode",
+            },
+            Error::PluginLoad { .. } => "plugin_load",
+            Error::Table { .. }
+            | Error::ChangeFeed { .. }
+            | Error::Unreadable { .. }
+            | Error::Expired { .. } => "read",
+            Error::Concurrent { .. } => "concurrent",
+            Error::Link { .. } | Error::CheckpointAhead { .. } => "link",
+            Error::Config { .. } => "config",
+            Error::Other(_) => "other",
+        }
+    }
+
+    /// The batch the error is about, if any.
+    pub fn batch_id(&self) -> Option<i64> {
+        match self {
+            Error::Batch { batch_id, .. } | Error::Concurrent { batch_id, .. } => Some(*batch_id),
+            _ => None,
+        }
+    }
+
+    /// The upstream table (and version) the error is about, if any.
+    pub fn upstream(&self) -> Option<(&str, Option<i64>)> {
+        match self {
+            Error::Table { table, .. } => Some((table, None)),
+            Error::ChangeFeed { table, start, .. } => Some((table, Some(*start))),
+            Error::CheckpointAhead { table, done, .. } => Some((table, Some(*done))),
+            Error::Unreadable { table, version, .. } => Some((table, Some(*version))),
+            _ => None,
+        }
+    }
+
+    /// Logs the error of `pipeline` as an ERROR event whose fields say which batch,
+    /// upstream and version it is about and its kind (the text is the message).
+    pub fn log(&self, pipeline: &str) {
+        let (upstream, version) = self.upstream().map_or((None, None), |(t, v)| (Some(t), v));
+        tracing::error!(
+            pipeline,
+            batch = self.batch_id(),
+            upstream,
+            version,
+            kind = self.kind(),
+            "{self}"
+        );
+    }
+
     /// A configuration error with a single problem.
     pub fn config(problem: impl Into<String>) -> Self {
         Error::Config {

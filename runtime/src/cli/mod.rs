@@ -9,6 +9,7 @@ mod demo;
 mod graph;
 mod keys;
 mod plugin;
+mod progress;
 mod reset;
 mod run;
 mod schema;

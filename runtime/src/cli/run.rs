@@ -11,6 +11,7 @@ use dlink_rt::service::{Monitor, ServiceOptions};
 use dlink_rt::Error;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::Progress;
 use super::{EXIT_CONFIG, EXIT_FAILED};
 
 #[derive(clap::Args, Debug)]
@@ -191,9 +192,13 @@ async fn shutdown() {
     }
 }
 
-/// Runs one pipeline to the end, printing a line per batch.
+/// Runs one pipeline to the end, printing a line per batch (and on a terminal, its
+/// progress bar).
 pub async fn run_once(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Error> {
-    let summary = run_pipeline(pipeline, host, |b| println!("{b}")).await?;
+    let mut progress = Progress::new(std::slice::from_ref(pipeline)).await;
+    let summary = run_pipeline(pipeline, host, |b| progress.batch(b)).await;
+    progress.finish();
+    let summary = summary?;
     if let Some(why) = &summary.yielded {
         println!("{}: {why}", pipeline.name);
     } else if summary.batches.is_empty() {
@@ -231,7 +236,12 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     };
     let jobs = args.jobs.unwrap_or_else(dlink_rt::engine::default_jobs);
     let started = std::time::Instant::now();
-    let outcome = dlink_rt::engine::run_many(&pipelines, &host, jobs, |b| println!("{b}")).await;
+    let progress = std::sync::Mutex::new(Progress::new(&pipelines).await);
+    let outcome = dlink_rt::engine::run_many(&pipelines, &host, jobs, |b| {
+        progress.lock().unwrap_or_else(|p| p.into_inner()).batch(b)
+    })
+    .await;
+    progress.lock().unwrap_or_else(|p| p.into_inner()).finish();
     let (mut failed, mut batches) = (0, 0);
     for (name, r) in &outcome.results {
         match r {

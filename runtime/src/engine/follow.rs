@@ -173,13 +173,20 @@ pub async fn follow_until(
         match outcome {
             Ok(()) => {}
             Err(e @ Error::Concurrent { .. }) => {
-                tracing::warn!("{e}; continuing from the link table's checkpoint");
+                tracing::warn!(
+                    pipeline = %pipeline.name,
+                    batch = e.batch_id(),
+                    kind = e.kind(),
+                    "{e}; continuing from the link table's checkpoint"
+                );
                 // The instance may hold state of the abandoned batch; start a fresh one.
                 slot.drop_current();
             }
             Err(e @ Error::Batch { .. }) => {
-                tracing::error!("{e}");
+                e.log(&pipeline.name);
                 tracing::warn!(
+                    pipeline = %pipeline.name,
+                    batch = e.batch_id(),
                     "{}: waiting for a new version of {} to retry the batch",
                     pipeline.name,
                     pipeline.deriver()
@@ -190,7 +197,7 @@ pub async fn follow_until(
                 }
                 continue;
             }
-            Err(e) => tracing::error!("{e}"),
+            Err(e) => e.log(&pipeline.name),
         }
         compactor.maybe_start();
         let pause = if failures == 0 {
@@ -242,6 +249,9 @@ impl Compactor {
         self.running = Some(tokio::spawn(async move {
             match crate::compact::compact(&p, chrono::Utc::now()).await {
                 Ok(r) => tracing::info!(
+                    pipeline = %p.name,
+                    files_before = r.files_before,
+                    files_after = r.files_after,
                     "{}: compacted the link table: removed batches {}, {} -> {} files, vacuumed {} files, in {:.2}s",
                     p.name,
                     r.removed_batches
@@ -251,7 +261,12 @@ impl Compactor {
                     r.vacuumed_files,
                     r.seconds
                 ),
-                Err(e) => tracing::error!("{}: compaction failed (retried at the next compact_every): {e}", p.name),
+                Err(e) => tracing::error!(
+                    pipeline = %p.name,
+                    kind = e.kind(),
+                    "{}: compaction failed (retried at the next compact_every): {e}",
+                    p.name
+                ),
             }
         }));
     }

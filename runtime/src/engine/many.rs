@@ -59,21 +59,27 @@ pub async fn run_many(
             let (host, fanout, reports_tx) =
                 (host.clone(), task_fanout.clone(), reports_tx.clone());
             let name = p.name.clone();
-            let mut task = AbortOnDrop(tokio::spawn(async move {
-                let mut report = |b: &BatchReport| {
-                    // The receiver lives until every task has ended.
-                    let _ = reports_tx.send(b.clone());
-                };
-                let r = run_with(
-                    &p,
-                    &host,
-                    &mut PluginSlot::default(),
-                    Some(&fanout),
-                    &mut report,
-                )
-                .await;
-                (i, p.name, r)
-            }));
+            // Every event of the pipeline's task (lookups, plugin lines, deltalake's
+            // own) carries the pipeline as a field of this span.
+            let span = tracing::info_span!("pipeline", pipeline = %p.name);
+            let mut task = AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let mut report = |b: &BatchReport| {
+                        // The receiver lives until every task has ended.
+                        let _ = reports_tx.send(b.clone());
+                    };
+                    let r = run_with(
+                        &p,
+                        &host,
+                        &mut PluginSlot::default(),
+                        Some(&fanout),
+                        &mut report,
+                    )
+                    .await;
+                    (i, p.name, r)
+                },
+                span,
+            )));
             async move {
                 (&mut task.0).await.unwrap_or_else(|e| {
                     // A panic in the pipeline's task: that pipeline's failure, not the run's.

@@ -456,6 +456,8 @@ impl Indexes {
             }
             Err(Refusal::OverBudget) => {
                 tracing::info!(
+                    upstream = %u.name,
+                    column = %req.column,
                     "lookups of {}.{} are answered by scans: its index would exceed [lookups] memory_mb = {}",
                     u.name,
                     req.column,
@@ -466,6 +468,8 @@ impl Indexes {
             }
             Err(Refusal::Unsupported(why)) => {
                 tracing::info!(
+                    upstream = %u.name,
+                    column = %req.column,
                     "lookups of {}.{} are answered by scans: {why}",
                     u.name,
                     req.column

@@ -43,19 +43,32 @@ impl State {
         self.log_bytes += message.len();
         if self.log_bytes > self.log_budget {
             tracing::warn!(
+                pipeline = %self.pipeline,
+                batch = self.batch,
                 "{}: plugin log budget of {} bytes per call ([plugin.limits] max_log_kb) used up; dropping further lines",
                 self.label,
                 self.log_budget
             );
             return;
         }
-        let label = &self.label;
+        let (label, pipeline, batch) = (&self.label, &self.pipeline, self.batch);
+        // `from_plugin` tells a plugin's own lines from the host's.
         match level {
-            Level::Trace => tracing::trace!("{label}: {message}"),
-            Level::Debug => tracing::debug!("{label}: {message}"),
-            Level::Info => tracing::info!("{label}: {message}"),
-            Level::Warn => tracing::warn!("{label}: {message}"),
-            Level::Error => tracing::error!("{label}: {message}"),
+            Level::Trace => {
+                tracing::trace!(pipeline, batch, from_plugin = true, "{label}: {message}")
+            }
+            Level::Debug => {
+                tracing::debug!(pipeline, batch, from_plugin = true, "{label}: {message}")
+            }
+            Level::Info => {
+                tracing::info!(pipeline, batch, from_plugin = true, "{label}: {message}")
+            }
+            Level::Warn => {
+                tracing::warn!(pipeline, batch, from_plugin = true, "{label}: {message}")
+            }
+            Level::Error => {
+                tracing::error!(pipeline, batch, from_plugin = true, "{label}: {message}")
+            }
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct State {
     lookup: Option<Arc<dyn Lookup>>,
     /// "pipeline 'p' batch N" for log lines.
     label: String,
+    /// The pipeline and batch (none in `init`), as the fields of log events.
+    pipeline: String,
+    batch: Option<i64>,
     stderr: MemoryOutputPipe,
     log_bytes: usize,
     log_budget: usize,
@@ -334,6 +337,8 @@ impl PluginHost {
             },
             lookup: None,
             label: format!("pipeline '{pipeline}' init"),
+            pipeline: pipeline.to_string(),
+            batch: None,
             stderr,
             log_bytes: 0,
             deadline: None,
@@ -371,6 +376,7 @@ impl Plugin {
             let data = self.store.data_mut();
             data.lookup = Some(lookup);
             data.label = format!("pipeline '{pipeline}' batch {batch_id}");
+            data.batch = Some(batch_id);
             data.log_bytes = 0;
             data.limits.refused = false;
             data.deadline = Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));

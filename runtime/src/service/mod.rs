@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use monitor::{failure_kind, Health, Monitor};
+pub use monitor::{Health, Monitor};
 
 use crate::cdf::FanOut;
 use crate::config::Pipeline;
@@ -259,37 +259,41 @@ fn start(p: Pipeline, ctx: &Ctx<'_>) -> Running {
     );
     let token = stop.clone();
     tracing::info!(pipeline = %p.name, "{}: following ({})", p.name, p.deriver());
-    let task = tokio::spawn(async move {
-        monitor.set_running(&p.name, true);
-        let mut failures = 0;
-        loop {
-            let events: Arc<dyn FollowEvents> = monitor.clone();
-            let on = on_batch.clone();
-            match follow_until(
-                &p,
-                host.clone(),
-                opts,
-                events,
-                move |b| on(b),
-                token.clone(),
-                Some(reads.clone()),
-            )
-            .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    // It could not start (e.g. its plugin file is unreadable): retried.
-                    tracing::error!("{e}");
-                    monitor.failed(&p.name, &e);
-                    tokio::select! {
-                        _ = token.cancelled() => break,
-                        _ = tokio::time::sleep(backoff(opts.interval, failures)) => {}
+    let span = tracing::info_span!("pipeline", pipeline = %p.name);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            monitor.set_running(&p.name, true);
+            let mut failures = 0;
+            loop {
+                let events: Arc<dyn FollowEvents> = monitor.clone();
+                let on = on_batch.clone();
+                match follow_until(
+                    &p,
+                    host.clone(),
+                    opts,
+                    events,
+                    move |b| on(b),
+                    token.clone(),
+                    Some(reads.clone()),
+                )
+                .await
+                {
+                    Ok(()) => break,
+                    Err(e) => {
+                        // It could not start (e.g. its plugin file is unreadable): retried.
+                        e.log(&p.name);
+                        monitor.failed(&p.name, &e);
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = tokio::time::sleep(backoff(opts.interval, failures)) => {}
+                        }
+                        failures += 1;
                     }
-                    failures += 1;
                 }
             }
-        }
-        monitor.set_running(&p.name, false);
-    });
+            monitor.set_running(&p.name, false);
+        },
+        span,
+    ));
     Running { stop, task }
 }

@@ -15,8 +15,7 @@ use serde::Serialize;
 use crate::cdf::FanOut;
 use crate::config::Pipeline;
 use crate::engine::{BatchReport, FollowEvents};
-use crate::error::{BatchFailure, Error};
-use crate::plugin::PluginError;
+use crate::error::Error;
 use crate::status::PipelineStatus;
 
 /// A pipeline's state as `/healthz` reports it.
@@ -263,28 +262,6 @@ impl Monitor {
     }
 }
 
-/// The kind of a failed poll, as the `kind` label of `dlink_failures_total`.
-pub fn failure_kind(e: &Error) -> &'static str {
-    match e {
-        Error::Batch { cause, .. } => match cause {
-            BatchFailure::Plugin(PluginError::Timeout { .. }) => "plugin_timeout",
-            BatchFailure::Plugin(PluginError::MemoryCap { .. }) => "plugin_memory",
-            BatchFailure::Plugin(_) => "plugin",
-            BatchFailure::Sql(_) => "sql",
-            BatchFailure::Encode { .. } => "encode",
-        },
-        Error::PluginLoad { .. } => "plugin_load",
-        Error::Table { .. }
-        | Error::ChangeFeed { .. }
-        | Error::Unreadable { .. }
-        | Error::Expired { .. } => "read",
-        Error::Concurrent { .. } => "concurrent",
-        Error::Link { .. } | Error::CheckpointAhead { .. } => "link",
-        Error::Config { .. } => "config",
-        Error::Other(_) => "other",
-    }
-}
-
 impl FollowEvents for Monitor {
     fn batch(&self, r: &BatchReport) {
         let p = [r.pipeline.as_str()];
@@ -317,7 +294,7 @@ impl FollowEvents for Monitor {
 
     fn failed(&self, pipeline: &str, error: &Error) {
         self.failures
-            .with_label_values(&[pipeline, failure_kind(error)])
+            .with_label_values(&[pipeline, error.kind()])
             .inc();
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let h = h.entry(pipeline.to_string()).or_insert(Health {

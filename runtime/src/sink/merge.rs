@@ -44,6 +44,9 @@ impl LinkTable {
         {
             Ok((merged, m)) => {
                 tracing::info!(
+                    pipeline = %self.pipeline,
+                    files_removed = m.num_files_removed,
+                    files_added = m.num_files_added,
                     "{}: merged {} small files of the change log into {} in {} ms",
                     self.pipeline,
                     m.num_files_removed,
@@ -53,6 +56,7 @@ impl LinkTable {
                 self.table = Some(merged);
             }
             Err(e) => tracing::warn!(
+                pipeline = %self.pipeline,
                 "{}: merging the change log's {small} small files failed (the batch is committed; `dlink-rt compact` merges them): {e}",
                 self.pipeline
             ),
