@@ -82,6 +82,8 @@ impl Catalog {
                 }
                 if !types.get_ref().iter().any(|t| t == "update_preimage") {
                     tracing::warn!(
+                        file = %src.path.display(),
+                        upstream = %name,
                         "{}: upstream '{name}' drops update_preimage rows: a row whose join column changes \
                          will not affect its old side",
                         src.path.display()

@@ -61,12 +61,20 @@ pub fn load(
         // an artifact of another version or configuration.
         match unsafe { Component::deserialize_file(engine, &entry) } {
             Ok(c) => return Ok((c, Origin::Cached)),
-            Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e:#}", entry.display()),
+            Err(e) => tracing::warn!(
+                cache_entry = %entry.display(),
+                "ignoring unusable cache entry {}: {e:#}",
+                entry.display()
+            ),
         }
     }
     let component = Component::new(engine, wasm)?;
     if let Err(e) = store(&component, dir, &entry) {
-        tracing::warn!("cannot write component cache {}: {e:#}", entry.display());
+        tracing::warn!(
+            cache_entry = %entry.display(),
+            "cannot write component cache {}: {e:#}",
+            entry.display()
+        );
     }
     Ok((component, Origin::Compiled))
 }

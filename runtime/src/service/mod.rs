@@ -95,7 +95,7 @@ pub async fn follow_folder(
             Err(e) => {
                 let text = e.to_string();
                 if catalog_problem.as_deref() != Some(text.as_str()) {
-                    tracing::error!("{text}; the running pipelines keep going");
+                    tracing::error!(kind = "config", "{text}; the running pipelines keep going");
                     catalog_problem = Some(text);
                 }
             }
@@ -197,7 +197,7 @@ async fn apply(entries: &mut BTreeMap<PathBuf, Entry>, files: Scanned, ctx: &Ctx
                     ""
                 };
                 for p in problems {
-                    tracing::error!("{p}{keeps}");
+                    tracing::error!(file = %file.display(), kind = "config", "{p}{keeps}");
                 }
                 continue;
             }
@@ -208,7 +208,7 @@ async fn apply(entries: &mut BTreeMap<PathBuf, Entry>, files: Scanned, ctx: &Ctx
         }
         entry.pipeline = Some(p.clone());
         if !p.enabled {
-            tracing::info!(pipeline = %p.name, "{}: disabled (enabled = false in {})", p.name, file.display());
+            tracing::info!(pipeline = %p.name, file = %file.display(), "{}: disabled (enabled = false in {})", p.name, file.display());
             continue;
         }
         let clash = entries.iter().find(|(f, e)| {
@@ -220,6 +220,9 @@ async fn apply(entries: &mut BTreeMap<PathBuf, Entry>, files: Scanned, ctx: &Ctx
         });
         if let Some((other, _)) = clash {
             tracing::error!(
+                pipeline = %p.name,
+                file = %file.display(),
+                kind = "config",
                 "{}: pipeline '{}' has the same name or link table as {}; each pipeline needs its own (not started)",
                 file.display(),
                 p.name,
