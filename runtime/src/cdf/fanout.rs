@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -34,7 +35,15 @@ struct Shared<T> {
     cell: Arc<OnceCell<T>>,
     /// Pipelines that have not taken it yet.
     remaining: usize,
+    created: Instant,
 }
+
+/// How long an opened table is handed to further pipelines. The pipelines of a run (or
+/// of a service starting) open their tables together; a pipeline that opens a session
+/// later (after a failure, in `--follow`) gets a table opened for it rather than one
+/// that some pipeline never came for. A shared table older than the newest version is
+/// still correct (a session reads the log entries after it), only slower.
+const OPEN_SHARED_FOR: Duration = Duration::from_secs(2);
 
 /// Takes `key`'s cell for one of its `consumers` (creating the entry for the first);
 /// the last one removes the entry, and whoever holds the cell keeps the value alive.
@@ -46,6 +55,7 @@ fn take<K: std::hash::Hash + Eq + Clone, T>(
     let e = map.entry(key.clone()).or_insert_with(|| Shared {
         cell: Arc::new(OnceCell::new()),
         remaining: consumers,
+        created: Instant::now(),
     });
     e.remaining = e.remaining.saturating_sub(1);
     let cell = e.cell.clone();
@@ -138,6 +148,12 @@ impl FanOut {
         self.opens_requested.fetch_add(1, Ordering::Relaxed);
         let cell = {
             let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            if tables
+                .get(&u.uri)
+                .is_some_and(|e| e.created.elapsed() > OPEN_SHARED_FOR)
+            {
+                tables.remove(&u.uri);
+            }
             take(&mut tables, &u.uri, self.consumers_of(u))
         };
         let table = cell

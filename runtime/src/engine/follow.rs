@@ -296,15 +296,13 @@ async fn poll(
     }
     let s = match current {
         Some(s) => session.insert(s),
-        None => session.insert(Session::open(pipeline, None).await?),
+        None => session.insert(Session::open(pipeline, reads).await?),
     };
     s.stop_on(stop.clone());
     if !s.pending() {
         return Ok(());
     }
     let mut summary = RunSummary::default();
-    // Tables are opened by each session for itself (a shared open is meant for the
-    // pipelines of one catch-up); reads of one range are shared.
     s.run(pipeline, host, slot, reads, &mut summary, on_batch)
         .await
         .map_err(|e| e.with_pipeline_file(&pipeline.file))
