@@ -13,9 +13,10 @@ mod error;
 mod host;
 mod limiter;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -92,6 +93,10 @@ pub struct PluginHost {
     _ticker: Arc<Ticker>,
     /// The lookup indexes of the process, shared by every plugin instance.
     indexes: Arc<crate::lookup::Indexes>,
+    /// One lock per plugin hash: pipelines that load the same new file at once (a
+    /// plugin shared by many pipelines, replaced) wait for one compile and then load
+    /// its cache entry, rather than each compiling it.
+    compiling: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 /// The epoch ticker thread's stop flag, set on drop.
@@ -188,6 +193,7 @@ impl PluginHost {
             cache_dir: b.cache_dir.clone(),
             _ticker: Arc::new(Ticker(stop_ticker)),
             indexes: Arc::default(),
+            compiling: Arc::default(),
         })
     }
 
@@ -201,9 +207,18 @@ impl PluginHost {
         let started = std::time::Instant::now();
         let wasm = std::fs::read(path).map_err(PluginError::Read)?;
         let sha256 = sha256_hex(&wasm);
-        let (component, origin) =
+        let once = self
+            .compiling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sha256.clone())
+            .or_default()
+            .clone();
+        let (component, origin) = {
+            let _one_at_a_time = once.lock().unwrap_or_else(|p| p.into_inner());
             cache::load(&self.engine, &wasm, &sha256, self.cache_dir.as_deref())
-                .map_err(PluginError::NotAComponent)?;
+                .map_err(PluginError::NotAComponent)?
+        };
         let contract = Contract::of(&component, &self.engine).ok_or(PluginError::NoContract)?;
         tracing::info!(
             plugin = %path.display(),
