@@ -11,15 +11,16 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::prelude::{col, lit};
 use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::StreamExt;
 
 use crate::config::Upstream;
 use crate::error::{Error, Result};
 
 mod fanout;
 pub mod history;
+mod logcheck;
 
 pub use fanout::{FanOut, FanOutStats};
+pub use logcheck::LogCheck;
 
 use history::{TableState, Unreadable};
 
@@ -124,7 +125,7 @@ pub async fn open_at(u: &Upstream, version: i64) -> Result<DeltaTable> {
         .map_err(|e| table_err(u, format!("cannot load version {version}: {e}")))
 }
 
-fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> Error {
+pub(crate) fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> Error {
     Error::Unreadable {
         table: u.name.clone(),
         version,
@@ -138,140 +139,6 @@ pub fn state_of(u: &Upstream, t: &DeltaTable) -> Result<TableState> {
     let m = serde_json::to_value(t.snapshot().map_err(|e| table_err(u, e))?.metadata())
         .map_err(|e| table_err(u, e))?;
     Ok(TableState::from_json(&m))
-}
-
-/// A cursor over an upstream's commit log that checks, version by version, that each
-/// version can be read as a change feed.
-#[derive(Debug, Clone)]
-pub struct LogCheck {
-    state: TableState,
-    /// Next version whose commit must be stepped through.
-    next: i64,
-}
-
-/// Versions a log check reads ahead when it starts (see [`LogCheck::start`]).
-const READ_AHEAD: i64 = 256;
-
-impl LogCheck {
-    /// Starts checking at version `start` of `u`, whose `table` is loaded at a later
-    /// version.
-    ///
-    /// The check needs the table's state at `start - 1`. When the versions from `start`
-    /// to the loaded one are few ([`READ_AHEAD`]) their commits are read at once: if none
-    /// of them changes the metadata, the state before them is the loaded table's own
-    /// and, the Change Data Feed being on, every one of them is readable, so the check
-    /// is done without loading the table as of `start - 1` (a log replay that was most
-    /// of opening an incremental run). Otherwise the table is loaded as of `start - 1`
-    /// and the versions are checked as batches reach them.
-    pub async fn start(u: &Upstream, table: &DeltaTable, start: i64) -> Result<LogCheck> {
-        if start > 0 {
-            if let Some(done) = Self::read_ahead(u, table, start).await? {
-                return Ok(done);
-            }
-        }
-        Self::start_before(u, table, start).await
-    }
-
-    /// The check of `start..=` the loaded version done at once, when those commits are
-    /// few, all present and none changes the metadata; `None` otherwise (problems are
-    /// then reported when a batch reaches their version).
-    async fn read_ahead(u: &Upstream, table: &DeltaTable, start: i64) -> Result<Option<LogCheck>> {
-        let latest = version_of(u, table)?;
-        if latest < start || latest - start >= READ_AHEAD {
-            return Ok(None);
-        }
-        let state = state_of(u, table)?;
-        if !state.cdf_enabled {
-            return Ok(None);
-        }
-        let log = table.log_store();
-        let commits: Vec<_> = futures::stream::iter(start..=latest)
-            .map(|v| {
-                let log = log.clone();
-                async move { log.read_commit_entry(v as u64).await }
-            })
-            .buffered(16)
-            .collect()
-            .await;
-        for commit in commits {
-            match commit {
-                Ok(Some(bytes)) if matches!(history::metadata_of(&bytes), Ok(None)) => {}
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(LogCheck {
-            state,
-            next: latest + 1,
-        }))
-    }
-
-    /// Starts checking at version `start` from the table loaded as of `start - 1`.
-    async fn start_before(u: &Upstream, table: &DeltaTable, start: i64) -> Result<LogCheck> {
-        if start > 0 {
-            if let Ok(t) = open_at(u, start - 1).await {
-                return Ok(LogCheck {
-                    state: state_of(u, &t)?,
-                    next: start,
-                });
-            }
-        } else {
-            return Ok(LogCheck {
-                state: TableState {
-                    id: String::new(),
-                    cdf_enabled: false,
-                },
-                next: 0,
-            });
-        }
-        // The version before `start` is gone (log cleanup below a checkpoint): take the
-        // state at `start` itself, which includes its own metadata.
-        let t = match open_at(u, start).await {
-            Ok(t) => t,
-            // Which failure it is, the log says: no entry for `start` is log cleanup;
-            // anything else (an IO error, a corrupt checkpoint) is reported as it is.
-            Err(open_err) => {
-                return Err(
-                    match table.log_store().read_commit_entry(start as u64).await {
-                        Ok(None) => unreadable(u, start, Unreadable::LogMissing),
-                        Ok(Some(_)) => open_err,
-                        Err(e) => table_err(
-                            u,
-                            format!("cannot read the log entry of version {start}: {e}"),
-                        ),
-                    },
-                )
-            }
-        };
-        let state = state_of(u, &t)?;
-        if !state.cdf_enabled {
-            return Err(unreadable(u, start, Unreadable::CdfDisabled));
-        }
-        Ok(LogCheck {
-            state,
-            next: start + 1,
-        })
-    }
-
-    /// Starts checking at version `next`, given the table's state at `next - 1`.
-    pub fn at(state: TableState, next: i64) -> LogCheck {
-        LogCheck { state, next }
-    }
-
-    /// Checks every version up to `end` (inclusive) that has not been checked yet.
-    pub async fn check_to(&mut self, u: &Upstream, table: &DeltaTable, end: i64) -> Result<()> {
-        let log = table.log_store();
-        while self.next <= end {
-            let v = self.next;
-            let bytes = log
-                .read_commit_entry(v as u64)
-                .await
-                .map_err(|e| unreadable(u, v, Unreadable::Corrupt(e.to_string())))?
-                .ok_or_else(|| unreadable(u, v, Unreadable::LogMissing))?;
-            history::step(&mut self.state, &bytes).map_err(|r| unreadable(u, v, r))?;
-            self.next += 1;
-        }
-        Ok(())
-    }
 }
 
 /// The table's latest version.

@@ -115,27 +115,7 @@ pub async fn follow_until(
     reads: Option<Arc<FanOut>>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(2);
-    let watcher = match pipeline.plugin() {
-        Some(spec) => {
-            let initial = std::fs::read(&spec.path)
-                .map(|b| sha256_hex(&b))
-                .map_err(|e| Error::PluginLoad {
-                    path: spec.path.clone(),
-                    pipeline: pipeline.name.clone(),
-                    source: PluginError::Read(e),
-                })?;
-            Some(tokio::spawn(watch(
-                pipeline.clone(),
-                spec.clone(),
-                host.clone(),
-                tx,
-                initial,
-                opts.watch_interval,
-                events.clone(),
-            )))
-        }
-        None => None,
-    };
+    let watcher = start_watcher(pipeline, &host, tx, opts, &events)?;
     let mut slot = PluginSlot::with_incoming(rx);
     let mut compactor = Compactor::new(pipeline);
     // Kept open from poll to poll: a poll reads only the log entries that are new.
@@ -156,10 +136,6 @@ pub async fn follow_until(
             &mut report,
         )
         .await;
-        if outcome.is_err() {
-            // Start the next poll from what the tables hold.
-            session = None;
-        }
         match &outcome {
             Ok(()) => {
                 failures = 0;
@@ -168,36 +144,16 @@ pub async fn follow_until(
             Err(e) => {
                 failures += 1;
                 events.failed(&pipeline.name, e);
-            }
-        }
-        match outcome {
-            Ok(()) => {}
-            Err(e @ Error::Concurrent { .. }) => {
-                tracing::warn!(
-                    pipeline = %pipeline.name,
-                    batch = e.batch_id(),
-                    kind = e.kind(),
-                    "{e}; continuing from the link table's checkpoint"
-                );
-                // The instance may hold state of the abandoned batch; start a fresh one.
-                slot.drop_current();
-            }
-            Err(e @ Error::Batch { .. }) => {
-                e.log(&pipeline.name);
-                tracing::warn!(
-                    pipeline = %pipeline.name,
-                    batch = e.batch_id(),
-                    "{}: waiting for a new version of {} to retry the batch",
-                    pipeline.name,
-                    pipeline.deriver()
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    got = slot.wait_for_new() => if got.is_none() { break },
+                // Start the next poll from what the tables hold.
+                session = None;
+                if let AfterFailure::WaitForNewPlugin = after_failure(pipeline, &mut slot, e) {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        got = slot.wait_for_new() => if got.is_none() { break },
+                    }
+                    continue;
                 }
-                continue;
             }
-            Err(e) => e.log(&pipeline.name),
         }
         compactor.maybe_start();
         let pause = if failures == 0 {
@@ -217,6 +173,76 @@ pub async fn follow_until(
     // table the next compaction finishes.
     compactor.stop();
     Ok(())
+}
+
+/// Starts watching the pipeline's plugin file (none for a SQL pipeline): new versions
+/// are compiled beside the batches and sent to `tx`.
+fn start_watcher(
+    pipeline: &Pipeline,
+    host: &Arc<PluginHost>,
+    tx: mpsc::Sender<Plugin>,
+    opts: FollowOptions,
+    events: &Arc<dyn FollowEvents>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(spec) = pipeline.plugin() else {
+        return Ok(None);
+    };
+    let initial = std::fs::read(&spec.path)
+        .map(|b| sha256_hex(&b))
+        .map_err(|e| Error::PluginLoad {
+            path: spec.path.clone(),
+            pipeline: pipeline.name.clone(),
+            source: PluginError::Read(e),
+        })?;
+    Ok(Some(tokio::spawn(watch(
+        pipeline.clone(),
+        spec.clone(),
+        host.clone(),
+        tx,
+        initial,
+        opts.watch_interval,
+        events.clone(),
+    ))))
+}
+
+/// What the follow loop does after a failed poll.
+enum AfterFailure {
+    /// Pause (with backoff) and poll again.
+    Pause,
+    /// The plugin failed the batch: retry it once a new plugin file is loaded.
+    WaitForNewPlugin,
+}
+
+/// Logs a failed poll and says what comes next.
+fn after_failure(pipeline: &Pipeline, slot: &mut PluginSlot, e: &Error) -> AfterFailure {
+    match e {
+        Error::Concurrent { .. } => {
+            tracing::warn!(
+                pipeline = %pipeline.name,
+                batch = e.batch_id(),
+                kind = e.kind(),
+                "{e}; continuing from the link table's checkpoint"
+            );
+            // The instance may hold state of the abandoned batch; start a fresh one.
+            slot.drop_current();
+            AfterFailure::Pause
+        }
+        Error::Batch { .. } => {
+            e.log(&pipeline.name);
+            tracing::warn!(
+                pipeline = %pipeline.name,
+                batch = e.batch_id(),
+                "{}: waiting for a new version of {} to retry the batch",
+                pipeline.name,
+                pipeline.deriver()
+            );
+            AfterFailure::WaitForNewPlugin
+        }
+        e => {
+            e.log(&pipeline.name);
+            AfterFailure::Pause
+        }
+    }
 }
 
 /// `[link] compact_every`: a compaction of the link table in the background, beside

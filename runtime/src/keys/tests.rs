@@ -138,3 +138,32 @@ fn dictionary_encoded_upstreams_fold_like_plain_ones() {
 fn empty_output_means_no_keys() {
     assert!(collect(&[], &keys(), &["a"]).unwrap().is_empty());
 }
+
+#[test]
+fn integer_keys_are_numbered_alike_dense_or_sparse() {
+    let cases: Vec<Vec<i64>> = vec![
+        // Dense ids (the array path), with repeats, out of order.
+        vec![5, 3, 5, 4, 3, 9, 1, 1, 2, 9],
+        (0..200_000).map(|i| (i * 7919) % 150_000).collect(),
+        // Negative and around zero.
+        vec![-3, 0, -3, 2, -1, 0],
+        // Sparse and extreme (the hash path).
+        vec![i64::MIN, 0, i64::MAX, 0, i64::MIN, 42],
+        (0..1000).map(|i| i * 1_000_000_007).collect(),
+        vec![],
+    ];
+    for values in cases {
+        let by_hash = number(values.iter().copied(), values.len());
+        assert_eq!(
+            number_ints(&values),
+            by_hash,
+            "{:?}",
+            &values[..values.len().min(10)]
+        );
+        // The numbering itself: equal keys share a slot, first rows in order.
+        let (slots, first) = by_hash;
+        for (row, v) in values.iter().enumerate() {
+            assert_eq!(values[first[slots[row] as usize] as usize], *v);
+        }
+    }
+}
