@@ -500,6 +500,25 @@ impl Keys {
         Ok(())
     }
 
+    /// Records one whole array of a single int64 key column with a commit time per
+    /// value, caused by `upstream`: no step per row. `key` has no nulls and is int64;
+    /// the caller checks both.
+    pub(crate) fn add_key_array(
+        &mut self,
+        upstream: &str,
+        key: ArrayRef,
+        timestamps: Vec<Option<i64>>,
+    ) -> Result<(), Error> {
+        let p = self.part(upstream)?;
+        let rows = key.len();
+        let ts = Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"));
+        let b = RecordBatch::try_new(self.schema.clone(), vec![key, ts])
+            .map_err(|e| Error::new(format!("cannot build the keys: {e}")))?;
+        self.parts[p].batches.push(b);
+        self.len += rows;
+        Ok(())
+    }
+
     fn column_list(&self) -> String {
         self.columns
             .iter()

@@ -142,6 +142,9 @@ impl crate::Keys {
         column: &str,
     ) -> Result<usize, crate::Error> {
         use crate::keys::{value_at, KeyValue};
+        if let Some(n) = self.add_through_ints(&mut *host, changes, via, table, column)? {
+            return Ok(n);
+        }
         // Each distinct value with the newest commit time of the rows holding it.
         let mut pairs: Vec<(KeyValue, Option<i64>)> = Vec::with_capacity(changes.len());
         let mut offset = 0;
@@ -214,5 +217,121 @@ impl crate::Keys {
             }
         }
         Ok(n)
+    }
+
+    /// [`Keys::add_through`] when `via` holds integers (the usual join column): the
+    /// values sorted as plain integers, and found rows whose key is one int64 column
+    /// without nulls recorded as whole arrays, with no step per row that allocates.
+    /// `None` when `via` is not an integer column (the general path handles it).
+    fn add_through_ints(
+        &mut self,
+        host: HostLookup<'_>,
+        changes: &crate::Changes,
+        via: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<Option<usize>, crate::Error> {
+        use crate::keys::{value_at, KeyType, KeyValue};
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Int32Type, Int64Type};
+        use arrow_array::Array;
+        let batches = changes.table().record_batches();
+        let ints = |a: Option<&ArrayRef>| {
+            a.is_some_and(|a| matches!(a.data_type(), DataType::Int64 | DataType::Int32))
+        };
+        if batches.is_empty() || !batches.iter().all(|b| ints(b.column_by_name(via))) {
+            return Ok(None);
+        }
+        // Each distinct value with the newest commit time of the rows holding it.
+        let mut pairs: Vec<(i64, Option<i64>)> = Vec::with_capacity(changes.len());
+        let mut offset = 0;
+        for batch in batches {
+            let ts = &changes.commit_timestamps()[offset..offset + batch.num_rows()];
+            offset += batch.num_rows();
+            let Some(a) = batch.column_by_name(via) else {
+                continue;
+            };
+            let valid = |i: usize| a.is_valid(i);
+            if let Some(p) = a.as_primitive_opt::<Int64Type>() {
+                pairs.extend(
+                    (0..p.len())
+                        .filter(|i| valid(*i))
+                        .map(|i| (p.value(i), ts[i])),
+                );
+            } else if let Some(p) = a.as_primitive_opt::<Int32Type>() {
+                pairs.extend(
+                    (0..p.len())
+                        .filter(|i| valid(*i))
+                        .map(|i| (i64::from(p.value(i)), ts[i])),
+                );
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = crate::changes::newest(kept.1, later.1);
+            }
+            same
+        });
+        if pairs.is_empty() {
+            return Ok(Some(0));
+        }
+        let names: Vec<String> = self.columns().iter().map(|k| k.name.clone()).collect();
+        let mut projection: Vec<&str> = names.iter().map(String::as_str).collect();
+        if !projection.contains(&column) {
+            projection.push(column);
+        }
+        let keys: Vec<i64> = pairs.iter().map(|(v, _)| *v).collect();
+        let found = lookup_i64_with(host, table, column, &keys, &projection)?;
+        let ts_of = |v: i64| {
+            pairs
+                .binary_search_by_key(&v, |(p, _)| *p)
+                .ok()
+                .and_then(|j| pairs[j].1)
+        };
+        let one_int_key = matches!(self.columns(), [k] if k.key_type == KeyType::Int64);
+        let mut n = 0;
+        for batch in found.record_batches() {
+            let by = batch
+                .column_by_name(column)
+                .ok_or_else(|| format!("lookup of '{table}' returned no column '{column}'"))?;
+            let key_cols = names
+                .iter()
+                .map(|k| {
+                    batch
+                        .column_by_name(k)
+                        .ok_or_else(|| format!("lookup of '{table}' returned no key column '{k}'"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let whole = match (key_cols.as_slice(), by.as_primitive_opt::<Int64Type>()) {
+                ([key], Some(by))
+                    if one_int_key
+                        && key.data_type() == &DataType::Int64
+                        && key.null_count() == 0
+                        && by.null_count() == 0 =>
+                {
+                    Some(((*key).clone(), by))
+                }
+                _ => None,
+            };
+            if let Some((key, by)) = whole {
+                let ts = by.values().iter().map(|v| ts_of(*v)).collect();
+                n += key.len();
+                self.add_key_array(changes.name(), key, ts)?;
+                continue;
+            }
+            for i in 0..batch.num_rows() {
+                let Some(KeyValue::Int64(v)) = value_at(by, i) else {
+                    continue;
+                };
+                let key: Option<Vec<KeyValue>> = key_cols.iter().map(|a| value_at(a, i)).collect();
+                if let Some(key) = key {
+                    self.add(changes.name(), ts_of(v), key)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(Some(n))
     }
 }

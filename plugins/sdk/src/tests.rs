@@ -784,6 +784,78 @@ fn add_through_attributes_found_rows_to_the_newest_change_of_their_value() {
 }
 
 #[test]
+fn add_through_passes_whole_key_arrays_and_attributes_each_row_like_the_row_path() {
+    // int32 join values (widened), 10 twice (newest T3), 20 once; found rows without
+    // nulls come back in two batches, one of them through the whole-array path.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("dept_id", DataType::Int32, true),
+        Field::new("_change_type", DataType::Utf8, false),
+        Field::new("_commit_version", DataType::Int64, false),
+        Field::new("_commit_timestamp", ts_type(), true),
+    ]));
+    let b = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![Some(20), Some(10), Some(10)])),
+            Arc::new(StringArray::from(vec![
+                "insert",
+                "update_preimage",
+                "update_postimage",
+            ])),
+            Arc::new(Int64Array::from(vec![2, 3, 3])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(T2), Some(T1), Some(T3)])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let departments = Changes::from_ipc("department", 1, 3, &ipc(&[b])).unwrap();
+    let found_schema = Arc::new(Schema::new(vec![
+        Field::new("emp_id", DataType::Int64, true),
+        Field::new("dept_id", DataType::Int64, true),
+    ]));
+    let mut host = |_: &str, _: &str, keys: &[u8], _: &[String]| {
+        let (_, asked) = read_ipc(keys);
+        assert_eq!(
+            asked[0].column(0).as_ref(),
+            &Int64Array::from(vec![10, 20]) as &dyn Array
+        );
+        let batch = |emp: Vec<i64>, dept: Vec<i64>| {
+            RecordBatch::try_new(
+                found_schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(emp)),
+                    Arc::new(Int64Array::from(dept)),
+                ],
+            )
+            .unwrap()
+        };
+        Ok::<_, String>(ipc(&[
+            batch(vec![7, 8], vec![20, 10]),
+            batch(vec![9], vec![10]),
+        ]))
+    };
+    let mut keys = Keys::new(
+        vec![KeyColumn::i64("emp_id")],
+        vec!["employee".into(), "department".into()],
+    )
+    .unwrap();
+    let n = keys
+        .add_through_with(&mut host, &departments, "dept_id", "employee", "dept_id")
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        decoded(keys),
+        vec![(
+            "department".to_string(),
+            vec!["7".into(), "8".into(), "9".into()],
+            vec![Some(T2), Some(T3), Some(T3)]
+        )]
+    );
+}
+
+#[test]
 fn lookup_sends_deduplicated_keys_as_one_column_named_after_the_lookup_column() {
     let mut calls = 0;
     let mut host =
