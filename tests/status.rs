@@ -237,19 +237,25 @@ fn graph_shows_tables_pipelines_and_link_tables_and_renders() {
     assert!(out.contains("classDef disabled"), "{out}");
 }
 
-/// `--log-format json`: every stderr line is one JSON event, with its fields as keys.
-#[tokio::test(flavor = "multi_thread")]
-async fn json_logs_are_one_object_per_event_with_fields() {
+/// Pipeline `sp` over one-row spmaster and affiliation tables with test plugin `name`.
+async fn sp_pipeline_with(name: &str) -> (Workspace, std::path::PathBuf) {
     let ws = Workspace::new();
     common::sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
     let file = ws.pipeline(
         "sp",
         "sp",
         &["spmaster", "affiliation"],
-        &plugin("sp_affiliation"),
+        &plugin(name),
         "diasng_id",
         10,
     );
+    (ws, file)
+}
+
+/// `--log-format json`: every stderr line is one JSON event, with its fields as keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_event_with_fields() {
+    let (_ws, file) = sp_pipeline_with("sp_affiliation").await;
     let o = dlink()
         .env("DLINK_LOG", "dlink_rt=info")
         .args(["--log-format", "json", "run"])
@@ -277,16 +283,7 @@ async fn json_logs_are_one_object_per_event_with_fields() {
 /// pipeline's events carry the pipeline as a field of their span.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_batch_is_logged_with_its_pipeline_batch_and_kind_as_fields() {
-    let ws = Workspace::new();
-    common::sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
-    let file = ws.pipeline(
-        "sp",
-        "sp",
-        &["spmaster", "affiliation"],
-        &plugin("panic_on_derive"),
-        "diasng_id",
-        10,
-    );
+    let (_ws, file) = sp_pipeline_with("panic_on_derive").await;
     let mut child = dlink()
         .env("DLINK_LOG", "dlink_rt=info")
         .args([

@@ -106,6 +106,48 @@ fn encode_keys(column: &str, data_type: DataType, keys: ArrayRef) -> Result<Vec<
     writer.into_inner().map_err(error)
 }
 
+/// Sorts `(value, commit time)` pairs and keeps one per value, with its newest time.
+fn newest_per_value<T: Ord>(pairs: &mut Vec<(T, Option<i64>)>) {
+    pairs.sort_unstable();
+    pairs.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 = crate::changes::newest(kept.1, later.1);
+        }
+        same
+    });
+}
+
+/// The columns a join lookup asks for: the key columns and the lookup column.
+fn projection<'a>(names: &'a [String], column: &'a str) -> Vec<&'a str> {
+    let mut projection: Vec<&str> = names.iter().map(String::as_str).collect();
+    if !projection.contains(&column) {
+        projection.push(column);
+    }
+    projection
+}
+
+/// The lookup column and the key columns of a batch of found rows.
+fn found_columns<'a>(
+    batch: &'a RecordBatch,
+    table: &str,
+    column: &str,
+    names: &[String],
+) -> Result<(&'a ArrayRef, Vec<&'a ArrayRef>), String> {
+    let by = batch
+        .column_by_name(column)
+        .ok_or_else(|| format!("lookup of '{table}' returned no column '{column}'"))?;
+    let key_cols = names
+        .iter()
+        .map(|k| {
+            batch
+                .column_by_name(k)
+                .ok_or_else(|| format!("lookup of '{table}' returned no key column '{k}'"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((by, key_cols))
+}
+
 impl crate::Keys {
     /// The keys found through a lookup, the join step of most pipelines: for the change
     /// rows of `changes`, the rows of `table` (at the batch's pinned version) whose
@@ -160,22 +202,12 @@ impl crate::Keys {
             pairs.extend((0..batch.num_rows()).filter_map(|i| value_at(a, i).map(|v| (v, ts[i]))));
             offset += batch.num_rows();
         }
-        pairs.sort_unstable();
-        pairs.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 = crate::changes::newest(kept.1, later.1);
-            }
-            same
-        });
+        newest_per_value(&mut pairs);
         if pairs.is_empty() {
             return Ok(0);
         }
         let names: Vec<String> = self.columns().iter().map(|k| k.name.clone()).collect();
-        let mut projection: Vec<&str> = names.iter().map(String::as_str).collect();
-        if !projection.contains(&column) {
-            projection.push(column);
-        }
+        let projection = projection(&names, column);
         let found = if pairs.iter().all(|(v, _)| matches!(v, KeyValue::Int64(_))) {
             let keys: Vec<i64> = pairs
                 .iter()
@@ -192,17 +224,7 @@ impl crate::Keys {
         };
         let mut n = 0;
         for batch in found.record_batches() {
-            let by = batch
-                .column_by_name(column)
-                .ok_or_else(|| format!("lookup of '{table}' returned no column '{column}'"))?;
-            let key_cols = names
-                .iter()
-                .map(|k| {
-                    batch
-                        .column_by_name(k)
-                        .ok_or_else(|| format!("lookup of '{table}' returned no key column '{k}'"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let (by, key_cols) = found_columns(batch, table, column, &names)?;
             for i in 0..batch.num_rows() {
                 let Some(v) = value_at(by, i) else { continue };
                 let ts = pairs
@@ -266,22 +288,12 @@ impl crate::Keys {
                 );
             }
         }
-        pairs.sort_unstable();
-        pairs.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 = crate::changes::newest(kept.1, later.1);
-            }
-            same
-        });
+        newest_per_value(&mut pairs);
         if pairs.is_empty() {
             return Ok(Some(0));
         }
         let names: Vec<String> = self.columns().iter().map(|k| k.name.clone()).collect();
-        let mut projection: Vec<&str> = names.iter().map(String::as_str).collect();
-        if !projection.contains(&column) {
-            projection.push(column);
-        }
+        let projection = projection(&names, column);
         let keys: Vec<i64> = pairs.iter().map(|(v, _)| *v).collect();
         let found = lookup_i64_with(host, table, column, &keys, &projection)?;
         let ts_of = |v: i64| {
@@ -293,17 +305,7 @@ impl crate::Keys {
         let one_int_key = matches!(self.columns(), [k] if k.key_type == KeyType::Int64);
         let mut n = 0;
         for batch in found.record_batches() {
-            let by = batch
-                .column_by_name(column)
-                .ok_or_else(|| format!("lookup of '{table}' returned no column '{column}'"))?;
-            let key_cols = names
-                .iter()
-                .map(|k| {
-                    batch
-                        .column_by_name(k)
-                        .ok_or_else(|| format!("lookup of '{table}' returned no key column '{k}'"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let (by, key_cols) = found_columns(batch, table, column, &names)?;
             let whole = match (key_cols.as_slice(), by.as_primitive_opt::<Int64Type>()) {
                 ([key], Some(by))
                     if one_int_key
