@@ -3,6 +3,7 @@
 //! [`FollowEvents`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,10 @@ pub struct Monitor {
     /// Every pipeline of the folder as last loaded (disabled ones included).
     pipelines: Mutex<Vec<Pipeline>>,
     /// `status` of the pipelines, refreshed at most once a second.
-    status: tokio::sync::Mutex<Option<(Instant, Vec<PipelineStatus>)>>,
+    status: tokio::sync::Mutex<Option<(Instant, u64, Vec<PipelineStatus>)>>,
+    /// Bumped by every `set_pipelines`: a status computed for another list of
+    /// pipelines is not served again, however fresh.
+    generation: AtomicU64,
 }
 
 /// How long a computed status (and the lag it gives) is served again.
@@ -157,12 +161,14 @@ impl Monitor {
             health: Mutex::default(),
             pipelines: Mutex::default(),
             status: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// The pipelines the service knows (enabled or not), for `/status` and the lag.
     pub fn set_pipelines(&self, pipelines: Vec<Pipeline>) {
         *self.pipelines.lock().unwrap_or_else(|e| e.into_inner()) = pipelines;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The fan-out whose shared reads the metrics count.
@@ -210,8 +216,10 @@ impl Monitor {
     /// second old; also sets the lag gauges from it.
     pub async fn status(&self) -> Vec<PipelineStatus> {
         let mut cached = self.status.lock().await;
-        if let Some((at, s)) = cached.as_ref() {
-            if at.elapsed() < STATUS_TTL {
+        // Read before the list: a list set meanwhile makes this status stale at once.
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((at, made_for, s)) = cached.as_ref() {
+            if at.elapsed() < STATUS_TTL && *made_for == generation {
                 return s.clone();
             }
         }
@@ -232,7 +240,7 @@ impl Monitor {
                 }
             }
         }
-        *cached = Some((Instant::now(), list.clone()));
+        *cached = Some((Instant::now(), generation, list.clone()));
         list
     }
 
