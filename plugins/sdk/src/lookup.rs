@@ -208,20 +208,10 @@ impl crate::Keys {
         }
         let names: Vec<String> = self.columns().iter().map(|k| k.name.clone()).collect();
         let projection = projection(&names, column);
-        let found = if pairs.iter().all(|(v, _)| matches!(v, KeyValue::Int64(_))) {
-            let keys: Vec<i64> = pairs
-                .iter()
-                .filter_map(|(v, _)| match v {
-                    KeyValue::Int64(v) => Some(*v),
-                    KeyValue::Utf8(_) => None,
-                })
-                .collect();
-            lookup_i64_with(host, table, column, &keys, &projection)?
-        } else {
-            let keys: Vec<String> = pairs.iter().map(|(v, _)| v.to_plain()).collect();
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            lookup_str_with(host, table, column, &keys, &projection)?
-        };
+        // Integer join values took `add_through_ints`: these are strings.
+        let keys: Vec<String> = pairs.iter().map(|(v, _)| v.to_plain()).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let found = lookup_str_with(host, table, column, &keys, &projection)?;
         let mut n = 0;
         for batch in found.record_batches() {
             let (by, key_cols) = found_columns(batch, table, column, &names)?;

@@ -67,6 +67,13 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
+fn total(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
 fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone()))
@@ -108,17 +115,13 @@ impl Monitor {
         .expect("valid metric");
         r.register(Box::new(lag_seconds.clone()))
             .expect("metric registered once");
-        let total = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            r.register(Box::new(c.clone()))
-                .expect("metric registered once");
-            c
-        };
         let reads_requested = total(
+            &r,
             "dlink_change_feed_reads_requested_total",
             "Change-feed reads (upstream, version range) the pipelines asked for",
         );
         let reads_performed = total(
+            &r,
             "dlink_change_feed_reads_performed_total",
             "Change-feed reads that ran; the others were shared with a pipeline that read the same range",
         );
