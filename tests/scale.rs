@@ -517,3 +517,41 @@ async fn lookup_index_is_built_on_the_second_lookup() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[1], answers[2]);
 }
+
+/// The change feed read straight from the files (the default) gives the same rows as
+/// deltalake's change-feed scan, commit timestamps included, for every example table
+/// over its whole history, the increment alone, and one change type with two columns.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_direct_change_feed_reader_reads_like_deltalakes_scan_at_100k_rows() {
+    use dlink_rt::cdf::{read_changes_with, Reader};
+    let f = fixture();
+    let ctx = dlink_rt::cdf::session();
+    for (name, cols, _) in dlink_rt::bench::examples::TABLES {
+        let path = f.b.join(name);
+        let u = Upstream::new(name, path.display().to_string());
+        let t = dlink_rt::cdf::open_latest(&u).await.expect("open");
+        let (a_end, b_end) = (latest(&f.a.join(name)), latest(&path));
+        let mut narrow = u.clone();
+        narrow.columns = Some(cols.iter().take(2).map(|(c, _)| c.to_string()).collect());
+        narrow.change_types = Some(vec!["update_postimage".into(), "delete".into()]);
+        for (up, s, e) in [(&u, 0, b_end), (&u, a_end + 1, b_end), (&narrow, 0, b_end)] {
+            let read = |r| read_changes_with(&ctx, up, &t, s, e, r);
+            let direct = read(Reader::Auto).await.expect("direct read");
+            let scan = read(Reader::Deltalake).await.expect("deltalake's scan");
+            assert_eq!(direct.schema, scan.schema, "{name} {s}..={e}: schema");
+            let (d, r) = (rows_of(&direct.batches), rows_of(&scan.batches));
+            assert!(
+                d.len() > 100,
+                "{name} {s}..={e}: only {} change rows",
+                d.len()
+            );
+            let differ = diff(&d, &r);
+            assert!(
+                differ.is_empty(),
+                "{name} {s}..={e}: {} rows differ, e.g. {:?}",
+                differ.len(),
+                differ.first()
+            );
+        }
+    }
+}

@@ -331,6 +331,18 @@ pub async fn run(
             "dlink-rt {what}: {:.3} s, {} batches, {} keys (limit {:.3} s)",
             f.wall_s, f.batches, f.keys, f.limit_s
         ));
+        for (name, _, _) in PIPELINES {
+            let mine: Vec<BatchReport> = reports
+                .iter()
+                .filter(|b| b.pipeline == name)
+                .cloned()
+                .collect();
+            let s = StageSecs::from(&Totals::of(&mine).stages);
+            progress(&format!(
+                "  {name}: open {:.3}  plan {:.3}  read {:.3}  derive {:.3}  commit {:.3} s",
+                s.open_s, s.plan_s, s.read_s, s.derive_s, s.commit_s
+            ));
+        }
         if let Some(py) = &python {
             progress(&format!("peer {what}"));
             let run = peer::run(py, &tables, &dir.join("peer"))?;

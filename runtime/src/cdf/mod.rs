@@ -15,6 +15,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use crate::config::Upstream;
 use crate::error::{Error, Result};
 
+mod direct;
 mod fanout;
 pub mod history;
 mod logcheck;
@@ -234,14 +235,38 @@ pub fn change_schema(u: &Upstream, table_schema: &Schema) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// How a change feed is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// Straight from the files the commits name when the table allows it (no column
+    /// mapping, no deletion vectors, no catalog `filter`), else deltalake's scan.
+    Auto,
+    /// Always deltalake's change-feed scan (a DataFusion query).
+    Deltalake,
+}
+
 /// Reads the change feed of `u` for versions `start..=end` from `table` (loaded at
-/// `end` or later), all four change types, in the schema of [`change_schema`].
+/// `end` or later), in the schema of [`change_schema`], keeping the catalog's change
+/// types and filter.
 pub async fn read_changes(
     ctx: &SessionContext,
     u: &Upstream,
     table: &DeltaTable,
     start: i64,
     end: i64,
+) -> Result<Changes> {
+    read_changes_with(ctx, u, table, start, end, Reader::Auto).await
+}
+
+/// [`read_changes`] with a choice of reader (the two give the same rows; tests
+/// compare them).
+pub async fn read_changes_with(
+    ctx: &SessionContext,
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+    reader: Reader,
 ) -> Result<Changes> {
     let feed_err = |message: String| Error::ChangeFeed {
         table: u.name.clone(),
@@ -252,6 +277,18 @@ pub async fn read_changes(
     let schema = change_schema(u, arrow_schema(u, table)?.as_ref())?;
     if start < 0 || end < start {
         return Err(feed_err(format!("{start}..={end} is not a version range")));
+    }
+    if reader == Reader::Auto {
+        match direct::read(u, table, start, end, &schema).await {
+            direct::Direct::Read(changes) => return Ok(changes),
+            direct::Direct::Unsupported(why) => tracing::debug!(
+                table = %u.name,
+                start,
+                end,
+                why,
+                "change feed read with deltalake's scan"
+            ),
+        }
     }
     let builder = table
         .clone()

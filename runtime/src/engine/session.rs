@@ -305,10 +305,12 @@ async fn open_cursors(
 /// Opens one upstream at its latest version and starts the log check of the versions
 /// after `done` (all upstreams side by side).
 async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) -> Result<Cursor> {
+    let t0 = Instant::now();
     let table = match fanout {
         Some(f) => f.open(u).await?,
         None => cdf::open_latest(u).await?,
     };
+    let table_ms = t0.elapsed().as_secs_f64() * 1e3;
     let latest = cdf::version_of(u, &table)?;
     let next = match done {
         Some(d) if *d > latest => {
@@ -327,6 +329,12 @@ async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) 
     } else {
         None
     };
+    tracing::debug!(
+        upstream = %u.name,
+        table_ms,
+        log_check_ms = t0.elapsed().as_secs_f64() * 1e3 - table_ms,
+        "upstream opened"
+    );
     Ok(Cursor {
         upstream: u.clone(),
         table,

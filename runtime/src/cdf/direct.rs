@@ -1,0 +1,437 @@
+//! The change feed read straight from the files the commits name: each version's `cdc`
+//! files, else its `add` (insert) and `remove` (delete) files, read with the parquet
+//! reader, only the delivered columns, several files at a time; the three change
+//! columns are filled in from the commit. This is what deltalake's change-feed scan
+//! does, without building and planning a DataFusion query per read (most of a small
+//! read's time) and with the column projection pushed into the parquet reader.
+//!
+//! It answers only what it reads exactly as deltalake does; anything else is left to
+//! deltalake's scan ([`Direct::Unsupported`]), which also words the errors: a catalog
+//! `filter`, column mapping, deletion vectors (an `add` and `remove` of one path, or a
+//! `deletionVector` on either), paths outside the table, a partition value that does
+//! not cast to its column's type, and any read error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::compute::{cast, filter_record_batch};
+use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::parquet::file::reader::ChunkReader;
+use deltalake::DeltaTable;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use super::{Changes, CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
+use crate::config::Upstream;
+
+/// Files read at once.
+const PARALLEL_FILES: usize = 8;
+/// Rows per record batch (DataFusion's default, what deltalake's scan gives).
+const BATCH_ROWS: usize = 8192;
+
+/// What the direct read gave.
+pub(super) enum Direct {
+    Read(Changes),
+    /// Read this range with deltalake's scan (see the module's docs for when).
+    Unsupported(&'static str),
+}
+
+/// How a file's rows are changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A `cdc` file: its `_change_type` column says.
+    Cdc,
+    /// An `add` file: every row inserted.
+    Insert,
+    /// A `remove` file: every row deleted.
+    Delete,
+}
+
+/// One file of a version's change feed.
+#[derive(Debug, Clone, PartialEq)]
+struct ChangeFile {
+    version: i64,
+    /// `_commit_timestamp` in microseconds (the commit's in-commit timestamp, else its
+    /// `commitInfo.timestamp`, else 0: as deltalake's scan).
+    timestamp_us: i64,
+    /// Relative to the table, percent-encoded as the log writes it.
+    path: String,
+    kind: Kind,
+    partition_values: HashMap<String, Option<String>>,
+}
+
+/// The change files of one commit, or why it is left to deltalake's scan.
+fn files_of_commit(version: i64, commit: &[u8]) -> Result<Vec<ChangeFile>, &'static str> {
+    let mut timestamp_ms = 0i64;
+    let (mut cdc, mut adds, mut removes) = (Vec::new(), Vec::new(), Vec::new());
+    for line in commit.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(line).map_err(|_| "a commit line is not JSON")?;
+        if let Some(ci) = v.get("commitInfo") {
+            let ts = ci.get("inCommitTimestamp").or_else(|| ci.get("timestamp"));
+            timestamp_ms = ts.and_then(Value::as_i64).unwrap_or(0);
+        }
+        for (action, kind) in [
+            ("cdc", Kind::Cdc),
+            ("add", Kind::Insert),
+            ("remove", Kind::Delete),
+        ] {
+            let Some(a) = v.get(action) else { continue };
+            if kind != Kind::Cdc && a.get("dataChange").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            if a.get("deletionVector").is_some_and(|d| !d.is_null()) {
+                return Err("deletion vectors");
+            }
+            let path = a
+                .get("path")
+                .and_then(Value::as_str)
+                .ok_or("an action without a path")?;
+            if path.contains("://") {
+                return Err("a file outside the table");
+            }
+            let partition_values = a
+                .get("partitionValues")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map(String::from)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let into = match kind {
+                Kind::Cdc => &mut cdc,
+                Kind::Insert => &mut adds,
+                Kind::Delete => &mut removes,
+            };
+            into.push((path.to_string(), kind, partition_values));
+        }
+    }
+    let files = if cdc.is_empty() {
+        if adds
+            .iter()
+            .any(|(p, _, _)| removes.iter().any(|(r, _, _)| r == p))
+        {
+            // An add and a remove of one path: a deletion vector's update.
+            return Err("deletion vectors");
+        }
+        adds.into_iter().chain(removes).collect()
+    } else {
+        cdc
+    };
+    Ok(files
+        .into_iter()
+        .map(|(path, kind, partition_values)| ChangeFile {
+            version,
+            timestamp_us: timestamp_ms.saturating_mul(1000),
+            path,
+            kind,
+            partition_values,
+        })
+        .collect())
+}
+
+/// Reads the change feed of `u`'s versions `start..=end` from `table` in `schema` (see
+/// [`super::change_schema`]), or says it is left to deltalake's scan.
+pub(super) async fn read(
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+    schema: &SchemaRef,
+) -> Direct {
+    if u.filter.is_some() {
+        return Direct::Unsupported("a catalog filter");
+    }
+    let Ok(state) = table.snapshot() else {
+        return Direct::Unsupported("no snapshot");
+    };
+    let mapping = state
+        .metadata()
+        .configuration()
+        .get("delta.columnMapping.mode");
+    if mapping.is_some_and(|m| !m.eq_ignore_ascii_case("none")) {
+        return Direct::Unsupported("column mapping");
+    }
+    let partition_columns: Vec<String> = state.metadata().partition_columns().to_vec();
+    let log = table.log_store();
+    let commits: Vec<_> = futures::stream::iter(start..=end)
+        .map(|v| {
+            let log = log.clone();
+            async move { (v, log.read_commit_entry(v as u64).await) }
+        })
+        .buffered(PARALLEL_FILES)
+        .collect()
+        .await;
+    let wanted = |k: Kind| match (&u.change_types, k) {
+        (None, _) | (_, Kind::Cdc) => true,
+        (Some(t), Kind::Insert) => t.iter().any(|t| t == "insert"),
+        (Some(t), Kind::Delete) => t.iter().any(|t| t == "delete"),
+    };
+    let mut files = Vec::new();
+    for (v, commit) in commits {
+        let Ok(Some(commit)) = commit else {
+            return Direct::Unsupported("a commit that cannot be read");
+        };
+        match files_of_commit(v, &commit) {
+            Ok(f) => files.extend(f.into_iter().filter(|f| wanted(f.kind))),
+            Err(why) => return Direct::Unsupported(why),
+        }
+    }
+    let local_root = table
+        .table_url()
+        .to_file_path()
+        .ok()
+        .filter(|_| table.table_url().scheme() == "file");
+    let store: Arc<dyn deltalake::ObjectStore> = log.object_store(None);
+    let reads = futures::stream::iter(files)
+        .map(|f| {
+            let (schema, store, root) = (schema.clone(), store.clone(), local_root.clone());
+            let (partition_columns, types) = (partition_columns.clone(), u.change_types.clone());
+            tokio::spawn(async move {
+                let batches = match root {
+                    Some(root) => {
+                        let f = f.clone();
+                        let schema = schema.clone();
+                        tokio::task::spawn_blocking(move || read_local(&root, &f, &schema))
+                            .await
+                            .map_err(|_| "a reader task failed")?
+                    }
+                    None => read_remote(store, &f, &schema).await,
+                }?;
+                batches
+                    .iter()
+                    .map(|b| changes_of(b, &f, &schema, &partition_columns, types.as_deref()))
+                    .collect::<Result<Vec<_>, &'static str>>()
+            })
+        })
+        .buffered(PARALLEL_FILES)
+        .map(|joined| joined.unwrap_or(Err("a reader task failed")))
+        .try_collect::<Vec<Vec<RecordBatch>>>()
+        .await;
+    match reads {
+        Ok(read) => Direct::Read(Changes {
+            schema: schema.clone(),
+            batches: read
+                .into_iter()
+                .flatten()
+                .filter(|b| b.num_rows() > 0)
+                .collect(),
+        }),
+        Err(why) => Direct::Unsupported(why),
+    }
+}
+
+/// The columns of `schema` a file holds (all but the change columns; `_change_type`
+/// too for a `cdc` file).
+fn file_columns(schema: &SchemaRef, kind: Kind) -> impl Iterator<Item = &str> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(move |n| {
+            (*n == CHANGE_TYPE && kind == Kind::Cdc)
+                || ![CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP].contains(n)
+        })
+}
+
+/// The root columns of a file's Arrow schema among `columns`.
+fn projection(
+    file: &deltalake::arrow::datatypes::Schema,
+    parquet: &deltalake::parquet::schema::types::SchemaDescriptor,
+    columns: impl Iterator<Item = impl AsRef<str>>,
+) -> ProjectionMask {
+    let roots: Vec<usize> = columns
+        .filter_map(|c| file.index_of(c.as_ref()).ok())
+        .collect();
+    ProjectionMask::roots(parquet, roots)
+}
+
+fn read_local(
+    root: &std::path::Path,
+    f: &ChangeFile,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, &'static str> {
+    let path =
+        deltalake::Path::from_url_path(&f.path).map_err(|_| "a path that cannot be decoded")?;
+    let file = std::fs::File::open(root.join(path.as_ref()))
+        .map_err(|_| "a file that cannot be opened")?;
+    read_parquet(file, f, schema)
+}
+
+/// A file of an object store, fetched whole (change files are written one per task
+/// of a commit: small next to what a request costs).
+async fn read_remote(
+    store: Arc<dyn deltalake::ObjectStore>,
+    f: &ChangeFile,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, &'static str> {
+    use object_store::ObjectStoreExt;
+    let path =
+        deltalake::Path::from_url_path(&f.path).map_err(|_| "a path that cannot be decoded")?;
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(|_| "a file that cannot be fetched")?
+        .bytes()
+        .await
+        .map_err(|_| "a file that cannot be fetched")?;
+    let (f, schema) = (f.clone(), schema.clone());
+    tokio::task::spawn_blocking(move || read_parquet(bytes, &f, &schema))
+        .await
+        .map_err(|_| "a reader task failed")?
+}
+
+/// The delivered columns of a parquet file.
+fn read_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    f: &ChangeFile,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, &'static str> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
+        .map_err(|_| "a file that is not parquet")?;
+    let mask = projection(
+        builder.schema(),
+        builder.parquet_schema(),
+        file_columns(schema, f.kind),
+    );
+    builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|_| "a file that is not parquet")?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "a file that cannot be decoded")
+}
+
+/// The change rows of `b`, read from `f`, in `schema`: file columns cast to the
+/// table's types, partition columns from the action's values, columns the file lacks
+/// (added later) null, the change columns from the commit; filtered to the wanted
+/// change types.
+fn changes_of(
+    b: &RecordBatch,
+    f: &ChangeFile,
+    schema: &SchemaRef,
+    partition_columns: &[String],
+    change_types: Option<&[String]>,
+) -> Result<RecordBatch, &'static str> {
+    let n = b.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let col: ArrayRef = match name {
+            CHANGE_TYPE if f.kind != Kind::Cdc => {
+                let t = if f.kind == Kind::Insert {
+                    "insert"
+                } else {
+                    "delete"
+                };
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(t, n)))
+            }
+            COMMIT_VERSION => Arc::new(Int64Array::from_value(f.version, n)),
+            COMMIT_TIMESTAMP => Arc::new(
+                TimestampMicrosecondArray::from_value(f.timestamp_us, n)
+                    .with_timezone_opt(timezone(field.data_type())),
+            ),
+            _ if partition_columns.iter().any(|p| p == name) => {
+                let value = f.partition_values.get(name).cloned().flatten();
+                let strings: ArrayRef = Arc::new(StringArray::from(vec![value; n]));
+                cast(&strings, field.data_type())
+                    .map_err(|_| "a partition value of another type")?
+            }
+            _ => match b.column_by_name(name) {
+                Some(c) => c.clone(),
+                None => new_null_array(field.data_type(), n),
+            },
+        };
+        let col = if col.data_type() == field.data_type() {
+            col
+        } else {
+            cast(&col, field.data_type()).map_err(|_| "a column of another type")?
+        };
+        cols.push(col);
+    }
+    let out = RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|_| "rows that do not fit the schema")?;
+    match (change_types, f.kind) {
+        (Some(types), Kind::Cdc) => {
+            let idx = schema
+                .index_of(CHANGE_TYPE)
+                .map_err(|_| "no _change_type")?;
+            let keep: BooleanArray = out
+                .column(idx)
+                .as_string::<i32>()
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| types.iter().any(|w| w == t))))
+                .collect();
+            filter_record_batch(&out, &keep).map_err(|_| "a filter failed")
+        }
+        _ => Ok(out),
+    }
+}
+
+fn timezone(t: &DataType) -> Option<Arc<str>> {
+    match t {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_with_cdc_files_is_read_from_them_alone() {
+        let commit = br#"{"commitInfo":{"timestamp":1700000000123,"operation":"UPDATE"}}
+{"remove":{"path":"a.parquet","dataChange":true}}
+{"add":{"path":"b.parquet","dataChange":true,"partitionValues":{}}}
+{"cdc":{"path":"_change_data/c%20d.parquet","partitionValues":{"p":"1","q":null},"dataChange":false}}
+"#;
+        let files = files_of_commit(7, commit).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, "_change_data/c%20d.parquet");
+        assert_eq!(files[0].kind, Kind::Cdc);
+        assert_eq!(files[0].version, 7);
+        assert_eq!(files[0].timestamp_us, 1_700_000_000_123_000);
+        assert_eq!(files[0].partition_values["p"].as_deref(), Some("1"));
+        assert_eq!(files[0].partition_values["q"], None);
+    }
+
+    #[test]
+    fn without_cdc_files_adds_insert_and_removes_delete_and_compactions_are_skipped() {
+        let commit = br#"{"add":{"path":"new.parquet","dataChange":true,"partitionValues":{}}}
+{"remove":{"path":"old.parquet","dataChange":true}}
+{"add":{"path":"compacted.parquet","dataChange":false,"partitionValues":{}}}
+{"commitInfo":{"timestamp":5,"inCommitTimestamp":9}}
+"#;
+        let files = files_of_commit(3, commit).unwrap();
+        let got: Vec<_> = files.iter().map(|f| (f.path.as_str(), f.kind)).collect();
+        assert_eq!(
+            got,
+            [("new.parquet", Kind::Insert), ("old.parquet", Kind::Delete)]
+        );
+        // The in-commit timestamp wins, as in deltalake's scan.
+        assert!(files.iter().all(|f| f.timestamp_us == 9_000));
+    }
+
+    #[test]
+    fn deletion_vectors_and_outside_paths_are_left_to_deltalake() {
+        let dv = br#"{"remove":{"path":"a.parquet","dataChange":true}}
+{"add":{"path":"a.parquet","dataChange":true,"partitionValues":{}}}
+"#;
+        assert_eq!(files_of_commit(1, dv), Err("deletion vectors"));
+        let dv = br#"{"add":{"path":"a.parquet","dataChange":true,"deletionVector":{"storageType":"u"}}}"#;
+        assert_eq!(files_of_commit(1, dv), Err("deletion vectors"));
+        let shallow = br#"{"add":{"path":"s3://b/x.parquet","dataChange":true}}"#;
+        assert_eq!(files_of_commit(1, shallow), Err("a file outside the table"));
+    }
+}
