@@ -9,32 +9,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{dlink, link_rows, link_state, plugin, Workspace};
-use serde_json::json;
-
-/// Upstreams with 6 (spmaster) and 5 (affiliation) versions: 6 batches of 1 version.
-async fn history(ws: &Workspace) {
-    let (mut sp, mut aff) = common::sp_tables(
-        ws,
-        json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
-        json!([[1, 10, 1], [2, 20, 1]]),
-    )
-    .await;
-    sp.insert(json!([[4, "d", "US"]])).await.unwrap();
-    aff.update("sp_id = 2", &[("sp_id", "3")]).await.unwrap();
-    sp.update("diasng_id = 1", &[("country", "'BR'")])
-        .await
-        .unwrap();
-    aff.insert(json!([[5, 50, 1], [6, 60, 1]])).await.unwrap();
-    sp.delete("diasng_id = 4").await.unwrap();
-    aff.delete("sp_id = 1").await.unwrap();
-    sp.upsert(&["diasng_id"], json!([[2, "b2", "FR"], [7, "g", "NG"]]))
-        .await
-        .unwrap();
-    aff.upsert(&["sp_id", "rank"], json!([[3, 21, 1], [8, 80, 1]]))
-        .await
-        .unwrap();
-    sp.insert(json!([[9, "i", "DE"]])).await.unwrap();
-}
 
 fn pipeline(ws: &Workspace, file: &str) -> PathBuf {
     ws.pipeline(
@@ -79,7 +53,7 @@ fn kill_at(file: &Path, point: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_exact_points_then_resume_equals_uninterrupted_run() {
     let ws = Workspace::new();
-    history(&ws).await;
+    common::sp_history(&ws).await;
     let reference = pipeline(&ws, "reference");
     ws.run_ok(&reference);
     let want = link_rows(&reference).await;
@@ -106,7 +80,7 @@ async fn sigkill_at_exact_points_then_resume_equals_uninterrupted_run() {
         assert_eq!(cp, want_cp, "checkpoint after kills at {kills:?}");
         // And the commit log holds each batch exactly once.
         assert_eq!(
-            batch_ids_in_log(&file).await,
+            common::batch_ids_in_log(&file).await,
             (1..=6).collect::<Vec<_>>(),
             "killed at {kills:?}"
         );
@@ -116,7 +90,7 @@ async fn sigkill_at_exact_points_then_resume_equals_uninterrupted_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_then_resume_equals_uninterrupted_run() {
     let ws = Workspace::new();
-    history(&ws).await;
+    common::sp_history(&ws).await;
     let reference = pipeline(&ws, "reference");
     ws.run_ok(&reference);
     let want = link_rows(&reference).await;
@@ -161,32 +135,9 @@ async fn sigkill_at_random_moments_then_resume_equals_uninterrupted_run() {
         ws.run_ok(&file);
         assert_eq!(link_rows(&file).await, want, "seed {seed}, round {round}");
         assert_eq!(
-            batch_ids_in_log(&file).await,
+            common::batch_ids_in_log(&file).await,
             (1..=6).collect::<Vec<_>>(),
             "seed {seed}, round {round}"
         );
     }
-}
-
-/// The `dlink.batch_id` of every commit in the link table's log, oldest first.
-async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
-    use futures::StreamExt;
-    let p = dlink_rt::config::Pipeline::load(file).unwrap();
-    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
-        .await
-        .unwrap();
-    let mut ids: Vec<(i64, i64)> = Vec::new();
-    let mut history = table.history(None);
-    while let Some(ci) = history.next().await {
-        let ci = ci.unwrap();
-        if let Some(meta) = ci.info.get("dlink") {
-            ids.push((
-                ci.timestamp.unwrap_or(0),
-                meta["batch_id"].as_i64().unwrap(),
-            ));
-        }
-    }
-    let mut ids: Vec<i64> = ids.into_iter().map(|(_, b)| b).collect();
-    ids.sort();
-    ids
 }

@@ -41,6 +41,7 @@ pub mod keys;
 pub mod lookup;
 pub mod plugin;
 pub mod service;
+pub mod shard;
 pub mod sink;
 pub mod sql_pipeline;
 pub mod status;

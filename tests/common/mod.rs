@@ -300,6 +300,43 @@ pub async fn sp_tables(
     (sp, aff)
 }
 
+/// Upstreams with 6 (spmaster) and 5 (affiliation) versions: 6 batches of 1 version.
+pub async fn sp_history(ws: &Workspace) {
+    let (mut sp, mut aff) = sp_tables(
+        ws,
+        serde_json::json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
+        serde_json::json!([[1, 10, 1], [2, 20, 1]]),
+    )
+    .await;
+    sp.insert(serde_json::json!([[4, "d", "US"]]))
+        .await
+        .unwrap();
+    aff.update("sp_id = 2", &[("sp_id", "3")]).await.unwrap();
+    sp.update("diasng_id = 1", &[("country", "'BR'")])
+        .await
+        .unwrap();
+    aff.insert(serde_json::json!([[5, 50, 1], [6, 60, 1]]))
+        .await
+        .unwrap();
+    sp.delete("diasng_id = 4").await.unwrap();
+    aff.delete("sp_id = 1").await.unwrap();
+    sp.upsert(
+        &["diasng_id"],
+        serde_json::json!([[2, "b2", "FR"], [7, "g", "NG"]]),
+    )
+    .await
+    .unwrap();
+    aff.upsert(
+        &["sp_id", "rank"],
+        serde_json::json!([[3, 21, 1], [8, 80, 1]]),
+    )
+    .await
+    .unwrap();
+    sp.insert(serde_json::json!([[9, "i", "DE"]]))
+        .await
+        .unwrap();
+}
+
 /// How long a test waits for a line of a running process or a state of its tables.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -346,4 +383,27 @@ pub fn install(dst: &Path, bytes: &[u8]) {
     let tmp = dst.with_extension("tmp");
     std::fs::write(&tmp, bytes).expect("write the new file");
     std::fs::rename(tmp, dst).expect("rename it over the old one");
+}
+
+/// The `dlink.batch_id` of every commit in the link table's log, oldest first.
+pub async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
+    use futures::StreamExt;
+    let p = dlink_rt::config::Pipeline::load(file).unwrap();
+    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
+        .await
+        .unwrap();
+    let mut ids: Vec<(i64, i64)> = Vec::new();
+    let mut history = table.history(None);
+    while let Some(ci) = history.next().await {
+        let ci = ci.unwrap();
+        if let Some(meta) = ci.info.get("dlink") {
+            ids.push((
+                ci.timestamp.unwrap_or(0),
+                meta["batch_id"].as_i64().unwrap(),
+            ));
+        }
+    }
+    let mut ids: Vec<i64> = ids.into_iter().map(|(_, b)| b).collect();
+    ids.sort();
+    ids
 }

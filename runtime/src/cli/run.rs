@@ -38,11 +38,23 @@ pub struct RunArgs {
     /// this address (e.g. 127.0.0.1:9464; port 0 picks one, printed on stdout).
     #[arg(long, requires = "follow")]
     pub listen: Option<std::net::SocketAddr>,
+    /// With a folder: run only the pipelines of shard I of N (0-based), those whose
+    /// name's FNV-1a hash modulo N is I, so N processes split a folder without
+    /// coordination (see docs/deploy.md).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<dlink_rt::shard::Shard>,
 }
 
 pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
     if args.pipeline.is_dir() {
         return run_folder(args, host).await;
+    }
+    if let Some(shard) = args.shard {
+        eprintln!(
+            "error: --shard {shard} splits the pipelines of a folder; {} is one pipeline file (run its folder, or drop --shard)",
+            args.pipeline.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
     }
     let mut pipeline = match Pipeline::load(&args.pipeline) {
         Ok(p) => p,
@@ -161,6 +173,7 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     );
     let opts = ServiceOptions {
         follow: follow_options(&args),
+        shard: args.shard,
         ..Default::default()
     };
     dlink_rt::service::follow_folder(
@@ -221,6 +234,14 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     };
     for p in &problems {
         eprintln!("error: {p}");
+    }
+    if let Some(shard) = args.shard {
+        let all = pipelines.len();
+        pipelines.retain(|p| shard.has(&p.name));
+        println!(
+            "shard {shard}: {} of the folder's {all} enabled pipelines",
+            pipelines.len()
+        );
     }
     if let Some(m) = args.max_batches {
         for p in &mut pipelines {

@@ -36,6 +36,9 @@ pub struct ServiceOptions {
     pub follow: FollowOptions,
     /// Pause between two scans of the folder's files. Default 1 s.
     pub rescan: Duration,
+    /// Follow only this shard's pipelines (`--shard I/N`); files that do not load are
+    /// reported by every shard.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Default for ServiceOptions {
@@ -43,6 +46,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             follow: FollowOptions::default(),
             rescan: Duration::from_secs(1),
+            shard: None,
         }
     }
 }
@@ -91,7 +95,7 @@ pub async fn follow_folder(
     let reads = Arc::new(FanOut::default());
     monitor.set_fanout(reads.clone());
     while !stop.is_cancelled() {
-        match scan(dir) {
+        match scan(dir, opts.shard) {
             Err(e) => {
                 let text = e.to_string();
                 if catalog_problem.as_deref() != Some(text.as_str()) {
@@ -142,7 +146,7 @@ pub async fn follow_folder(
 /// A folder's pipeline files: each with its fingerprint and what loading it gave.
 type Scanned = Vec<(PathBuf, String, crate::Result<Pipeline>)>;
 
-fn scan(dir: &Path) -> crate::Result<Scanned> {
+fn scan(dir: &Path, shard: Option<crate::shard::Shard>) -> crate::Result<Scanned> {
     let (catalog, files) = crate::config::folder_files(dir)?;
     let catalog_text = std::fs::read(dir.join(crate::config::DEFAULT_CATALOG)).unwrap_or_default();
     let mut out = Vec::with_capacity(files.len());
@@ -153,6 +157,11 @@ fn scan(dir: &Path) -> crate::Result<Scanned> {
         };
         let fingerprint = sha256_hex(&[catalog_text.as_slice(), b"\0", text.as_slice()].concat());
         let loaded = Pipeline::load_with_catalog(&f, &catalog);
+        if let (Some(shard), Ok(p)) = (shard, &loaded) {
+            if !shard.has(&p.name) {
+                continue;
+            }
+        }
         out.push((f, fingerprint, loaded));
     }
     Ok(out)
