@@ -39,7 +39,7 @@ demo: build
 test: build peer-venv test-sdk test-host
 
 test-host:
-	DLINK_PEER_PYTHON=$${DLINK_PEER_PYTHON:-$(PEER_VENV)/bin/python} $(CARGO) test --workspace
+	DLINK_PEER_PYTHON=$${DLINK_PEER_PYTHON:-$(PEER_VENV)/bin/python} DLINK_MOTO_SERVER=$${DLINK_MOTO_SERVER:-$(PEER_VENV)/bin/moto_server} $(CARGO) test --workspace
 
 ## test-long: the randomized differential test with many cases (DLINK_RANDOM_CASES, default 200)
 test-long: build
@@ -60,12 +60,12 @@ bench-peer: release plugins peer-venv
 test-sdk:
 	cd plugins && $(CARGO) test -p dlink-plugin-sdk
 
-## peer-venv: the venv of the Python peer (bench/peer) at $(PEER_VENV); a no-op when up to date
+## peer-venv: the venv of the Python peer (bench/peer) and of the S3 test server (moto) at $(PEER_VENV); a no-op when up to date
 peer-venv: $(PEER_STAMP)
 
-$(PEER_STAMP): bench/peer/requirements.txt
+$(PEER_STAMP): bench/peer/requirements.txt tests/s3/requirements.txt
 	@test -x "$(PEER_VENV)/bin/python" || python3 -m venv "$(PEER_VENV)"
-	"$(PEER_VENV)/bin/python" -m pip install --quiet -r bench/peer/requirements.txt
+	"$(PEER_VENV)/bin/python" -m pip install --quiet -r bench/peer/requirements.txt -r tests/s3/requirements.txt
 	@touch "$@"
 
 fmt:

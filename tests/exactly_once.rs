@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -19,35 +18,6 @@ fn pipeline(ws: &Workspace, file: &str) -> PathBuf {
         "diasng_id",
         1,
     )
-}
-
-/// Starts a run that stops at `point` (see engine::test_pause), waits until it is
-/// there, and SIGKILLs it.
-fn kill_at(file: &Path, point: &str) {
-    let mut child = dlink()
-        .arg("run")
-        .arg(file)
-        .env("DLINK_TEST_PAUSE_AT", point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with("DLINK_TEST_PAUSED") {
-            break;
-        }
-    }
-    assert!(
-        seen.contains(&format!("DLINK_TEST_PAUSED {point}")),
-        "never reached {point}:\n{seen}"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,7 +42,7 @@ async fn sigkill_at_exact_points_then_resume_equals_uninterrupted_run() {
     for (i, kills) in points.iter().enumerate() {
         let file = pipeline(&ws, &format!("killed{i}"));
         for point in kills {
-            kill_at(&file, point);
+            common::kill_at(&file, point, &[]);
         }
         ws.run_ok(&file);
         assert_eq!(link_rows(&file).await, want, "killed at {kills:?}");

@@ -72,8 +72,9 @@ fn link_err(p: &Pipeline, message: impl std::fmt::Display) -> Error {
 
 /// Opens pipeline `p`'s link table at its latest version.
 pub(crate) async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
-    let url = deltalake::ensure_table_uri(&p.link_uri).map_err(|e| link_err(p, e))?;
-    match deltalake::open_table(url).await {
+    let builder =
+        crate::storage::builder(&p.link_uri, &p.link_storage).map_err(|e| link_err(p, e))?;
+    match builder.load().await {
         Ok(t) => Ok(t),
         Err(deltalake::DeltaTableError::NotATable(_)) => Err(link_err(
             p,

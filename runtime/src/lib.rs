@@ -45,6 +45,7 @@ pub mod shard;
 pub mod sink;
 pub mod sql_pipeline;
 pub mod status;
+pub mod storage;
 pub mod why;
 
 pub use error::{BatchFailure, Error, Result};

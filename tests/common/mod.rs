@@ -170,8 +170,7 @@ pub async fn link_keys(
 /// Every row of the link table as (key, batch id, causing upstreams).
 pub async fn link_log(pipeline_file: &Path) -> Vec<(i64, i64, Vec<String>)> {
     let p = Pipeline::load(pipeline_file).expect("pipeline loads");
-    let url = deltalake::ensure_table_uri(&p.link_uri).expect("link url");
-    let table = deltalake::open_table(url).await.expect("link table exists");
+    let table = link_table(&p).await;
     let ctx = dlink_rt::cdf::session();
     let df = ctx
         .read_table(table.table_provider().await.expect("provider"))
@@ -389,9 +388,7 @@ pub fn install(dst: &Path, bytes: &[u8]) {
 pub async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
     use futures::StreamExt;
     let p = dlink_rt::config::Pipeline::load(file).unwrap();
-    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
-        .await
-        .unwrap();
+    let table = link_table(&p).await;
     let mut ids: Vec<(i64, i64)> = Vec::new();
     let mut history = table.history(None);
     while let Some(ci) = history.next().await {
@@ -406,4 +403,44 @@ pub async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
     let mut ids: Vec<i64> = ids.into_iter().map(|(_, b)| b).collect();
     ids.sort();
     ids
+}
+
+/// Starts a run that stops at `point` (see engine::test_pause), waits until it is
+/// there, and SIGKILLs it.
+pub fn kill_at(file: &Path, point: &str, envs: &[(&str, &str)]) {
+    use std::io::BufRead;
+    let mut child = dlink()
+        .arg("run")
+        .arg(file)
+        .env("DLINK_TEST_PAUSE_AT", point)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("DLINK_TEST_PAUSED") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&format!("DLINK_TEST_PAUSED {point}")),
+        "never reached {point}:\n{seen}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// A pipeline's link table at its latest version (with its storage options).
+pub async fn link_table(p: &Pipeline) -> deltalake::DeltaTable {
+    dlink_rt::storage::builder(&p.link_uri, &p.link_storage)
+        .expect("link url")
+        .load()
+        .await
+        .expect("link table exists")
 }

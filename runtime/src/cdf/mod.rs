@@ -42,17 +42,17 @@ pub fn session() -> SessionContext {
     deltalake::delta_datafusion::create_session().into_inner()
 }
 
-/// An error about upstream `u`'s table.
+/// An error about upstream `u`'s table (storage option values hidden).
 pub(crate) fn table_err(u: &Upstream, e: impl std::fmt::Display) -> Error {
     Error::Table {
         table: u.name.clone(),
         uri: u.uri.clone(),
-        message: e.to_string(),
+        message: crate::storage::redact(&e.to_string(), &u.storage),
     }
 }
 
-fn url_of(u: &Upstream) -> Result<url::Url> {
-    deltalake::ensure_table_uri(&u.uri).map_err(|e| table_err(u, e))
+fn builder_of(u: &Upstream) -> Result<DeltaTableBuilder> {
+    crate::storage::builder(&u.uri, &u.storage).map_err(|e| table_err(u, e))
 }
 
 /// True when `uri` is a local path with no `_delta_log` folder (no table yet). URLs
@@ -99,25 +99,21 @@ const NOT_A_TABLE: &str = "no Delta table here (no _delta_log); check the uri in
 
 /// Opens an upstream table at its latest version.
 pub async fn open_latest(u: &Upstream) -> Result<DeltaTable> {
-    if local_path_without_log(&u.uri) {
+    if !crate::storage::has_log(&u.uri, &u.storage)
+        .await
+        .map_err(|e| table_err(u, e))?
+    {
         return Err(table_err(u, NOT_A_TABLE));
     }
-    let url = url_of(u)?;
-    DeltaTableBuilder::from_url(url)
-        .map_err(|e| table_err(u, e))?
-        .load()
-        .await
-        .map_err(|e| match e {
-            DeltaTableError::NotATable(_) => table_err(u, NOT_A_TABLE),
-            e => table_err(u, e),
-        })
+    builder_of(u)?.load().await.map_err(|e| match e {
+        DeltaTableError::NotATable(_) => table_err(u, NOT_A_TABLE),
+        e => table_err(u, e),
+    })
 }
 
 /// Opens an upstream table as of `version`.
 pub async fn open_at(u: &Upstream, version: i64) -> Result<DeltaTable> {
-    let url = url_of(u)?;
-    DeltaTableBuilder::from_url(url)
-        .map_err(|e| table_err(u, e))?
+    builder_of(u)?
         .with_version(
             u64::try_from(version).map_err(|_| table_err(u, format!("no version {version}")))?,
         )

@@ -90,6 +90,15 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         if let Err(e) = LinkTable::open(p).await {
             problems.push(format!("{}: {e}", p.file.display()));
         }
+        if let Err(e) = dlink_rt::storage::check_conditional_put(&p.link_uri, &p.link_storage).await
+        {
+            problems.push(format!(
+                "{}: link table {} of pipeline '{}': {e}",
+                p.file.display(),
+                p.link_uri,
+                p.name
+            ));
+        }
     }
     for p in &problems {
         eprintln!("{p}");

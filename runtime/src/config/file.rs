@@ -16,6 +16,11 @@ pub(super) struct CatalogFile {
     /// How lookups of these tables are answered. Default: indexed, 512 MiB per index.
     #[serde(default)]
     pub(super) lookups: super::LookupSettings,
+    /// Object-store options of every table of the catalog and of the link tables of
+    /// its pipelines (`aws_endpoint_url`, `aws_region`, ...; `${VAR}` for credentials).
+    /// Default none.
+    #[serde(default)]
+    pub(super) storage: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -41,6 +46,9 @@ pub(super) struct UpstreamEntry {
     /// Free text. Default none.
     #[allow(dead_code)]
     pub(super) description: Option<String>,
+    /// Object-store options of this table, over the catalog's `[storage]`.
+    #[serde(default)]
+    pub(super) storage: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -111,6 +119,9 @@ pub(super) struct LinkSection {
     /// Default 64.
     #[schemars(extend("default" = super::DEFAULT_MERGE_SMALL_FILES))]
     pub(super) merge_small_files: Option<usize>,
+    /// Object-store options of the link table, over the catalog's `[storage]`.
+    #[serde(default)]
+    pub(super) storage: BTreeMap<String, String>,
 }
 
 /// `[link] retain`: a duration or a batch count.

@@ -2,6 +2,7 @@
 //! against each other and validated, every problem with its file and line.
 
 use super::*;
+use crate::storage::StorageOptions;
 
 /// Resolves a table location: URLs stay, relative paths join `base`.
 pub(super) fn resolve_location(base: &Path, value: &str) -> String {
@@ -46,6 +47,7 @@ impl Catalog {
         let file: CatalogFile = src.parse()?;
         let mut problems = Vec::new();
         let mut upstreams = BTreeMap::new();
+        let storage = StorageOptions::new(file.storage);
         for (name, e) in file.upstreams {
             if !is_identifier(&name) {
                 problems.push(format!(
@@ -100,6 +102,7 @@ impl Catalog {
                     columns: e.columns,
                     filter: e.filter.map(|f| f.into_inner()),
                     change_types: e.change_types.map(|t| t.into_inner()),
+                    storage: storage.merged(&StorageOptions::new(e.storage)),
                 },
             );
         }
@@ -116,6 +119,7 @@ impl Catalog {
             path: src.path,
             upstreams,
             lookups: file.lookups,
+            storage,
         })
     }
 }
@@ -333,6 +337,9 @@ impl Pipeline {
                 .merge_small_files
                 .unwrap_or(DEFAULT_MERGE_SMALL_FILES),
             lookup_settings: catalog.lookups,
+            link_storage: catalog
+                .storage
+                .merged(&StorageOptions::new(file.link.storage.clone())),
         })
     }
 }

@@ -41,6 +41,8 @@ pub struct Upstream {
     pub filter: Option<String>,
     /// The change types to keep; `None` keeps all four.
     pub change_types: Option<Vec<String>>,
+    /// Object-store options (the catalog's `[storage]` and the table's own).
+    pub storage: crate::storage::StorageOptions,
 }
 
 impl Upstream {
@@ -55,6 +57,7 @@ impl Upstream {
             columns: None,
             filter: None,
             change_types: None,
+            storage: Default::default(),
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct Catalog {
     pub path: PathBuf,
     pub upstreams: BTreeMap<String, Upstream>,
     pub lookups: LookupSettings,
+    /// `[storage]`: object-store options of every table (link tables included).
+    pub storage: crate::storage::StorageOptions,
 }
 
 /// How a plugin's lookups are answered (the catalog's `[lookups]` table).
@@ -278,6 +283,9 @@ pub struct Pipeline {
     pub merge_small_files: usize,
     /// The catalog's `[lookups]` settings.
     pub lookup_settings: LookupSettings,
+    /// Object-store options of the link table (the catalog's `[storage]` and
+    /// `[link.storage]`).
+    pub link_storage: crate::storage::StorageOptions,
 }
 
 /// How a pipeline derives its keys.

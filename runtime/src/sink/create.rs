@@ -65,21 +65,18 @@ impl LinkTable {
     pub(super) async fn create(&self) -> Result<DeltaTable> {
         match self.try_create().await {
             Ok(t) => Ok(t),
-            Err(create_err) => {
-                let url = deltalake::ensure_table_uri(&self.uri).map_err(|e| self.err(e))?;
-                match deltalake::open_table(url).await {
-                    Ok(t) => {
-                        self.check_schema(&t)?;
-                        if self.mode_of(&t)? != self.mode {
-                            return Err(
-                                self.err("a concurrent run created the link table in another mode")
-                            );
-                        }
-                        Ok(t)
+            Err(create_err) => match self.builder()?.load().await {
+                Ok(t) => {
+                    self.check_schema(&t)?;
+                    if self.mode_of(&t)? != self.mode {
+                        return Err(
+                            self.err("a concurrent run created the link table in another mode")
+                        );
                     }
-                    Err(_) => Err(create_err),
+                    Ok(t)
                 }
-            }
+                Err(_) => Err(create_err),
+            },
         }
     }
 
@@ -104,9 +101,7 @@ impl LinkTable {
         ));
         fields.push(StructField::new(CHANGE_TS, DataType::TIMESTAMP, true));
         fields.push(StructField::new(UPDATED_AT, DataType::TIMESTAMP, false));
-        let url = deltalake::ensure_table_uri(&self.uri).map_err(|e| self.err(e))?;
-        DeltaTableBuilder::from_url(url)
-            .map_err(|e| self.err(e))?
+        self.builder()?
             .build()
             .map_err(|e| self.err(e))?
             .create()

@@ -82,6 +82,8 @@ pub struct LinkTable {
     /// again: a commit another run made since carries this pipeline's app id, and
     /// Delta's conflict check rejects ours then.
     known: Option<Checkpoint>,
+    /// Object-store options of the table (never printed).
+    storage: crate::storage::StorageOptions,
 }
 
 impl LinkTable {
@@ -89,8 +91,13 @@ impl LinkTable {
         Error::Link {
             pipeline: self.pipeline.clone(),
             uri: self.uri.clone(),
-            message: e.to_string(),
+            message: crate::storage::redact(&e.to_string(), &self.storage),
         }
+    }
+
+    /// A builder of the link table, with its storage options.
+    fn builder(&self) -> Result<DeltaTableBuilder> {
+        crate::storage::builder(&self.uri, &self.storage).map_err(|e| self.err(e))
     }
 
     /// Opens the pipeline's link table if it exists (it is created by the first commit).
@@ -105,15 +112,15 @@ impl LinkTable {
             table: None,
             known: None,
             merge_small_files: p.merge_small_files,
+            storage: p.link_storage.clone(),
         };
-        if crate::cdf::local_path_without_log(&link.uri) {
+        if !crate::storage::has_log(&link.uri, &link.storage)
+            .await
+            .map_err(|e| link.err(e))?
+        {
             return Ok(link);
         }
-        let url = deltalake::ensure_table_uri(&link.uri).map_err(|e| link.err(e))?;
-        let mut t = DeltaTableBuilder::from_url(url)
-            .map_err(|e| link.err(e))?
-            .build()
-            .map_err(|e| link.err(e))?;
+        let mut t = link.builder()?.build().map_err(|e| link.err(e))?;
         match t.load().await {
             Ok(()) => {
                 link.check_schema(&t)?;

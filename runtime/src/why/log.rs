@@ -272,8 +272,7 @@ pub(super) async fn upstream_commits(
     start: i64,
     end: i64,
 ) -> Result<Vec<UpstreamCommit>> {
-    let url = deltalake::ensure_table_uri(&u.uri).map_err(|e| cdf::table_err(u, e))?;
-    let table = DeltaTableBuilder::from_url(url)
+    let table = crate::storage::builder(&u.uri, &u.storage)
         .map_err(|e| cdf::table_err(u, e))?
         .build()
         .map_err(|e| cdf::table_err(u, e))?;

@@ -33,7 +33,7 @@ use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef, Tim
 use deltalake::arrow::row::{RowConverter, Rows, SortField};
 use deltalake::datafusion::prelude::{ident, lit, Expr};
 use deltalake::logstore::LogStoreRef;
-use deltalake::{DeltaTable, DeltaTableBuilder};
+use deltalake::DeltaTable;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
