@@ -737,6 +737,7 @@ async fn load_failures_are_typed() {
         config_json: config.into(),
         limits: Default::default(),
         read_dirs: Vec::new(),
+        storage: Default::default(),
     };
     let good = sp_info(KeyType::Long, 2);
     let refusal = |r: Result<dlink_rt::plugin::Plugin, PluginError>| match r {

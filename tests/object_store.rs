@@ -152,6 +152,18 @@ impl Moto {
         }
     }
 
+    async fn put(&self, key: &str, bytes: &[u8]) {
+        use object_store::ObjectStoreExt;
+        let store = dlink_rt::storage::builder("s3://lake", &self.options())
+            .and_then(|b| b.build_storage())
+            .expect("the bucket's store")
+            .object_store(None);
+        store
+            .put(&deltalake::Path::from(key), bytes.to_vec().into())
+            .await
+            .expect("put");
+    }
+
     async fn delete(&self, key: &str) {
         use object_store::ObjectStoreExt;
         let store = dlink_rt::storage::builder("s3://lake", &self.options())
@@ -292,6 +304,7 @@ async fn sp_on_s3(
     moto: &Moto,
     link: &str,
 ) -> (
+    Workspace,
     tempfile::TempDir,
     PathBuf,
     BTreeMap<i64, (i64, Vec<String>)>,
@@ -313,13 +326,13 @@ async fn sp_on_s3(
         &format!("s3://lake/links/{link}"),
         1,
     );
-    (dir, file, want)
+    (ws, dir, file, want)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_catch_up_on_s3_resumes_to_the_uninterrupted_result() {
     let Some(moto) = Moto::start() else { return };
-    let (_dir, file, want) = sp_on_s3(&moto, "killed").await;
+    let (_ws, _dir, file, want) = sp_on_s3(&moto, "killed").await;
     for point in ["after-read:2", "before-commit:3", "after-commit:4"] {
         common::kill_at(&file, point, &[(SECRET_VAR, SECRET)]);
     }
@@ -331,7 +344,7 @@ async fn a_sigkilled_catch_up_on_s3_resumes_to_the_uninterrupted_result() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_runners_of_one_pipeline_on_s3_commit_every_batch_once() {
     let Some(moto) = Moto::start() else { return };
-    let (_dir, file, want) = sp_on_s3(&moto, "shared").await;
+    let (_ws, _dir, file, want) = sp_on_s3(&moto, "shared").await;
     let start = || {
         dlink()
             .args(["run", "--follow", "--interval", "50ms"])
@@ -367,7 +380,7 @@ async fn two_runners_of_one_pipeline_on_s3_commit_every_batch_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vacuumed_upstream_file_on_s3_stops_the_run_naming_version_and_file() {
     let Some(moto) = Moto::start() else { return };
-    let (_dir, file, _) = sp_on_s3(&moto, "vacuumed").await;
+    let (_ws, _dir, file, _) = sp_on_s3(&moto, "vacuumed").await;
     // The data file spmaster's version 1 added.
     let log = read_object(
         &moto,
@@ -407,4 +420,60 @@ async fn read_object(moto: &Moto, key: &str) -> String {
         .await
         .expect("bytes");
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_in_the_bucket_is_loaded_and_swapped_by_uploading_a_new_one() {
+    use common::{lines, new_version_of, wait_for};
+    let Some(moto) = Moto::start() else { return };
+    let (ws, dir, _, _) = sp_on_s3(&moto, "unused").await;
+    let good = std::fs::read(plugin("sp_affiliation")).unwrap();
+    moto.put("plugins/sp.wasm", &good).await;
+    let file = dir.path().join("swap.toml");
+    std::fs::write(
+        &file,
+        "name = \"sp_affiliation\"\nupstreams = [\"spmaster\", \"affiliation\"]\n\n\
+         [plugin]\npath = \"s3://lake/plugins/sp.wasm\"\n\n\
+         [link]\nuri = \"s3://lake/links/swap\"\nkeys = [{ name = \"diasng_id\", type = \"long\" }]\n",
+    )
+    .unwrap();
+    ok_without_secret("validate", &run_s3(&["validate"], &file));
+    let mut child = dlink()
+        .args(["run", "--follow", "--interval", "100ms"])
+        .arg(&file)
+        .env(SECRET_VAR, SECRET)
+        .env("DLINK_LOG", "warn,dlink_rt=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (
+        lines(child.stdout.take().unwrap()),
+        lines(child.stderr.take().unwrap()),
+    );
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    wait_for(&out, "sp_affiliation batch 1:", &mut o);
+    // An upload that is not a component is rejected; the running plugin stays.
+    moto.put("plugins/sp.wasm", b"\0asm not really a component")
+        .await;
+    wait_for(&err, "rejected new plugin file", &mut e);
+    // A new version: compiled beside the batches, in effect from the next batch.
+    let v2 = new_version_of(&good, "v2");
+    let sha = dlink_rt::plugin::sha256_hex(&v2);
+    moto.put("plugins/sp.wasm", &v2).await;
+    wait_for(&err, &format!("({}) ready", &sha[..12]), &mut e);
+    let mut sp = dlink_rt::demo::DemoTable::open(&ws.table("spmaster"))
+        .await
+        .unwrap();
+    sp.insert(serde_json::json!([[42, "x", "DE"]]))
+        .await
+        .unwrap();
+    moto.upload(&ws.table("spmaster"), "tables/spmaster").await;
+    wait_for(&out, "sp_affiliation batch 2:", &mut o);
+    wait_for(&err, "takes effect at batch 2", &mut e);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!e.iter().chain(&o).any(|l| l.contains(SECRET)));
+    let keys = link_rows(&file).await;
+    assert_eq!(keys.get(&42).map(|(b, _)| *b), Some(2), "{keys:?}");
 }

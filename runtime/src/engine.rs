@@ -23,7 +23,7 @@ use futures::future::try_join_all;
 use crate::cdf::{self, FanOut};
 use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
-use crate::plugin::{PipelineInfo, Plugin, PluginHost};
+use crate::plugin::{PipelineInfo, Plugin, PluginError, PluginHost};
 use crate::sink::UpstreamRange;
 
 /// After this many lost races in a row (another run committed the batch this one
@@ -265,7 +265,10 @@ pub(crate) async fn load_plugin(
         pipeline: pipeline.name.clone(),
         source,
     };
-    let compiled = host.compile(path).map_err(load_err)?;
+    let wasm = crate::plugin::source::read(spec)
+        .await
+        .map_err(|e| load_err(PluginError::Read(e)))?;
+    let compiled = host.compile_bytes(path, wasm).map_err(load_err)?;
     host.instantiate(&compiled, info, spec)
         .await
         .map_err(load_err)

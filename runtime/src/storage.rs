@@ -89,7 +89,6 @@ pub fn redact(text: &str, options: &StorageOptions) -> String {
     out
 }
 
-
 /// Checks that the object store at `uri` refuses to overwrite an object written with
 /// "create only" (`If-None-Match: *`), the conditional put deltalake's commits rely on
 /// to keep two writers from committing the same version. Writes and removes one small

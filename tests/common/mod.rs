@@ -444,3 +444,24 @@ pub async fn link_table(p: &Pipeline) -> deltalake::DeltaTable {
         .await
         .expect("link table exists")
 }
+
+/// The same component with a custom section appended: same behaviour, new hash.
+pub fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"dlink-test";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    let mut n = body.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&body);
+    out
+}

@@ -213,6 +213,7 @@ pub async fn derivations(
         config_json: r#"{"key_column":"id"}"#.into(),
         limits: Limits::default(),
         read_dirs: Vec::new(),
+        storage: Default::default(),
     };
     let mut slots: Vec<PluginSlot> = pipelines.iter().map(|_| PluginSlot::default()).collect();
     let mut queries = Vec::with_capacity(pipelines.len());

@@ -152,7 +152,10 @@ async fn check_plugin(
     if info.upstreams.len() + info.lookups.len() < p.upstreams.len() + p.lookups.len() {
         return Ok(None);
     }
-    let c = host.compile(&spec.path)?;
+    let wasm = dlink_rt::plugin::source::read(spec)
+        .await
+        .map_err(PluginError::Read)?;
+    let c = host.compile_bytes(&spec.path, wasm)?;
     host.check(&c)?;
     host.instantiate(&c, &info, spec).await?;
     Ok(Some(c.contract))

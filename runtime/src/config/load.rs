@@ -225,9 +225,12 @@ impl Pipeline {
             (None, None) => 1,
         };
         let derivation = match (&file.plugin, &file.sql) {
-            (Some(plugin), None) => {
-                Derivation::Plugin(plugin::resolve(src, plugin, &mut problems)?)
-            }
+            (Some(plugin), None) => Derivation::Plugin(plugin::resolve(
+                src,
+                plugin,
+                &catalog.storage,
+                &mut problems,
+            )?),
             (None, Some(sql)) => {
                 if sql.query.get_ref().trim().is_empty() {
                     problems.push(src.at(&sql.query, "[sql] query is empty"));

@@ -226,6 +226,9 @@ pub struct PluginSpec {
     /// Folders the plugin may read: (name, absolute host path), seen by the plugin
     /// read-only at `/<name>`.
     pub read_dirs: Vec<(String, PathBuf)>,
+    /// Object-store options when `path` is in a bucket (`s3://...`): the catalog's
+    /// `[storage]` and `[plugin.storage]`.
+    pub storage: crate::storage::StorageOptions,
 }
 
 /// The pipeline files of a folder (every `.toml` but the catalog), sorted, and its

@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::load::{is_identifier, resolve_location};
 use super::{Limits, PluginSpec, Source};
 use crate::error::{Error, Result};
+use crate::storage::StorageOptions;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -24,16 +25,23 @@ pub(super) struct PluginSection {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     read_dirs: BTreeMap<String, Spanned<String>>,
+    /// Object-store options of a plugin in a bucket, over the catalog's `[storage]`.
+    #[serde(default)]
+    storage: BTreeMap<String, String>,
 }
 
 /// Resolves the section's paths against the pipeline file and checks them.
 pub(super) fn resolve(
     src: &Source,
     section: &PluginSection,
+    catalog_storage: &StorageOptions,
     problems: &mut Vec<String>,
 ) -> Result<PluginSpec> {
-    let path = PathBuf::from(resolve_location(&src.dir(), section.path.get_ref()));
-    if !path.is_file() {
+    let location = resolve_location(&src.dir(), section.path.get_ref());
+    let remote = crate::storage::is_remote(&location);
+    let path = PathBuf::from(location);
+    // A plugin in a bucket is fetched when a run (or `validate`) loads it.
+    if !remote && !path.is_file() {
         problems.push(src.at(
             &section.path,
             format!(
@@ -76,5 +84,6 @@ pub(super) fn resolve(
         config_json,
         limits,
         read_dirs,
+        storage: catalog_storage.merged(&StorageOptions::new(section.storage.clone())),
     })
 }

@@ -13,9 +13,9 @@
 //! old one) so the watcher never reads a half-written file.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use super::{BatchReport, PluginSlot, RunSummary, Session};
 use crate::cdf::FanOut;
 use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
+use crate::plugin::source;
 use crate::plugin::{sha256_hex, Plugin, PluginError, PluginHost};
 
 /// How `follow` polls.
@@ -115,7 +116,7 @@ pub async fn follow_until(
     reads: Option<Arc<FanOut>>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(2);
-    let watcher = start_watcher(pipeline, &host, tx, opts, &events)?;
+    let watcher = start_watcher(pipeline, &host, tx, opts, &events).await?;
     let mut slot = PluginSlot::with_incoming(rx);
     let mut compactor = Compactor::new(pipeline);
     // Kept open from poll to poll: a poll reads only the log entries that are new.
@@ -177,7 +178,7 @@ pub async fn follow_until(
 
 /// Starts watching the pipeline's plugin file (none for a SQL pipeline): new versions
 /// are compiled beside the batches and sent to `tx`.
-fn start_watcher(
+async fn start_watcher(
     pipeline: &Pipeline,
     host: &Arc<PluginHost>,
     tx: mpsc::Sender<Plugin>,
@@ -187,7 +188,8 @@ fn start_watcher(
     let Some(spec) = pipeline.plugin() else {
         return Ok(None);
     };
-    let initial = std::fs::read(&spec.path)
+    let initial = crate::plugin::source::read(spec)
+        .await
         .map(|b| sha256_hex(&b))
         .map_err(|e| Error::PluginLoad {
             path: spec.path.clone(),
@@ -353,12 +355,6 @@ fn next_tick(start: Instant, now: Instant, every: Duration) -> Instant {
     start + Duration::from_nanos(offset)
 }
 
-/// Identity of a file cheap to check often.
-fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?))
-}
-
 async fn watch(
     pipeline: Pipeline,
     spec: PluginSpec,
@@ -369,15 +365,15 @@ async fn watch(
     events: Arc<dyn FollowEvents>,
 ) {
     let path: PathBuf = spec.path.clone();
-    let mut last_stamp = stamp(&path);
+    let mut last_stamp = source::stamp(&spec).await;
     loop {
         sleep_aligned(every).await;
-        let now = stamp(&path);
+        let now = source::stamp(&spec).await;
         if now.is_none() || now == last_stamp {
             continue;
         }
         last_stamp = now;
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = source::read(&spec).await else {
             continue;
         };
         let sha = sha256_hex(&bytes);
@@ -386,7 +382,7 @@ async fn watch(
         }
         known = sha.clone();
         let started = Instant::now();
-        match load_new(&pipeline, &spec, &host).await {
+        match load_new(&pipeline, &spec, &host, bytes).await {
             Ok(plugin) => {
                 tracing::info!(
                     pipeline = %pipeline.name,
@@ -426,9 +422,10 @@ async fn load_new(
     pipeline: &Pipeline,
     spec: &PluginSpec,
     host: &Arc<PluginHost>,
+    wasm: Vec<u8>,
 ) -> std::result::Result<Plugin, String> {
     let (h, p) = (host.clone(), spec.path.clone());
-    let compiled = match tokio::task::spawn_blocking(move || h.compile(&p)).await {
+    let compiled = match tokio::task::spawn_blocking(move || h.compile_bytes(&p, wasm)).await {
         Ok(r) => r.map_err(|e| e.to_string())?,
         Err(e) => return Err(format!("compiling failed: {e}")),
     };

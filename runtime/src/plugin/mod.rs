@@ -12,6 +12,7 @@ mod contract;
 mod error;
 mod host;
 mod limiter;
+pub mod source;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -204,8 +205,14 @@ impl PluginHost {
 
     /// Reads and compiles (or loads from the cache) the plugin at `path`.
     pub fn compile(&self, path: &Path) -> Result<Compiled, PluginError> {
-        let started = std::time::Instant::now();
         let wasm = std::fs::read(path).map_err(PluginError::Read)?;
+        self.compile_bytes(path, wasm)
+    }
+
+    /// Compiles (or loads from the cache) the plugin file `path` whose bytes are `wasm`
+    /// (read by [`source::read`] from a local path or a bucket).
+    pub fn compile_bytes(&self, path: &Path, wasm: Vec<u8>) -> Result<Compiled, PluginError> {
+        let started = std::time::Instant::now();
         let sha256 = sha256_hex(&wasm);
         let once = self
             .compiling

@@ -250,6 +250,7 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         config_json: args.config.clone(),
         limits,
         read_dirs: Vec::new(),
+        storage: Default::default(),
     };
     let mut instance = host
         .instantiate(&compiled, &info, &spec)
