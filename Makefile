@@ -75,6 +75,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p dlink-rt --features azure,gcs -- -D warnings
 	cd plugins && $(CARGO) fmt --all --check
 	cd plugins && $(CARGO) clippy --release --target $(WASM_TARGET) -- -D warnings
 

@@ -1,5 +1,6 @@
 //! Where tables live: local paths and object stores through deltalake's own backends
-//! (`s3://` and S3-compatible endpoints), with the storage options of the catalog's
+//! (`s3://` and S3-compatible endpoints; `az://`/`abfss://` and `gs://` with the cargo
+//! features `azure` and `gcs`), with the storage options of the catalog's
 //! `[storage]`, an upstream's `[upstreams.NAME.storage]` and a pipeline's
 //! `[link.storage]`.
 //!
@@ -59,6 +60,10 @@ pub fn register_backends() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         deltalake::aws::register_handlers(None);
+        #[cfg(feature = "azure")]
+        deltalake::azure::register_handlers(None);
+        #[cfg(feature = "gcs")]
+        deltalake::gcp::register_handlers(None);
     });
 }
 
