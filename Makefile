@@ -12,7 +12,7 @@ PLUGIN_NAMES = $(notdir $(patsubst %/Cargo.toml,%,$(shell grep -l cdylib plugins
 PEER_VENV ?= $(HOME)/.cache/dlink-rt/peer-venv
 PEER_STAMP = $(PEER_VENV)/.requirements.stamp
 
-.PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean install release bench-peer peer-venv
+.PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean install release bench-peer bench-s3 peer-venv
 
 all: build
 
@@ -59,6 +59,10 @@ bench-peer: release plugins peer-venv
 
 test-sdk:
 	cd plugins && $(CARGO) test -p dlink-plugin-sdk
+
+## bench-s3: the example pipelines over a loopback S3 server (moto) vs local disk, with request counts
+bench-s3: release plugins peer-venv
+	bench/s3/run.sh "$$($(CARGO) metadata --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/dlink-rt" $(PEER_VENV)/bin/moto_server $(BENCH_ROWS)
 
 ## peer-venv: the venv of the Python peer (bench/peer) and of the S3 test server (moto) at $(PEER_VENV); a no-op when up to date
 peer-venv: $(PEER_STAMP)
