@@ -6,13 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::{
-    dlink, install, keys_of_batch, lines, link_state, new_version_of, plugin, set, wait_for,
-    Workspace, WAIT,
+    dlink, install, keys_of_batch, link_state, new_version_of, plugin, set, wait_for, Workspace,
+    WAIT,
 };
 use dlink_rt::demo::DemoTable;
 use serde_json::{json, Value};
@@ -51,16 +51,12 @@ async fn sp_affiliation_tables(ws: &Workspace) -> DemoTable {
 /// `dlink-rt run --follow --interval 100ms <pipeline>`: the process and its stdout and
 /// stderr lines.
 fn follow(pipeline: &Path) -> (Follower, Receiver<String>, Receiver<String>) {
-    let mut child = dlink()
-        .args(["run", "--follow", "--interval", "100ms"])
-        .arg(pipeline)
-        .env("DLINK_LOG", "warn,dlink_rt=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let err = lines(child.stderr.take().unwrap());
+    let (child, out, err) = common::spawn_with_lines(
+        dlink()
+            .args(["run", "--follow", "--interval", "100ms"])
+            .arg(pipeline)
+            .env("DLINK_LOG", "warn,dlink_rt=info"),
+    );
     (Follower(child), out, err)
 }
 

@@ -128,14 +128,16 @@ impl Moto {
         ))
     }
 
+    /// The bucket's store rooted at `uri`.
+    fn store(&self, uri: &str) -> std::sync::Arc<dyn deltalake::ObjectStore> {
+        dlink_rt::storage::object_store(uri, &self.options()).expect("the bucket's store")
+    }
+
     /// Copies a local table folder to `s3://lake/<prefix>` (Delta never rewrites a
     /// file, so a copy is the table).
     async fn upload(&self, local: &Path, prefix: &str) {
         use object_store::ObjectStoreExt;
-        let store = dlink_rt::storage::builder(&format!("s3://lake/{prefix}"), &self.options())
-            .and_then(|b| b.build_storage())
-            .expect("the bucket's store")
-            .object_store(None);
+        let store = self.store(&format!("s3://lake/{prefix}"));
         let mut stack = vec![local.to_path_buf()];
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).expect("read dir") {
@@ -154,10 +156,7 @@ impl Moto {
 
     async fn put(&self, key: &str, bytes: &[u8]) {
         use object_store::ObjectStoreExt;
-        let store = dlink_rt::storage::builder("s3://lake", &self.options())
-            .and_then(|b| b.build_storage())
-            .expect("the bucket's store")
-            .object_store(None);
+        let store = self.store("s3://lake");
         store
             .put(&deltalake::Path::from(key), bytes.to_vec().into())
             .await
@@ -166,10 +165,7 @@ impl Moto {
 
     async fn delete(&self, key: &str) {
         use object_store::ObjectStoreExt;
-        let store = dlink_rt::storage::builder("s3://lake", &self.options())
-            .and_then(|b| b.build_storage())
-            .expect("the bucket's store")
-            .object_store(None);
+        let store = self.store("s3://lake");
         store
             .delete(&deltalake::Path::from(key))
             .await
@@ -408,10 +404,7 @@ async fn a_vacuumed_upstream_file_on_s3_stops_the_run_naming_version_and_file() 
 
 async fn read_object(moto: &Moto, key: &str) -> String {
     use object_store::ObjectStoreExt;
-    let store = dlink_rt::storage::builder("s3://lake", &moto.options())
-        .and_then(|b| b.build_storage())
-        .expect("store")
-        .object_store(None);
+    let store = moto.store("s3://lake");
     let bytes = store
         .get(&deltalake::Path::from(key))
         .await
@@ -424,7 +417,7 @@ async fn read_object(moto: &Moto, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_in_the_bucket_is_loaded_and_swapped_by_uploading_a_new_one() {
-    use common::{lines, new_version_of, wait_for};
+    use common::{new_version_of, spawn_with_lines, wait_for};
     let Some(moto) = Moto::start() else { return };
     let (ws, dir, _, _) = sp_on_s3(&moto, "unused").await;
     let good = std::fs::read(plugin("sp_affiliation")).unwrap();
@@ -438,18 +431,12 @@ async fn a_plugin_in_the_bucket_is_loaded_and_swapped_by_uploading_a_new_one() {
     )
     .unwrap();
     ok_without_secret("validate", &run_s3(&["validate"], &file));
-    let mut child = dlink()
-        .args(["run", "--follow", "--interval", "100ms"])
-        .arg(&file)
-        .env(SECRET_VAR, SECRET)
-        .env("DLINK_LOG", "warn,dlink_rt=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, err) = (
-        lines(child.stdout.take().unwrap()),
-        lines(child.stderr.take().unwrap()),
+    let (mut child, out, err) = spawn_with_lines(
+        dlink()
+            .args(["run", "--follow", "--interval", "100ms"])
+            .arg(&file)
+            .env(SECRET_VAR, SECRET)
+            .env("DLINK_LOG", "warn,dlink_rt=info"),
     );
     let (mut o, mut e) = (Vec::new(), Vec::new());
     wait_for(&out, "sp_affiliation batch 1:", &mut o);

@@ -13,12 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{
-    dlink, install, lines, link_log, link_state, plugin, text, wait_for, Workspace, WAIT,
-};
+use common::{dlink, install, link_log, link_state, plugin, text, wait_for, Workspace, WAIT};
 use serde_json::json;
 
 /// `GET path` on `addr`: (status code, body).
@@ -146,25 +144,19 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
         true,
     );
 
-    let mut child = dlink()
-        .args([
-            "run",
-            "--follow",
-            "--interval",
-            "100ms",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg(ws.path())
-        .env("DLINK_LOG", "dlink_rt=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, err) = (
-        lines(child.stdout.take().unwrap()),
-        lines(child.stderr.take().unwrap()),
+    let (child, out, err) = common::spawn_with_lines(
+        dlink()
+            .args([
+                "run",
+                "--follow",
+                "--interval",
+                "100ms",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg(ws.path())
+            .env("DLINK_LOG", "dlink_rt=info")
+            .env("NO_COLOR", "1"),
     );
     let mut service = Service(child);
     let (mut seen, mut seen_err) = (Vec::new(), Vec::new());

@@ -79,6 +79,17 @@ pub fn builder(uri: &str, options: &StorageOptions) -> DeltaResult<DeltaTableBui
     })
 }
 
+/// The object store at `uri` (rooted there), with `options`; errors redacted.
+pub fn object_store(
+    uri: &str,
+    options: &StorageOptions,
+) -> Result<std::sync::Arc<dyn deltalake::ObjectStore>, String> {
+    builder(uri, options)
+        .and_then(|b| b.build_storage())
+        .map(|log| log.object_store(None))
+        .map_err(|e| redact(&e.to_string(), options))
+}
+
 /// Whether `uri` names an object store (not a local path).
 pub fn is_remote(uri: &str) -> bool {
     uri.contains("://") && !uri.starts_with("file://")
@@ -104,10 +115,7 @@ pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Resul
     if !is_remote(uri) {
         return Ok(());
     }
-    let store = builder(uri, options)
-        .and_then(|b| b.build_storage())
-        .map_err(|e| redact(&e.to_string(), options))?
-        .object_store(None);
+    let store = object_store(uri, options)?;
     let path = deltalake::Path::from(format!(
         "_dlink_probe/{}-{}",
         std::process::id(),
@@ -159,10 +167,7 @@ pub async fn has_log(uri: &str, options: &StorageOptions) -> Result<bool, String
     if !is_remote(uri) {
         return Ok(!crate::cdf::local_path_without_log(uri));
     }
-    let store = builder(uri, options)
-        .and_then(|b| b.build_storage())
-        .map_err(|e| redact(&e.to_string(), options))?
-        .object_store(None);
+    let store = object_store(uri, options)?;
     let prefix = deltalake::Path::from("_delta_log");
     match store.list(Some(&prefix)).next().await {
         None => Ok(false),

@@ -356,6 +356,25 @@ pub fn lines(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Re
     rx
 }
 
+/// Starts `cmd` with its stdout and stderr piped, each read line by line on a thread.
+pub fn spawn_with_lines(
+    cmd: &mut Command,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dlink-rt");
+    let out = lines(child.stdout.take().expect("piped stdout"));
+    let err = lines(child.stderr.take().expect("piped stderr"));
+    (child, out, err)
+}
+
 /// Waits for a line containing `needle`; returns it (and keeps everything seen).
 pub fn wait_for(
     rx: &std::sync::mpsc::Receiver<String>,

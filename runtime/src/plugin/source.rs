@@ -17,10 +17,7 @@ fn object_of(
         .rsplit_once('/')
         .filter(|(p, n)| !n.is_empty() && p.contains("://"))
         .ok_or_else(|| std::io::Error::other(format!("{path} does not name an object")))?;
-    let store = storage::builder(parent, options)
-        .and_then(|b| b.build_storage())
-        .map_err(|e| std::io::Error::other(storage::redact(&e.to_string(), options)))?
-        .object_store(None);
+    let store = storage::object_store(parent, options).map_err(std::io::Error::other)?;
     Ok((store, deltalake::Path::from(name)))
 }
 
