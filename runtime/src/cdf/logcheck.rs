@@ -78,11 +78,25 @@ impl LogCheck {
     /// Starts checking at version `start` from the table loaded as of `start - 1`.
     async fn start_before(u: &Upstream, table: &DeltaTable, start: i64) -> Result<LogCheck> {
         if start > 0 {
-            if let Ok(t) = open_at(u, start - 1).await {
-                return Ok(LogCheck {
-                    state: state_of(u, &t)?,
-                    next: start,
-                });
+            match open_at(u, start - 1).await {
+                Ok(t) => {
+                    return Ok(LogCheck {
+                        state: state_of(u, &t)?,
+                        next: start,
+                    })
+                }
+                // Only a log that no longer reaches `start - 1` is worked around below;
+                // a failure to read the log (IO, permissions, the network) is not, as
+                // it would weaken the check of `start` without saying so.
+                Err(open_err) => {
+                    if let Err(e) = table.log_store().read_commit_entry(start as u64 - 1).await {
+                        tracing::debug!(table = %u.name, error = %open_err, "loading the version before the start failed");
+                        return Err(table_err(
+                            u,
+                            format!("cannot read the log entry of version {}: {e}", start - 1),
+                        ));
+                    }
+                }
             }
         } else {
             return Ok(LogCheck {
@@ -132,14 +146,70 @@ impl LogCheck {
         let log = table.log_store();
         while self.next <= end {
             let v = self.next;
+            // A failed read (IO, the network) is the store's, not the table's: reported
+            // as it is, to be retried, not as an unreadable version to reset past.
             let bytes = log
                 .read_commit_entry(v as u64)
                 .await
-                .map_err(|e| unreadable(u, v, Unreadable::Corrupt(e.to_string())))?
+                .map_err(|e| {
+                    table_err(u, format!("cannot read the log entry of version {v}: {e}"))
+                })?
                 .ok_or_else(|| unreadable(u, v, Unreadable::LogMissing))?;
             history::step(&mut self.state, &bytes).map_err(|r| unreadable(u, v, r))?;
             self.next += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{Col, DemoTable};
+    use crate::error::Error;
+    use serde_json::json;
+
+    /// A log entry that cannot be read (here a symbolic link to itself where the JSON
+    /// file was; on a bucket, a network failure) is a table error to retry, not an unreadable version
+    /// that `dlink-rt reset` would skip; a removed entry is `LogMissing`.
+    #[tokio::test]
+    async fn a_log_entry_that_cannot_be_read_is_not_an_unreadable_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut t = DemoTable::create(&path, &[("id", Col::Long)], json!([[1]]))
+            .await
+            .unwrap();
+        for i in 2..=4 {
+            t.insert(json!([[i]])).await.unwrap();
+        }
+        let u = Upstream::new("t", path.to_string_lossy());
+        let table = crate::cdf::open_latest(&u).await.unwrap();
+        let log = path.join("_delta_log");
+        let entry = |v: i64| log.join(format!("{v:020}.json"));
+
+        std::fs::remove_file(entry(2)).unwrap();
+        std::os::unix::fs::symlink(entry(2), entry(2)).unwrap();
+        let mut check = LogCheck::at(state_of(&u, &table).unwrap(), 1);
+        let e = check.check_to(&u, &table, 3).await.unwrap_err();
+        assert!(matches!(e, Error::Table { .. }), "{e:?}");
+        assert!(e.to_string().contains("version 2"), "{e}");
+        // The version before a start is not read around either.
+        let e = LogCheck::start_before(&u, &table, 3).await.unwrap_err();
+        assert!(matches!(e, Error::Table { .. }), "{e:?}");
+
+        std::fs::remove_file(entry(2)).unwrap();
+        let mut check = LogCheck::at(state_of(&u, &table).unwrap(), 1);
+        let e = check.check_to(&u, &table, 3).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unreadable {
+                    version: 2,
+                    reason: Unreadable::LogMissing,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -26,6 +26,9 @@ use crate::config::{Pipeline, PluginSpec};
 use crate::error::{Error, Result};
 use crate::plugin::source;
 use crate::plugin::{sha256_hex, Plugin, PluginError, PluginHost};
+use watch::watch;
+
+mod watch;
 
 /// How `follow` polls.
 #[derive(Debug, Clone, Copy)]
@@ -353,88 +356,6 @@ fn next_tick(start: Instant, now: Instant, every: Duration) -> Instant {
     let ticks = since / every_ns + 1;
     let offset = u64::try_from(ticks.saturating_mul(every_ns)).unwrap_or(u64::MAX);
     start + Duration::from_nanos(offset)
-}
-
-async fn watch(
-    pipeline: Pipeline,
-    spec: PluginSpec,
-    host: Arc<PluginHost>,
-    tx: mpsc::Sender<Plugin>,
-    mut known: String,
-    every: Duration,
-    events: Arc<dyn FollowEvents>,
-) {
-    let path: PathBuf = spec.path.clone();
-    let mut last_stamp = source::stamp(&spec).await;
-    loop {
-        sleep_aligned(every).await;
-        let now = source::stamp(&spec).await;
-        if now.is_none() || now == last_stamp {
-            continue;
-        }
-        last_stamp = now;
-        let Ok(bytes) = source::read(&spec).await else {
-            continue;
-        };
-        let sha = sha256_hex(&bytes);
-        if sha == known {
-            continue;
-        }
-        known = sha.clone();
-        let started = Instant::now();
-        match load_new(&pipeline, &spec, &host, bytes).await {
-            Ok(plugin) => {
-                tracing::info!(
-                    pipeline = %pipeline.name,
-                    plugin = %path.display(),
-                    sha256 = %sha,
-                    ms = started.elapsed().as_millis() as u64,
-                    "{}: new plugin file {} ({}) ready in {} ms; it takes effect at the next batch",
-                    pipeline.name,
-                    path.display(),
-                    &sha[..12],
-                    started.elapsed().as_millis()
-                );
-                events.swapped(&pipeline.name, &sha);
-                if tx.send(plugin).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(
-                    pipeline = %pipeline.name,
-                    plugin = %path.display(),
-                    sha256 = %sha,
-                    "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
-                    pipeline.name,
-                    path.display(),
-                    &sha[..12]
-                );
-                events.rejected(&pipeline.name, &e);
-            }
-        }
-    }
-}
-
-/// A new plugin file compiled (off the async threads), then instantiated and `init`-ed
-/// against the tables as they are now.
-async fn load_new(
-    pipeline: &Pipeline,
-    spec: &PluginSpec,
-    host: &Arc<PluginHost>,
-    wasm: Vec<u8>,
-) -> std::result::Result<Plugin, String> {
-    let (h, p) = (host.clone(), spec.path.clone());
-    let compiled = match tokio::task::spawn_blocking(move || h.compile_bytes(&p, wasm)).await {
-        Ok(r) => r.map_err(|e| e.to_string())?,
-        Err(e) => return Err(format!("compiling failed: {e}")),
-    };
-    let info = super::pipeline_info(pipeline)
-        .await
-        .map_err(|e| e.to_string())?;
-    host.instantiate(&compiled, &info, spec)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 //! `[plugin.storage]`). A team ships a new plugin by uploading it; `--follow` notices
 //! the object's new ETag and swaps it in under the same rules as a local file.
 
-use std::path::Path;
-
 use crate::config::PluginSpec;
 use crate::storage::{self, StorageOptions};
 
@@ -52,23 +50,22 @@ pub async fn read(spec: &PluginSpec) -> std::io::Result<Vec<u8>> {
 }
 
 /// What tells a new version of the file cheaply: the size and modification time of a
-/// local file, the ETag (else version, else size and time) of an object. `None` when
+/// local file, the ETag (else version, else size and time) of an object. An error when
 /// it cannot be asked now (the file is missing, the store does not answer).
-pub async fn stamp(spec: &PluginSpec) -> Option<String> {
+pub async fn stamp(spec: &PluginSpec) -> std::io::Result<String> {
     if !is_remote(spec) {
-        return local_stamp(&spec.path);
+        let m = tokio::fs::metadata(&spec.path).await?;
+        return Ok(format!("{} {:?}", m.len(), m.modified()?));
     }
     use object_store::ObjectStoreExt;
-    let (store, key) = object_of(&spec.path.to_string_lossy(), &spec.storage).ok()?;
-    let meta = store.head(&key).await.ok()?;
-    Some(match (meta.e_tag, meta.version) {
+    let (store, key) = object_of(&spec.path.to_string_lossy(), &spec.storage)?;
+    let meta = store
+        .head(&key)
+        .await
+        .map_err(|e| io_err(e, &spec.storage))?;
+    Ok(match (meta.e_tag, meta.version) {
         (Some(tag), _) => tag,
         (None, Some(version)) => version,
         (None, None) => format!("{} {}", meta.size, meta.last_modified),
     })
-}
-
-fn local_stamp(path: &Path) -> Option<String> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(format!("{} {:?}", m.len(), m.modified().ok()?))
 }
