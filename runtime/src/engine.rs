@@ -142,6 +142,20 @@ impl PluginSlot {
         }
     }
 
+    /// The running instance and the batch since which it has been in effect; when
+    /// there is none, the one `load` makes, in effect from `batch_id`.
+    async fn instance(
+        &mut self,
+        batch_id: i64,
+        load: impl std::future::Future<Output = Result<Plugin>>,
+    ) -> Result<(&mut Plugin, i64)> {
+        let plugin = match &mut self.current {
+            Some(p) => p,
+            empty => empty.insert(load.await?),
+        };
+        Ok((plugin, *self.active_since.get_or_insert(batch_id)))
+    }
+
     /// Drops the running instance (a new one is made for the next batch).
     fn drop_current(&mut self) {
         self.current = None;
@@ -295,12 +309,19 @@ pub async fn pipeline_info(pipeline: &Pipeline) -> Result<PipelineInfo> {
     })
 }
 
-/// Test hook: `DLINK_TEST_PAUSE_AT=<point>:<batch>` makes the process announce
-/// `DLINK_TEST_PAUSED <point>:<batch>` on stderr and stop there, so a test can SIGKILL
-/// it at an exact point. Points: `after-read`, `before-commit`, `after-commit`.
+/// Where [`pause_at`] stops the process, if anywhere.
+static PAUSE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Test hook: with `<point>:<batch>` (the command line's hidden `--test-pause-at`,
+/// `DLINK_TEST_PAUSE_AT`), the process announces `DLINK_TEST_PAUSED <point>:<batch>`
+/// on stderr and stops there, so a test can SIGKILL it at an exact point. Points:
+/// `after-read`, `before-commit`, `after-commit`. Set once, before the first batch.
+pub fn pause_at(point: String) {
+    let _first_setting_wins = PAUSE.set(point);
+}
+
 fn test_pause(point: &str, batch_id: i64) {
-    static PAUSE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let Some(want) = PAUSE.get_or_init(|| std::env::var("DLINK_TEST_PAUSE_AT").ok()) else {
+    let Some(want) = PAUSE.get() else {
         return;
     };
     if *want == format!("{point}:{batch_id}") {

@@ -40,6 +40,13 @@ pub struct Cli {
     /// Logs on stderr as text lines or one JSON object per event (for log shippers).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DLINK_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Which log events are shown: a tracing filter such as `debug` or
+    /// `warn,dlink_rt=debug` (default: warnings, and the quiet parts of deltalake quieter).
+    #[arg(long, global = true, value_name = "FILTER", env = "DLINK_LOG")]
+    log: Option<String>,
+    /// Test hook (see `dlink_rt::engine::pause_at`).
+    #[arg(long, global = true, hide = true, env = "DLINK_TEST_PAUSE_AT")]
+    test_pause_at: Option<String>,
 }
 
 /// How logs are written.
@@ -53,6 +60,11 @@ impl Cli {
     /// The `--log-format` asked for.
     pub fn log_format(&self) -> LogFormat {
         self.log_format
+    }
+
+    /// The `--log` filter asked for, if any.
+    pub fn log_filter(&self) -> Option<&str> {
+        self.log.as_deref()
     }
 }
 
@@ -125,6 +137,9 @@ pub fn main(cli: Cli) -> ExitCode {
     // before any thread starts.
     if let Command::Demo(args) = &cli.command {
         demo::export_data_dir(args);
+    }
+    if let Some(point) = cli.test_pause_at.clone() {
+        dlink_rt::engine::pause_at(point);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,41 +1,57 @@
-//! `${VAR}` and `${VAR:-default}` substitution in configuration text.
+//! `${VAR}` and `${VAR:-default}` substitution in configuration values.
 //!
-//! Substitution runs on the raw TOML text, line by line, before parsing, so every line
-//! number a later error names is still right. A substituted value is escaped for a
-//! TOML basic string (`"..."`), where such values belong. `$$` stands for a literal `$`.
-//! Comment lines are left alone.
+//! Substitution runs on the parsed document's string values, before they are read into
+//! the configuration types: a value is never TOML text, so it needs no escaping and
+//! cannot change the document's structure, and a TOML syntax error never shows a
+//! substituted secret. Keys and comments are left alone; `$$` stands for a literal `$`.
+//! Each problem is reported with the byte offset of its value, for its line number.
 
-/// Substitutes environment variables in `text`. `lookup` answers a variable's value.
-/// Returns every problem as `(line, message)`.
-pub fn substitute(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, Vec<(usize, String)>> {
-    let mut out = String::with_capacity(text.len());
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Substitutes environment variables in every string value of `document` (in tables,
+/// arrays and inline tables). `lookup` answers a variable's value. Returns every
+/// problem as `(offset of the value in the text, message)`.
+pub fn substitute_values(
+    document: &mut DeTable<'_>,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Vec<(usize, String)> {
     let mut problems = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') || !line.contains('$') {
-            out.push_str(line);
-            continue;
-        }
-        match substitute_line(line, &lookup) {
-            Ok(s) => out.push_str(&s),
-            Err(msg) => {
-                problems.push((i + 1, msg));
-                out.push_str(line);
+    for (_, value) in document.iter_mut() {
+        substitute_value(value, lookup, &mut problems);
+    }
+    problems
+}
+
+fn substitute_value(
+    value: &mut Spanned<DeValue<'_>>,
+    lookup: &impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<(usize, String)>,
+) {
+    let offset = value.span().start;
+    match value.get_mut() {
+        DeValue::String(s) if s.contains('$') => match substitute(s, lookup) {
+            Ok(v) => *s = v.into(),
+            Err(msg) => problems.push((offset, msg)),
+        },
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                substitute_value(item, lookup, problems);
             }
         }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
+        DeValue::Table(table) => {
+            for (_, v) in table.iter_mut() {
+                substitute_value(v, lookup, problems);
+            }
+        }
+        _ => {}
     }
 }
 
-fn substitute_line(line: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
+/// Substitutes the variables of one value.
+pub fn substitute(value: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
@@ -75,25 +91,11 @@ fn substitute_line(line: &str, lookup: &impl Fn(&str) -> Option<String>) -> Resu
                 ))
             }
         };
-        out.push_str(&escape_basic(&value));
+        out.push_str(&value);
         rest = &body_and_rest[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
-}
-
-fn escape_basic(value: &str) -> String {
-    let mut s = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            '\t' => s.push_str("\\t"),
-            c => s.push(c),
-        }
-    }
-    s
 }
 
 #[cfg(test)]
@@ -104,51 +106,74 @@ mod tests {
         match name {
             "DATA" => Some("/data".into()),
             "EMPTY" => Some(String::new()),
-            "QUOTE" => Some("a\"b\\c".into()),
+            "QUOTE" => Some("a\"b\\c\nd = 1".into()),
             _ => None,
         }
     }
 
+    /// The document's string values after substitution, as `key = value` lines (or
+    /// the problems, each with its line).
+    fn run(text: &str) -> Result<Vec<String>, Vec<(usize, String)>> {
+        let mut doc = DeTable::parse(text).unwrap();
+        let problems = substitute_values(doc.get_mut(), &env);
+        if !problems.is_empty() {
+            let line = |o: usize| text[..o].matches('\n').count() + 1;
+            return Err(problems.into_iter().map(|(o, m)| (line(o), m)).collect());
+        }
+        let mut out = Vec::new();
+        fn flat(prefix: &str, v: &DeValue<'_>, out: &mut Vec<String>) {
+            match v {
+                DeValue::String(s) => out.push(format!("{prefix} = {s}")),
+                DeValue::Array(a) => a.iter().for_each(|i| flat(prefix, i.get_ref(), out)),
+                DeValue::Table(t) => t.iter().for_each(|(k, v)| {
+                    flat(&format!("{prefix}.{}", k.get_ref()), v.get_ref(), out)
+                }),
+                _ => out.push(format!("{prefix} = (not a string)")),
+            }
+        }
+        for (k, v) in doc.get_ref().iter() {
+            flat(k.get_ref(), v.get_ref(), &mut out);
+        }
+        Ok(out)
+    }
+
     #[test]
-    fn set_variable_is_replaced() {
+    fn set_variable_is_replaced_in_tables_arrays_and_inline_tables() {
         assert_eq!(
-            substitute("uri = \"${DATA}/t\"\n", env).unwrap(),
-            "uri = \"/data/t\"\n"
+            run("[t]\nuri = \"${DATA}/t\"\nlist = [\"${DATA}\", { p = '${DATA}/x' }]\n").unwrap(),
+            // (keys in lexicographic order)
+            ["t.list = /data", "t.list.p = /data/x", "t.uri = /data/t"]
         );
     }
 
     #[test]
     fn default_used_when_unset_or_empty() {
-        assert_eq!(
-            substitute("a = \"${NOPE:-x/y}\"", env).unwrap(),
-            "a = \"x/y\""
-        );
-        assert_eq!(substitute("a = \"${EMPTY:-d}\"", env).unwrap(), "a = \"d\"");
-        assert_eq!(
-            substitute("a = \"${DATA:-d}\"", env).unwrap(),
-            "a = \"/data\""
-        );
+        assert_eq!(run("a = \"${NOPE:-x/y}\"").unwrap(), ["a = x/y"]);
+        assert_eq!(run("a = \"${EMPTY:-d}\"").unwrap(), ["a = d"]);
+        assert_eq!(run("a = \"${DATA:-d}\"").unwrap(), ["a = /data"]);
     }
 
     #[test]
     fn unset_without_default_names_the_line() {
-        let err = substitute("a = 1\nb = \"${NOPE}\"\n", env).unwrap_err();
+        let err = run("a = 1\nb = \"${NOPE}\"\n").unwrap_err();
         assert_eq!(err.len(), 1);
         assert_eq!(err[0].0, 2);
         assert!(err[0].1.contains("NOPE is not set"), "{}", err[0].1);
     }
 
+    /// A value is taken as it is: quotes, backslashes and newlines in it cannot end the
+    /// string or add a key.
     #[test]
-    fn values_are_escaped_and_dollar_dollar_is_literal() {
-        assert_eq!(
-            substitute("a = \"${QUOTE}\"", env).unwrap(),
-            "a = \"a\\\"b\\\\c\""
-        );
-        assert_eq!(substitute("a = \"$$5 $x\"", env).unwrap(), "a = \"$5 $x\"");
+    fn values_are_data_not_toml_and_dollar_dollar_is_literal() {
+        assert_eq!(run("a = \"${QUOTE}\"").unwrap(), ["a = a\"b\\c\nd = 1"]);
+        assert_eq!(run("a = \"$$5 $x\"").unwrap(), ["a = $5 $x"]);
     }
 
     #[test]
-    fn comments_are_left_alone() {
-        assert_eq!(substitute("# ${NOPE}\n", env).unwrap(), "# ${NOPE}\n");
+    fn comments_keys_and_other_values_are_left_alone() {
+        assert_eq!(
+            run("# ${NOPE}\n\"${NOPE}\" = 1\n").unwrap(),
+            ["${NOPE} = (not a string)"]
+        );
     }
 }

@@ -17,7 +17,8 @@ use toml::Spanned;
 
 use crate::error::{Error, Result};
 
-pub use env::substitute;
+pub use env::{substitute, substitute_values};
+pub use load::is_identifier;
 
 /// Name of the catalog file looked up beside a pipeline file when it names none.
 pub const DEFAULT_CATALOG: &str = "upstreams.toml";
@@ -328,7 +329,7 @@ impl Pipeline {
 
 // ---- loading -----------------------------------------------------------------------
 
-/// A configuration file's text after substitution, for line numbers.
+/// A configuration file's text, for line numbers.
 struct Source {
     path: PathBuf,
     text: String,
@@ -336,30 +337,38 @@ struct Source {
 
 impl Source {
     fn read(path: &Path) -> Result<Source> {
-        let raw = std::fs::read_to_string(path)
+        let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("{}: cannot read the file: {e}", path.display())))?;
-        let text =
-            substitute(&raw, |k| std::env::var(k).ok()).map_err(|problems| Error::Config {
-                problems: problems
-                    .into_iter()
-                    .map(|(line, msg)| format!("{}:{line}: {msg}", path.display()))
-                    .collect(),
-            })?;
         Ok(Source {
             path: path.to_path_buf(),
             text,
         })
     }
 
+    /// Parses the file, substitutes `${VAR}` in its string values (see [`env`]) and
+    /// reads it as `T`. Every substitution problem is reported, each with its line.
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        toml::from_str(&self.text).map_err(|e| {
+        let toml_err = |e: toml::de::Error| {
             let line = e.span().map(|s| self.line(s.start)).unwrap_or(1);
             Error::config(format!(
                 "{}:{line}: {}",
                 self.path.display(),
                 e.message().trim_end()
             ))
-        })
+        };
+        let mut document = toml::de::DeTable::parse(&self.text).map_err(toml_err)?;
+        let problems = substitute_values(document.get_mut(), &|k| std::env::var(k).ok());
+        if !problems.is_empty() {
+            return Err(Error::Config {
+                problems: problems
+                    .into_iter()
+                    .map(|(offset, msg)| {
+                        format!("{}:{}: {msg}", self.path.display(), self.line(offset))
+                    })
+                    .collect(),
+            });
+        }
+        T::deserialize(toml::de::Deserializer::from(document)).map_err(toml_err)
     }
 
     fn line(&self, offset: usize) -> usize {

@@ -216,3 +216,37 @@ fn retention_settings_parse_and_bad_ones_name_their_line() {
     let ps = problems(load("retain = 0\n").unwrap_err());
     assert!(ps[0].contains("keep at least 1 batch"), "{ps:?}");
 }
+
+/// `${VAR}` is replaced in parsed string values: an unset one is reported with its
+/// file and line, and a value is data (a quote in it neither ends the string nor
+/// needs escaping).
+#[test]
+fn environment_variables_are_substituted_in_values_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "upstreams.toml",
+        "# ${NOT_A_VALUE}\n[upstreams.spmaster]\nuri = \"${DLINK_TEST_SURELY_UNSET_VAR}/x\"\n",
+    );
+    let e = Catalog::load(&dir.path().join("upstreams.toml")).unwrap_err();
+    let problems = match e {
+        Error::Config { problems } => problems,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].ends_with(
+            "upstreams.toml:3: environment variable DLINK_TEST_SURELY_UNSET_VAR is not set: \
+             set it, or give a default with `${DLINK_TEST_SURELY_UNSET_VAR:-value}`"
+        ),
+        "{}",
+        problems[0]
+    );
+    write(
+        dir.path(),
+        "upstreams.toml",
+        "[upstreams.spmaster]\nuri = 'https://h/${DLINK_TEST_SURELY_UNSET_VAR:-a\"b}'\n",
+    );
+    let cat = Catalog::load(&dir.path().join("upstreams.toml")).unwrap();
+    assert_eq!(cat.upstreams["spmaster"].uri, "https://h/a\"b");
+}
