@@ -76,11 +76,7 @@ pub struct Report {
 const ATTEMPTS: usize = 5;
 
 fn link_err(p: &Pipeline, step: &str, e: impl std::fmt::Display) -> Error {
-    Error::Link {
-        pipeline: p.name.clone(),
-        uri: p.link_uri.clone(),
-        message: format!("compact, {step}: {e}"),
-    }
+    Error::link(p, format!("compact, {step}: {e}"))
 }
 
 fn props(step: serde_json::Value) -> CommitProperties {
@@ -176,6 +172,28 @@ async fn retention_limit(
     }
 }
 
+/// The last batch retention may remove: `by_rule`, held back to the oldest position
+/// of a registered consumer (each one holding it back is listed in the report).
+async fn consumers_cutoff(
+    p: &Pipeline,
+    table: &DeltaTable,
+    by_rule: i64,
+    r: &mut Report,
+) -> Result<i64> {
+    let mut cutoff = by_rule;
+    r.held_back_by.clear();
+    for name in &p.consumers {
+        let position = txn_version(table, consumer_app_id(name))
+            .await
+            .map_err(|e| link_err(p, "retention", e))?;
+        if position < by_rule {
+            r.held_back_by.push((name.clone(), position));
+        }
+        cutoff = cutoff.min(position);
+    }
+    Ok(cutoff)
+}
+
 /// Step 1: removes the batches past retention that every registered consumer has
 /// acknowledged.
 async fn expire(p: &Pipeline, retain: Retain, now: DateTime<Utc>, r: &mut Report) -> Result<()> {
@@ -190,17 +208,7 @@ async fn expire(p: &Pipeline, retain: Retain, now: DateTime<Utc>, r: &mut Report
             .map_err(|e| link_err(p, step, e))?;
         r.removed_through = removed;
         let by_rule = retention_limit(p, &table, retain, newest, now).await?;
-        let mut cutoff = by_rule;
-        r.held_back_by.clear();
-        for name in &p.consumers {
-            let position = txn_version(&table, consumer_app_id(name))
-                .await
-                .map_err(|e| link_err(p, step, e))?;
-            if position < by_rule {
-                r.held_back_by.push((name.clone(), position));
-            }
-            cutoff = cutoff.min(position);
-        }
+        let cutoff = consumers_cutoff(p, &table, by_rule, r).await?;
         if cutoff <= removed {
             let why = if by_rule <= removed {
                 format!("retention ({retain}) removes nothing new")

@@ -62,25 +62,17 @@ impl Window {
 /// The column of a window's batch ids.
 pub const BATCHES: &str = "dlink_batches";
 
-fn link_err(p: &Pipeline, message: impl std::fmt::Display) -> Error {
-    Error::Link {
-        pipeline: p.name.clone(),
-        uri: p.link_uri.clone(),
-        message: message.to_string(),
-    }
-}
-
 /// Opens pipeline `p`'s link table at its latest version.
 pub(crate) async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
     let builder =
-        crate::storage::builder(&p.link_uri, &p.link_storage).map_err(|e| link_err(p, e))?;
+        crate::storage::builder(&p.link_uri, &p.link_storage).map_err(|e| Error::link(p, e))?;
     match builder.load().await {
         Ok(t) => Ok(t),
-        Err(deltalake::DeltaTableError::NotATable(_)) => Err(link_err(
+        Err(deltalake::DeltaTableError::NotATable(_)) => Err(Error::link(
             p,
             "there is no link table yet: run the pipeline first (`dlink-rt run`)",
         )),
-        Err(e) => Err(link_err(p, format!("cannot open it: {e}"))),
+        Err(e) => Err(Error::link(p, format!("cannot open it: {e}"))),
     }
 }
 
@@ -114,7 +106,35 @@ pub async fn removed_through(p: &Pipeline) -> Result<i64> {
     let t = open_link(p).await?;
     txn_version(&t, retention_app_id(&p.name))
         .await
-        .map_err(|e| link_err(p, e))
+        .map_err(|e| Error::link(p, e))
+}
+
+/// The query of a window: one row per key of the batches after `since` up to
+/// `through_batch`, with its causes, newest change time and batches.
+fn window_query(p: &Pipeline, since: &Since, through_batch: i64) -> String {
+    let keys = p
+        .keys
+        .iter()
+        .map(|k| format!("\"{}\"", k.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let from = match since {
+        Since::Batch(n) => format!("{BATCH_ID} > {n}"),
+        Since::Time(t) => format!(
+            "{UPDATED_AT} >= TIMESTAMP '{}'",
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        ),
+    };
+    // Batches past the checkpoint cannot exist (they are one commit with it), but the
+    // bound keeps a window what its `through_batch` says.
+    format!(
+        "SELECT {keys}, \
+           array_sort(array_distinct(flatten(array_agg({UPSTREAMS})))) AS {UPSTREAMS}, \
+           max({CHANGE_TS}) AS {CHANGE_TS}, \
+           array_sort(array_agg(DISTINCT {BATCH_ID})) AS {BATCHES} \
+         FROM link WHERE {from} AND {BATCH_ID} <= {through_batch} \
+         GROUP BY {keys} ORDER BY {keys}"
+    )
 }
 
 /// The window `since` of `table` (`p`'s link table), read from that snapshot, for
@@ -126,7 +146,7 @@ async fn window_of(
     reader: &str,
     way_out: impl Fn(i64) -> String,
 ) -> Result<Window> {
-    let err = |message: String| link_err(p, message);
+    let err = |message: String| Error::link(p, message);
     let snapshot = table.snapshot().map_err(|e| err(e.to_string()))?;
     let link_version = snapshot.version() as i64;
     let files_total = snapshot.log_data().num_files();
@@ -156,29 +176,7 @@ async fn window_of(
         .map_err(|e| err(e.to_string()))?;
     ctx.register_table("link", provider)
         .map_err(|e| err(e.to_string()))?;
-    let keys = p
-        .keys
-        .iter()
-        .map(|k| format!("\"{}\"", k.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let from = match since {
-        Since::Batch(n) => format!("{BATCH_ID} > {n}"),
-        Since::Time(t) => format!(
-            "{UPDATED_AT} >= TIMESTAMP '{}'",
-            t.format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        ),
-    };
-    // Batches past the checkpoint cannot exist (they are one commit with it), but the
-    // bound keeps a window what its `through_batch` says.
-    let sql = format!(
-        "SELECT {keys}, \
-           array_sort(array_distinct(flatten(array_agg({UPSTREAMS})))) AS {UPSTREAMS}, \
-           max({CHANGE_TS}) AS {CHANGE_TS}, \
-           array_sort(array_agg(DISTINCT {BATCH_ID})) AS {BATCHES} \
-         FROM link WHERE {from} AND {BATCH_ID} <= {through_batch} \
-         GROUP BY {keys} ORDER BY {keys}"
-    );
+    let sql = window_query(p, since, through_batch);
     let df = ctx.sql(&sql).await.map_err(|e| err(format!("{e}")))?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let plan = df
@@ -413,10 +411,10 @@ pub async fn statuses(p: &Pipeline) -> Result<Vec<ConsumerStatus>> {
     let t = open_link(p).await?;
     let newest = txn_version(&t, app_id(&p.name))
         .await
-        .map_err(|e| link_err(p, e))?;
+        .map_err(|e| Error::link(p, e))?;
     let removed = txn_version(&t, retention_app_id(&p.name))
         .await
-        .map_err(|e| link_err(p, e))?;
+        .map_err(|e| Error::link(p, e))?;
     for name in &p.consumers {
         let c = Consumer::new(p.clone(), name)?;
         let position = txn_version(&t, consumer_app_id(name))
@@ -486,25 +484,4 @@ fn bad_since(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_accepts_durations_and_times_and_names_the_forms() {
-        let now = DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z")
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap();
-        let at = |s: &str| parse_since(s, now).map(|t| t.to_rfc3339());
-        assert_eq!(at("2h").unwrap(), "2026-12-02T10:00:00+00:00");
-        assert_eq!(at("90s").unwrap(), "2026-12-02T11:58:30+00:00");
-        assert_eq!(at("7d").unwrap(), "2026-11-25T12:00:00+00:00");
-        assert_eq!(
-            at("2026-12-01T00:00:00Z").unwrap(),
-            "2026-12-01T00:00:00+00:00"
-        );
-        for bad in ["2 hours", "h", "-3h", "yesterday", ""] {
-            let e = at(bad).unwrap_err();
-            assert!(e.contains(bad) && e.contains("RFC 3339"), "{bad}: {e}");
-        }
-    }
-}
+mod tests;

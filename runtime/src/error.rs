@@ -140,6 +140,12 @@ pub enum BatchFailure {
     /// The SQL derivation failed, or its result has the wrong columns.
     #[error("{0}")]
     Sql(String),
+    /// The change rows read could not be cut to `max_batch_rows` at a whole commit.
+    #[error("cannot cut the batch to max_batch_rows: {source}")]
+    Budget {
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
+    },
     /// An upstream's changes could not be encoded for the plugin.
     #[error("cannot encode the changes of '{upstream}': {source}")]
     Encode {
@@ -161,6 +167,18 @@ fn way_out(file: Option<&std::path::Path>, table: &str) -> String {
 }
 
 impl Error {
+    /// A failure of `pipeline`'s link table.
+    pub(crate) fn link(
+        pipeline: &crate::config::Pipeline,
+        message: impl std::fmt::Display,
+    ) -> Error {
+        Error::Link {
+            pipeline: pipeline.name.clone(),
+            uri: pipeline.link_uri.clone(),
+            message: message.to_string(),
+        }
+    }
+
     /// The kind of failure, as the `kind` label of `dlink_failures_total` and the
     /// `kind` field of its log event.
     pub fn kind(&self) -> &'static str {
@@ -171,6 +189,7 @@ impl Error {
                 BatchFailure::Plugin(_) => "plugin",
                 BatchFailure::Sql(_) => "sql",
                 BatchFailure::Encode { .. } => "encode",
+                BatchFailure::Budget { .. } => "read",
             },
             Error::PluginLoad { .. } => "plugin_load",
             Error::Table { .. }

@@ -245,7 +245,7 @@ impl crate::Keys {
     ) -> Result<Option<usize>, crate::Error> {
         use crate::keys::{value_at, KeyType, KeyValue};
         use arrow_array::cast::AsArray;
-        use arrow_array::types::{Int32Type, Int64Type};
+        use arrow_array::types::Int64Type;
         use arrow_array::Array;
         let batches = changes.table().record_batches();
         let ints = |a: Option<&ArrayRef>| {
@@ -255,29 +255,7 @@ impl crate::Keys {
             return Ok(None);
         }
         // Each distinct value with the newest commit time of the rows holding it.
-        let mut pairs: Vec<(i64, Option<i64>)> = Vec::with_capacity(changes.len());
-        let mut offset = 0;
-        for batch in batches {
-            let ts = &changes.commit_timestamps()[offset..offset + batch.num_rows()];
-            offset += batch.num_rows();
-            let Some(a) = batch.column_by_name(via) else {
-                continue;
-            };
-            let valid = |i: usize| a.is_valid(i);
-            if let Some(p) = a.as_primitive_opt::<Int64Type>() {
-                pairs.extend(
-                    (0..p.len())
-                        .filter(|i| valid(*i))
-                        .map(|i| (p.value(i), ts[i])),
-                );
-            } else if let Some(p) = a.as_primitive_opt::<Int32Type>() {
-                pairs.extend(
-                    (0..p.len())
-                        .filter(|i| valid(*i))
-                        .map(|i| (i64::from(p.value(i)), ts[i])),
-                );
-            }
-        }
+        let mut pairs = int_values_with_times(changes, via);
         newest_per_value(&mut pairs);
         if pairs.is_empty() {
             return Ok(Some(0));
@@ -326,4 +304,37 @@ impl crate::Keys {
         }
         Ok(Some(n))
     }
+}
+
+/// Each non-null value of the integer column `via` of the change rows with its row's
+/// commit time (not yet de-duplicated).
+fn int_values_with_times(changes: &crate::Changes, via: &str) -> Vec<(i64, Option<i64>)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type};
+    use arrow_array::Array;
+    let batches = changes.table().record_batches();
+    let mut pairs: Vec<(i64, Option<i64>)> = Vec::with_capacity(changes.len());
+    let mut offset = 0;
+    for batch in batches {
+        let ts = &changes.commit_timestamps()[offset..offset + batch.num_rows()];
+        offset += batch.num_rows();
+        let Some(a) = batch.column_by_name(via) else {
+            continue;
+        };
+        let valid = |i: usize| a.is_valid(i);
+        if let Some(p) = a.as_primitive_opt::<Int64Type>() {
+            pairs.extend(
+                (0..p.len())
+                    .filter(|i| valid(*i))
+                    .map(|i| (p.value(i), ts[i])),
+            );
+        } else if let Some(p) = a.as_primitive_opt::<Int32Type>() {
+            pairs.extend(
+                (0..p.len())
+                    .filter(|i| valid(*i))
+                    .map(|i| (i64::from(p.value(i)), ts[i])),
+            );
+        }
+    }
+    pairs
 }

@@ -129,7 +129,7 @@ fn write_configs(dir: &Path, plugins: &Path) -> Result<Vec<Pipeline>, String> {
 /// The four pipelines in one process until caught up, as `dlink-rt run FOLDER` runs
 /// them (one at a time per CPU), with a new plugin host (a new process's: compiled
 /// plugins from the cache, no lookup index yet).
-async fn run_once(
+async fn run_in_new_host(
     pipelines: &[Pipeline],
     host: &crate::plugin::HostBuilder,
 ) -> Result<(Duration, Vec<BatchReport>), String> {
@@ -229,7 +229,7 @@ async fn append_limit(dir: &Path, reports: &[BatchReport]) -> Result<Duration, S
 }
 
 /// The distinct keys of each pipeline's batches after `after[name]`.
-async fn keys_after(
+pub(super) async fn keys_after(
     pipelines: &[Pipeline],
     after: &BTreeMap<String, i64>,
 ) -> Result<BTreeMap<String, BTreeSet<i64>>, String> {
@@ -266,6 +266,38 @@ fn last_batches(reports: &[BatchReport], into: &mut BTreeMap<String, i64>) {
     }
 }
 
+/// Compiles every pipeline's plugin into the cache: a user's runs after the first
+/// load from it.
+fn fill_plugin_cache(
+    host: &crate::plugin::HostBuilder,
+    pipelines: &[Pipeline],
+) -> Result<(), String> {
+    let host = host.build().map_err(|e| format!("{e:#}"))?;
+    for p in pipelines {
+        if let Some(spec) = p.plugin() {
+            host.compile(&spec.path)
+                .map_err(|e| format!("plugin {}: {e}", spec.path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Each example pipeline's stage times of a run, as progress lines.
+fn print_stages(reports: &[BatchReport], progress: &impl Fn(&str)) {
+    for (name, _, _) in PIPELINES {
+        let mine: Vec<BatchReport> = reports
+            .iter()
+            .filter(|b| b.pipeline == name)
+            .cloned()
+            .collect();
+        let s = StageSecs::from(&Totals::of(&mine).stages);
+        progress(&format!(
+            "  {name}: open {:.3}  plan {:.3}  read {:.3}  derive {:.3}  commit {:.3} s",
+            s.open_s, s.plan_s, s.read_s, s.derive_s, s.commit_s
+        ));
+    }
+}
+
 /// Runs the bench; `progress` gets a line per step.
 pub async fn run(
     opts: &ExamplesOptions,
@@ -297,16 +329,7 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     r.generation_s = secs(t.elapsed());
     let pipelines = write_configs(&dir, &opts.plugins)?;
-    {
-        // Fill the compiled-plugin cache: a user's runs after the first load from it.
-        let host = opts.host.build().map_err(|e| format!("{e:#}"))?;
-        for p in &pipelines {
-            if let Some(spec) = p.plugin() {
-                host.compile(&spec.path)
-                    .map_err(|e| format!("plugin {}: {e}", spec.path.display()))?;
-            }
-        }
-    }
+    fill_plugin_cache(&opts.host, &pipelines)?;
     let python = opts.peer.clone();
     reset_peak_rss();
     let mut done = BTreeMap::new();
@@ -324,45 +347,22 @@ pub async fn run(
         }
         progress(&format!("dlink-rt {what}"));
         let before = done.clone();
-        let (wall, reports) = run_once(&pipelines, &opts.host).await?;
+        let (wall, reports) = run_in_new_host(&pipelines, &opts.host).await?;
         last_batches(&reports, &mut done);
         let f = figures(&dir, wall, &reports).await?;
         progress(&format!(
             "dlink-rt {what}: {:.3} s, {} batches, {} keys (limit {:.3} s)",
             f.wall_s, f.batches, f.keys, f.limit_s
         ));
-        for (name, _, _) in PIPELINES {
-            let mine: Vec<BatchReport> = reports
-                .iter()
-                .filter(|b| b.pipeline == name)
-                .cloned()
-                .collect();
-            let s = StageSecs::from(&Totals::of(&mine).stages);
-            progress(&format!(
-                "  {name}: open {:.3}  plan {:.3}  read {:.3}  derive {:.3}  commit {:.3} s",
-                s.open_s, s.plan_s, s.read_s, s.derive_s, s.commit_s
-            ));
-        }
+        print_stages(&reports, &progress);
         if let Some(py) = &python {
-            progress(&format!("peer {what}"));
-            let run = peer::run(py, &tables, &dir.join("peer"))?;
-            progress(&format!("peer {what}: {:.3} s", run.seconds));
-            let ours = keys_after(&pipelines, &before).await?;
-            for (name, keys) in &ours {
-                let theirs = run.keys.get(name).cloned().unwrap_or_default();
-                if *keys != theirs {
-                    agree = false;
-                    progress(&format!(
-                        "keys differ from the peer's in {name} ({what}): {} only ours, {} only the peer's",
-                        keys.difference(&theirs).count(),
-                        theirs.difference(keys).count()
-                    ));
-                }
-            }
+            let (seconds, same) =
+                peer::round(py, &dir, &pipelines, &before, what, &progress).await?;
+            agree &= same;
             if round == 0 {
-                r.peer_catch_up_s = Some(run.seconds)
+                r.peer_catch_up_s = Some(seconds)
             } else {
-                r.peer_increment_s = Some(run.seconds)
+                r.peer_increment_s = Some(seconds)
             }
         }
         if round == 0 {

@@ -88,13 +88,93 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
         .find(|p| !p.sql)
         .ok_or("the workload has no plugin pipeline; give --pipelines 1 or more")?
         .clone();
+    let (pipeline, all) = load_pipelines(&dir, &w, &def, opts.service)?;
+    let host = Arc::new(opts.host.build().map_err(|e| format!("{e:#}"))?);
+    progress(&format!("catching up {} pipeline(s)", all.len()));
+    catch_up(&all, &host).await?;
+
+    let mut tables = open_tables(&dir, &w, &def).await?;
+
+    let (task, stop_tx, mut rx) = spawn_follower(opts, &pipeline, &host, &dir);
+    // Let the follower open its session before the first sample.
+    tokio::time::sleep(opts.interval * 3).await;
+
+    progress(&format!(
+        "following {} with --interval {} ms; {} commits of {} rows",
+        pipeline.name,
+        opts.interval.as_millis(),
+        opts.samples,
+        opts.rows_per_commit
+    ));
+    let mut rng = Rng::new(spec.seed ^ 0x5EED);
+    let mut next_id = 1_000_000_000_i64;
+    let mut r = LatencyResult {
+        profile: profile().into(),
+        pipeline: pipeline.name.clone(),
+        upstreams: tables.iter().map(|(n, _)| n.clone()).collect(),
+        interval_ms: opts.interval.as_secs_f64() * 1e3,
+        samples: opts.samples,
+        rows_per_commit: opts.rows_per_commit,
+        link_uri: pipeline.link_uri.clone(),
+        pipelines_followed: all.len(),
+        ..Default::default()
+    };
+    let mut batch_ms = Vec::with_capacity(opts.samples);
+    let outcome: Result<(), String> = async {
+        for s in 0..opts.samples {
+            let (name, table) = &mut tables[s % def.upstreams.len()];
+            let sample = Sample {
+                rng: &mut rng,
+                next_id: &mut next_id,
+                rows: opts.rows_per_commit,
+                phase_of: opts.interval,
+            };
+            let (latency, batch, ids) = sample.take(name, table, &mut rx).await?;
+            r.latency_ms.push(latency);
+            batch_ms.push(batch);
+            r.inserted_ids.push(ids);
+        }
+        r.idle_cpu_percent = idle_cpu(opts.interval).await;
+        Ok(())
+    }
+    .await;
+    let _ = stop_tx.send(());
+    task.await
+        .map_err(|e| format!("follow task: {e}"))?
+        .map_err(|e| format!("follow failed: {e}"))?;
+    outcome?;
+    summarize(&mut r, batch_ms);
+    if opts.keep {
+        r.link_uri = dir.join(&r.link_uri).display().to_string();
+    }
+    Ok(r)
+}
+
+/// Runs every pipeline until caught up, as `run FOLDER` does.
+async fn catch_up(all: &[Pipeline], host: &crate::plugin::PluginHost) -> Result<(), String> {
+    for r in crate::engine::run_many(all, host, crate::engine::default_jobs(), |_| {})
+        .await
+        .results
+    {
+        r.1.map_err(|e| format!("{}: {e}", r.0))?;
+    }
+    Ok(())
+}
+
+/// The measured pipeline (the workload's first plugin pipeline) and every pipeline
+/// followed (with `service`, all of the workload's).
+fn load_pipelines(
+    dir: &std::path::Path,
+    w: &workload::Workload,
+    def: &workload::PipelineDef,
+    service: bool,
+) -> Result<(Pipeline, Vec<Pipeline>), String> {
     let catalog =
         Catalog::load(&dir.join(crate::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
     let pipeline = Pipeline::load_with_catalog(&dir.join(format!("{}.toml", def.name)), &catalog)
         .map_err(|e| e.to_string())?;
-    let host = Arc::new(opts.host.build().map_err(|e| format!("{e:#}"))?);
 
-    let all: Vec<Pipeline> = if opts.service {
+    let all: Vec<Pipeline> = if service {
         w.pipelines
             .iter()
             .map(|d| {
@@ -105,14 +185,15 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
     } else {
         vec![pipeline.clone()]
     };
-    progress(&format!("catching up {} pipeline(s)", all.len()));
-    for r in crate::engine::run_many(&all, &host, crate::engine::default_jobs(), |_| {})
-        .await
-        .results
-    {
-        r.1.map_err(|e| format!("{}: {e}", r.0))?;
-    }
+    Ok((pipeline, all))
+}
 
+/// The measured pipeline's upstream tables, opened for commits.
+async fn open_tables(
+    dir: &std::path::Path,
+    w: &workload::Workload,
+    def: &workload::PipelineDef,
+) -> Result<Vec<(String, DemoTable)>, String> {
     let mut tables = Vec::with_capacity(def.upstreams.len());
     for i in &def.upstreams {
         let name = w.tables[*i].name.clone();
@@ -121,8 +202,25 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
             .map_err(|e| format!("{name}: {e}"))?;
         tables.push((name, t));
     }
+    Ok(tables)
+}
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, BatchReport)>();
+type Follower = (
+    tokio::task::JoinHandle<crate::Result<()>>,
+    oneshot::Sender<()>,
+    mpsc::UnboundedReceiver<(Instant, BatchReport)>,
+);
+
+/// Follows `pipeline` (or, with `service`, the workload's folder) on a task; each
+/// batch of `pipeline` is sent with the time it was reported, until the sender is
+/// used to stop.
+fn spawn_follower(
+    opts: &LatencyOptions,
+    pipeline: &Pipeline,
+    host: &Arc<crate::plugin::PluginHost>,
+    dir: &std::path::Path,
+) -> Follower {
+    let (tx, rx) = mpsc::unbounded_channel::<(Instant, BatchReport)>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let follow_opts = FollowOptions {
         interval: opts.interval,
@@ -131,7 +229,7 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
     let followed = pipeline.clone();
     let follow_host = host.clone();
     let measured = pipeline.name.clone();
-    let service_dir = opts.service.then(|| dir.clone());
+    let service_dir = opts.service.then(|| dir.to_path_buf());
     let task = tokio::spawn(async move {
         let send = move |b: &BatchReport| {
             if b.pipeline == measured {
@@ -171,91 +269,70 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
             }
         }
     });
-    // Let the follower open its session before the first sample.
-    tokio::time::sleep(opts.interval * 3).await;
+    (task, stop_tx, rx)
+}
 
-    progress(&format!(
-        "following {} with --interval {} ms; {} commits of {} rows",
-        pipeline.name,
-        opts.interval.as_millis(),
-        opts.samples,
-        opts.rows_per_commit
-    ));
-    let mut rng = Rng::new(spec.seed ^ 0x5EED);
-    let mut next_id = 1_000_000_000_i64;
-    let mut r = LatencyResult {
-        profile: profile().into(),
-        pipeline: pipeline.name.clone(),
-        upstreams: tables.iter().map(|(n, _)| n.clone()).collect(),
-        interval_ms: opts.interval.as_secs_f64() * 1e3,
-        samples: opts.samples,
-        rows_per_commit: opts.rows_per_commit,
-        link_uri: pipeline.link_uri.clone(),
-        pipelines_followed: all.len(),
-        ..Default::default()
-    };
-    let mut batch_ms = Vec::with_capacity(opts.samples);
-    let outcome: Result<(), String> = async {
-        for s in 0..opts.samples {
-            // Land at a random point of the poll cycle.
-            let phase = opts.interval.mul_f64(rng.below(1000) as f64 / 1000.0);
-            tokio::time::sleep(phase).await;
-            let (name, table) = &mut tables[s % def.upstreams.len()];
-            let ids: Vec<i64> = (0..opts.rows_per_commit as i64)
-                .map(|k| next_id + k)
-                .collect();
-            next_id += opts.rows_per_commit as i64;
-            let rows = json!(ids
-                .iter()
-                .map(|id| json!([id, rng.below(1_000_000), format!("latency-{id}")]))
-                .collect::<Vec<_>>());
-            let version = table
-                .insert(rows)
+/// One measured commit: a commit of new rows to an upstream at a random point of the
+/// poll cycle, and the time until the followed pipeline's batch covering it.
+struct Sample<'a> {
+    rng: &'a mut Rng,
+    next_id: &'a mut i64,
+    rows: usize,
+    phase_of: Duration,
+}
+
+impl Sample<'_> {
+    /// The commit's latency and its batch's time (ms) and the ids it inserted.
+    async fn take(
+        self,
+        name: &str,
+        table: &mut DemoTable,
+        rx: &mut mpsc::UnboundedReceiver<(Instant, BatchReport)>,
+    ) -> Result<(f64, f64, Vec<i64>), String> {
+        let Sample {
+            rng,
+            next_id,
+            rows,
+            phase_of,
+        } = self;
+        // Land at a random point of the poll cycle.
+        let phase = phase_of.mul_f64(rng.below(1000) as f64 / 1000.0);
+        tokio::time::sleep(phase).await;
+        let ids: Vec<i64> = (0..rows as i64).map(|k| *next_id + k).collect();
+        *next_id += rows as i64;
+        let rows = json!(ids
+            .iter()
+            .map(|id| json!([id, rng.below(1_000_000), format!("latency-{id}")]))
+            .collect::<Vec<_>>());
+        let version = table
+            .insert(rows)
+            .await
+            .map_err(|e| format!("committing to {name}: {e}"))?;
+        let landed = Instant::now();
+        let deadline = landed + SAMPLE_TIMEOUT;
+        loop {
+            let (at, report) = tokio::time::timeout_at(deadline.into(), rx.recv())
                 .await
-                .map_err(|e| format!("committing to {name}: {e}"))?;
-            let landed = Instant::now();
-            let deadline = landed + SAMPLE_TIMEOUT;
-            loop {
-                let got = tokio::time::timeout_at(deadline.into(), rx.recv())
-                    .await
-                    .map_err(|_| {
-                        format!(
-                            "version {version} of {name} did not reach the link table within {} s",
-                            SAMPLE_TIMEOUT.as_secs()
-                        )
-                    })?
-                    .ok_or("the follow loop stopped")?;
-                let (at, report) = got;
-                let covers = report.upstreams.iter().any(|u| {
-                    u.name == *name && u.range.is_some_and(|(a, b)| a <= version && version <= b)
-                });
-                if covers {
-                    r.latency_ms
-                        .push(at.saturating_duration_since(landed).as_secs_f64() * 1e3);
-                    batch_ms.push(report.millis as f64);
-                    r.inserted_ids.push(ids);
-                    break;
-                }
+                .map_err(|_| {
+                    format!(
+                        "version {version} of {name} did not reach the link table within {} s",
+                        SAMPLE_TIMEOUT.as_secs()
+                    )
+                })?
+                .ok_or("the follow loop stopped")?;
+            let covers = report.upstreams.iter().any(|u| {
+                u.name == name && u.range.is_some_and(|(a, b)| a <= version && version <= b)
+            });
+            if covers {
+                let latency = at.saturating_duration_since(landed).as_secs_f64() * 1e3;
+                return Ok((latency, report.millis as f64, ids));
             }
         }
-        // Idle: no commit arrives; every followed pipeline keeps polling.
-        tokio::time::sleep(opts.interval * 5).await;
-        let before = cpu_seconds();
-        let idle = Duration::from_secs(3);
-        tokio::time::sleep(idle).await;
-        r.idle_cpu_percent = before
-            .zip(cpu_seconds())
-            .map(|(a, b)| (b - a) / idle.as_secs_f64() * 100.0);
-        Ok(())
     }
-    .await;
-    let _ = stop_tx.send(());
-    match task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("follow failed: {e}")),
-        Err(e) => return Err(format!("follow task: {e}")),
-    }
-    outcome?;
+}
+
+/// Minimum, maximum, median and p90 of the latencies, and the median batch time.
+fn summarize(r: &mut LatencyResult, mut batch_ms: Vec<f64>) {
     let mut sorted = r.latency_ms.clone();
     sorted.sort_by(f64::total_cmp);
     r.min_ms = sorted.first().copied().unwrap_or(0.0);
@@ -264,10 +341,18 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
     r.p90_ms = percentile(&sorted, 0.9);
     batch_ms.sort_by(f64::total_cmp);
     r.batch_median_ms = percentile(&batch_ms, 0.5);
-    if opts.keep {
-        r.link_uri = dir.join(&r.link_uri).display().to_string();
-    }
-    Ok(r)
+}
+
+/// The CPU the process uses while no commit arrives and every followed pipeline keeps
+/// polling, in % of one core (Linux).
+async fn idle_cpu(interval: Duration) -> Option<f64> {
+    tokio::time::sleep(interval * 5).await;
+    let before = cpu_seconds();
+    let idle = Duration::from_secs(3);
+    tokio::time::sleep(idle).await;
+    before
+        .zip(cpu_seconds())
+        .map(|(a, b)| (b - a) / idle.as_secs_f64() * 100.0)
 }
 
 /// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux).

@@ -9,6 +9,7 @@ pub mod examples;
 pub mod latency;
 pub mod peer;
 pub mod reference;
+mod table;
 pub mod workload;
 
 use std::collections::BTreeSet;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Catalog, Pipeline};
 use crate::engine::{BatchReport, Stages};
+pub use table::{mib, table};
 use workload::{Workload, WorkloadSpec};
 
 /// How to run the benchmark.
@@ -223,24 +225,8 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
     let plugin_compile = t.elapsed();
 
     progress("catching up");
-    let reports: Mutex<Vec<BatchReport>> = Mutex::default();
-    let peak_rss_reset = reset_peak_rss();
-    let t = Instant::now();
-    let outcome = crate::engine::run_many(&pipelines, &host, jobs, |b| {
-        reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(b.clone());
-    })
-    .await;
-    let wall = t.elapsed();
-    let peak = peak_rss().unwrap_or(0);
-    for (name, r) in &outcome.results {
-        if let Err(e) = r {
-            return Err(format!("pipeline '{name}' failed: {e}"));
-        }
-    }
-    let reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (reports, outcome, wall, peak, peak_rss_reset) = catch_up(&pipelines, &host, jobs).await?;
+
     progress(&format!(
         "caught up in {:.1} s ({} batches); measuring the references",
         secs(wall),
@@ -282,9 +268,60 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
     let ranges = totals.ranges;
 
     // (a) The raw-read limit.
+    raw_read_limit(&dir, &ranges, jobs, &mut r)?;
+
+    // (b), (c) The derivations on the same change rows, batch by batch.
+    reference::derivations(&pipelines, &host, &compiled, &reports, &mut r).await?;
+    Ok(r)
+}
+
+/// The catch-up of every pipeline: the batch reports, what `run_many` says, the wall
+/// time, the peak RSS and whether the peak could be reset before it.
+async fn catch_up(
+    pipelines: &[Pipeline],
+    host: &crate::plugin::PluginHost,
+    jobs: usize,
+) -> Result<
+    (
+        Vec<BatchReport>,
+        crate::engine::ManyOutcome,
+        Duration,
+        u64,
+        bool,
+    ),
+    String,
+> {
+    let reports: Mutex<Vec<BatchReport>> = Mutex::default();
+    let peak_rss_reset = reset_peak_rss();
+    let t = Instant::now();
+    let outcome = crate::engine::run_many(pipelines, host, jobs, |b| {
+        reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(b.clone());
+    })
+    .await;
+    let wall = t.elapsed();
+    let peak = peak_rss().unwrap_or(0);
+    for (name, r) in &outcome.results {
+        if let Err(e) = r {
+            return Err(format!("pipeline '{name}' failed: {e}"));
+        }
+    }
+    let reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((reports, outcome, wall, peak, peak_rss_reset))
+}
+
+/// Reads the change files of the catch-up's ranges with the parquet reader alone.
+fn raw_read_limit(
+    dir: &Path,
+    ranges: &BTreeSet<(String, i64, i64)>,
+    jobs: usize,
+    r: &mut BenchResult,
+) -> Result<(), String> {
     let t = Instant::now();
     let mut files = Vec::new();
-    for (name, s, e) in &ranges {
+    for (name, s, e) in ranges {
         files.extend(reference::change_files(
             &dir.join("tables").join(name),
             *s,
@@ -297,10 +334,7 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
     r.limit_files = limit.files;
     r.limit_bytes = limit.bytes;
     r.limit_rows = limit.rows;
-
-    // (b), (c) The derivations on the same change rows, batch by batch.
-    reference::derivations(&pipelines, &host, &compiled, &reports, &mut r).await?;
-    Ok(r)
+    Ok(())
 }
 
 fn load_pipelines(w: &Workload) -> Result<Vec<Pipeline>, String> {
@@ -313,135 +347,6 @@ fn load_pipelines(w: &Workload) -> Result<Vec<Pipeline>, String> {
                 .map_err(|e| e.to_string())
         })
         .collect()
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}x", a / b)
-    } else {
-        "-".into()
-    }
-}
-
-/// Bytes as MiB.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-}
-
-/// The human-readable table of one run.
-pub fn table(r: &BenchResult) -> String {
-    let mut out = String::new();
-    let mut line = |label: &str, value: String| {
-        out.push_str(&format!("  {label:<38} {value}\n"));
-    };
-    line(
-        "generation (not in wall)",
-        format!("{:.2} s", r.generation_s),
-    );
-    line(
-        "plugin compile/cache load",
-        format!("{:.2} s", r.plugin_compile_s),
-    );
-    line(
-        "catch-up wall",
-        format!(
-            "{:.3} s  ({} batches, jobs {})",
-            r.wall_s, r.batches, r.jobs
-        ),
-    );
-    line(
-        "change rows (distinct / per pipeline)",
-        format!("{} / {}", r.change_rows, r.change_rows_per_pipeline),
-    );
-    line(
-        "generator's change rows (tables read)",
-        r.generated_change_rows.to_string(),
-    );
-    line("affected keys committed", r.keys.to_string());
-    line(
-        "change-feed reads",
-        format!("{} for {} requested", r.reads_performed, r.reads_requested),
-    );
-    line(
-        "upstream table opens",
-        format!(
-            "{} for {} requested",
-            r.table_opens_performed, r.table_opens_requested
-        ),
-    );
-    line(
-        "peak RSS of the catch-up",
-        format!(
-            "{}{}",
-            mib(r.peak_rss_bytes),
-            if r.peak_rss_reset {
-                ""
-            } else {
-                " (includes generation)"
-            }
-        ),
-    );
-    let s = &r.stages;
-    line(
-        "  stage open (link table, checkpoint, upstreams)",
-        format!("{:.3} s", s.open_s),
-    );
-    line(
-        "  stage plan (sum over batches)",
-        format!("{:.3} s", s.plan_s),
-    );
-    line("  stage read", format!("{:.3} s", s.read_s));
-    line("  stage derive", format!("{:.3} s", s.derive_s));
-    line("  stage commit", format!("{:.3} s", s.commit_s));
-    line(
-        "  wall minus stages (overlap makes it < 0)",
-        format!(
-            "{:.3} s",
-            r.wall_s - s.open_s - s.plan_s - s.read_s - s.derive_s - s.commit_s
-        ),
-    );
-    line(
-        "limit: parquet read of change files",
-        format!(
-            "{:.3} s  ({} files, {}, {} rows; listing {:.3} s)",
-            r.limit_read_s,
-            r.limit_files,
-            mib(r.limit_bytes),
-            r.limit_rows,
-            r.limit_list_s
-        ),
-    );
-    line(
-        "dlink-rt change-feed read, same ranges",
-        format!("{:.3} s", r.reference_cdf_read_s),
-    );
-    line("derive: Wasm plugin", format!("{:.3} s", r.derive_wasm_s));
-    line(
-        "  host encode / call / host collect",
-        format!(
-            "{:.3} / {:.3} / {:.3} s",
-            r.derive_wasm_encode_s, r.derive_wasm_call_s, r.derive_wasm_collect_s
-        ),
-    );
-    line("derive: native Rust", format!("{:.3} s", r.derive_native_s));
-    line(
-        "derive: SQL (DataFusion)",
-        format!("{:.3} s", r.derive_sql_s),
-    );
-    line("derivations agree on the keys", r.keys_agree.to_string());
-    for (name, a, b) in [
-        ("catch-up / limit read", r.wall_s, r.limit_read_s),
-        ("stage read / limit read", s.read_s, r.limit_read_s),
-        ("Wasm / native", r.derive_wasm_s, r.derive_native_s),
-        ("SQL / native", r.derive_sql_s, r.derive_native_s),
-    ] {
-        line(&format!("ratio {name}"), ratio(a, b));
-    }
-    line(
-        "catch-up per 1k change rows",
-        format!("{:.2} ms", r.wall_s * 1e6 / (r.change_rows.max(1) as f64)),
-    );
-    out
 }
 
 /// What a run's batch reports add up to.

@@ -91,3 +91,34 @@ pub fn run(python: &Path, data: &Path, state: &Path) -> Result<PeerRun, String> 
         keys,
     })
 }
+
+/// Runs the Python peer on the same tables; returns its time and whether it found the
+/// same keys as dlink-rt's batches after `before`, pipeline by pipeline (each
+/// difference is reported through `progress`).
+pub(super) async fn round(
+    py: &Path,
+    dir: &Path,
+    pipelines: &[crate::config::Pipeline],
+    before: &BTreeMap<String, i64>,
+    what: &str,
+    progress: &impl Fn(&str),
+) -> Result<(f64, bool), String> {
+    let tables = dir.join("tables");
+    progress(&format!("peer {what}"));
+    let run = run(py, &tables, &dir.join("peer"))?;
+    progress(&format!("peer {what}: {:.3} s", run.seconds));
+    let ours = super::compare::keys_after(pipelines, before).await?;
+    let mut agree = true;
+    for (name, keys) in &ours {
+        let theirs = run.keys.get(name).cloned().unwrap_or_default();
+        if *keys != theirs {
+            agree = false;
+            progress(&format!(
+                "keys differ from the peer's in {name} ({what}): {} only ours, {} only the peer's",
+                keys.difference(&theirs).count(),
+                theirs.difference(keys).count()
+            ));
+        }
+    }
+    Ok((run.seconds, agree))
+}

@@ -216,20 +216,14 @@ pub async fn derivations(
         storage: Default::default(),
     };
     let mut slots: Vec<PluginSlot> = pipelines.iter().map(|_| PluginSlot::default()).collect();
-    let mut queries = Vec::with_capacity(pipelines.len());
-    let mut upstreams = HashMap::new();
-    for p in pipelines {
-        let names: Vec<String> = p.upstreams.iter().map(|u| u.name.clone()).collect();
-        queries.push(super::workload::union_query(&names));
-        for u in &p.upstreams {
-            if !upstreams.contains_key(&u.name) {
-                let t = crate::cdf::open_latest(u)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                upstreams.insert(u.name.clone(), (u.clone(), t));
-            }
-        }
-    }
+    let queries: Vec<String> = pipelines
+        .iter()
+        .map(|p| {
+            let names: Vec<String> = p.upstreams.iter().map(|u| u.name.clone()).collect();
+            super::workload::union_query(&names)
+        })
+        .collect();
+    let upstreams = open_upstreams(pipelines).await?;
     let index: HashMap<&str, usize> = pipelines
         .iter()
         .enumerate()
@@ -241,72 +235,35 @@ pub async fn derivations(
     }
     let ctx = crate::cdf::session();
     let cache = crate::lookup::TableCache::default();
-    let (mut wasm, mut native, mut sql, mut read) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
-    let mut phases = PluginTimings::default();
-    let mut agree = true;
+    let mut c = Clocks {
+        agree: true,
+        ..Clocks::default()
+    };
     for (batch_id, group) in by_batch {
-        let mut changes: HashMap<(String, i64, i64), Arc<Changes>> = HashMap::new();
         let t = Instant::now();
-        for b in &group {
-            for u in &b.upstreams {
-                let Some((s, e)) = u.range else { continue };
-                let key = (u.name.clone(), s, e);
-                if changes.contains_key(&key) {
-                    continue;
-                }
-                let (up, table) = upstreams
-                    .get(&u.name)
-                    .ok_or_else(|| format!("unknown upstream {}", u.name))?;
-                let ch = crate::cdf::read_changes(&ctx, up, table, s, e)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                changes.insert(key, Arc::new(ch));
-            }
-        }
-        read += t.elapsed();
+        let changes = read_group(&ctx, &upstreams, &group).await?;
+        c.read += t.elapsed();
         for b in group {
             let i = *index
                 .get(b.pipeline.as_str())
                 .ok_or_else(|| format!("unknown pipeline {}", b.pipeline))?;
-            let input = || -> Result<BatchInput<'_>, String> {
-                let mut ups = Vec::with_capacity(b.upstreams.len());
-                for range in &b.upstreams {
-                    let (upstream, table) = upstreams
-                        .get(&range.name)
-                        .ok_or_else(|| format!("unknown upstream {}", range.name))?;
-                    let changes = range.range.and_then(|(s, e)| {
-                        changes
-                            .get(&(range.name.clone(), s, e))
-                            .map(|c| Changes::clone(c))
-                    });
-                    ups.push(UpstreamBatch {
-                        upstream,
-                        range,
-                        changes,
-                        table,
-                    });
-                }
-                Ok(BatchInput {
-                    lookup_tables: &[],
-                    pipeline: &pipelines[i],
+            let input = || {
+                batch_input(
+                    &pipelines[i],
+                    b,
                     batch_id,
-                    upstreams: ups,
-                    pinned: Vec::new(),
-                    cache: &cache,
-                    ctx: &ctx,
-                })
+                    &upstreams,
+                    &changes,
+                    &cache,
+                    &ctx,
+                )
             };
             let t = Instant::now();
             let n_native = NativeDerive
                 .derive(input()?)
                 .await
                 .map_err(|e| e.to_string())?;
-            native += t.elapsed();
+            c.native += t.elapsed();
             let mut plugin = PluginDerive {
                 spec: &spec,
                 host,
@@ -314,29 +271,131 @@ pub async fn derivations(
             };
             let t = Instant::now();
             let n_wasm = plugin.derive(input()?).await.map_err(|e| e.to_string())?;
-            // The first batch of each pipeline also loads the plugin: not derive time.
-            wasm += t.elapsed().saturating_sub(n_wasm.timings.load);
-            phases.encode += n_wasm.timings.encode;
-            phases.call += n_wasm.timings.call;
-            phases.collect += n_wasm.timings.collect;
-            let mut query = SqlDerive {
-                query: &queries[i],
-                first_batch: 1,
-            };
+            c.add_wasm(t, &n_wasm.timings);
             let t = Instant::now();
-            let n_sql = query.derive(input()?).await.map_err(|e| e.to_string())?;
-            sql += t.elapsed();
+            let n_sql = SqlDerive::new(&queries[i]).derive(input()?).await;
+            let n_sql = n_sql.map_err(|e| e.to_string())?;
+            c.sql += t.elapsed();
             let n = n_native.keys.len();
-            agree &= n == n_wasm.keys.len() && n == n_sql.keys.len() && n == b.keys;
+            c.agree &= n == n_wasm.keys.len() && n == n_sql.keys.len() && n == b.keys;
         }
     }
-    r.derive_native_s = native.as_secs_f64();
-    r.derive_wasm_s = wasm.as_secs_f64();
-    r.derive_sql_s = sql.as_secs_f64();
-    r.derive_wasm_encode_s = phases.encode.as_secs_f64();
-    r.derive_wasm_call_s = phases.call.as_secs_f64();
-    r.derive_wasm_collect_s = phases.collect.as_secs_f64();
-    r.reference_cdf_read_s = read.as_secs_f64();
-    r.keys_agree = agree;
+    c.store(r);
     Ok(())
+}
+
+/// What the reference derivations took, summed over batches.
+#[derive(Default)]
+struct Clocks {
+    wasm: Duration,
+    native: Duration,
+    sql: Duration,
+    read: Duration,
+    phases: PluginTimings,
+    /// Whether the three found the same number of keys as the catch-up, every batch.
+    agree: bool,
+}
+
+impl Clocks {
+    /// A Wasm derivation that started at `t`: the first batch of each pipeline also
+    /// loads the plugin, which is not derive time.
+    fn add_wasm(&mut self, t: Instant, timings: &PluginTimings) {
+        self.wasm += t.elapsed().saturating_sub(timings.load);
+        self.phases.encode += timings.encode;
+        self.phases.call += timings.call;
+        self.phases.collect += timings.collect;
+    }
+
+    fn store(self, r: &mut super::BenchResult) {
+        r.derive_native_s = self.native.as_secs_f64();
+        r.derive_wasm_s = self.wasm.as_secs_f64();
+        r.derive_sql_s = self.sql.as_secs_f64();
+        r.derive_wasm_encode_s = self.phases.encode.as_secs_f64();
+        r.derive_wasm_call_s = self.phases.call.as_secs_f64();
+        r.derive_wasm_collect_s = self.phases.collect.as_secs_f64();
+        r.reference_cdf_read_s = self.read.as_secs_f64();
+        r.keys_agree = self.agree;
+    }
+}
+
+/// Every upstream of the pipelines, opened once at its latest version.
+async fn open_upstreams(
+    pipelines: &[Pipeline],
+) -> Result<HashMap<String, (crate::config::Upstream, deltalake::DeltaTable)>, String> {
+    let mut upstreams = HashMap::new();
+    for u in pipelines.iter().flat_map(|p| &p.upstreams) {
+        if !upstreams.contains_key(&u.name) {
+            let t = crate::cdf::open_latest(u)
+                .await
+                .map_err(|e| e.to_string())?;
+            upstreams.insert(u.name.clone(), (u.clone(), t));
+        }
+    }
+    Ok(upstreams)
+}
+
+/// The change rows of every upstream range the reports of one batch id read, each
+/// range once.
+async fn read_group(
+    ctx: &deltalake::datafusion::prelude::SessionContext,
+    upstreams: &HashMap<String, (crate::config::Upstream, deltalake::DeltaTable)>,
+    group: &[&BatchReport],
+) -> Result<HashMap<(String, i64, i64), Arc<Changes>>, String> {
+    let mut changes: HashMap<(String, i64, i64), Arc<Changes>> = HashMap::new();
+    for b in group {
+        for u in &b.upstreams {
+            let Some((s, e)) = u.range else { continue };
+            let key = (u.name.clone(), s, e);
+            if changes.contains_key(&key) {
+                continue;
+            }
+            let (up, table) = upstreams
+                .get(&u.name)
+                .ok_or_else(|| format!("unknown upstream {}", u.name))?;
+            let ch = crate::cdf::read_changes(ctx, up, table, s, e)
+                .await
+                .map_err(|e| e.to_string())?;
+            changes.insert(key, Arc::new(ch));
+        }
+    }
+    Ok(changes)
+}
+
+/// What a derivation of report `b`'s batch sees: its upstreams' ranges with the change
+/// rows read for them.
+fn batch_input<'a>(
+    pipeline: &'a Pipeline,
+    b: &'a BatchReport,
+    batch_id: i64,
+    upstreams: &'a HashMap<String, (crate::config::Upstream, deltalake::DeltaTable)>,
+    changes: &HashMap<(String, i64, i64), Arc<Changes>>,
+    cache: &'a crate::lookup::TableCache,
+    ctx: &'a deltalake::datafusion::prelude::SessionContext,
+) -> Result<BatchInput<'a>, String> {
+    let mut ups = Vec::with_capacity(b.upstreams.len());
+    for range in &b.upstreams {
+        let (upstream, table) = upstreams
+            .get(&range.name)
+            .ok_or_else(|| format!("unknown upstream {}", range.name))?;
+        let changes = range.range.and_then(|(s, e)| {
+            changes
+                .get(&(range.name.clone(), s, e))
+                .map(|c| Changes::clone(c))
+        });
+        ups.push(UpstreamBatch {
+            upstream,
+            range,
+            changes,
+            table,
+        });
+    }
+    Ok(BatchInput {
+        lookup_tables: &[],
+        pipeline,
+        batch_id,
+        upstreams: ups,
+        pinned: Vec::new(),
+        cache,
+        ctx,
+    })
 }

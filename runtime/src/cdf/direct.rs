@@ -162,6 +162,27 @@ pub(super) async fn read(
         return Direct::Unsupported("column mapping");
     }
     let partition_columns: Vec<String> = state.metadata().partition_columns().to_vec();
+    let files = match change_files(u, table, start, end).await {
+        Ok(files) => files,
+        Err(why) => return Direct::Unsupported(why),
+    };
+    match read_files(u, table, files, schema, partition_columns).await {
+        Ok(batches) => Direct::Read(Changes {
+            schema: schema.clone(),
+            batches,
+        }),
+        Err(why) => Direct::Unsupported(why),
+    }
+}
+
+/// The change files of `start..=end` whose rows `u` keeps (an add or remove file of an
+/// unwanted change type is not read at all), from the commits.
+async fn change_files(
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+) -> Result<Vec<ChangeFile>, &'static str> {
     let log = table.log_store();
     let commits: Vec<_> = futures::stream::iter(start..=end)
         .map(|v| {
@@ -179,19 +200,32 @@ pub(super) async fn read(
     let mut files = Vec::new();
     for (v, commit) in commits {
         let Ok(Some(commit)) = commit else {
-            return Direct::Unsupported("a commit that cannot be read");
+            return Err("a commit that cannot be read");
         };
-        match files_of_commit(v, &commit) {
-            Ok(f) => files.extend(f.into_iter().filter(|f| wanted(f.kind))),
-            Err(why) => return Direct::Unsupported(why),
-        }
+        files.extend(
+            files_of_commit(v, &commit)?
+                .into_iter()
+                .filter(|f| wanted(f.kind)),
+        );
     }
+    Ok(files)
+}
+
+/// Reads `files` (8 at a time; local ones on blocking threads) into change rows in
+/// `schema`, in the files' order.
+async fn read_files(
+    u: &Upstream,
+    table: &DeltaTable,
+    files: Vec<ChangeFile>,
+    schema: &SchemaRef,
+    partition_columns: Vec<String>,
+) -> Result<Vec<RecordBatch>, &'static str> {
     let local_root = table
         .table_url()
         .to_file_path()
         .ok()
         .filter(|_| table.table_url().scheme() == "file");
-    let store: Arc<dyn deltalake::ObjectStore> = log.object_store(None);
+    let store: Arc<dyn deltalake::ObjectStore> = table.log_store().object_store(None);
     let reads = futures::stream::iter(files)
         .map(|f| {
             let (schema, store, root) = (schema.clone(), store.clone(), local_root.clone());
@@ -216,18 +250,12 @@ pub(super) async fn read(
         .buffered(PARALLEL_FILES)
         .map(|joined| joined.unwrap_or(Err("a reader task failed")))
         .try_collect::<Vec<Vec<RecordBatch>>>()
-        .await;
-    match reads {
-        Ok(read) => Direct::Read(Changes {
-            schema: schema.clone(),
-            batches: read
-                .into_iter()
-                .flatten()
-                .filter(|b| b.num_rows() > 0)
-                .collect(),
-        }),
-        Err(why) => Direct::Unsupported(why),
-    }
+        .await?;
+    Ok(reads
+        .into_iter()
+        .flatten()
+        .filter(|b| b.num_rows() > 0)
+        .collect())
 }
 
 /// The columns of `schema` a file holds (all but the change columns; `_change_type`

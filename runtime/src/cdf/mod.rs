@@ -286,38 +286,29 @@ pub async fn read_changes_with(
             ),
         }
     }
-    let builder = table
-        .clone()
-        .scan_cdf()
-        .with_starting_version(start as u64)
-        .with_ending_version(end as u64);
-    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| feed_err(e.to_string()))?;
-    let mut df = ctx
-        .read_table(Arc::new(provider))
-        .map_err(|e| feed_err(e.to_string()))?;
-    if let Some(predicate) = &u.filter {
-        let expr = df.parse_sql_expr(predicate).map_err(|e| {
-            table_err(
-                u,
-                format!(
-                    "the catalog's filter `{predicate}` is not a valid predicate on the table: {e}"
-                ),
-            )
-        })?;
-        df = df.filter(expr).map_err(|e| feed_err(e.to_string()))?;
-    }
-    if let Some(types) = &u.change_types {
-        let types = types.iter().map(|t| lit(t.as_str())).collect();
-        df = df
-            .filter(col(CHANGE_TYPE).in_list(types, false))
-            .map_err(|e| feed_err(e.to_string()))?;
-    }
-    // Read only the columns delivered.
-    let wanted: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    df = df
-        .select_columns(&wanted)
-        .map_err(|e| feed_err(e.to_string()))?;
-    let raw = match df.collect().await {
+    scan(ctx, u, table, start, end, schema).await
+}
+
+/// The change rows of `start..=end` through deltalake's change-feed scan (a DataFusion
+/// plan), with the catalog's filter and change types, projected to `schema`.
+async fn scan(
+    ctx: &SessionContext,
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+    schema: SchemaRef,
+) -> Result<Changes> {
+    let feed_err = |message: String| Error::ChangeFeed {
+        table: u.name.clone(),
+        start,
+        end,
+        message,
+    };
+    let raw = match scan_frame(ctx, u, table, start, end, &schema)?
+        .collect()
+        .await
+    {
         Ok(raw) => raw,
         Err(e) => {
             // DataFusion words a missing parquet file as a string; ask the store which
@@ -344,6 +335,53 @@ pub async fn read_changes_with(
         batches.push(conform(&b, &schema).map_err(feed_err)?);
     }
     Ok(Changes { schema, batches })
+}
+
+/// The DataFrame of deltalake's change-feed scan of `start..=end`, filtered by the
+/// catalog's predicate and change types and projected to `schema`'s columns.
+fn scan_frame(
+    ctx: &SessionContext,
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+    schema: &SchemaRef,
+) -> Result<deltalake::datafusion::prelude::DataFrame> {
+    let feed_err = |e: &dyn std::fmt::Display| Error::ChangeFeed {
+        table: u.name.clone(),
+        start,
+        end,
+        message: e.to_string(),
+    };
+    let builder = table
+        .clone()
+        .scan_cdf()
+        .with_starting_version(start as u64)
+        .with_ending_version(end as u64);
+    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| feed_err(&e))?;
+    let mut df = ctx
+        .read_table(Arc::new(provider))
+        .map_err(|e| feed_err(&e))?;
+    if let Some(predicate) = &u.filter {
+        let expr = df.parse_sql_expr(predicate).map_err(|e| {
+            table_err(
+                u,
+                format!(
+                    "the catalog's filter `{predicate}` is not a valid predicate on the table: {e}"
+                ),
+            )
+        })?;
+        df = df.filter(expr).map_err(|e| feed_err(&e))?;
+    }
+    if let Some(types) = &u.change_types {
+        let types = types.iter().map(|t| lit(t.as_str())).collect();
+        df = df
+            .filter(col(CHANGE_TYPE).in_list(types, false))
+            .map_err(|e| feed_err(&e))?;
+    }
+    // Read only the columns delivered.
+    let wanted: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    df.select_columns(&wanted).map_err(|e| feed_err(&e))
 }
 
 /// The first file (version, relative path) the change feed of `start..=end` is read

@@ -78,7 +78,7 @@ async fn demo_inner(
             "\n$ dlink-rt run {} (batch_size {DEMO_BATCH_SIZE} for the demo)",
             file.display()
         );
-        super::run::run_once(&pipeline, &host).await?;
+        super::run::run_to_end(&pipeline, &host).await?;
         print_link_table(&pipeline, args.rows).await?;
     }
     Ok(())

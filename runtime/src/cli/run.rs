@@ -112,7 +112,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
             }
         };
     }
-    super::exit_code(run_once(&pipeline, &host).await)
+    super::exit_code(run_to_end(&pipeline, &host).await)
 }
 
 fn follow_options(args: &RunArgs) -> dlink_rt::engine::FollowOptions {
@@ -207,7 +207,7 @@ async fn shutdown() {
 
 /// Runs one pipeline to the end, printing a line per batch (and on a terminal, its
 /// progress bar).
-pub async fn run_once(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Error> {
+pub async fn run_to_end(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Error> {
     let mut progress = Progress::new(std::slice::from_ref(pipeline)).await;
     let summary = run_pipeline(pipeline, host, |b| progress.batch(b)).await;
     progress.finish();

@@ -48,57 +48,11 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         }
     };
     // Phase 2: each upstream once.
-    let mut upstreams: Vec<&Upstream> = pipelines
-        .iter()
-        .flat_map(|p| p.upstreams.iter().chain(&p.lookups))
-        .collect();
-    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
-    upstreams.dedup_by(|a, b| a.name == b.name);
-    let mut schemas = HashMap::new();
-    let mut table_schemas = HashMap::new();
-    for u in upstreams {
-        match check_upstream(u).await {
-            Ok((schema, version, table_schema)) => {
-                schemas.insert(u.name.clone(), (schema, version));
-                table_schemas.insert(u.name.clone(), table_schema);
-            }
-            Err(e) => problems.push(e),
-        }
-    }
+    let (schemas, table_schemas) = check_upstreams(&pipelines, &mut problems).await;
     // Phases 3 and 4: each pipeline.
     let cache = TableCache::default();
     for p in &pipelines {
-        let at = format!("{}:{}", p.file.display(), p.derivation_line);
-        match &p.derivation {
-            Derivation::Plugin(spec) => {
-                match check_plugin(&host, p, spec, &schemas, &table_schemas).await {
-                    Ok(Some(contract)) => println!(
-                        "pipeline '{}': plugin {} speaks {contract}; init accepted the pipeline",
-                        p.name,
-                        spec.path.display()
-                    ),
-                    Ok(None) => {}
-                    Err(e) => problems.push(format!("{at}: plugin {}: {e}", spec.path.display())),
-                }
-            }
-            Derivation::Sql { query } => {
-                if let Err(e) = check_sql(p, query, &schemas, &cache).await {
-                    problems.push(format!("{at}: [sql] query of pipeline '{}': {e}", p.name));
-                }
-            }
-        }
-        if let Err(e) = LinkTable::open(p).await {
-            problems.push(format!("{}: {e}", p.file.display()));
-        }
-        if let Err(e) = dlink_rt::storage::check_conditional_put(&p.link_uri, &p.link_storage).await
-        {
-            problems.push(format!(
-                "{}: link table {} of pipeline '{}': {e}",
-                p.file.display(),
-                p.link_uri,
-                p.name
-            ));
-        }
+        check_pipeline(&host, p, &schemas, &table_schemas, &cache, &mut problems).await;
     }
     for p in &problems {
         eprintln!("{p}");
@@ -117,6 +71,74 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// Opens every upstream and lookup table of the pipelines once and checks its options;
+/// returns each one's change-row schema and version, and its table schema.
+async fn check_upstreams(
+    pipelines: &[dlink_rt::config::Pipeline],
+    problems: &mut Vec<String>,
+) -> (Schemas, HashMap<String, SchemaRef>) {
+    let mut upstreams: Vec<&Upstream> = pipelines
+        .iter()
+        .flat_map(|p| p.upstreams.iter().chain(&p.lookups))
+        .collect();
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    upstreams.dedup_by(|a, b| a.name == b.name);
+    let mut schemas = HashMap::new();
+    let mut table_schemas = HashMap::new();
+    for u in upstreams {
+        match check_upstream(u).await {
+            Ok((schema, version, table_schema)) => {
+                schemas.insert(u.name.clone(), (schema, version));
+                table_schemas.insert(u.name.clone(), table_schema);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    (schemas, table_schemas)
+}
+
+/// Checks one pipeline: its plugin's `init` (or its query) against the tables, its
+/// link table, and that the link table's store supports conditional writes.
+async fn check_pipeline(
+    host: &dlink_rt::plugin::PluginHost,
+    p: &dlink_rt::config::Pipeline,
+    schemas: &Schemas,
+    table_schemas: &HashMap<String, SchemaRef>,
+    cache: &TableCache,
+    problems: &mut Vec<String>,
+) {
+    let at = format!("{}:{}", p.file.display(), p.derivation_line);
+    match &p.derivation {
+        Derivation::Plugin(spec) => {
+            match check_plugin(host, p, spec, schemas, table_schemas).await {
+                Ok(Some(contract)) => println!(
+                    "pipeline '{}': plugin {} speaks {contract}; init accepted the pipeline",
+                    p.name,
+                    spec.path.display()
+                ),
+                Ok(None) => {}
+                Err(e) => problems.push(format!("{at}: plugin {}: {e}", spec.path.display())),
+            }
+        }
+        Derivation::Sql { query } => {
+            if let Err(e) = check_sql(p, query, schemas, cache).await {
+                problems.push(format!("{at}: [sql] query of pipeline '{}': {e}", p.name));
+            }
+        }
+    }
+    if let Err(e) = LinkTable::open(p).await {
+        problems.push(format!("{}: {e}", p.file.display()));
+    }
+    if let Err(e) = dlink_rt::storage::check_conditional_put(&p.link_uri, &p.link_storage).await {
+        problems.push(format!(
+            "{}: link table {} of pipeline '{}': {e}",
+            p.file.display(),
+            p.link_uri,
+            p.name
+        ));
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use dlink_rt::cdf::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use dlink_rt::config::Pipeline;
 use dlink_rt::plugin::HostBuilder;
-use dlink_rt::why::{self, Explanation, Options, Rederivation};
+use dlink_rt::why::{self, BatchWhy, Explanation, Options, Rederivation, UpstreamWhy};
 use dlink_rt::Error;
 use serde_json::Value;
 
@@ -105,131 +105,141 @@ fn render_text(e: &Explanation) -> String {
         let _ = writeln!(s, "note: {n}");
     }
     for b in &e.batches {
-        let _ = writeln!(s);
-        let mut head = format!("batch {}", b.batch_id);
-        if let Some(v) = b.link_version {
-            let _ = write!(head, " (link table version {v})");
+        render_batch(&mut s, b);
+    }
+    s
+}
+
+/// One batch of the report.
+fn render_batch(s: &mut String, b: &BatchWhy) {
+    let _ = writeln!(s);
+    let mut head = format!("batch {}", b.batch_id);
+    if let Some(v) = b.link_version {
+        let _ = write!(head, " (link table version {v})");
+    }
+    if let Some(t) = &b.committed_at {
+        let _ = write!(head, ", committed {t}");
+    }
+    let _ = writeln!(
+        s,
+        "{head}; caused by: {}",
+        if b.upstreams_recorded.is_empty() {
+            "-".to_string()
+        } else {
+            b.upstreams_recorded.join(", ")
         }
-        if let Some(t) = &b.committed_at {
-            let _ = write!(head, ", committed {t}");
-        }
+    );
+    if let Some(path) = &b.deriver.path {
+        let sha = b.deriver.sha256.as_deref().unwrap_or("?");
         let _ = writeln!(
             s,
-            "{head}; caused by: {}",
-            if b.upstreams_recorded.is_empty() {
-                "-".to_string()
-            } else {
-                b.upstreams_recorded.join(", ")
-            }
+            "  {} {path}, sha256 {}{}",
+            b.deriver.kind,
+            sha.get(..12).unwrap_or(sha),
+            b.deriver
+                .active_since_batch
+                .map(|a| format!(", active since batch {a}"))
+                .unwrap_or_default()
         );
-        if let Some(path) = &b.deriver.path {
-            let sha = b.deriver.sha256.as_deref().unwrap_or("?");
-            let _ = writeln!(
-                s,
-                "  {} {path}, sha256 {}{}",
-                b.deriver.kind,
-                sha.get(..12).unwrap_or(sha),
-                b.deriver
-                    .active_since_batch
-                    .map(|a| format!(", active since batch {a}"))
-                    .unwrap_or_default()
-            );
-        }
-        match &b.rederivation {
-            Rederivation::Done { derive_calls } => {
-                let used = match (&b.deriver.used, &b.deriver.path) {
-                    (Some(u), Some(p)) if u != p => format!(" with {u} (same sha256)"),
-                    _ => String::new(),
-                };
-                let _ = writeln!(
-                    s,
-                    "  re-derived{used} from the recorded ranges ({derive_calls} derivations)"
-                );
-            }
-            Rederivation::NotReproduced { reason, .. } => {
-                let _ = writeln!(s, "  NOT REPRODUCED: {reason}");
-            }
-            Rederivation::Unavailable { reason } => {
-                let _ = writeln!(s, "  cannot re-derive: {reason}");
-            }
-            Rederivation::Failed { error, .. } => {
-                let _ = writeln!(s, "  re-derivation failed: {error}");
-            }
-        }
-        for u in &b.upstreams {
-            let range = match (u.start_version, u.end_version) {
-                (Some(a), Some(z)) if a == z => format!("version {a}"),
-                (Some(a), Some(z)) => format!("versions {a}..={z}"),
-                _ => "no new version".to_string(),
+    }
+    match &b.rederivation {
+        Rederivation::Done { derive_calls } => {
+            let used = match (&b.deriver.used, &b.deriver.path) {
+                (Some(u), Some(p)) if u != p => format!(" with {u} (same sha256)"),
+                _ => String::new(),
             };
             let _ = writeln!(
                 s,
-                "  {}{}: {range}, pinned at {}, {} change rows",
-                u.name,
-                if u.caused { " (cause)" } else { "" },
-                u.pinned_version,
-                u.change_rows
+                "  re-derived{used} from the recorded ranges ({derive_calls} derivations)"
             );
-            for c in &u.commits {
-                let mut line = format!("    v{}", c.version);
-                if let Some(t) = &c.timestamp {
-                    let _ = write!(line, "  {t}");
-                }
-                let _ = write!(line, "  {}", c.operation.as_deref().unwrap_or("?"));
-                if let Some(pred) = c
-                    .operation_parameters
-                    .as_ref()
-                    .and_then(|p| p.get("predicate"))
-                {
-                    let _ = write!(line, " [{}]", value_text(pred).trim_matches('"'));
-                }
-                if c.causing_rows > 0 {
-                    let _ = write!(line, "  <- {} causing row(s)", c.causing_rows);
-                }
-                if let Some(n) = &c.note {
-                    let _ = write!(line, "  ({n})");
-                }
-                let _ = writeln!(s, "{line}");
-            }
-            if u.commits.len() < u.commits_total {
-                let _ = writeln!(
-                    s,
-                    "    ... {} more commit(s) without causing rows",
-                    u.commits_total - u.commits.len()
-                );
-            }
-            if !u.causing_rows.is_empty() {
-                let _ = writeln!(s, "    change rows that cause the key:");
-                let meta = [CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP];
-                for r in &u.causing_rows {
-                    let v = r.get(COMMIT_VERSION).map(value_text).unwrap_or_default();
-                    let t = r
-                        .get(CHANGE_TYPE)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    let cols: Vec<String> = u
-                        .columns
-                        .iter()
-                        .filter(|c| !meta.contains(&c.as_str()))
-                        .map(|c| format!("{c}={}", r.get(c).map(value_text).unwrap_or_default()))
-                        .collect();
-                    let _ = writeln!(s, "      v{v} {t:<16} {}", cols.join(" "));
-                }
-                if u.causing_rows.len() < u.causing_rows_total {
-                    let _ = writeln!(
-                        s,
-                        "      ... {} more",
-                        u.causing_rows_total - u.causing_rows.len()
-                    );
-                }
-            }
         }
-        for l in &b.lookups {
-            let _ = writeln!(s, "  lookup {} at version {}", l.table, l.version);
+        Rederivation::NotReproduced { reason, .. } => {
+            let _ = writeln!(s, "  NOT REPRODUCED: {reason}");
         }
-        for n in &b.notes {
-            let _ = writeln!(s, "  note: {n}");
+        Rederivation::Unavailable { reason } => {
+            let _ = writeln!(s, "  cannot re-derive: {reason}");
+        }
+        Rederivation::Failed { error, .. } => {
+            let _ = writeln!(s, "  re-derivation failed: {error}");
         }
     }
-    s
+    for u in &b.upstreams {
+        render_upstream(s, u);
+    }
+    for l in &b.lookups {
+        let _ = writeln!(s, "  lookup {} at version {}", l.table, l.version);
+    }
+    for n in &b.notes {
+        let _ = writeln!(s, "  note: {n}");
+    }
+}
+
+/// One upstream of a batch: its range, commits and causing rows.
+fn render_upstream(s: &mut String, u: &UpstreamWhy) {
+    let range = match (u.start_version, u.end_version) {
+        (Some(a), Some(z)) if a == z => format!("version {a}"),
+        (Some(a), Some(z)) => format!("versions {a}..={z}"),
+        _ => "no new version".to_string(),
+    };
+    let _ = writeln!(
+        s,
+        "  {}{}: {range}, pinned at {}, {} change rows",
+        u.name,
+        if u.caused { " (cause)" } else { "" },
+        u.pinned_version,
+        u.change_rows
+    );
+    for c in &u.commits {
+        let mut line = format!("    v{}", c.version);
+        if let Some(t) = &c.timestamp {
+            let _ = write!(line, "  {t}");
+        }
+        let _ = write!(line, "  {}", c.operation.as_deref().unwrap_or("?"));
+        if let Some(pred) = c
+            .operation_parameters
+            .as_ref()
+            .and_then(|p| p.get("predicate"))
+        {
+            let _ = write!(line, " [{}]", value_text(pred).trim_matches('"'));
+        }
+        if c.causing_rows > 0 {
+            let _ = write!(line, "  <- {} causing row(s)", c.causing_rows);
+        }
+        if let Some(n) = &c.note {
+            let _ = write!(line, "  ({n})");
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    if u.commits.len() < u.commits_total {
+        let _ = writeln!(
+            s,
+            "    ... {} more commit(s) without causing rows",
+            u.commits_total - u.commits.len()
+        );
+    }
+    if !u.causing_rows.is_empty() {
+        let _ = writeln!(s, "    change rows that cause the key:");
+        let meta = [CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP];
+        for r in &u.causing_rows {
+            let v = r.get(COMMIT_VERSION).map(value_text).unwrap_or_default();
+            let t = r
+                .get(CHANGE_TYPE)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let cols: Vec<String> = u
+                .columns
+                .iter()
+                .filter(|c| !meta.contains(&c.as_str()))
+                .map(|c| format!("{c}={}", r.get(c).map(value_text).unwrap_or_default()))
+                .collect();
+            let _ = writeln!(s, "      v{v} {t:<16} {}", cols.join(" "));
+        }
+        if u.causing_rows.len() < u.causing_rows_total {
+            let _ = writeln!(
+                s,
+                "      ... {} more",
+                u.causing_rows_total - u.causing_rows.len()
+            );
+        }
+    }
 }

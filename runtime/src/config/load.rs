@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::storage::StorageOptions;
+use file::LinkSection;
 
 /// Resolves a table location: URLs stay, relative paths join `base`.
 pub(super) fn resolve_location(base: &Path, value: &str) -> String {
@@ -34,7 +35,9 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-pub(super) fn is_identifier(s: &str) -> bool {
+/// Lower-case letters, digits and `_`, starting with a letter or `_` (the rule for
+/// pipeline, upstream and key column names).
+pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -153,53 +156,7 @@ impl Pipeline {
                 format!("name '{name}' must be lower-case letters, digits and `_`"),
             ));
         }
-        let known = || {
-            catalog
-                .upstreams
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut seen = BTreeSet::new();
-        let mut lookup_table = |n: &Spanned<String>, what: &str, problems: &mut Vec<String>| {
-            if !seen.insert(n.get_ref().clone()) {
-                problems.push(src.at(n, format!("{what} '{}' is listed twice", n.get_ref())));
-                return None;
-            }
-            match catalog.upstreams.get(n.get_ref()) {
-                Some(u) => Some(u.clone()),
-                None => {
-                    problems.push(src.at(
-                        n,
-                        format!(
-                            "{what} '{}' is not in the catalog {}; add it there or use one of: {}",
-                            n.get_ref(),
-                            catalog.path.display(),
-                            known()
-                        ),
-                    ));
-                    None
-                }
-            }
-        };
-        let upstreams: Vec<Upstream> = file
-            .upstreams
-            .get_ref()
-            .iter()
-            .filter_map(|n| lookup_table(n, "upstream", &mut problems))
-            .collect();
-        if file.upstreams.get_ref().is_empty() {
-            problems.push(src.at(
-                &file.upstreams,
-                "`upstreams` is empty: list at least one upstream",
-            ));
-        }
-        let lookups: Vec<Upstream> = file
-            .lookups
-            .iter()
-            .filter_map(|n| lookup_table(n, "lookup table", &mut problems))
-            .collect();
+        let (upstreams, lookups) = tables(src, &file, catalog, &mut problems);
         let batch_size = match &file.batch_size {
             Some(b) if *b.get_ref() < 1 => {
                 problems.push(src.at(
@@ -224,97 +181,9 @@ impl Pipeline {
             (None, Some(q)) => src.line(q.query.span().start),
             (None, None) => 1,
         };
-        let derivation = match (&file.plugin, &file.sql) {
-            (Some(plugin), None) => Derivation::Plugin(plugin::resolve(
-                src,
-                plugin,
-                &catalog.storage,
-                &mut problems,
-            )?),
-            (None, Some(sql)) => {
-                if sql.query.get_ref().trim().is_empty() {
-                    problems.push(src.at(&sql.query, "[sql] query is empty"));
-                }
-                Derivation::Sql {
-                    query: sql.query.get_ref().clone(),
-                }
-            }
-            (Some(_), Some(_)) => {
-                problems.push(src.at(
-                    &file.name,
-                    "the pipeline has both [plugin] and [sql]: keep the one that derives its keys",
-                ));
-                Derivation::Sql {
-                    query: String::new(),
-                }
-            }
-            (None, None) => {
-                problems.push(src.at(
-                    &file.name,
-                    "the pipeline has neither [plugin] (a .wasm path) nor [sql] (a query): add one",
-                ));
-                Derivation::Sql {
-                    query: String::new(),
-                }
-            }
-        };
-        let mut keys = Vec::new();
-        let mut key_names = BTreeSet::new();
-        for k in file.link.keys.get_ref() {
-            let n = k.name.get_ref();
-            if !is_identifier(n) || n.starts_with("dlink_") {
-                problems.push(src.at(
-                    &k.name,
-                    format!("key column '{n}' must be lower-case letters, digits and `_`, not starting with `dlink_`"),
-                ));
-            }
-            if !key_names.insert(n.clone()) {
-                problems.push(src.at(&k.name, format!("key column '{n}' is listed twice")));
-            }
-            keys.push(KeyColumn {
-                name: n.clone(),
-                ty: k.ty,
-            });
-        }
-        if keys.is_empty() {
-            problems.push(src.at(
-                &file.link.keys,
-                "[link] keys is empty: declare at least one key column, e.g. keys = [{ name = \"id\", type = \"long\" }]",
-            ));
-        }
-        let retain = match &file.link.retain {
-            None => None,
-            Some(r) => match r.get_ref() {
-                file::RetainSpec::Batches(n) if *n >= 1 => Some(Retain::Batches(*n)),
-                file::RetainSpec::Batches(n) => {
-                    problems.push(src.at(r, format!("[link] retain = {n}: keep at least 1 batch, or give a duration such as \"30d\"")));
-                    None
-                }
-                file::RetainSpec::Age(text) => match humantime::parse_duration(text) {
-                    Ok(d) => Some(Retain::Age(d)),
-                    Err(e) => {
-                        problems.push(src.at(r, format!("[link] retain = \"{text}\": {e}; give a duration such as \"30d\" or \"12h\", or a number of batches")));
-                        None
-                    }
-                },
-            },
-        };
-        let compact_every = match &file.link.compact_every {
-            None => None,
-            Some(c) => {
-                match humantime::parse_duration(c.get_ref()) {
-                    Ok(d) if !d.is_zero() => Some(d),
-                    Ok(_) => {
-                        problems.push(src.at(c, "[link] compact_every must be longer than 0s"));
-                        None
-                    }
-                    Err(e) => {
-                        problems.push(src.at(c, format!("[link] compact_every = \"{}\": {e}; give a duration such as \"1h\"", c.get_ref())));
-                        None
-                    }
-                }
-            }
-        };
+        let derivation = derivation(src, &file, catalog, &mut problems)?;
+        let keys = key_columns(src, &file.link, &mut problems);
+        let (retain, compact_every) = retention(src, &file.link, &mut problems);
         if !problems.is_empty() {
             return Err(Error::Config { problems });
         }
@@ -345,4 +214,176 @@ impl Pipeline {
                 .merged(&StorageOptions::new(file.link.storage.clone())),
         })
     }
+}
+
+/// The pipeline's upstreams and lookup tables, each found in the catalog and listed
+/// once.
+fn tables(
+    src: &Source,
+    file: &PipelineFile,
+    catalog: &Catalog,
+    problems: &mut Vec<String>,
+) -> (Vec<Upstream>, Vec<Upstream>) {
+    let known = || {
+        catalog
+            .upstreams
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut seen = BTreeSet::new();
+    let mut lookup_table = |n: &Spanned<String>, what: &str, problems: &mut Vec<String>| {
+        if !seen.insert(n.get_ref().clone()) {
+            problems.push(src.at(n, format!("{what} '{}' is listed twice", n.get_ref())));
+            return None;
+        }
+        match catalog.upstreams.get(n.get_ref()) {
+            Some(u) => Some(u.clone()),
+            None => {
+                problems.push(src.at(
+                    n,
+                    format!(
+                        "{what} '{}' is not in the catalog {}; add it there or use one of: {}",
+                        n.get_ref(),
+                        catalog.path.display(),
+                        known()
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    let upstreams: Vec<Upstream> = file
+        .upstreams
+        .get_ref()
+        .iter()
+        .filter_map(|n| lookup_table(n, "upstream", problems))
+        .collect();
+    if file.upstreams.get_ref().is_empty() {
+        problems.push(src.at(
+            &file.upstreams,
+            "`upstreams` is empty: list at least one upstream",
+        ));
+    }
+    let lookups: Vec<Upstream> = file
+        .lookups
+        .iter()
+        .filter_map(|n| lookup_table(n, "lookup table", problems))
+        .collect();
+    (upstreams, lookups)
+}
+
+/// The pipeline's derivation: its `[plugin]` or its `[sql]` query (exactly one).
+fn derivation(
+    src: &Source,
+    file: &PipelineFile,
+    catalog: &Catalog,
+    problems: &mut Vec<String>,
+) -> Result<Derivation> {
+    let none = || Derivation::Sql {
+        query: String::new(),
+    };
+    Ok(match (&file.plugin, &file.sql) {
+        (Some(plugin), None) => {
+            Derivation::Plugin(plugin::resolve(src, plugin, &catalog.storage, problems)?)
+        }
+        (None, Some(sql)) => {
+            if sql.query.get_ref().trim().is_empty() {
+                problems.push(src.at(&sql.query, "[sql] query is empty"));
+            }
+            Derivation::Sql {
+                query: sql.query.get_ref().clone(),
+            }
+        }
+        (Some(_), Some(_)) => {
+            problems.push(src.at(
+                &file.name,
+                "the pipeline has both [plugin] and [sql]: keep the one that derives its keys",
+            ));
+            none()
+        }
+        (None, None) => {
+            problems.push(src.at(
+                &file.name,
+                "the pipeline has neither [plugin] (a .wasm path) nor [sql] (a query): add one",
+            ));
+            none()
+        }
+    })
+}
+
+/// `[link] keys`: at least one, each an identifier not starting with `dlink_`, once.
+fn key_columns(src: &Source, link: &LinkSection, problems: &mut Vec<String>) -> Vec<KeyColumn> {
+    let mut keys = Vec::new();
+    let mut key_names = BTreeSet::new();
+    for k in link.keys.get_ref() {
+        let n = k.name.get_ref();
+        if !is_identifier(n) || n.starts_with("dlink_") {
+            problems.push(src.at(
+                &k.name,
+                format!("key column '{n}' must be lower-case letters, digits and `_`, not starting with `dlink_`"),
+            ));
+        }
+        if !key_names.insert(n.clone()) {
+            problems.push(src.at(&k.name, format!("key column '{n}' is listed twice")));
+        }
+        keys.push(KeyColumn {
+            name: n.clone(),
+            ty: k.ty,
+        });
+    }
+    if keys.is_empty() {
+        problems.push(src.at(
+            &link.keys,
+            "[link] keys is empty: declare at least one key column, e.g. keys = [{ name = \"id\", type = \"long\" }]",
+        ));
+    }
+    keys
+}
+
+/// `[link] retain` and `compact_every`.
+fn retention(
+    src: &Source,
+    link: &LinkSection,
+    problems: &mut Vec<String>,
+) -> (Option<Retain>, Option<std::time::Duration>) {
+    let retain = match &link.retain {
+        None => None,
+        Some(r) => match r.get_ref() {
+            file::RetainSpec::Batches(n) if *n >= 1 => Some(Retain::Batches(*n)),
+            file::RetainSpec::Batches(n) => {
+                problems.push(src.at(r, format!("[link] retain = {n}: keep at least 1 batch, or give a duration such as \"30d\"")));
+                None
+            }
+            file::RetainSpec::Age(text) => match humantime::parse_duration(text) {
+                Ok(d) => Some(Retain::Age(d)),
+                Err(e) => {
+                    problems.push(src.at(r, format!("[link] retain = \"{text}\": {e}; give a duration such as \"30d\" or \"12h\", or a number of batches")));
+                    None
+                }
+            },
+        },
+    };
+    let compact_every = match &link.compact_every {
+        None => None,
+        Some(c) => match humantime::parse_duration(c.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                problems.push(src.at(c, "[link] compact_every must be longer than 0s"));
+                None
+            }
+            Err(e) => {
+                problems.push(src.at(
+                    c,
+                    format!(
+                        "[link] compact_every = \"{}\": {e}; give a duration such as \"1h\"",
+                        c.get_ref()
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    (retain, compact_every)
 }

@@ -77,6 +77,16 @@ pub struct Written {
 /// Writes the six tables under `dir` (which must be empty or a previous demo folder,
 /// which is replaced).
 pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
+    prepare(dir)?;
+    let mut out = Vec::new();
+    write_researchers(dir, &mut out).await?;
+    write_staff(dir, &mut out).await?;
+    write_publications(dir, &mut out).await?;
+    Ok(out)
+}
+
+/// Makes `dir` an empty demo folder (refusing a folder the demo did not write).
+fn prepare(dir: &Path) -> DynResult<()> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)?.next().is_none();
         if !empty && !dir.join(MARKER).exists() {
@@ -93,8 +103,11 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
         dir.join(MARKER),
         "written by dlink-rt demo; safe to delete\n",
     )?;
-    let mut out = Vec::new();
+    Ok(())
+}
 
+/// spmaster and affiliation, with their histories.
+async fn write_researchers(dir: &Path, out: &mut Vec<Written>) -> DynResult<()> {
     // spmaster(diasng_id, name, country): 40 researchers.
     let rows: Vec<Value> = (1..=40)
         .map(|i| json!([i, name(i), COUNTRIES[(i as usize) % COUNTRIES.len()]]))
@@ -138,7 +151,11 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
         table: "affiliation",
         versions: t.version() + 1,
     });
+    Ok(())
+}
 
+/// department and employee, with their histories.
+async fn write_staff(dir: &Path, out: &mut Vec<Written>) -> DynResult<()> {
     // department(dept_id, manager_id, dept_name) and employee(emp_id, name, dept_id, manager_id).
     let rows: Vec<Value> = (1..=5)
         .map(|d| json!([d, d * 10, DEPTS[(d - 1) as usize]]))
@@ -166,7 +183,11 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
         table: "employee",
         versions: t.version() + 1,
     });
+    Ok(())
+}
 
+/// publications and author_publication_link, with their histories.
+async fn write_publications(dir: &Path, out: &mut Vec<Written>) -> DynResult<()> {
     // publications(pub_id, title, year) and author_publication_link(pub_id, uid).
     let rows: Vec<Value> = (1..=50)
         .map(|p| {
@@ -220,5 +241,5 @@ pub async fn write_upstreams(dir: &Path) -> DynResult<Vec<Written>> {
         table: "author_publication_link",
         versions: t.version() + 1,
     });
-    Ok(out)
+    Ok(())
 }

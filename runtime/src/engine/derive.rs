@@ -165,56 +165,22 @@ impl Derive for PluginDerive<'_> {
         let (pipeline, batch_id) = (input.pipeline, input.batch_id);
         self.slot.swap_in(&pipeline.name, batch_id);
         let mut lap = Lap::start();
-        let plugin = match &mut self.slot.current {
-            Some(p) => p,
-            empty => {
-                let info = input.pipeline_info()?;
-                empty.insert(load_plugin(pipeline, self.spec, self.host, &info).await?)
-            }
+        let (spec, host) = (self.spec, self.host);
+        let load = async {
+            let info = input.pipeline_info()?;
+            load_plugin(pipeline, spec, host, &info).await
         };
+        let (plugin, active_since) = self.slot.instance(batch_id, load).await?;
         let load_time = lap.next();
-        let active_since = *self.slot.active_since.get_or_insert(batch_id);
-        let mut inputs = Vec::with_capacity(input.upstreams.len());
-        for u in &mut input.upstreams {
-            // Each upstream's rows are freed once encoded: the plugin's copy is the one
-            // that counts during the call.
-            let bytes = match u.changes.take() {
-                Some(ch) if u.range.change_rows > 0 => crate::ipc::encode(&ch.schema, &ch.batches)
-                    .map_err(|source| Error::Batch {
-                        pipeline: pipeline.name.clone(),
-                        batch_id,
-                        plugin: pipeline.deriver(),
-                        cause: BatchFailure::Encode {
-                            upstream: u.range.name.clone(),
-                            source,
-                        },
-                    })?,
-                _ => Vec::new(),
-            };
-            let (start, end) = u
-                .range
-                .range
-                .unwrap_or((u.range.pinned + 1, u.range.pinned));
-            inputs.push(UpstreamInput {
-                name: u.upstream.name.clone(),
-                start_version: start,
-                end_version: end,
-                changes: bytes,
-            });
-        }
-        let names: Vec<&str> = input
-            .upstreams
-            .iter()
-            .map(|u| u.upstream.name.as_str())
-            .collect();
+        let inputs = encode_changes(&mut input)?;
         let encode_time = lap.next();
         let lookup = Arc::new(TableLookup::new(
             &pipeline.name,
-            self.spec.limits.max_lookup_rows,
+            spec.limits.max_lookup_rows,
             input.pinned.clone(),
             input.cache.clone(),
             input.ctx.clone(),
-            self.host.indexes().clone(),
+            host.indexes().clone(),
             pipeline.lookup_settings,
         ));
         let output = match plugin
@@ -224,14 +190,18 @@ impl Derive for PluginDerive<'_> {
             Ok(o) => o,
             Err(e) => {
                 // A trapped instance must not run again.
-                self.slot.current = None;
+                self.slot.drop_current();
                 return Err(batch_err(&input, e.into()));
             }
         };
-        let sha256 = plugin.sha256.clone();
-        let contract = Some(plugin.contract);
+        let (sha256, contract) = (plugin.sha256.clone(), Some(plugin.contract));
         let call_time = lap.next();
         let output_bytes = output.len();
+        let names: Vec<&str> = input
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name.as_str())
+            .collect();
         let keys = crate::keys::collect_output(output, &pipeline.keys, &names)
             .map_err(|reason| batch_err(&input, PluginError::InvalidOutput { reason }.into()))?;
         let timings = PluginTimings {
@@ -240,16 +210,7 @@ impl Derive for PluginDerive<'_> {
             call: call_time,
             collect: lap.next(),
         };
-        tracing::debug!(
-            pipeline = pipeline.name,
-            batch_id,
-            load_ms = timings.load.as_millis(),
-            encode_ms = timings.encode.as_millis(),
-            call_ms = timings.call.as_millis(),
-            collect_ms = timings.collect.as_millis(),
-            output_bytes,
-            "derive stages"
-        );
+        timings.log(&pipeline.name, batch_id, output_bytes);
         Ok(Derived {
             keys,
             sha256,
@@ -260,10 +221,70 @@ impl Derive for PluginDerive<'_> {
     }
 }
 
+/// Each upstream's change rows as the Arrow IPC stream the plugin receives. Each
+/// upstream's rows are freed once encoded: the plugin's copy is the one that counts
+/// during the call.
+fn encode_changes(input: &mut BatchInput<'_>) -> Result<Vec<UpstreamInput>> {
+    let pipeline = input.pipeline;
+    let mut inputs = Vec::with_capacity(input.upstreams.len());
+    for u in &mut input.upstreams {
+        let bytes = match u.changes.take() {
+            Some(ch) if u.range.change_rows > 0 => crate::ipc::encode(&ch.schema, &ch.batches)
+                .map_err(|source| Error::Batch {
+                    pipeline: pipeline.name.clone(),
+                    batch_id: input.batch_id,
+                    plugin: pipeline.deriver(),
+                    cause: BatchFailure::Encode {
+                        upstream: u.range.name.clone(),
+                        source,
+                    },
+                })?,
+            _ => Vec::new(),
+        };
+        let (start, end) = u
+            .range
+            .range
+            .unwrap_or((u.range.pinned + 1, u.range.pinned));
+        inputs.push(UpstreamInput {
+            name: u.upstream.name.clone(),
+            start_version: start,
+            end_version: end,
+            changes: bytes,
+        });
+    }
+    Ok(inputs)
+}
+
+impl PluginTimings {
+    /// The debug event with a plugin derivation's steps.
+    fn log(&self, pipeline: &str, batch_id: i64, output_bytes: usize) {
+        tracing::debug!(
+            pipeline,
+            batch_id,
+            load_ms = self.load.as_millis(),
+            encode_ms = self.encode.as_millis(),
+            call_ms = self.call.as_millis(),
+            collect_ms = self.collect.as_millis(),
+            output_bytes,
+            "derive stages"
+        );
+    }
+}
+
 /// A SQL query over the change tables (and the pinned tables it joins).
 pub(crate) struct SqlDerive<'a> {
     pub query: &'a str,
     pub first_batch: i64,
+}
+
+impl<'a> SqlDerive<'a> {
+    /// The query, in effect since the first batch.
+    pub(crate) fn new(query: &'a str) -> Self {
+        SqlDerive {
+            query,
+            first_batch: 1,
+        }
+    }
 }
 
 impl Derive for SqlDerive<'_> {

@@ -68,7 +68,7 @@ pub(crate) async fn check_logs(cursors: &mut [Cursor], wanted: &Ranges) -> Resul
 }
 
 /// Reads the change rows of each upstream's range in `wanted` (all side by side).
-pub(crate) async fn read_changes(
+pub(crate) async fn read_ranges(
     ctx: &SessionContext,
     cursors: &[Cursor],
     wanted: &Ranges,

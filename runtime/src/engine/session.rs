@@ -9,15 +9,29 @@ use std::time::{Duration, Instant};
 use deltalake::DeltaTable;
 use futures::future::try_join_all;
 
-use super::derive::{BatchInput, Derive, Deriver, Lap, UpstreamBatch};
+use super::derive::{BatchInput, Derive, Derived, Deriver, Lap, UpstreamBatch};
 use super::read::{self, Cursor};
 use super::{plan, test_pause, BatchReport, PluginSlot, RunSummary, Stages};
 use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Pipeline, Upstream};
-use crate::error::{Error, Result};
+use crate::error::{BatchFailure, Error, Result};
 use crate::lookup::TableCache;
 use crate::plugin::PluginHost;
 use crate::sink::{Commit, LinkTable, UpstreamRange};
+
+/// What the read stage hands on to derive and commit.
+struct ReadBatch {
+    /// The versions the batch takes (cut to the row budget).
+    plan: plan::Ranges,
+    /// Each upstream's change rows (taken by the derive stage).
+    changes: Vec<Option<Changes>>,
+    /// Each upstream's part, for the report and the commit metadata.
+    ranges: Vec<UpstreamRange>,
+    /// Every table a lookup may read, at the batch's version.
+    pinned: Vec<(Upstream, i64)>,
+    /// The lookup-only tables' versions, for the commit metadata.
+    lookup_versions: Vec<(String, i64)>,
+}
 
 /// A pipeline opened for batches.
 pub(crate) struct Session {
@@ -127,8 +141,8 @@ impl Session {
         Ok(())
     }
 
-    /// One batch: plan, read, derive, commit. On an error nothing is committed and the
-    /// cursors stay where they were.
+    /// One batch: plan, read, derive, commit, once each. On an error nothing is
+    /// committed and the cursors stay where they were.
     async fn batch(
         &mut self,
         pipeline: &Pipeline,
@@ -142,25 +156,58 @@ impl Session {
             open: self.open_time.take().unwrap_or_default(),
             ..Stages::default()
         };
+        let wanted = self.plan(pipeline).await?;
+        stages.plan = lap.next();
+        let mut read = self.read(pipeline, batch_id, wanted, fanout).await?;
+        stages.read = lap.next();
+        test_pause("after-read", batch_id);
+        let derived = self.derive(pipeline, batch_id, deriver, &mut read).await?;
+        stages.derive = lap.next();
+        test_pause("before-commit", batch_id);
+        let link_version = self.commit(pipeline, batch_id, &read, &derived).await?;
+        stages.commit = lap.next();
+        test_pause("after-commit", batch_id);
+        self.advance(&read.plan, batch_id);
+        Ok(BatchReport {
+            pipeline: pipeline.name.clone(),
+            batch_id,
+            change_rows: read.ranges.iter().map(|r| r.change_rows).sum(),
+            upstreams: read.ranges,
+            keys: derived.keys.len(),
+            link_version,
+            millis: started.elapsed().as_millis(),
+            stages,
+        })
+    }
 
-        // Plan at most batch_size versions per pending upstream and check their log
-        // entries; read them; trim the plan to the row budget; pin every table.
+    /// The plan stage: at most `batch_size` versions per pending upstream, their log
+    /// entries checked (a version that cannot be read fails the batch here).
+    async fn plan(&mut self, pipeline: &Pipeline) -> Result<plan::Ranges> {
         let wanted = plan::wanted(self.positions(), pipeline.batch_size);
         read::check_logs(&mut self.cursors, &wanted).await?;
-        stages.plan = lap.next();
-        let changes = read::read_changes(&self.ctx, &self.cursors, &wanted, fanout).await?;
+        Ok(wanted)
+    }
+
+    /// The read stage: the planned ranges' change rows, cut to the row budget at whole
+    /// commits, and every table pinned (upstreams at their ranges' ends, lookup-only
+    /// tables at their latest version).
+    async fn read(
+        &mut self,
+        pipeline: &Pipeline,
+        batch_id: i64,
+        wanted: plan::Ranges,
+        fanout: Option<&FanOut>,
+    ) -> Result<ReadBatch> {
+        let changes = read::read_ranges(&self.ctx, &self.cursors, &wanted, fanout).await?;
         let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows)
-            .map_err(|e| {
-                Error::Other(format!(
-                    "pipeline '{}', batch {batch_id}: cannot cut the batch to max_batch_rows: {e}",
-                    pipeline.name
-                ))
+            .map_err(|source| Error::Batch {
+                pipeline: pipeline.name.clone(),
+                batch_id,
+                plugin: pipeline.deriver(),
+                cause: BatchFailure::Budget { source },
             })?;
         let pins = plan::pin(&plan, self.positions());
         let ranges = self.ranges(&plan, &changes, &pins);
-        stages.read = lap.next();
-        test_pause("after-read", batch_id);
-
         let lookup_pins = read::pin_lookups(&mut self.lookups).await?;
         let pinned: Vec<(Upstream, i64)> = self
             .cursors
@@ -170,11 +217,29 @@ impl Session {
             .chain(lookup_pins.iter().cloned())
             .collect();
         hold_open_tables(&self.cache, &self.cursors, &self.lookups, &pinned).await;
+        Ok(ReadBatch {
+            plan,
+            changes,
+            ranges,
+            pinned,
+            lookup_versions: lookup_pins.into_iter().map(|(u, v)| (u.name, v)).collect(),
+        })
+    }
+
+    /// The derive stage: the pipeline's plugin or query over the batch's change rows
+    /// (handed over, so each upstream's are freed once the plugin has its copy).
+    async fn derive(
+        &self,
+        pipeline: &Pipeline,
+        batch_id: i64,
+        deriver: &mut Deriver<'_>,
+        read: &mut ReadBatch,
+    ) -> Result<Derived> {
         let upstreams = self
             .cursors
             .iter()
-            .zip(changes)
-            .zip(&ranges)
+            .zip(std::mem::take(&mut read.changes))
+            .zip(&read.ranges)
             .map(|((c, changes), range)| UpstreamBatch {
                 upstream: &c.upstream,
                 range,
@@ -182,49 +247,40 @@ impl Session {
                 table: &c.table,
             })
             .collect();
-        let derived = deriver
+        deriver
             .derive(BatchInput {
                 pipeline,
                 batch_id,
                 upstreams,
-                pinned,
+                pinned: read.pinned.clone(),
                 lookup_tables: &self.lookups,
                 cache: &self.cache,
                 ctx: &self.ctx,
             })
-            .await?;
-        stages.derive = lap.next();
-        test_pause("before-commit", batch_id);
+            .await
+    }
 
-        let lookup_versions: Vec<(String, i64)> =
-            lookup_pins.into_iter().map(|(u, v)| (u.name, v)).collect();
-        let link_version = self
-            .link
+    /// The commit stage: the keys and the checkpoint in one commit of the link table;
+    /// returns its version.
+    async fn commit(
+        &mut self,
+        pipeline: &Pipeline,
+        batch_id: i64,
+        read: &ReadBatch,
+        derived: &Derived,
+    ) -> Result<i64> {
+        self.link
             .commit(Commit {
                 batch_id,
                 keys: &derived.keys,
-                upstreams: &ranges,
-                lookups: &lookup_versions,
+                upstreams: &read.ranges,
+                lookups: &read.lookup_versions,
                 plugin_path: pipeline.deriver(),
-                plugin_sha256: derived.sha256,
+                plugin_sha256: derived.sha256.clone(),
                 plugin_active_since: derived.active_since,
                 plugin_contract: derived.contract,
             })
-            .await?;
-        stages.commit = lap.next();
-        test_pause("after-commit", batch_id);
-
-        self.advance(&plan, batch_id);
-        Ok(BatchReport {
-            pipeline: pipeline.name.clone(),
-            batch_id,
-            change_rows: ranges.iter().map(|r| r.change_rows).sum(),
-            upstreams: ranges,
-            keys: derived.keys.len(),
-            link_version,
-            millis: started.elapsed().as_millis(),
-            stages,
-        })
+            .await
     }
 
     /// Each upstream's part of the batch, for the report and the commit metadata.

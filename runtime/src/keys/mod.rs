@@ -100,6 +100,45 @@ pub fn collect_batches(
     if let Some(d) = default {
         return sql::collect_with_default(schema, batches, keys, upstream_names, d);
     }
+    let ts_present = check_combined_schema(schema, keys)?;
+    let all = concat_batches(schema, batches).map_err(|e| e.to_string())?;
+
+    let key_cols = non_null_keys(&all, keys)?;
+    let up_col = column(&all, UPSTREAM)?;
+    if up_col.logical_null_count() > 0 {
+        return Err(format!(
+            "derive returned {} null value(s) in '{UPSTREAM}'",
+            up_col.logical_null_count()
+        ));
+    }
+    let up = RowUpstreams::new(&up_col, upstream_names)?;
+    let ts: Option<ArrayRef> = if ts_present {
+        let c = column(&all, crate::cdf::COMMIT_TIMESTAMP)?;
+        Some(cast(&c, &timestamp_type()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let ts = ts
+        .as_ref()
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>());
+
+    let mut last = usize::MAX;
+    fold(
+        key_cols,
+        all.num_rows(),
+        |i| up.index(i, &mut last),
+        ts,
+        upstream_names,
+    )
+}
+
+/// Checks a 0.1 output's schema: the key columns, `_upstream` (utf8) and, optionally,
+/// `_commit_timestamp` (a timestamp), nothing else. Returns whether the timestamp
+/// column is there.
+fn check_combined_schema(
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+    keys: &[KeyColumn],
+) -> Result<bool, String> {
     let expected = || {
         keys.iter()
             .map(|k| format!("{} {}", k.name, arrow_type(k.ty)))
@@ -135,60 +174,39 @@ pub fn collect_batches(
             ))
         }
     }
-    let ts_present = match schema.field_with_name(crate::cdf::COMMIT_TIMESTAMP) {
-        Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => true,
-        Ok(f) => {
-            return Err(format!(
-                "derive returned '{}' as {}, not a timestamp",
-                crate::cdf::COMMIT_TIMESTAMP,
-                f.data_type()
-            ))
-        }
-        Err(_) => false,
-    };
-    let all = concat_batches(schema, batches).map_err(|e| e.to_string())?;
+    match schema.field_with_name(crate::cdf::COMMIT_TIMESTAMP) {
+        Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => Ok(true),
+        Ok(f) => Err(format!(
+            "derive returned '{}' as {}, not a timestamp",
+            crate::cdf::COMMIT_TIMESTAMP,
+            f.data_type()
+        )),
+        Err(_) => Ok(false),
+    }
+}
 
+/// The key columns of `all`, none of which may hold a null.
+fn non_null_keys(all: &RecordBatch, keys: &[KeyColumn]) -> Result<Vec<ArrayRef>, String> {
     let mut key_cols = Vec::with_capacity(keys.len());
     for k in keys {
         let col = all
             .column_by_name(&k.name)
             .ok_or_else(|| format!("derive returned no key column '{}'", k.name))?
             .clone();
-        if col.null_count() > 0 {
-            return Err(format!(
-                "derive returned {} null value(s) in key column '{}'; keys must not be null",
-                col.null_count(),
-                k.name
-            ));
-        }
+        no_nulls(&col, &k.name)?;
         key_cols.push(col);
     }
-    let up_col = column(&all, UPSTREAM)?;
-    if up_col.logical_null_count() > 0 {
-        return Err(format!(
-            "derive returned {} null value(s) in '{UPSTREAM}'",
-            up_col.logical_null_count()
-        ));
-    }
-    let up = RowUpstreams::new(&up_col, upstream_names)?;
-    let ts: Option<ArrayRef> = if ts_present {
-        let c = column(&all, crate::cdf::COMMIT_TIMESTAMP)?;
-        Some(cast(&c, &timestamp_type()).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let ts = ts
-        .as_ref()
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>());
+    Ok(key_cols)
+}
 
-    let mut last = usize::MAX;
-    fold(
-        key_cols,
-        all.num_rows(),
-        |i| up.index(i, &mut last),
-        ts,
-        upstream_names,
-    )
+/// Fails on a key column holding a null.
+pub(crate) fn no_nulls(col: &ArrayRef, name: &str) -> Result<(), String> {
+    match col.null_count() {
+        0 => Ok(()),
+        n => Err(format!(
+            "derive returned {n} null value(s) in key column '{name}'; keys must not be null"
+        )),
+    }
 }
 
 /// Folds rows of keys into one row per distinct key: its causes (the upstream of each

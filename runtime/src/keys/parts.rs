@@ -81,13 +81,7 @@ pub fn collect_parts(
         } else {
             concat(&arrays).map_err(|e| e.to_string())?
         };
-        if col.null_count() > 0 {
-            return Err(format!(
-                "derive returned {} null value(s) in key column '{}'; keys must not be null",
-                col.null_count(),
-                k.name
-            ));
-        }
+        super::no_nulls(&col, &k.name)?;
         key_cols.push(col);
     }
     let ts_type = timestamp_type();

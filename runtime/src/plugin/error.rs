@@ -5,6 +5,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use wasmtime::{Store, Trap};
+
+use super::State;
+use crate::config::Limits;
+
 /// The plugin export a failure happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
@@ -145,6 +150,49 @@ pub enum PluginError {
     /// unknown upstreams).
     #[error("{reason}")]
     InvalidOutput { reason: String },
+}
+
+/// Classifies a failed call by what wasmtime reports (the trap code) and what the
+/// store saw (a refused memory growth), never by the message's text.
+pub(super) fn describe_trap(
+    store: &Store<State>,
+    limits: &Limits,
+    call: Call,
+    e: wasmtime::Error,
+) -> PluginError {
+    let stderr = stderr_tail(store);
+    if store.data().limits.refused {
+        return PluginError::MemoryCap {
+            call,
+            memory_mb: limits.memory_mb,
+            stderr,
+        };
+    }
+    match e.downcast_ref::<Trap>().copied() {
+        Some(Trap::Interrupt) => PluginError::Timeout {
+            call,
+            timeout_ms: limits.timeout_ms,
+            stderr,
+        },
+        Some(trap) => PluginError::Trap { call, trap, stderr },
+        None => PluginError::Failed {
+            call,
+            source: e,
+            stderr,
+        },
+    }
+}
+
+/// The last 2,000 bytes the plugin wrote to stderr.
+fn stderr_tail(store: &Store<State>) -> StderrTail {
+    let stderr = store.data().stderr.contents();
+    let tail = String::from_utf8_lossy(&stderr);
+    let tail = tail.trim();
+    let start = tail.len().saturating_sub(2000);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(0);
+    StderrTail(tail[start..].to_string())
 }
 
 #[cfg(test)]

@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use wasmtime::component::ResourceAny;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use builder::{HostBuilder, Profiler};
 pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
 pub use contract::{Contract, Output, PipelineInfo};
+use error::describe_trap;
 pub use error::{Call, PluginError, StderrTail};
 use limiter::Limiter;
 
@@ -404,50 +405,7 @@ impl Plugin {
             data.deadline = Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
         }
         self.store.set_epoch_deadline(1);
-        let result = match &self.bindings {
-            Bindings::V0_1(b) => {
-                use v0_1::dlink::pipeline::types as w;
-                let batch = w::Batch {
-                    pipeline: pipeline.to_string(),
-                    batch_id,
-                    upstreams: upstreams
-                        .into_iter()
-                        .map(|u| w::UpstreamChanges {
-                            name: u.name,
-                            start_version: u.start_version,
-                            end_version: u.end_version,
-                            changes: u.changes,
-                        })
-                        .collect(),
-                };
-                let r = b.call_derive(&mut self.store, &batch).await;
-                r.map(|r| r.map(Output::Combined))
-            }
-            Bindings::V0_2(b, resource) => {
-                use v0_2::dlink::pipeline::types as w;
-                let batch = w::Batch {
-                    batch_id,
-                    upstreams: upstreams
-                        .into_iter()
-                        .map(|u| w::UpstreamChanges {
-                            name: u.name,
-                            start_version: u.start_version,
-                            end_version: u.end_version,
-                            changes: u.changes,
-                        })
-                        .collect(),
-                };
-                let guest = b.dlink_pipeline_plugin().pipeline();
-                let r = guest.call_derive(&mut self.store, *resource, &batch).await;
-                r.map(|r| {
-                    r.map(|parts| {
-                        Output::PerUpstream(
-                            parts.into_iter().map(|p| (p.upstream, p.keys)).collect(),
-                        )
-                    })
-                })
-            }
-        };
+        let result = self.call_derive(pipeline, batch_id, upstreams).await;
         self.store.data_mut().lookup = None;
         tracing::debug!(
             pipeline,
@@ -474,47 +432,55 @@ impl Plugin {
         }
         Ok(out)
     }
-}
 
-/// Classifies a failed call by what wasmtime reports (the trap code) and what the
-/// store saw (a refused memory growth), never by the message's text.
-fn describe_trap(
-    store: &Store<State>,
-    limits: &Limits,
-    call: Call,
-    e: wasmtime::Error,
-) -> PluginError {
-    let stderr = stderr_tail(store);
-    if store.data().limits.refused {
-        return PluginError::MemoryCap {
-            call,
-            memory_mb: limits.memory_mb,
-            stderr,
-        };
+    /// The `derive` export of the plugin's contract, called with the batch.
+    async fn call_derive(
+        &mut self,
+        pipeline: &str,
+        batch_id: i64,
+        upstreams: Vec<UpstreamInput>,
+    ) -> wasmtime::Result<Result<Output, String>> {
+        match &self.bindings {
+            Bindings::V0_1(b) => {
+                use v0_1::dlink::pipeline::types as w;
+                let batch = w::Batch {
+                    pipeline: pipeline.to_string(),
+                    batch_id,
+                    upstreams: upstreams
+                        .into_iter()
+                        .map(|u| w::UpstreamChanges {
+                            name: u.name,
+                            start_version: u.start_version,
+                            end_version: u.end_version,
+                            changes: u.changes,
+                        })
+                        .collect(),
+                };
+                let r = b.call_derive(&mut self.store, &batch).await?;
+                Ok(r.map(Output::Combined))
+            }
+            Bindings::V0_2(b, resource) => {
+                use v0_2::dlink::pipeline::types as w;
+                let batch = w::Batch {
+                    batch_id,
+                    upstreams: upstreams
+                        .into_iter()
+                        .map(|u| w::UpstreamChanges {
+                            name: u.name,
+                            start_version: u.start_version,
+                            end_version: u.end_version,
+                            changes: u.changes,
+                        })
+                        .collect(),
+                };
+                let guest = b.dlink_pipeline_plugin().pipeline();
+                let r = guest
+                    .call_derive(&mut self.store, *resource, &batch)
+                    .await?;
+                Ok(r.map(|parts| {
+                    Output::PerUpstream(parts.into_iter().map(|p| (p.upstream, p.keys)).collect())
+                }))
+            }
+        }
     }
-    match e.downcast_ref::<Trap>().copied() {
-        Some(Trap::Interrupt) => PluginError::Timeout {
-            call,
-            timeout_ms: limits.timeout_ms,
-            stderr,
-        },
-        Some(trap) => PluginError::Trap { call, trap, stderr },
-        None => PluginError::Failed {
-            call,
-            source: e,
-            stderr,
-        },
-    }
-}
-
-/// The last 2,000 bytes the plugin wrote to stderr.
-fn stderr_tail(store: &Store<State>) -> StderrTail {
-    let stderr = store.data().stderr.contents();
-    let tail = String::from_utf8_lossy(&stderr);
-    let tail = tail.trim();
-    let start = tail.len().saturating_sub(2000);
-    let start = (start..tail.len())
-        .find(|i| tail.is_char_boundary(*i))
-        .unwrap_or(0);
-    StderrTail(tail[start..].to_string())
 }

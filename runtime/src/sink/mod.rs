@@ -270,9 +270,9 @@ impl LinkTable {
 
     async fn reload_checkpoint(&mut self) -> Result<Checkpoint> {
         if let Some(t) = self.table.as_mut() {
-            t.update_state()
-                .await
-                .map_err(|e| Error::Other(e.to_string()))?;
+            if let Err(e) = t.update_state().await {
+                return Err(self.err(e));
+            }
         }
         self.read_checkpoint().await
     }
@@ -317,59 +317,9 @@ impl LinkTable {
             == 0;
         let append = self.mode == LinkMode::Log || empty;
         if !c.keys.is_empty() && append {
-            // The change log, or a `latest` table with nothing to match against (the
-            // first batch): an append writes the same rows as the MERGE would, without
-            // planning a join or writing change files.
-            // deltalake's record-batch writer: one parquet file with its statistics
-            // and one commit, without planning a DataFusion write (whose per-row
-            // checks of the non-null list elements cost more than the file itself).
-            let rows = self.rows(&table, c.batch_id, c.keys, false)?;
-            let failed = |e: deltalake::DeltaTableError| {
-                self.err(format!("append of batch {} failed: {e}", c.batch_id))
-            };
-            let mut writer = RecordBatchWriter::for_table(&table)
-                .map_err(failed)?
-                .with_commit_properties(props.clone());
-            writer.write(rows).await.map_err(failed)?;
-            writer.flush_and_commit(&mut table).await.map_err(failed)?;
+            self.append_keys(&mut table, c, props.clone()).await?;
         } else if !c.keys.is_empty() {
-            let source = self.rows(&table, c.batch_id, c.keys, true)?;
-            let ctx = crate::cdf::session();
-            let df = ctx.read_batch(source).map_err(|e| self.err(e))?;
-            let on = self
-                .keys
-                .iter()
-                .map(|(k, _)| format!("t.{k} = s.{k}"))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let all_cols: Vec<String> = self
-                .keys
-                .iter()
-                .map(|(k, _)| k.clone())
-                .chain([BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT].map(String::from))
-                .collect();
-            let (t, _metrics) = table
-                .clone()
-                .merge(df, on)
-                .with_source_alias("s")
-                .with_target_alias("t")
-                .with_commit_properties(props.clone())
-                .when_matched_update(|u| {
-                    [BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT]
-                        .into_iter()
-                        .fold(u, |u, c| u.update(c, format!("s.{c}")))
-                })
-                .and_then(|m| {
-                    m.when_not_matched_insert(|i| {
-                        all_cols
-                            .iter()
-                            .fold(i, |i, c| i.set(c.as_str(), format!("s.{c}")))
-                    })
-                })
-                .map_err(|e| self.err(e))?
-                .await
-                .map_err(|e| self.err(format!("MERGE of batch {} failed: {e}", c.batch_id)))?;
-            table = t;
+            table = self.merge_keys(table, c, props.clone()).await?;
         }
         if table.version() == before {
             // No key, or a MERGE that changed nothing: commit the checkpoint alone.
@@ -383,6 +333,76 @@ impl LinkTable {
             .ok_or_else(|| self.err("the link table has no version after the commit"))?;
         self.table = Some(table);
         Ok((version, checkpoint))
+    }
+
+    /// Appends the batch's key rows: the change log, or a `latest` table with nothing
+    /// to match against (the first batch), where an append writes the same rows as the
+    /// MERGE would without planning a join or writing change files. deltalake's
+    /// record-batch writer: one parquet file with its statistics and one commit, without
+    /// planning a DataFusion write (whose per-row checks of the non-null list elements
+    /// cost more than the file itself).
+    async fn append_keys(
+        &self,
+        table: &mut DeltaTable,
+        c: &Commit<'_>,
+        props: CommitProperties,
+    ) -> Result<()> {
+        let rows = self.rows(table, c.batch_id, c.keys, false)?;
+        let failed = |e: deltalake::DeltaTableError| {
+            self.err(format!("append of batch {} failed: {e}", c.batch_id))
+        };
+        let mut writer = RecordBatchWriter::for_table(table)
+            .map_err(failed)?
+            .with_commit_properties(props);
+        writer.write(rows).await.map_err(failed)?;
+        writer.flush_and_commit(table).await.map_err(failed)?;
+        Ok(())
+    }
+
+    /// MERGEs the batch's keys into a `latest` table: a key's row is updated (batch,
+    /// upstreams, change time) or inserted. Returns the table after the commit.
+    async fn merge_keys(
+        &self,
+        table: DeltaTable,
+        c: &Commit<'_>,
+        props: CommitProperties,
+    ) -> Result<DeltaTable> {
+        let source = self.rows(&table, c.batch_id, c.keys, true)?;
+        let ctx = crate::cdf::session();
+        let df = ctx.read_batch(source).map_err(|e| self.err(e))?;
+        let on = self
+            .keys
+            .iter()
+            .map(|(k, _)| format!("t.{k} = s.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let all_cols: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain([BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT].map(String::from))
+            .collect();
+        let (t, _metrics) = table
+            .merge(df, on)
+            .with_source_alias("s")
+            .with_target_alias("t")
+            .with_commit_properties(props)
+            .when_matched_update(|u| {
+                [BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT]
+                    .into_iter()
+                    .fold(u, |u, c| u.update(c, format!("s.{c}")))
+            })
+            .and_then(|m| {
+                m.when_not_matched_insert(|i| {
+                    all_cols
+                        .iter()
+                        .fold(i, |i, c| i.set(c.as_str(), format!("s.{c}")))
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .await
+            .map_err(|e| self.err(format!("MERGE of batch {} failed: {e}", c.batch_id)))?;
+        Ok(t)
     }
 
     /// Moves an upstream's checkpoint so that the next run reads from `next_version`

@@ -130,17 +130,9 @@ pub(super) struct Reported {
     pub(super) updated_at: Option<i64>,
 }
 
-pub(super) fn link_err(p: &Pipeline, message: impl std::fmt::Display) -> Error {
-    Error::Link {
-        pipeline: p.name.clone(),
-        uri: p.link_uri.clone(),
-        message: message.to_string(),
-    }
-}
-
 /// The rows of `key` in the link table, newest batch first.
 pub(super) async fn reported(p: &Pipeline, table: &DeltaTable, key: &Key) -> Result<Vec<Reported>> {
-    let err = |m: String| link_err(p, m);
+    let err = |m: String| Error::link(p, m);
     let ctx = cdf::session();
     let provider = table
         .table_provider()
@@ -214,7 +206,7 @@ pub(super) async fn batch_metas(
     let latest = table
         .version()
         .map(|v| v as i64)
-        .ok_or_else(|| link_err(p, "the link table has no version"))?;
+        .ok_or_else(|| Error::link(p, "the link table has no version"))?;
     let log = table.log_store();
     const CHUNK: i64 = 32;
     let mut top = latest;
@@ -230,7 +222,7 @@ pub(super) async fn batch_metas(
                 Ok(Some(b)) => b,
                 Ok(None) => return Ok((found, true)),
                 Err(e) => {
-                    return Err(link_err(
+                    return Err(Error::link(
                         p,
                         format!("cannot read the log entry of link table version {v}: {e}"),
                     ))

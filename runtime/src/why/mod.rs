@@ -204,6 +204,32 @@ pub struct UpstreamCommit {
     pub note: Option<String>,
 }
 
+impl BatchWhy {
+    /// A reporting batch before it is explained: what its row of the link table says.
+    fn of(r: &Reported) -> BatchWhy {
+        BatchWhy {
+            batch_id: r.batch_id,
+            link_version: None,
+            committed_at: r.updated_at.and_then(micros_to_rfc3339),
+            change_ts: r.change_ts.and_then(micros_to_rfc3339),
+            upstreams_recorded: r.upstreams.clone(),
+            deriver: DeriverRef {
+                kind: "plugin".into(),
+                path: None,
+                sha256: None,
+                active_since_batch: None,
+                used: None,
+            },
+            rederivation: Rederivation::Unavailable {
+                reason: String::new(),
+            },
+            upstreams: Vec::new(),
+            lookups: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// Explains why pipeline `p` reported `key`: the newest `opts.batches` batches that
 /// did, each with its upstream commits and the change rows that caused the key.
 pub async fn explain(
@@ -215,7 +241,7 @@ pub async fn explain(
     let link = LinkTable::open(p).await?;
     let mode = link.mode();
     let table = link.table().cloned().ok_or_else(|| {
-        link_err(
+        Error::link(
             p,
             "there is no link table yet: run the pipeline first (`dlink-rt run`)",
         )
@@ -255,26 +281,7 @@ pub async fn explain(
         cache: Arc::default(),
     };
     for r in &shown {
-        let mut b = BatchWhy {
-            batch_id: r.batch_id,
-            link_version: None,
-            committed_at: r.updated_at.and_then(micros_to_rfc3339),
-            change_ts: r.change_ts.and_then(micros_to_rfc3339),
-            upstreams_recorded: r.upstreams.clone(),
-            deriver: DeriverRef {
-                kind: "plugin".into(),
-                path: None,
-                sha256: None,
-                active_since_batch: None,
-                used: None,
-            },
-            rederivation: Rederivation::Unavailable {
-                reason: String::new(),
-            },
-            upstreams: Vec::new(),
-            lookups: Vec::new(),
-            notes: Vec::new(),
-        };
+        let mut b = BatchWhy::of(r);
         match metas.get(&r.batch_id) {
             Some(meta) => explain_batch(&mut run, meta, &mut b).await?,
             None => {

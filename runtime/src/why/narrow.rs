@@ -382,31 +382,7 @@ pub(super) async fn narrow_batch(
         }
         let versions = commit_versions(&rows)?;
         let narrowed = rd.narrow(i, &versions).await?;
-        let mut found = narrowed.rows.clone();
-        for set in &narrowed.joint {
-            let vs: BTreeSet<i64> = set.iter().map(|r| versions[*r as usize]).collect();
-            b.notes.push(format!(
-                "'{name}': {} change rows of version(s) {} cause the key only together (no half of them does)",
-                set.len(),
-                list_versions(&vs)
-            ));
-            found.extend_from_slice(set);
-        }
-        for set in &narrowed.cut {
-            let vs: BTreeSet<i64> = set.iter().map(|r| versions[*r as usize]).collect();
-            b.notes.push(format!(
-                "'{name}': narrowing stopped at the limit of {} derivations per batch (--max-derive-calls): \
-                 a cause is among {} change rows of version(s) {}, not listed",
-                rd.budget,
-                set.len(),
-                list_versions(&vs)
-            ));
-            for c in w.commits.iter_mut() {
-                if vs.contains(&c.version) && c.note.is_none() {
-                    c.note = Some("may hold causing rows (not narrowed down)".into());
-                }
-            }
-        }
+        let found = note_sets(&name, &narrowed, &versions, rd.budget, w, &mut b.notes);
         let found = add_partners(&rd.inputs[i].upstream, &rows, &found, &versions)?;
         for c in w.commits.iter_mut() {
             c.causing_rows = found
@@ -428,6 +404,44 @@ pub(super) async fn narrow_batch(
     Ok(Rederivation::Done {
         derive_calls: rd.calls,
     })
+}
+
+/// The rows narrowing found, with the sets that cause the key only together; notes
+/// for those and for the sets the derivation budget left unexplored (their commits are
+/// marked in `w`).
+fn note_sets(
+    name: &str,
+    narrowed: &Narrowed,
+    versions: &[i64],
+    budget: usize,
+    w: &mut UpstreamWhy,
+    notes: &mut Vec<String>,
+) -> Vec<u32> {
+    let mut found = narrowed.rows.clone();
+    for set in &narrowed.joint {
+        let vs: BTreeSet<i64> = set.iter().map(|r| versions[*r as usize]).collect();
+        notes.push(format!(
+            "'{name}': {} change rows of version(s) {} cause the key only together (no half of them does)",
+            set.len(),
+            list_versions(&vs)
+        ));
+        found.extend_from_slice(set);
+    }
+    for set in &narrowed.cut {
+        let vs: BTreeSet<i64> = set.iter().map(|r| versions[*r as usize]).collect();
+        notes.push(format!(
+            "'{name}': narrowing stopped at the limit of {budget} derivations per batch (--max-derive-calls): \
+             a cause is among {} change rows of version(s) {}, not listed",
+            set.len(),
+            list_versions(&vs)
+        ));
+        for c in w.commits.iter_mut() {
+            if vs.contains(&c.version) && c.note.is_none() {
+                c.note = Some("may hold causing rows (not narrowed down)".into());
+            }
+        }
+    }
+    found
 }
 
 /// Versions as `a..=b` runs.

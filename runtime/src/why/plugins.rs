@@ -129,39 +129,7 @@ pub(super) async fn rederive(
     let engine = match chosen {
         Available::Plugin { path, spec } => {
             b.deriver.used = Some(path.display().to_string());
-            let failed = |e: crate::plugin::PluginError| Rederivation::Failed {
-                derive_calls: 0,
-                error: format!("plugin {}: {e}", path.display()),
-            };
-            let sha = meta.plugin_sha256.clone().unwrap_or_default();
-            let compiled = match run.plugins.compiled.get(&sha) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = run.host.compile(&path).map_err(failed)?;
-                    run.plugins.compiled.insert(sha, c.clone());
-                    c
-                }
-            };
-            let info = crate::engine::pipeline_info(p)
-                .await
-                .map_err(|e| unavailable(format!("the pipeline's tables cannot be opened: {e}")))?;
-            let plugin = run
-                .host
-                .instantiate(&compiled, &info, &spec)
-                .await
-                .map_err(failed)?;
-            Engine::Plugin {
-                plugin: Box::new(plugin),
-                lookup: Arc::new(TableLookup::new(
-                    &p.name,
-                    spec.limits.max_lookup_rows,
-                    pinned,
-                    run.cache.clone(),
-                    ctx,
-                    run.host.indexes().clone(),
-                    p.lookup_settings,
-                )),
-            }
+            plugin_engine(run, meta, path, spec, pinned, ctx).await?
         }
         Available::Sql { query } => Engine::Sql {
             query,
@@ -185,6 +153,53 @@ pub(super) async fn rederive(
             derive_calls: rd.calls,
             error,
         })
+}
+
+/// The plugin of the batch, instantiated again, with lookups at the batch's pinned
+/// versions.
+async fn plugin_engine(
+    run: &mut Run<'_>,
+    meta: &BatchMeta,
+    path: PathBuf,
+    spec: PluginSpec,
+    pinned: Vec<(crate::config::Upstream, i64)>,
+    ctx: deltalake::datafusion::prelude::SessionContext,
+) -> std::result::Result<Engine, Rederivation> {
+    let p = run.p;
+    let unavailable = |reason: String| Rederivation::Unavailable { reason };
+    let failed = |e: crate::plugin::PluginError| Rederivation::Failed {
+        derive_calls: 0,
+        error: format!("plugin {}: {e}", path.display()),
+    };
+    let sha = meta.plugin_sha256.clone().unwrap_or_default();
+    let compiled = match run.plugins.compiled.get(&sha) {
+        Some(c) => c.clone(),
+        None => {
+            let c = run.host.compile(&path).map_err(failed)?;
+            run.plugins.compiled.insert(sha, c.clone());
+            c
+        }
+    };
+    let info = crate::engine::pipeline_info(p)
+        .await
+        .map_err(|e| unavailable(format!("the pipeline's tables cannot be opened: {e}")))?;
+    let plugin = run
+        .host
+        .instantiate(&compiled, &info, &spec)
+        .await
+        .map_err(failed)?;
+    Ok(Engine::Plugin {
+        plugin: Box::new(plugin),
+        lookup: Arc::new(TableLookup::new(
+            &p.name,
+            spec.limits.max_lookup_rows,
+            pinned,
+            run.cache.clone(),
+            ctx,
+            run.host.indexes().clone(),
+            p.lookup_settings,
+        )),
+    })
 }
 
 /// Reads the recorded ranges again, each upstream as of its pinned version (kept in

@@ -15,6 +15,12 @@ use arrow_schema::{DataType, TimeUnit};
 
 use crate::table::{IntColumn, StrColumn, Table, TableRow, TableRows};
 
+mod batch;
+mod row;
+
+pub use batch::Batch;
+pub use row::{Row, Rows};
+
 /// Name of the change type column of change rows.
 pub const CHANGE_TYPE_COLUMN: &str = "_change_type";
 /// Name of the commit version column of change rows.
@@ -434,162 +440,4 @@ fn timestamp_micros<'a>(
             Ts::Null => None,
         }
     })
-}
-
-/// Iterator over the rows of [`Changes`].
-#[derive(Debug, Clone)]
-pub struct Rows<'a> {
-    changes: &'a Changes,
-    inner: TableRows<'a>,
-}
-
-impl<'a> Iterator for Rows<'a> {
-    type Item = Row<'a>;
-
-    fn next(&mut self) -> Option<Row<'a>> {
-        self.inner.next().map(|row| Row {
-            changes: self.changes,
-            row,
-        })
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
-    }
-}
-
-impl ExactSizeIterator for Rows<'_> {}
-
-/// One change row of an upstream.
-#[derive(Debug, Clone, Copy)]
-pub struct Row<'a> {
-    changes: &'a Changes,
-    row: TableRow<'a>,
-}
-
-impl<'a> Row<'a> {
-    /// The upstream this change row belongs to.
-    pub fn upstream(&self) -> &'a str {
-        &self.changes.name
-    }
-
-    /// The row's `_change_type`.
-    pub fn change_type(&self) -> ChangeType {
-        self.changes.change_types[self.row.position()]
-    }
-
-    /// The row's `_commit_version`.
-    pub fn commit_version(&self) -> i64 {
-        self.changes.versions()[self.row.position()]
-    }
-
-    /// The row's `_commit_timestamp` in microseconds since the Unix epoch (UTC).
-    pub fn commit_timestamp(&self) -> Option<i64> {
-        self.changes.commit_timestamps()[self.row.position()]
-    }
-
-    /// The row's position among its upstream's change rows (0-based).
-    pub fn position(&self) -> usize {
-        self.row.position()
-    }
-
-    /// The value of an integer column (Int8..Int64, UInt8..UInt32), widened to i64;
-    /// `None` when null. Errors name the upstream and the column.
-    pub fn i64(&self, column: &str) -> Result<Option<i64>, String> {
-        self.row.i64(column)
-    }
-
-    /// The value of a string column (Utf8, LargeUtf8, Utf8View); `None` when null.
-    pub fn str(&self, column: &str) -> Result<Option<&'a str>, String> {
-        self.row.str(column)
-    }
-
-    /// True when the column is null in this row.
-    pub fn is_null(&self, column: &str) -> Result<bool, String> {
-        self.row.is_null(column)
-    }
-
-    /// Raw access for other types: the column's array and the row's index in it.
-    pub fn array(&self, column: &str) -> Result<(&'a ArrayRef, usize), String> {
-        self.row.array(column)
-    }
-
-    /// The row's data as a plain table row.
-    pub fn values(&self) -> TableRow<'a> {
-        self.row
-    }
-}
-
-/// One micro-batch of a pipeline: the change rows of each of its upstreams.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pipeline: String,
-    id: i64,
-    upstreams: Vec<Changes>,
-}
-
-impl Batch {
-    /// A batch from already decoded upstreams. Useful to unit-test a plugin's `derive`
-    /// natively.
-    pub fn new(pipeline: impl Into<String>, id: i64, upstreams: Vec<Changes>) -> Batch {
-        Batch {
-            pipeline: pipeline.into(),
-            id,
-            upstreams,
-        }
-    }
-
-    /// Decodes the batch record of the raw bindings (every upstream's Arrow IPC stream)
-    /// for pipeline `pipeline`.
-    pub fn from_wit(
-        pipeline: &str,
-        batch: crate::bindings::dlink::pipeline::types::Batch,
-    ) -> Result<Batch, String> {
-        let upstreams = batch
-            .upstreams
-            .into_iter()
-            .map(|u| Changes::from_ipc_owned(u.name, u.start_version, u.end_version, u.changes))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch::new(pipeline, batch.batch_id, upstreams))
-    }
-
-    /// The batch id (1, 2, ...).
-    pub fn id(&self) -> i64 {
-        self.id
-    }
-
-    /// The pipeline's name.
-    pub fn pipeline(&self) -> &str {
-        &self.pipeline
-    }
-
-    /// The change rows of one upstream; an error names the pipeline's upstreams when
-    /// it has no upstream of that name.
-    pub fn changes(&self, upstream: &str) -> Result<&Changes, String> {
-        self.upstreams
-            .iter()
-            .find(|c| c.name == upstream)
-            .ok_or_else(|| {
-                let names: Vec<&str> = self.upstream_names().collect();
-                let names = if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                };
-                format!(
-                    "pipeline '{}' has no upstream '{upstream}' (its upstreams: {names})",
-                    self.pipeline
-                )
-            })
-    }
-
-    /// Every upstream, in the order the pipeline file lists them.
-    pub fn upstreams(&self) -> &[Changes] {
-        &self.upstreams
-    }
-
-    /// The upstreams' names, in the order the pipeline file lists them.
-    pub fn upstream_names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.upstreams.iter().map(|c| c.name.as_str())
-    }
 }

@@ -146,13 +146,7 @@ pub async fn plugin(args: PluginArgs, host: HostBuilder) -> ExitCode {
 // Shared: key columns
 // ---------------------------------------------------------------------------------
 
-/// Lower-case letters, digits and `_`, starting with a letter or `_` (the pipeline
-/// file's rule for names).
-pub(super) fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
+pub(super) use dlink_rt::config::is_identifier;
 
 pub(super) fn key_type_name(t: KeyType) -> &'static str {
     match t {

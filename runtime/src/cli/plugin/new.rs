@@ -228,36 +228,8 @@ pub(super) fn fixtures_time(s: &str) -> Option<i64> {
 
 pub(super) fn new(args: &NewArgs) -> Result<(), Fail> {
     check_crate_name(&args.name).map_err(Fail::Usage)?;
-    let keys = if args.keys.is_empty() {
-        vec![KeyColumn {
-            name: "id".into(),
-            ty: KeyType::Long,
-        }]
-    } else {
-        parse_keys(&args.keys).map_err(Fail::Usage)?
-    };
-    if keys.len() > 4 {
-        return Err(Fail::Usage(format!(
-            "--key: {} key columns; the SDK's composite keys have at most 4",
-            keys.len()
-        )));
-    }
-    let upstreams = if args.upstreams.is_empty() {
-        vec!["source".to_string()]
-    } else {
-        args.upstreams.clone()
-    };
-    let mut seen = BTreeSet::new();
-    for u in &upstreams {
-        if !is_identifier(u) {
-            return Err(Fail::Usage(format!(
-                "--upstream '{u}': an upstream name is lower-case letters, digits and `_` (as in the catalog)"
-            )));
-        }
-        if !seen.insert(u) {
-            return Err(Fail::Usage(format!("--upstream '{u}' is given twice")));
-        }
-    }
+    let keys = checked_keys(args)?;
+    let upstreams = checked_upstreams(args)?;
     let sdk = find_sdk(args.sdk.as_deref()).map_err(Fail::Usage)?;
 
     let target = args.dir.join(&args.name);
@@ -326,15 +298,93 @@ pub(super) fn new(args: &NewArgs) -> Result<(), Fail> {
     for path in &samples {
         files.push((path.into(), sample_changes(&keys)));
     }
-    // The SDK workspace's lock file pins the versions the SDK is tested with (and lets
-    // the build reuse what building the SDK's own plugins compiled).
-    if let Some(lock) = sdk.parent().map(|p| p.join("Cargo.lock")) {
-        if let Ok(text) = std::fs::read_to_string(&lock) {
-            files.push(("Cargo.lock".into(), text));
+    files.extend(sdk_lock(&sdk));
+
+    write_crate(&crate_dir, &target, &files)?;
+
+    print_next_steps(args, &target, &sdk, &test_cmd(&wasm));
+    Ok(())
+}
+
+/// The SDK workspace's lock file, which pins the versions the SDK is tested with (and
+/// lets the build reuse what building the SDK's own plugins compiled), if readable.
+fn sdk_lock(sdk: &std::path::Path) -> Option<(PathBuf, String)> {
+    let lock = sdk.parent()?.join("Cargo.lock");
+    let text = std::fs::read_to_string(lock).ok()?;
+    Some(("Cargo.lock".into(), text))
+}
+
+/// What to do with the new crate.
+fn print_next_steps(
+    args: &NewArgs,
+    target: &std::path::Path,
+    sdk: &std::path::Path,
+    test_cmd: &str,
+) {
+    println!(
+        "Created the plugin crate '{}' in {} (dlink-plugin-sdk from {}).",
+        args.name,
+        target.display(),
+        sdk.display()
+    );
+    println!();
+    println!("Build it and run it on its sample changes:");
+    println!();
+    println!("    cd {}", target.display());
+    println!("    cargo build --release --target wasm32-wasip2   # once before: rustup target add wasm32-wasip2");
+    println!("    {test_cmd}");
+    println!();
+    println!("Its logic is `derive` in src/lib.rs; README.md shows the expected output.");
+}
+
+/// `--key` (default `id:long`), at most 4 columns.
+fn checked_keys(args: &NewArgs) -> Result<Vec<KeyColumn>, Fail> {
+    let keys = if args.keys.is_empty() {
+        vec![KeyColumn {
+            name: "id".into(),
+            ty: KeyType::Long,
+        }]
+    } else {
+        parse_keys(&args.keys).map_err(Fail::Usage)?
+    };
+    if keys.len() > 4 {
+        return Err(Fail::Usage(format!(
+            "--key: {} key columns; the SDK's composite keys have at most 4",
+            keys.len()
+        )));
+    }
+    Ok(keys)
+}
+
+/// `--upstream` (default `source`): catalog names, each once.
+fn checked_upstreams(args: &NewArgs) -> Result<Vec<String>, Fail> {
+    let upstreams = if args.upstreams.is_empty() {
+        vec!["source".to_string()]
+    } else {
+        args.upstreams.clone()
+    };
+    let mut seen = BTreeSet::new();
+    for u in &upstreams {
+        if !is_identifier(u) {
+            return Err(Fail::Usage(format!(
+                "--upstream '{u}': an upstream name is lower-case letters, digits and `_` (as in the catalog)"
+            )));
+        }
+        if !seen.insert(u) {
+            return Err(Fail::Usage(format!("--upstream '{u}' is given twice")));
         }
     }
+    Ok(upstreams)
+}
 
-    match std::fs::create_dir(&crate_dir) {
+/// Creates `crate_dir` (which must not exist) and writes `files` into it; on a failure
+/// it leaves nothing behind.
+fn write_crate(
+    crate_dir: &std::path::Path,
+    target: &std::path::Path,
+    files: &[(PathBuf, String)],
+) -> Result<(), Fail> {
+    match std::fs::create_dir(crate_dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(Fail::Failed(format!(
@@ -350,7 +400,7 @@ pub(super) fn new(args: &NewArgs) -> Result<(), Fail> {
         }
     }
     let write_all = || -> std::io::Result<()> {
-        for (rel, text) in &files {
+        for (rel, text) in files {
             let p = crate_dir.join(rel);
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -361,26 +411,11 @@ pub(super) fn new(args: &NewArgs) -> Result<(), Fail> {
     };
     if let Err(e) = write_all() {
         // Only this run created the folder: take it away again.
-        let _ = std::fs::remove_dir_all(&crate_dir);
+        let _ = std::fs::remove_dir_all(crate_dir);
         return Err(Fail::Failed(format!(
             "cannot write {}: {e}; nothing was left behind",
             target.display()
         )));
     }
-
-    println!(
-        "Created the plugin crate '{}' in {} (dlink-plugin-sdk from {}).",
-        args.name,
-        target.display(),
-        sdk.display()
-    );
-    println!();
-    println!("Build it and run it on its sample changes:");
-    println!();
-    println!("    cd {}", target.display());
-    println!("    cargo build --release --target wasm32-wasip2   # once before: rustup target add wasm32-wasip2");
-    println!("    {}", test_cmd(&wasm));
-    println!();
-    println!("Its logic is `derive` in src/lib.rs; README.md shows the expected output.");
     Ok(())
 }

@@ -47,13 +47,10 @@ pub(super) fn key_getter(k: &KeyColumn) -> String {
     }
 }
 
-pub(super) fn lib_rs(
-    name: &str,
-    ty: &str,
-    keys: &[KeyColumn],
-    upstreams: &[String],
-    test_cmd: &str,
-) -> String {
+/// The scaffold's Rust for its keys: the `expect_keys` argument and the statement that
+/// adds a row's key, laid out as rustfmt would (one line when short, else one item per
+/// line).
+fn key_code(keys: &[KeyColumn]) -> (String, String) {
     let key_items: Vec<String> = keys
         .iter()
         .map(|k| {
@@ -65,7 +62,6 @@ pub(super) fn lib_rs(
             format!("KeyColumn::{ctor}({:?})", k.name)
         })
         .collect();
-    // Laid out as rustfmt would: one line when short, else one item per line.
     let key_decl = format!("[{}]", key_items.join(", "));
     let key_decl = if key_decl.len() <= 60 {
         key_decl
@@ -88,6 +84,17 @@ pub(super) fn lib_rs(
             getters.join(",\n                ")
         )
     };
+    (key_decl, add)
+}
+
+pub(super) fn lib_rs(
+    name: &str,
+    ty: &str,
+    keys: &[KeyColumn],
+    upstreams: &[String],
+    test_cmd: &str,
+) -> String {
+    let (key_decl, add) = key_code(keys);
     let key_doc = keys
         .iter()
         .map(|k| format!("`{}` ({})", k.name, key_type_name(k.ty)))

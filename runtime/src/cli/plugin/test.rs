@@ -93,15 +93,10 @@ fn cdf_only_schema() -> deltalake::arrow::datatypes::SchemaRef {
     ]))
 }
 
-/// A hint for a plugin that refused an upstream the test did not give (the SDK's
-/// message names the missing upstream).
+/// A hint for a plugin that refused what the test gave it (most often an upstream the
+/// test did not name): which upstreams a test has.
 fn upstream_hint(e: &PluginError) -> &'static str {
-    let unknown_upstream = matches!(
-        e,
-        PluginError::Rejected { message, .. }
-            if message.contains("has no upstream") || message.contains("upstream(s), in this order")
-    );
-    if unknown_upstream {
+    if matches!(e, PluginError::Rejected { .. }) {
         "; the upstreams of a test are named after the --changes files (or UPSTREAM=FILE), \
          and --upstream NAME adds one without change rows"
     } else {
@@ -109,22 +104,24 @@ fn upstream_hint(e: &PluginError) -> &'static str {
     }
 }
 
-pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail> {
-    let started = Instant::now();
-    let declared = parse_keys(&args.keys).map_err(Fail::Usage)?;
-    match serde_json::from_str::<serde_json::Value>(&args.config) {
-        Ok(serde_json::Value::Object(_)) => {}
-        Ok(other) => {
-            return Err(Fail::Usage(format!(
-                "--config must be a JSON object such as '{{\"min_rank\": 1}}', not {other}"
-            )))
-        }
-        Err(e) => {
-            return Err(Fail::Usage(format!(
-                "--config is not JSON: {e}; write a JSON object such as '{{\"min_rank\": 1}}'"
-            )))
-        }
+/// `--config` must be a JSON object.
+fn check_config(config: &str) -> Result<(), Fail> {
+    match serde_json::from_str::<serde_json::Value>(config) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(other) => Err(Fail::Usage(format!(
+            "--config must be a JSON object such as '{{\"min_rank\": 1}}', not {other}"
+        ))),
+        Err(e) => Err(Fail::Usage(format!(
+            "--config is not JSON: {e}; write a JSON object such as '{{\"min_rank\": 1}}'"
+        ))),
     }
+}
+
+/// The test's upstreams (`--changes` files, then `--upstream` names without rows) and
+/// lookup tables (`--table`), each named once.
+type Named = (Vec<(String, Option<PathBuf>)>, Vec<(String, PathBuf)>);
+
+fn named_inputs(args: &TestArgs) -> Result<Named, Fail> {
     let mut upstreams: Vec<(String, Option<PathBuf>)> = Vec::new();
     for spec in &args.changes {
         let (name, path) = named_file("--changes", spec).map_err(Fail::Usage)?;
@@ -154,20 +151,19 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         }
         tables.push((name, path));
     }
-    let pipeline = args.pipeline.clone().unwrap_or_else(|| {
-        args.plugin
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "plugin".into())
-    });
+    Ok((upstreams, tables))
+}
 
-    // Read every file before starting the plugin: input errors come first.
+/// Every upstream's change rows, read before the plugin starts so that input errors
+/// come first.
+fn read_inputs(
+    upstreams: &[(String, Option<PathBuf>)],
+) -> Result<Vec<(String, Option<fixtures::ChangeRows>)>, Fail> {
     let mut read = Vec::with_capacity(upstreams.len());
-    for (name, path) in &upstreams {
+    for (name, path) in upstreams {
         let rows = match path {
             Some(p) => {
-                let c = fixtures::read_changes(name, p).map_err(Fail::Failed)?;
+                let c = fixtures::read_change_rows(name, p).map_err(Fail::Failed)?;
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
                 }
@@ -177,6 +173,59 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         };
         read.push((name.clone(), rows));
     }
+    Ok(read)
+}
+
+/// The change rows as the host hands them to `derive`, and how many there are.
+/// Upstreams without rows are "read up to" the newest version of the batch.
+fn encode_inputs(
+    read: &[(String, Option<fixtures::ChangeRows>)],
+) -> Result<(Vec<UpstreamInput>, usize), Fail> {
+    let newest = read
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().and_then(|c| c.versions))
+        .map(|(_, end)| end)
+        .max()
+        .unwrap_or(fixtures::DEFAULT_COMMIT_VERSION);
+    let mut inputs = Vec::with_capacity(read.len());
+    let mut change_rows = 0;
+    for (name, rows) in read {
+        let (start, end, bytes) = match rows {
+            Some(c) if c.batch.num_rows() > 0 => {
+                let (start, end) = c.versions.unwrap_or((newest, newest));
+                change_rows += c.batch.num_rows();
+                let bytes =
+                    dlink_rt::ipc::encode(&c.batch.schema(), std::slice::from_ref(&c.batch))
+                        .map_err(|e| {
+                            Fail::Failed(format!("cannot encode the changes of '{name}': {e}"))
+                        })?;
+                (start, end, bytes)
+            }
+            _ => (newest + 1, newest, Vec::new()),
+        };
+        inputs.push(UpstreamInput {
+            name: name.clone(),
+            start_version: start,
+            end_version: end,
+            changes: bytes,
+        });
+    }
+    Ok((inputs, change_rows))
+}
+
+pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail> {
+    let started = Instant::now();
+    let declared = parse_keys(&args.keys).map_err(Fail::Usage)?;
+    check_config(&args.config)?;
+    let (upstreams, tables) = named_inputs(args)?;
+    let pipeline = args.pipeline.clone().unwrap_or_else(|| {
+        args.plugin
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "plugin".into())
+    });
+    let read = read_inputs(&upstreams)?;
     let limits = Limits::default();
     let mut lookup = MemoryLookup::new(limits.max_lookup_rows);
     // What a 0.2 plugin's init is told: the tables' schemas and the --key columns.
@@ -200,66 +249,17 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
             .map_err(Fail::Failed)?;
     }
     let lookup = Arc::new(lookup);
-    // Upstreams without rows are "read up to" the newest version of the batch.
-    let newest = read
-        .iter()
-        .filter_map(|(_, c)| c.as_ref().and_then(|c| c.versions))
-        .map(|(_, end)| end)
-        .max()
-        .unwrap_or(fixtures::DEFAULT_COMMIT_VERSION);
-    let mut inputs = Vec::with_capacity(read.len());
-    let mut change_rows = 0;
-    for (name, rows) in &read {
-        let (start, end, bytes) = match rows {
-            Some(c) if c.batch.num_rows() > 0 => {
-                let (start, end) = c.versions.unwrap_or((newest, newest));
-                change_rows += c.batch.num_rows();
-                let bytes =
-                    dlink_rt::ipc::encode(&c.batch.schema(), std::slice::from_ref(&c.batch))
-                        .map_err(|e| {
-                            Fail::Failed(format!("cannot encode the changes of '{name}': {e}"))
-                        })?;
-                (start, end, bytes)
-            }
-            _ => (newest + 1, newest, Vec::new()),
-        };
-        inputs.push(UpstreamInput {
-            name: name.clone(),
-            start_version: start,
-            end_version: end,
-            changes: bytes,
-        });
-    }
+    let (inputs, change_rows) = encode_inputs(&read)?;
 
     let plugin_label = args.plugin.display().to_string();
     let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
-    let call_err = |e: PluginError| plugin_err(e.to_string());
-    let host = host
-        .build()
-        .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
-    let compiled = host.compile(&args.plugin).map_err(call_err)?;
-    if compiled.contract == Contract::V0_2 && declared.is_empty() {
-        return Err(Fail::Usage(format!(
-            "{plugin_label} speaks {}, whose init is told the pipeline's key columns: \
-             give them with --key NAME:TYPE (e.g. --key id:long)",
-            compiled.contract
-        )));
-    }
-    let spec = PluginSpec {
-        path: args.plugin.clone(),
-        config_json: args.config.clone(),
-        limits,
-        read_dirs: Vec::new(),
-        storage: Default::default(),
+    let run = PluginRun {
+        args,
+        info: &info,
+        declared: &declared,
+        pipeline: &pipeline,
     };
-    let mut instance = host
-        .instantiate(&compiled, &info, &spec)
-        .await
-        .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
-    let output = instance
-        .derive(&pipeline, args.batch_id, inputs, lookup.clone())
-        .await
-        .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
+    let output = run.call(host, inputs, lookup.clone()).await?;
     let keys = match (&output, declared.is_empty()) {
         (Output::Combined(ipc), true) => output_keys(ipc).map_err(plugin_err)?,
         _ => declared,
@@ -288,4 +288,55 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         started.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// One call of the plugin under test.
+struct PluginRun<'a> {
+    args: &'a TestArgs,
+    info: &'a PipelineInfo,
+    declared: &'a [KeyColumn],
+    pipeline: &'a str,
+}
+
+impl PluginRun<'_> {
+    /// Compiles the plugin, instantiates it (its `init` told `info`) and calls `derive`.
+    async fn call(
+        &self,
+        host: HostBuilder,
+        inputs: Vec<UpstreamInput>,
+        lookup: Arc<MemoryLookup>,
+    ) -> Result<Output, Fail> {
+        let (args, info, declared, pipeline) = (self.args, self.info, self.declared, self.pipeline);
+        let plugin_label = args.plugin.display().to_string();
+        let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
+        let limits = Limits::default();
+        let call_err = |e: PluginError| plugin_err(e.to_string());
+        let host = host
+            .build()
+            .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
+        let compiled = host.compile(&args.plugin).map_err(call_err)?;
+        if compiled.contract == Contract::V0_2 && declared.is_empty() {
+            return Err(Fail::Usage(format!(
+                "{plugin_label} speaks {}, whose init is told the pipeline's key columns: \
+                 give them with --key NAME:TYPE (e.g. --key id:long)",
+                compiled.contract
+            )));
+        }
+        let spec = PluginSpec {
+            path: args.plugin.clone(),
+            config_json: args.config.clone(),
+            limits,
+            read_dirs: Vec::new(),
+            storage: Default::default(),
+        };
+        let mut instance = host
+            .instantiate(&compiled, info, &spec)
+            .await
+            .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
+        let output = instance
+            .derive(pipeline, args.batch_id, inputs, lookup)
+            .await
+            .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
+        Ok(output)
+    }
 }

@@ -10,13 +10,15 @@
 //! changed, a removed row is not there) it is rebuilt from a snapshot read. An earlier
 //! version, or an index that would outgrow its memory budget, is answered by a scan.
 
+mod build;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::row::{RowConverter, Rows, SortField};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -25,6 +27,7 @@ use hashbrown::HashTable;
 
 use super::scan::Request;
 use crate::config::{LookupSettings, Upstream};
+use build::{advance, build};
 
 /// End of a chain of rows.
 const NONE: u32 = u32::MAX;
@@ -454,105 +457,40 @@ impl Indexes {
                 *slot = Slot::Ready(ix);
                 Some(answer)
             }
-            Err(Refusal::OverBudget) => {
-                tracing::info!(
-                    upstream = %u.name,
-                    column = %req.column,
-                    "lookups of {}.{} are answered by scans: its index would exceed [lookups] memory_mb = {}",
-                    u.name,
-                    req.column,
-                    settings.memory_mb
-                );
-                *slot = Slot::Refused;
-                None
-            }
-            Err(Refusal::Unsupported(why)) => {
-                tracing::info!(
-                    upstream = %u.name,
-                    column = %req.column,
-                    "lookups of {}.{} are answered by scans: {why}",
-                    u.name,
-                    req.column
-                );
-                *slot = Slot::Refused;
-                None
-            }
-            Err(Refusal::Transient(why)) => {
-                tracing::debug!("index of {}.{} not built: {why}", u.name, req.column);
+            Err(refusal) => {
+                if refused(refusal, &u.name, &req.column, settings.memory_mb) {
+                    *slot = Slot::Refused;
+                }
                 None
             }
         }
     }
 }
 
-/// The table's columns as the index holds them (nullable).
-fn index_schema(u: &Upstream, table: &DeltaTable) -> Result<SchemaRef, Refusal> {
-    let schema =
-        crate::cdf::arrow_schema(u, table).map_err(|e| Refusal::Transient(e.to_string()))?;
-    Ok(Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    )))
-}
-
-/// Builds the index of the pinned table's `column` from a snapshot read.
-async fn build(at: &Pinned<'_>, column: &str, budget: usize) -> Result<Box<Index>, Refusal> {
-    let Pinned {
-        ctx,
-        upstream: u,
-        table,
-        version,
-    } = *at;
-    let started = Instant::now();
-    let schema = index_schema(u, table)?;
-    let mut ix = Box::new(Index::new(schema.clone(), column, version, budget)?);
-    let transient =
-        |e: deltalake::datafusion::error::DataFusionError| Refusal::Transient(e.to_string());
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| Refusal::Transient(e.to_string()))?;
-    let mut stream = ctx
-        .read_table(provider)
-        .map_err(transient)?
-        .execute_stream()
-        .await
-        .map_err(transient)?;
-    while let Some(b) = stream.next().await {
-        let b = b.map_err(transient)?;
-        let b = crate::cdf::conform(&b, &schema).map_err(Refusal::Transient)?;
-        ix.add_batch(&b)?;
+/// Logs why an index was not built; true when lookups of that column are answered by
+/// scans from now on (over the memory budget, or a column an index cannot hold), false
+/// when the next lookup may try again.
+fn refused(refusal: Refusal, table: &str, column: &str, memory_mb: u64) -> bool {
+    match refusal {
+        Refusal::OverBudget => {
+            tracing::info!(
+                upstream = %table,
+                column = %column,
+                "lookups of {table}.{column} are answered by scans: its index would exceed [lookups] memory_mb = {memory_mb}",
+            );
+            true
+        }
+        Refusal::Unsupported(why) => {
+            tracing::info!(
+                upstream = %table,
+                column = %column,
+                "lookups of {table}.{column} are answered by scans: {why}",
+            );
+            true
+        }
+        Refusal::Transient(why) => {
+            tracing::debug!("index of {table}.{column} not built: {why}");
+            false
+        }
     }
-    ix.build_time = started.elapsed();
-    tracing::debug!(
-        "index of {}.{column} at version {version}: {} rows, {} bytes, built in {} ms",
-        u.name,
-        ix.live,
-        ix.bytes(),
-        ix.build_time.as_millis()
-    );
-    Ok(ix)
-}
-
-/// Moves `ix` to the pinned version by applying the table's change feed in between.
-async fn advance(mut ix: Box<Index>, at: &Pinned<'_>) -> Result<Box<Index>, Refusal> {
-    let Pinned {
-        ctx,
-        upstream: u,
-        table,
-        version,
-    } = *at;
-    if index_schema(u, table)? != ix.schema {
-        return Err(Refusal::Transient("the table's schema changed".into()));
-    }
-    // Every column and change type, unfiltered: the index mirrors the table itself.
-    let plain = Upstream::new(u.name.clone(), u.uri.clone());
-    let changes = crate::cdf::read_changes(ctx, &plain, table, ix.version + 1, version)
-        .await
-        .map_err(|e| Refusal::Transient(e.to_string()))?;
-    ix.apply(&changes.batches, version)?;
-    Ok(ix)
 }
