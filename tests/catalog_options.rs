@@ -7,7 +7,7 @@ use common::{keys_of_batch, set, Workspace};
 use deltalake::arrow::array::AsArray;
 use deltalake::arrow::datatypes::Int64Type;
 use dlink_rt::config::Upstream;
-use dlink_rt::demo::{Col, DemoTable, SPMASTER};
+use dlink_rt::demo::{DemoTable, AFFILIATION, SPMASTER};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,11 +84,7 @@ async fn start_version_and_filter_shape_a_pipelines_keys() {
     sp.insert(json!([[2, "b", "FR"], [3, "c", "XX"]]))
         .await
         .unwrap(); // v1
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
+    let cols = AFFILIATION;
     DemoTable::create(&ws.table("affiliation"), &cols, json!([[9, 90, 1]]))
         .await
         .unwrap();

@@ -140,20 +140,10 @@ async fn retention_waits_for_every_registered_consumer_then_removes_and_vacuums(
     );
 
     // The commit says what was removed.
-    let url = deltalake::ensure_table_uri(link.to_str().unwrap()).unwrap();
-    let t = deltalake::open_table(url).await.unwrap();
-    use futures::StreamExt;
-    let history: Vec<_> = t.history(None).collect().await;
-    let removal = history
+    let removal = common::link_commit_metadata(&file)
+        .await
         .iter()
-        .filter_map(|c| c.as_ref().ok())
-        .find_map(|c| {
-            c.info
-                .get("dlink")?
-                .get("compact")?
-                .get("retention")
-                .cloned()
-        })
+        .find_map(|m| m.get("compact")?.get("retention").cloned())
         .expect("a commit records the retention");
     assert_eq!(removal["from_batch"], 1);
     assert_eq!(removal["through_batch"], 2);

@@ -2,22 +2,11 @@
 //! in a new process) with the same plugins compiles nothing. Prints cold and warm
 //! start times; `DLINK_START_PLUGINS=20` measures with 20 distinct plugins.
 
+mod common;
+
 use std::time::Instant;
 
 use dlink_rt::plugin::{Origin, PluginHost};
-
-/// The component with a custom section appended: same code, distinct hash.
-fn variant(wasm: &[u8], i: usize) -> Vec<u8> {
-    let name = b"dlink-variant";
-    let tag = i.to_string();
-    let mut out = wasm.to_vec();
-    out.push(0);
-    out.push((1 + name.len() + tag.len()) as u8);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.extend_from_slice(tag.as_bytes());
-    out
-}
 
 #[test]
 fn second_start_compiles_nothing() {
@@ -33,7 +22,7 @@ fn second_start_compiles_nothing() {
     let files: Vec<_> = (0..n)
         .map(|i| {
             let p = dir.path().join(format!("p{i}.wasm"));
-            std::fs::write(&p, variant(&base, i)).unwrap();
+            std::fs::write(&p, common::new_version_of(&base, &i.to_string())).unwrap();
             p
         })
         .collect();

@@ -22,14 +22,7 @@ fn sha(bytes: &[u8]) -> String {
 }
 
 async fn last_commit_plugin(file: &Path) -> Value {
-    use futures::StreamExt;
-    let p = dlink_rt::config::Pipeline::load(file).unwrap();
-    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
-        .await
-        .unwrap();
-    let mut history = table.history(Some(1));
-    let ci = history.next().await.unwrap().unwrap();
-    ci.info["dlink"]["plugin"].clone()
+    common::link_commit_metadata(file).await[0]["plugin"].clone()
 }
 
 struct Follower(Child);

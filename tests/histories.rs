@@ -3,12 +3,17 @@
 //! budgets; lookup-only tables; two runs at once; and the seed's pitfalls.
 
 mod common;
+/// The seed's pitfalls, each as its own regression test.
+#[path = "histories/pitfalls.rs"]
+mod pitfalls;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{dlink, keys_of_batch, link_rows, link_state, plugin, set, text, Workspace};
-use dlink_rt::demo::{Col, DemoTable, SPMASTER};
+use common::{
+    dlink, keys_of_batch, link_commit_metadata, link_rows, link_state, plugin, set, text, Workspace,
+};
+use dlink_rt::demo::{Col, DemoTable, DEPARTMENT, EMPLOYEE, SPMASTER};
 use serde_json::{json, Value};
 
 /// spmaster with rows 1..=3 (v0) and an empty-ish affiliation (v0).
@@ -63,23 +68,6 @@ fn reset(file: &Path, upstream: &str, to: &[&str]) -> String {
         .unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "reset failed:\n{out}\n{err}");
-    out
-}
-
-/// The `dlink` commit metadata of every commit of the link table, newest first.
-async fn link_commit_metadata(file: &Path) -> Vec<Value> {
-    use futures::StreamExt;
-    let p = dlink_rt::config::Pipeline::load(file).unwrap();
-    let table = deltalake::open_table(deltalake::ensure_table_uri(&p.link_uri).unwrap())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let mut history = table.history(None);
-    while let Some(ci) = history.next().await {
-        if let Some(m) = ci.unwrap().info.get("dlink") {
-            out.push(m.clone());
-        }
-    }
     out
 }
 
@@ -317,17 +305,8 @@ async fn max_batch_rows_cuts_batches_at_whole_commits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lookup_only_table_is_read_at_the_batch_start_and_recorded() {
     let ws = Workspace::new();
-    let emp_cols = [
-        ("emp_id", Col::Long),
-        ("name", Col::Str),
-        ("dept_id", Col::Long),
-        ("manager_id", Col::Long),
-    ];
-    let dept_cols = [
-        ("dept_id", Col::Long),
-        ("manager_id", Col::Long),
-        ("dept_name", Col::Str),
-    ];
+    let emp_cols = EMPLOYEE;
+    let dept_cols = DEPARTMENT;
     let mut emp = DemoTable::create(
         &ws.table("employee"),
         &emp_cols,
@@ -454,81 +433,5 @@ async fn two_runs_at_once_commit_each_batch_once() {
             printed as i64, want_cp.batch_id,
             "each batch reported by exactly one run (round {round})"
         );
-    }
-}
-
-/// The seed's pitfalls, each as its own regression test.
-mod pitfalls {
-    use super::*;
-
-    /// A change-type filter must never drop updates: both images yield keys.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn an_update_yields_keys_of_both_images() {
-        let ws = Workspace::new();
-        let (_, mut aff) = sp_tables(&ws).await;
-        let p = sp_pipeline(&ws, 10);
-        ws.run_ok(&p);
-        aff.update("sp_id = 1", &[("sp_id", "2")]).await.unwrap();
-        ws.run_ok(&p);
-        assert_eq!(keys_of_batch(&p, 2).await, set(&[1, 2]));
-    }
-
-    /// A change only on the "static" (non-driving) side of a join yields keys.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_change_on_the_static_side_of_a_join_yields_keys() {
-        let ws = Workspace::new();
-        let emp_cols = [
-            ("emp_id", Col::Long),
-            ("name", Col::Str),
-            ("dept_id", Col::Long),
-            ("manager_id", Col::Long),
-        ];
-        let dept_cols = [
-            ("dept_id", Col::Long),
-            ("manager_id", Col::Long),
-            ("dept_name", Col::Str),
-        ];
-        DemoTable::create(
-            &ws.table("employee"),
-            &emp_cols,
-            json!([[1, "e1", 7, 10], [2, "e2", 8, 20]]),
-        )
-        .await
-        .unwrap();
-        let mut dept = DemoTable::create(
-            &ws.table("department"),
-            &dept_cols,
-            json!([[7, 10, "A"], [8, 20, "B"]]),
-        )
-        .await
-        .unwrap();
-        let p = ws.pipeline(
-            "ed",
-            "emp_dept",
-            &["employee", "department"],
-            &plugin("emp_dept"),
-            "emp_id",
-            10,
-        );
-        ws.run_ok(&p);
-        dept.delete("dept_id = 8").await.unwrap();
-        ws.run_ok(&p);
-        assert_eq!(
-            keys_of_batch(&p, 2).await,
-            set(&[2]),
-            "deleting a department affects its employee"
-        );
-    }
-
-    /// A delete yields the deleted row's key.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_delete_yields_keys() {
-        let ws = Workspace::new();
-        let (mut sp, _) = sp_tables(&ws).await;
-        let p = sp_pipeline(&ws, 10);
-        ws.run_ok(&p);
-        sp.delete("diasng_id = 3").await.unwrap();
-        ws.run_ok(&p);
-        assert_eq!(keys_of_batch(&p, 2).await, set(&[3]));
     }
 }

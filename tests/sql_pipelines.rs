@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{dlink, keys_of_batch, link_rows, set, text, Workspace};
-use dlink_rt::demo::{Col, DemoTable};
+use dlink_rt::demo::{DemoTable, AFFILIATION, DEPARTMENT, EMPLOYEE, SPMASTER};
 use serde_json::json;
 
 /// The seed's `link_sp_affiliation`, adapted to the `<upstream>_changes` naming.
@@ -41,11 +41,7 @@ fn sql_pipeline(
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_full_outer_join_runs_as_written() {
     let ws = Workspace::new();
-    let cols = [
-        ("diasng_id", Col::Long),
-        ("name", Col::Str),
-        ("country", Col::Str),
-    ];
+    let cols = SPMASTER;
     let mut sp = DemoTable::create(
         &ws.table("spmaster"),
         &cols,
@@ -53,11 +49,7 @@ async fn seed_full_outer_join_runs_as_written() {
     )
     .await
     .unwrap();
-    let cols = [
-        ("sp_id", Col::Long),
-        ("institution_key", Col::Long),
-        ("rank", Col::Long),
-    ];
+    let cols = AFFILIATION;
     let mut aff = DemoTable::create(
         &ws.table("affiliation"),
         &cols,
@@ -115,17 +107,8 @@ async fn seed_full_outer_join_runs_as_written() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_reads_the_pinned_tables_for_joins() {
     let ws = Workspace::new();
-    let emp_cols = [
-        ("emp_id", Col::Long),
-        ("name", Col::Str),
-        ("dept_id", Col::Long),
-        ("manager_id", Col::Long),
-    ];
-    let dept_cols = [
-        ("dept_id", Col::Long),
-        ("manager_id", Col::Long),
-        ("dept_name", Col::Str),
-    ];
+    let emp_cols = EMPLOYEE;
+    let dept_cols = DEPARTMENT;
     let mut emp = DemoTable::create(
         &ws.table("employee"),
         &emp_cols,
@@ -188,19 +171,11 @@ fn sql_error_names_the_pipeline_and_the_query_problem() {
     let ws = Workspace::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let cols = [
-            ("diasng_id", Col::Long),
-            ("name", Col::Str),
-            ("country", Col::Str),
-        ];
+        let cols = SPMASTER;
         DemoTable::create(&ws.table("spmaster"), &cols, json!([[1, "a", "DE"]]))
             .await
             .unwrap();
-        let cols = [
-            ("sp_id", Col::Long),
-            ("institution_key", Col::Long),
-            ("rank", Col::Long),
-        ];
+        let cols = AFFILIATION;
         DemoTable::create(&ws.table("affiliation"), &cols, json!([[1, 10, 1]]))
             .await
             .unwrap();

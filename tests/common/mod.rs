@@ -403,23 +403,29 @@ pub fn install(dst: &Path, bytes: &[u8]) {
     std::fs::rename(tmp, dst).expect("rename it over the old one");
 }
 
-/// The `dlink.batch_id` of every commit in the link table's log, oldest first.
-pub async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
+/// The `dlink` commit metadata of every commit of the link table, newest first (the
+/// one reader of the link table's history the tests share).
+pub async fn link_commit_metadata(file: &Path) -> Vec<serde_json::Value> {
     use futures::StreamExt;
     let p = dlink_rt::config::Pipeline::load(file).unwrap();
     let table = link_table(&p).await;
-    let mut ids: Vec<(i64, i64)> = Vec::new();
+    let mut out = Vec::new();
     let mut history = table.history(None);
     while let Some(ci) = history.next().await {
-        let ci = ci.unwrap();
-        if let Some(meta) = ci.info.get("dlink") {
-            ids.push((
-                ci.timestamp.unwrap_or(0),
-                meta["batch_id"].as_i64().unwrap(),
-            ));
+        if let Some(m) = ci.unwrap().info.get("dlink") {
+            out.push(m.clone());
         }
     }
-    let mut ids: Vec<i64> = ids.into_iter().map(|(_, b)| b).collect();
+    out
+}
+
+/// The `dlink.batch_id` of every commit in the link table's log, in order.
+pub async fn batch_ids_in_log(file: &Path) -> Vec<i64> {
+    let mut ids: Vec<i64> = link_commit_metadata(file)
+        .await
+        .iter()
+        .filter_map(|m| m["batch_id"].as_i64())
+        .collect();
     ids.sort();
     ids
 }

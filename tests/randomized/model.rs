@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use dlink_rt::demo::Col;
+use dlink_rt::demo::{
+    Col, AFFILIATION, AUTHOR_PUBLICATION_LINK, DEPARTMENT, EMPLOYEE, PUBLICATIONS, SPMASTER,
+};
 use serde_json::{json, Value};
 
 /// One cell of a row: the tables only have `long` and `string` columns.
@@ -86,63 +88,42 @@ impl Spec {
 pub const TABLES: [Spec; 6] = [
     Spec {
         name: "spmaster",
-        cols: &[
-            ("diasng_id", Col::Long),
-            ("name", Col::Str),
-            ("country", Col::Str),
-        ],
+        cols: &SPMASTER,
         pk: Some("diasng_id"),
         join_cols: &[],
         merge_keys: &[&["diasng_id"]],
     },
     Spec {
         name: "affiliation",
-        cols: &[
-            ("sp_id", Col::Long),
-            ("institution_key", Col::Long),
-            ("rank", Col::Long),
-        ],
+        cols: &AFFILIATION,
         pk: None,
         join_cols: &["sp_id"],
         merge_keys: &[&["sp_id", "institution_key"], &["sp_id", "rank"]],
     },
     Spec {
         name: "employee",
-        cols: &[
-            ("emp_id", Col::Long),
-            ("name", Col::Str),
-            ("dept_id", Col::Long),
-            ("manager_id", Col::Long),
-        ],
+        cols: &EMPLOYEE,
         pk: Some("emp_id"),
         join_cols: &["dept_id"],
         merge_keys: &[&["emp_id"]],
     },
     Spec {
         name: "department",
-        cols: &[
-            ("dept_id", Col::Long),
-            ("manager_id", Col::Long),
-            ("dept_name", Col::Str),
-        ],
+        cols: &DEPARTMENT,
         pk: Some("dept_id"),
         join_cols: &[],
         merge_keys: &[&["dept_id"]],
     },
     Spec {
         name: "publications",
-        cols: &[
-            ("pub_id", Col::Long),
-            ("title", Col::Str),
-            ("year", Col::Long),
-        ],
+        cols: &PUBLICATIONS,
         pk: Some("pub_id"),
         join_cols: &[],
         merge_keys: &[&["pub_id"]],
     },
     Spec {
         name: "author_publication_link",
-        cols: &[("pub_id", Col::Long), ("uid", Col::Long)],
+        cols: &AUTHOR_PUBLICATION_LINK,
         pk: None,
         join_cols: &["pub_id", "uid"],
         // The matched side takes the other column: a MERGE that re-points links.
