@@ -137,9 +137,12 @@ pub enum BatchFailure {
     /// The plugin failed, or its output was refused.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// The SQL derivation failed, or its result has the wrong columns.
+    /// The SQL derivation failed.
     #[error("{0}")]
     Sql(String),
+    /// The SQL query's result has the wrong columns or values.
+    #[error(transparent)]
+    QueryOutput(Box<crate::keys::InvalidKeys>),
     /// The change rows read could not be cut to `max_batch_rows` at a whole commit.
     #[error("cannot cut the batch to max_batch_rows: {source}")]
     Budget {
@@ -187,7 +190,7 @@ impl Error {
                 BatchFailure::Plugin(PluginError::Timeout { .. }) => "plugin_timeout",
                 BatchFailure::Plugin(PluginError::MemoryCap { .. }) => "plugin_memory",
                 BatchFailure::Plugin(_) => "plugin",
-                BatchFailure::Sql(_) => "sql",
+                BatchFailure::Sql(_) | BatchFailure::QueryOutput(_) => "sql",
                 BatchFailure::Encode { .. } => "encode",
                 BatchFailure::Budget { .. } => "read",
             },

@@ -127,7 +127,7 @@ impl Derive for NativeDerive {
             .map(|u| u.upstream.name.as_str())
             .collect();
         let keys = crate::keys::collect_parts(&parts, &input.pipeline.keys, &names)
-            .map_err(crate::Error::Other)?;
+            .map_err(|e| crate::Error::Other(e.to_string()))?;
         Ok(Derived {
             keys,
             sha256: String::new(),

@@ -202,8 +202,10 @@ impl Derive for PluginDerive<'_> {
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let keys = crate::keys::collect_output(output, &pipeline.keys, &names)
-            .map_err(|reason| batch_err(&input, PluginError::InvalidOutput { reason }.into()))?;
+        let keys = crate::keys::collect_output(output, &pipeline.keys, &names).map_err(|e| {
+            let reason = Box::new(e);
+            batch_err(&input, PluginError::InvalidOutput { reason }.into())
+        })?;
         let timings = PluginTimings {
             load: load_time,
             encode: encode_time,
@@ -323,7 +325,7 @@ impl Derive for SqlDerive<'_> {
             &names,
             Some(&default),
         )
-        .map_err(|e| batch_err(&input, BatchFailure::Sql(e)))?;
+        .map_err(|e| batch_err(&input, BatchFailure::QueryOutput(Box::new(e))))?;
         Ok(Derived {
             keys,
             sha256: crate::plugin::sha256_hex(self.query.as_bytes()),

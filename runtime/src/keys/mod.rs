@@ -17,8 +17,11 @@ use deltalake::arrow::compute::{cast, concat_batches, take};
 use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicrosecondType};
 use deltalake::arrow::row::{RowConverter, SortField};
 
+mod error;
 mod parts;
 mod sql;
+
+pub use error::InvalidKeys;
 
 pub use parts::{collect_output, collect_parts, KeysPart};
 
@@ -72,7 +75,7 @@ pub fn collect(
     ipc: &[u8],
     keys: &[KeyColumn],
     upstream_names: &[&str],
-) -> Result<AffectedKeys, String> {
+) -> Result<AffectedKeys, InvalidKeys> {
     if ipc.is_empty() {
         return Ok(AffectedKeys {
             columns: keys
@@ -83,8 +86,8 @@ pub fn collect(
             change_ts: Vec::new(),
         });
     }
-    let (schema, batches) = crate::ipc::decode(ipc)
-        .map_err(|e| format!("derive returned bytes that are not an Arrow IPC stream: {e}"))?;
+    let (schema, batches) =
+        crate::ipc::decode(ipc).map_err(|source| InvalidKeys::NotArrow { part: None, source })?;
     collect_batches(&schema, &batches, keys, upstream_names, None)
 }
 
@@ -96,25 +99,24 @@ pub fn collect_batches(
     keys: &[KeyColumn],
     upstream_names: &[&str],
     default: Option<&DefaultCause>,
-) -> Result<AffectedKeys, String> {
+) -> Result<AffectedKeys, InvalidKeys> {
     if let Some(d) = default {
         return sql::collect_with_default(schema, batches, keys, upstream_names, d);
     }
     let ts_present = check_combined_schema(schema, keys)?;
-    let all = concat_batches(schema, batches).map_err(|e| e.to_string())?;
+    let all = concat_batches(schema, batches)?;
 
     let key_cols = non_null_keys(&all, keys)?;
     let up_col = column(&all, UPSTREAM)?;
     if up_col.logical_null_count() > 0 {
-        return Err(format!(
-            "derive returned {} null value(s) in '{UPSTREAM}'",
-            up_col.logical_null_count()
-        ));
+        return Err(InvalidKeys::NullUpstream {
+            count: up_col.logical_null_count(),
+        });
     }
     let up = RowUpstreams::new(&up_col, upstream_names)?;
     let ts: Option<ArrayRef> = if ts_present {
         let c = column(&all, crate::cdf::COMMIT_TIMESTAMP)?;
-        Some(cast(&c, &timestamp_type()).map_err(|e| e.to_string())?)
+        Some(cast(&c, &timestamp_type())?)
     } else {
         None
     };
@@ -138,7 +140,7 @@ pub fn collect_batches(
 fn check_combined_schema(
     schema: &deltalake::arrow::datatypes::SchemaRef,
     keys: &[KeyColumn],
-) -> Result<bool, String> {
+) -> Result<bool, InvalidKeys> {
     let expected = || {
         keys.iter()
             .map(|k| format!("{} {}", k.name, arrow_type(k.ty)))
@@ -152,46 +154,55 @@ fn check_combined_schema(
     for f in schema.fields() {
         let n = f.name().as_str();
         if n != UPSTREAM && n != crate::cdf::COMMIT_TIMESTAMP && !keys.iter().any(|k| k.name == n) {
-            return Err(format!(
-                "derive returned an unexpected column '{n}'; the output columns are: {}",
-                expected()
-            ));
+            return Err(InvalidKeys::UnexpectedColumn {
+                column: n.to_string(),
+                part: None,
+                expected: expected(),
+            });
         }
     }
-    check_key_columns(schema, keys, "", &expected)?;
+    check_key_columns(schema, keys, None, &expected)?;
     match schema.field_with_name(UPSTREAM) {
         Ok(f) if is_utf8(f.data_type()) => {}
         Ok(f) => {
-            return Err(format!(
-                "derive returned '{UPSTREAM}' as {}, not Utf8 (plain or dictionary-encoded)",
-                f.data_type()
-            ))
+            return Err(InvalidKeys::WrongType {
+                column: format!("'{UPSTREAM}'"),
+                part: None,
+                found: f.data_type().clone(),
+                wanted: ", not Utf8 (plain or dictionary-encoded)".into(),
+            })
         }
         Err(_) => {
-            return Err(format!(
-                "derive returned no '{UPSTREAM}' column; the output columns are: {}",
-                expected()
-            ))
+            return Err(InvalidKeys::MissingColumn {
+                column: format!("'{UPSTREAM}' column"),
+                part: None,
+                expected: Some(expected()),
+            })
         }
     }
     match schema.field_with_name(crate::cdf::COMMIT_TIMESTAMP) {
         Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => Ok(true),
-        Ok(f) => Err(format!(
-            "derive returned '{}' as {}, not a timestamp",
-            crate::cdf::COMMIT_TIMESTAMP,
-            f.data_type()
-        )),
+        Ok(f) => Err(InvalidKeys::WrongType {
+            column: format!("'{}'", crate::cdf::COMMIT_TIMESTAMP),
+            part: None,
+            found: f.data_type().clone(),
+            wanted: ", not a timestamp".into(),
+        }),
         Err(_) => Ok(false),
     }
 }
 
 /// The key columns of `all`, none of which may hold a null.
-fn non_null_keys(all: &RecordBatch, keys: &[KeyColumn]) -> Result<Vec<ArrayRef>, String> {
+fn non_null_keys(all: &RecordBatch, keys: &[KeyColumn]) -> Result<Vec<ArrayRef>, InvalidKeys> {
     let mut key_cols = Vec::with_capacity(keys.len());
     for k in keys {
         let col = all
             .column_by_name(&k.name)
-            .ok_or_else(|| format!("derive returned no key column '{}'", k.name))?
+            .ok_or_else(|| InvalidKeys::MissingColumn {
+                column: format!("key column '{}'", k.name),
+                part: None,
+                expected: None,
+            })?
             .clone();
         no_nulls(&col, &k.name)?;
         key_cols.push(col);
@@ -200,12 +211,13 @@ fn non_null_keys(all: &RecordBatch, keys: &[KeyColumn]) -> Result<Vec<ArrayRef>,
 }
 
 /// Fails on a key column holding a null.
-pub(crate) fn no_nulls(col: &ArrayRef, name: &str) -> Result<(), String> {
+pub(crate) fn no_nulls(col: &ArrayRef, name: &str) -> Result<(), InvalidKeys> {
     match col.null_count() {
         0 => Ok(()),
-        n => Err(format!(
-            "derive returned {n} null value(s) in key column '{name}'; keys must not be null"
-        )),
+        count => Err(InvalidKeys::NullKeys {
+            column: name.to_string(),
+            count,
+        }),
     }
 }
 
@@ -215,10 +227,10 @@ pub(crate) fn no_nulls(col: &ArrayRef, name: &str) -> Result<(), String> {
 fn fold(
     key_cols: Vec<ArrayRef>,
     rows: usize,
-    mut upstream_of: impl FnMut(usize) -> Result<usize, String>,
+    mut upstream_of: impl FnMut(usize) -> Result<usize, InvalidKeys>,
     ts: Option<&deltalake::arrow::array::TimestampMicrosecondArray>,
     upstream_names: &[&str],
-) -> Result<AffectedKeys, String> {
+) -> Result<AffectedKeys, InvalidKeys> {
     // Which distinct key each row is, then each key's causes (a bit per upstream)
     // and newest timestamp.
     let (slot_of_row, first) = distinct_keys(&key_cols, rows)?;
@@ -254,7 +266,7 @@ fn fold(
     let idx = UInt32Array::from(first);
     let columns = key_cols
         .iter()
-        .map(|c| take(c, &idx, None).map_err(|e| e.to_string()))
+        .map(|c| take(c, &idx, None))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AffectedKeys {
         columns,
@@ -263,28 +275,30 @@ fn fold(
     })
 }
 
-/// Every key column is in `schema` with its declared type; `context` follows the
-/// column in messages (e.g. ` for 'spmaster'`), `expected` lists the output columns.
+/// Every key column is in `schema` with its declared type; `part` is the upstream of a
+/// contract 0.2 part, `expected` lists the output columns.
 fn check_key_columns(
     schema: &deltalake::arrow::datatypes::Schema,
     keys: &[KeyColumn],
-    context: &str,
+    part: Option<&str>,
     expected: &dyn Fn() -> String,
-) -> Result<(), String> {
+) -> Result<(), InvalidKeys> {
     for k in keys {
         let want = arrow_type(k.ty);
         let Ok(f) = schema.field_with_name(&k.name) else {
-            let name = &k.name;
-            return Err(format!(
-                "derive returned no key column '{name}'{context}; the output columns are: {}",
-                expected()
-            ));
+            return Err(InvalidKeys::MissingColumn {
+                column: format!("key column '{}'", k.name),
+                part: part.map(String::from),
+                expected: Some(expected()),
+            });
         };
         if f.data_type() != &want {
-            let (name, got, ty) = (&k.name, f.data_type(), k.ty);
-            return Err(format!(
-                "derive returned key column '{name}' as {got}, but the pipeline declares it {ty} ({want})"
-            ));
+            return Err(InvalidKeys::WrongType {
+                column: format!("key column '{}'", k.name),
+                part: None,
+                found: f.data_type().clone(),
+                wanted: format!(", but the pipeline declares it {} ({want})", k.ty),
+            });
         }
     }
     Ok(())
@@ -308,19 +322,21 @@ enum RowUpstreams<'a> {
 }
 
 impl<'a> RowUpstreams<'a> {
-    fn new(col: &'a ArrayRef, names: &'a [&'a str]) -> Result<Self, String> {
+    fn new(col: &'a ArrayRef, names: &'a [&'a str]) -> Result<Self, InvalidKeys> {
         if let Some(plain) = col.as_string_opt::<i32>() {
             return Ok(RowUpstreams::Plain(plain, names));
         }
-        let dict = col
-            .as_any_dictionary_opt()
-            .ok_or_else(|| format!("derive returned '{UPSTREAM}' as {}", col.data_type()))?;
-        let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
-            format!(
-                "derive returned '{UPSTREAM}' as {}, not Utf8",
-                col.data_type()
-            )
-        })?;
+        let wrong_type = |wanted: &str| InvalidKeys::WrongType {
+            column: format!("'{UPSTREAM}'"),
+            part: None,
+            found: col.data_type().clone(),
+            wanted: wanted.into(),
+        };
+        let dict = col.as_any_dictionary_opt().ok_or_else(|| wrong_type(""))?;
+        let values = dict
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| wrong_type(", not Utf8"))?;
         let of_value = values
             .iter()
             .map(|v| {
@@ -333,7 +349,7 @@ impl<'a> RowUpstreams<'a> {
             .collect();
         // The keys checked here, not by arrow (whose `normalized_keys` panics on an
         // empty dictionary and clamps keys out of range): the bytes come from a plugin.
-        let keys = cast(dict.keys(), &DataType::Int64).map_err(|e| e.to_string())?;
+        let keys = cast(dict.keys(), &DataType::Int64)?;
         let keys = keys
             .as_primitive::<Int64Type>()
             .values()
@@ -342,11 +358,11 @@ impl<'a> RowUpstreams<'a> {
                 usize::try_from(*k)
                     .ok()
                     .filter(|k| *k < values.len())
-                    .ok_or_else(|| {
-                        format!(
-                            "derive returned a '{UPSTREAM}' dictionary key ({k}) outside its {} value(s)",
+                    .ok_or_else(|| InvalidKeys::Malformed {
+                        detail: format!(
+                            "a '{UPSTREAM}' dictionary key ({k}) outside its {} value(s)",
                             values.len()
-                        )
+                        ),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -355,12 +371,11 @@ impl<'a> RowUpstreams<'a> {
 
     /// The upstream of row `i`; `last` is the previous row's (rows of one upstream
     /// usually come in a run).
-    fn index(&self, i: usize, last: &mut usize) -> Result<usize, String> {
-        let unknown = |name: &str, names: &[&str]| {
-            format!(
-                "derive returned '{UPSTREAM}' = '{name}', which is not an upstream of the pipeline (upstreams: {})",
-                names.join(", ")
-            )
+    fn index(&self, i: usize, last: &mut usize) -> Result<usize, InvalidKeys> {
+        let unknown = |name: &str, names: &[&str]| InvalidKeys::UnknownUpstream {
+            name: name.to_string(),
+            part: false,
+            upstreams: names.iter().map(|n| n.to_string()).collect(),
         };
         match self {
             RowUpstreams::Plain(up, names) => {
@@ -377,7 +392,9 @@ impl<'a> RowUpstreams<'a> {
                 match keys.get(i).and_then(|k| of_value.get(*k)) {
                     Some(Ok(u)) => Ok(*u),
                     Some(Err(name)) => Err(unknown(name, names)),
-                    None => Err(format!("derive returned a bad '{UPSTREAM}' dictionary")),
+                    None => Err(InvalidKeys::Malformed {
+                        detail: format!("a bad '{UPSTREAM}' dictionary"),
+                    }),
                 }
             }
         }
@@ -389,7 +406,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Numbers the distinct keys of `rows` rows in order of first appearance: the key's
 /// number for each row, and the first row of each key. One integer key column (the
 /// usual case) is hashed as an integer; other keys through the row format.
-fn distinct_keys(key_cols: &[ArrayRef], rows: usize) -> Result<(Vec<u32>, Vec<u32>), String> {
+fn distinct_keys(key_cols: &[ArrayRef], rows: usize) -> Result<(Vec<u32>, Vec<u32>), InvalidKeys> {
     let single = match key_cols {
         [c] => c
             .as_primitive_opt::<Int64Type>()
@@ -408,11 +425,8 @@ fn distinct_keys(key_cols: &[ArrayRef], rows: usize) -> Result<(Vec<u32>, Vec<u3
             .iter()
             .map(|c| SortField::new(c.data_type().clone()))
             .collect(),
-    )
-    .map_err(|e| e.to_string())?;
-    let converted = converter
-        .convert_columns(key_cols)
-        .map_err(|e| e.to_string())?;
+    )?;
+    let converted = converter.convert_columns(key_cols)?;
     Ok(number((0..rows).map(|r| converted.row(r)), rows))
 }
 
@@ -461,10 +475,14 @@ fn number<K: std::hash::Hash + Eq>(
     (slot_of_row, first)
 }
 
-fn column(b: &RecordBatch, name: &str) -> Result<ArrayRef, String> {
+fn column(b: &RecordBatch, name: &str) -> Result<ArrayRef, InvalidKeys> {
     b.column_by_name(name)
         .cloned()
-        .ok_or_else(|| format!("derive returned no '{name}' column"))
+        .ok_or_else(|| InvalidKeys::MissingColumn {
+            column: format!("'{name}' column"),
+            part: None,
+            expected: None,
+        })
 }
 
 #[cfg(test)]

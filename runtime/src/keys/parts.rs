@@ -5,7 +5,7 @@ use deltalake::arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBa
 use deltalake::arrow::compute::{cast, concat};
 use deltalake::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 
-use super::{arrow_type, fold, AffectedKeys};
+use super::{arrow_type, fold, AffectedKeys, InvalidKeys};
 use crate::cdf::timestamp_type;
 use crate::config::KeyColumn;
 use crate::plugin::Output;
@@ -22,17 +22,18 @@ pub fn collect_output(
     out: Output,
     keys: &[KeyColumn],
     upstream_names: &[&str],
-) -> Result<AffectedKeys, String> {
+) -> Result<AffectedKeys, InvalidKeys> {
     match out {
         Output::Combined(ipc) => super::collect(&ipc, keys, upstream_names),
         Output::PerUpstream(parts) => {
             let parts = parts
                 .into_iter()
                 .map(|(upstream, bytes)| {
-                    let (schema, batches) = crate::ipc::decode_owned(bytes).map_err(|e| {
-                        format!(
-                            "derive returned keys for '{upstream}' that are not an Arrow IPC stream: {e}"
-                        )
+                    let (schema, batches) = crate::ipc::decode_owned(bytes).map_err(|source| {
+                        InvalidKeys::NotArrow {
+                            part: Some(upstream.clone()),
+                            source,
+                        }
                     })?;
                     Ok(KeysPart {
                         upstream,
@@ -40,7 +41,7 @@ pub fn collect_output(
                         batches,
                     })
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, InvalidKeys>>()?;
             collect_parts(&parts, keys, upstream_names)
         }
     }
@@ -52,18 +53,16 @@ pub fn collect_parts(
     parts: &[KeysPart],
     keys: &[KeyColumn],
     upstream_names: &[&str],
-) -> Result<AffectedKeys, String> {
+) -> Result<AffectedKeys, InvalidKeys> {
     let mut of_part = Vec::with_capacity(parts.len());
     for p in parts {
         let u = upstream_names
             .iter()
             .position(|n| *n == p.upstream)
-            .ok_or_else(|| {
-                format!(
-                    "derive returned keys caused by '{}', which is not an upstream of the pipeline (upstreams: {})",
-                    p.upstream,
-                    upstream_names.join(", ")
-                )
+            .ok_or_else(|| InvalidKeys::UnknownUpstream {
+                name: p.upstream.clone(),
+                part: true,
+                upstreams: upstream_names.iter().map(|n| n.to_string()).collect(),
             })?;
         check_schema(&p.upstream, &p.schema, keys)?;
         of_part.push(u);
@@ -79,7 +78,7 @@ pub fn collect_parts(
         let col = if arrays.is_empty() {
             deltalake::arrow::array::new_empty_array(&arrow_type(k.ty))
         } else {
-            concat(&arrays).map_err(|e| e.to_string())?
+            concat(&arrays)?
         };
         super::no_nulls(&col, &k.name)?;
         key_cols.push(col);
@@ -91,7 +90,7 @@ pub fn collect_parts(
     for p in parts {
         for b in &p.batches {
             ts_arrays.push(match b.column_by_name(crate::cdf::COMMIT_TIMESTAMP) {
-                Some(t) => cast(t, &ts_type).map_err(|e| e.to_string())?,
+                Some(t) => cast(t, &ts_type)?,
                 None => new_null_array(&ts_type, b.num_rows()),
             });
             rows += b.num_rows();
@@ -102,7 +101,7 @@ pub fn collect_parts(
         None
     } else {
         let refs: Vec<&dyn Array> = ts_arrays.iter().map(|a| a.as_ref()).collect();
-        Some(concat(&refs).map_err(|e| e.to_string())?)
+        Some(concat(&refs)?)
     };
     let ts = ts
         .as_ref()
@@ -116,14 +115,16 @@ pub fn collect_parts(
         of_part
             .get(part)
             .copied()
-            .ok_or_else(|| "derive returned more rows than its parts hold".to_string())
+            .ok_or_else(|| InvalidKeys::Malformed {
+                detail: "more rows than its parts hold".into(),
+            })
     };
     fold(key_cols, rows, upstream_of, ts, upstream_names)
 }
 
 /// A part holds exactly the key columns (declared types) and optionally
 /// `_commit_timestamp` (a timestamp).
-fn check_schema(upstream: &str, schema: &SchemaRef, keys: &[KeyColumn]) -> Result<(), String> {
+fn check_schema(upstream: &str, schema: &SchemaRef, keys: &[KeyColumn]) -> Result<(), InvalidKeys> {
     let expected = || {
         keys.iter()
             .map(|k| format!("{} {}", k.name, arrow_type(k.ty)))
@@ -135,19 +136,22 @@ fn check_schema(upstream: &str, schema: &SchemaRef, keys: &[KeyColumn]) -> Resul
         let n = f.name().as_str();
         if n == crate::cdf::COMMIT_TIMESTAMP {
             if !matches!(f.data_type(), DataType::Timestamp(_, _)) {
-                return Err(format!(
-                    "derive returned '{n}' for '{upstream}' as {}, not a timestamp",
-                    f.data_type()
-                ));
+                return Err(InvalidKeys::WrongType {
+                    column: format!("'{n}'"),
+                    part: Some(upstream.to_string()),
+                    found: f.data_type().clone(),
+                    wanted: ", not a timestamp".into(),
+                });
             }
         } else if !keys.iter().any(|k| k.name == n) {
-            return Err(format!(
-                "derive returned an unexpected column '{n}' for '{upstream}'; the output columns are: {}",
-                expected()
-            ));
+            return Err(InvalidKeys::UnexpectedColumn {
+                column: n.to_string(),
+                part: Some(upstream.to_string()),
+                expected: expected(),
+            });
         }
     }
-    super::check_key_columns(schema, keys, &format!(" for '{upstream}'"), &expected)
+    super::check_key_columns(schema, keys, Some(upstream), &expected)
 }
 
 #[cfg(test)]
@@ -218,6 +222,12 @@ mod tests {
     #[test]
     fn bad_parts_are_refused_with_what_is_wrong() {
         let err = |parts: &[KeysPart]| collect_parts(parts, &keys(), &["a"]).unwrap_err();
+        let e = err(&[part("z", vec![Some(1)], vec![None])]);
+        assert!(
+            matches!(&e, InvalidKeys::UnknownUpstream { part: true, .. }),
+            "{e:?}"
+        );
+        let err = |parts: &[KeysPart]| err(parts).to_string();
         assert_eq!(
             err(&[part("z", vec![Some(1)], vec![None])]),
             "derive returned keys caused by 'z', which is not an upstream of the pipeline (upstreams: a)"

@@ -7,7 +7,7 @@ use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 
-use super::{arrow_type, collect_batches, AffectedKeys, DefaultCause, UPSTREAM};
+use super::{arrow_type, collect_batches, AffectedKeys, DefaultCause, InvalidKeys, UPSTREAM};
 use crate::config::KeyColumn;
 
 /// SQL output: key columns are cast to their declared types and the rows take the
@@ -19,32 +19,31 @@ pub(super) fn collect_with_default(
     keys: &[KeyColumn],
     upstream_names: &[&str],
     d: &DefaultCause,
-) -> Result<AffectedKeys, String> {
-    let all = concat_batches(schema, batches).map_err(|e| e.to_string())?;
+) -> Result<AffectedKeys, InvalidKeys> {
+    let all = concat_batches(schema, batches)?;
     let mut fields = Vec::with_capacity(keys.len() + 2);
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(keys.len() + 2);
     for k in keys {
-        let col = all.column_by_name(&k.name).ok_or_else(|| {
-            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            format!(
-                "the query returns no key column '{}' (it returns: {})",
-                k.name,
-                names.join(", ")
-            )
-        })?;
+        let col = all
+            .column_by_name(&k.name)
+            .ok_or_else(|| InvalidKeys::QueryMissingKey {
+                column: k.name.clone(),
+                returned: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            })?;
         let want = arrow_type(k.ty);
-        cols.push(cast(col, &want).map_err(|e| {
-            format!(
-                "the query returns key column '{}' as {}, which cannot be read as {want}: {e}",
-                k.name,
-                col.data_type()
-            )
-        })?);
+        cols.push(
+            cast(col, &want).map_err(|source| InvalidKeys::QueryKeyType {
+                column: k.name.clone(),
+                found: col.data_type().clone(),
+                wanted: want.clone(),
+                source,
+            })?,
+        );
         fields.push(Field::new(&k.name, want, true));
     }
     let given = all.column_by_name(UPSTREAM);
     cols.push(match given {
-        Some(u) => cast(u, &DataType::Utf8).map_err(|e| e.to_string())?,
+        Some(u) => cast(u, &DataType::Utf8)?,
         None => {
             let placeholder = upstream_names.first().copied().unwrap_or_default();
             Arc::new(StringArray::from(vec![placeholder; all.num_rows()]))
@@ -60,7 +59,7 @@ pub(super) fn collect_with_default(
         ));
     }
     let schema = Arc::new(Schema::new(fields));
-    let b = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
+    let b = RecordBatch::try_new(schema.clone(), cols)?;
     let mut k = collect_batches(&schema, &[b], keys, upstream_names, None)?;
     if given.is_none() {
         let mut all_causes = d.upstreams.clone();

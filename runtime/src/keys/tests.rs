@@ -63,14 +63,28 @@ fn duplicates_fold_into_one_row_with_all_causes_and_newest_time() {
 fn null_key_is_rejected() {
     let ipc = output(vec![Some(1), None], vec!["a", "a"], vec![None, None]);
     let e = collect(&ipc, &keys(), &["a"]).unwrap_err();
-    assert!(e.contains("1 null value(s) in key column 'id'"), "{e}");
+    assert!(
+        matches!(&e, InvalidKeys::NullKeys { column, count: 1 } if column == "id"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("1 null value(s) in key column 'id'"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_upstream_is_rejected() {
     let ipc = output(vec![Some(1)], vec!["zzz"], vec![None]);
     let e = collect(&ipc, &keys(), &["a"]).unwrap_err();
-    assert!(e.contains("'zzz', which is not an upstream"), "{e}");
+    assert!(
+        matches!(&e, InvalidKeys::UnknownUpstream { name, part: false, .. } if name == "zzz"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("'zzz', which is not an upstream"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -81,7 +95,17 @@ fn wrong_key_type_names_column_and_types() {
     }];
     let ipc = output(vec![Some(1)], vec!["a"], vec![None]);
     let e = collect(&ipc, &wrong, &["a"]).unwrap_err();
-    assert!(e.contains("key column 'id' as Int64"), "{e}");
+    assert!(
+        matches!(
+            &e,
+            InvalidKeys::WrongType {
+                found: DataType::Int64,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("key column 'id' as Int64"), "{e}");
 }
 
 #[test]
@@ -91,12 +115,18 @@ fn missing_key_column_and_garbage_are_errors() {
         ty: KeyType::Long,
     }];
     let ipc = output(vec![Some(1)], vec!["a"], vec![None]);
-    assert!(collect(&ipc, &other, &["a"])
-        .unwrap_err()
-        .contains("unexpected column 'id'"));
-    assert!(collect(b"junk", &keys(), &["a"])
-        .unwrap_err()
-        .contains("not an Arrow IPC stream"));
+    let e = collect(&ipc, &other, &["a"]).unwrap_err();
+    assert!(
+        matches!(&e, InvalidKeys::UnexpectedColumn { column, .. } if column == "id"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("unexpected column 'id'"), "{e}");
+    let e = collect(b"junk", &keys(), &["a"]).unwrap_err();
+    assert!(
+        matches!(e, InvalidKeys::NotArrow { part: None, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("not an Arrow IPC stream"), "{e}");
 }
 
 /// [`output`] with `_upstream` dictionary-encoded (what the SDK writes).
@@ -128,8 +158,10 @@ fn dictionary_encoded_upstreams_fold_like_plain_ones() {
     let empty = crate::ipc::encode(&schema, &[]).unwrap();
     assert!(collect(&empty, &keys(), &["a"]).unwrap().is_empty());
     let e = collect(&dict_output(vec![1], vec!["zzz"]), &keys(), &["a", "b"]).unwrap_err();
+    assert!(matches!(e, InvalidKeys::UnknownUpstream { .. }), "{e:?}");
     assert!(
-        e.contains("'zzz', which is not an upstream of the pipeline (upstreams: a, b)"),
+        e.to_string()
+            .contains("'zzz', which is not an upstream of the pipeline (upstreams: a, b)"),
         "{e}"
     );
 }

@@ -148,8 +148,10 @@ pub enum PluginError {
 
     /// `derive`'s output is not what the contract asks for (schema, key types, nulls,
     /// unknown upstreams).
-    #[error("{reason}")]
-    InvalidOutput { reason: String },
+    #[error(transparent)]
+    InvalidOutput {
+        reason: Box<crate::keys::InvalidKeys>,
+    },
 }
 
 /// Classifies a failed call by what wasmtime reports (the trap code) and what the

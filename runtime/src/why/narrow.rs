@@ -162,7 +162,7 @@ impl Rederive<'_> {
                     .derive(&p.name, *batch_id, ups, lookup)
                     .await
                     .map_err(|e| e.to_string())?;
-                crate::keys::collect_output(out, &p.keys, &names)?
+                crate::keys::collect_output(out, &p.keys, &names).map_err(|e| e.to_string())?
             }
             Engine::Sql {
                 query,
@@ -185,7 +185,8 @@ impl Rederive<'_> {
                 }
                 let (schema, rows) =
                     crate::sql_pipeline::derive(query, tables, pinned, cache).await?;
-                crate::keys::collect_batches(&schema, &rows, &p.keys, &names, Some(&default))?
+                crate::keys::collect_batches(&schema, &rows, &p.keys, &names, Some(&default))
+                    .map_err(|e| e.to_string())?
             }
         };
         Ok(key.position_in(&keys).map(|i| keys.upstreams[i].to_vec()))
