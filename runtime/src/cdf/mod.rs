@@ -254,6 +254,16 @@ pub async fn read_changes(
     read_changes_with(ctx, u, table, start, end, Reader::Auto).await
 }
 
+/// A failed change-feed read of `u`'s versions `start..=end`.
+fn feed_err(u: &Upstream, start: i64, end: i64, message: String) -> Error {
+    Error::ChangeFeed {
+        table: u.name.clone(),
+        start,
+        end,
+        message,
+    }
+}
+
 /// [`read_changes`] with a choice of reader (the two give the same rows; tests
 /// compare them).
 pub async fn read_changes_with(
@@ -264,12 +274,7 @@ pub async fn read_changes_with(
     end: i64,
     reader: Reader,
 ) -> Result<Changes> {
-    let feed_err = |message: String| Error::ChangeFeed {
-        table: u.name.clone(),
-        start,
-        end,
-        message,
-    };
+    let feed_err = |message: String| feed_err(u, start, end, message);
     let schema = change_schema(u, arrow_schema(u, table)?.as_ref())?;
     if start < 0 || end < start {
         return Err(feed_err(format!("{start}..={end} is not a version range")));
@@ -299,12 +304,7 @@ async fn scan(
     end: i64,
     schema: SchemaRef,
 ) -> Result<Changes> {
-    let feed_err = |message: String| Error::ChangeFeed {
-        table: u.name.clone(),
-        start,
-        end,
-        message,
-    };
+    let feed_err = |message: String| feed_err(u, start, end, message);
     let raw = match scan_frame(ctx, u, table, start, end, &schema)?
         .collect()
         .await
@@ -347,12 +347,7 @@ fn scan_frame(
     end: i64,
     schema: &SchemaRef,
 ) -> Result<deltalake::datafusion::prelude::DataFrame> {
-    let feed_err = |e: &dyn std::fmt::Display| Error::ChangeFeed {
-        table: u.name.clone(),
-        start,
-        end,
-        message: e.to_string(),
-    };
+    let feed_err = |e: &dyn std::fmt::Display| feed_err(u, start, end, e.to_string());
     let builder = table
         .clone()
         .scan_cdf()

@@ -32,9 +32,10 @@ pub(super) struct UpstreamEntry {
     /// Key columns of the table. Default none.
     #[serde(default)]
     pub(super) keys: Vec<String>,
-    /// First version a new pipeline reads. Default 0.
-    #[schemars(with = "Option<i64>", extend("default" = 0))]
-    pub(super) start_version: Option<Spanned<i64>>,
+    /// First version a new pipeline reads.
+    #[serde(default = "defaults::start_version")]
+    #[schemars(with = "i64")]
+    pub(super) start_version: Spanned<i64>,
     /// Columns to read. Default all.
     pub(super) columns: Option<Vec<String>>,
     /// SQL predicate pushed into the change-feed read. Default none.
@@ -56,21 +57,22 @@ pub(super) struct UpstreamEntry {
 pub(super) struct PipelineFile {
     #[schemars(with = "String")]
     pub(super) name: Spanned<String>,
-    /// Default true.
-    #[schemars(extend("default" = true))]
-    pub(super) enabled: Option<bool>,
-    /// Catalog file; default `upstreams.toml` beside the pipeline file.
-    #[schemars(extend("default" = super::DEFAULT_CATALOG))]
-    pub(super) catalog: Option<String>,
+    /// Whether `run FOLDER` and the service run this pipeline.
+    #[serde(default = "defaults::enabled")]
+    pub(super) enabled: bool,
+    /// Catalog file, beside the pipeline file.
+    #[serde(default = "defaults::catalog")]
+    pub(super) catalog: String,
     #[schemars(with = "Vec<String>")]
     pub(super) upstreams: Spanned<Vec<Spanned<String>>>,
     /// Lookup-only tables. Default none.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub(super) lookups: Vec<Spanned<String>>,
-    /// Versions per upstream per batch. Default 100.
-    #[schemars(with = "Option<i64>", extend("default" = super::DEFAULT_BATCH_SIZE))]
-    pub(super) batch_size: Option<Spanned<i64>>,
+    /// Versions per upstream per batch.
+    #[serde(default = "defaults::batch_size")]
+    #[schemars(with = "i64")]
+    pub(super) batch_size: Spanned<i64>,
     /// Default unlimited.
     pub(super) max_batches: Option<u64>,
     /// Default unlimited.
@@ -116,9 +118,8 @@ pub(super) struct LinkSection {
     pub(super) compact_every: Option<Spanned<String>>,
     /// A change log with this many small files (under 4 MiB) has them merged after a
     /// commit, so that a commit's cost stays bounded as the log grows. 0: never.
-    /// Default 64.
-    #[schemars(extend("default" = super::DEFAULT_MERGE_SMALL_FILES))]
-    pub(super) merge_small_files: Option<usize>,
+    #[serde(default = "defaults::merge_small_files")]
+    pub(super) merge_small_files: usize,
     /// Object-store options of the link table, over the catalog's `[storage]`.
     #[serde(default)]
     pub(super) storage: BTreeMap<String, String>,
@@ -139,4 +140,30 @@ pub(super) struct KeySpec {
     pub(super) name: Spanned<String>,
     #[serde(rename = "type")]
     pub(super) ty: KeyType,
+}
+
+/// The defaults of the files' fields, in one place: serde fills them in and the JSON
+/// Schema shows them.
+mod defaults {
+    use toml::Spanned;
+
+    pub(super) fn start_version() -> Spanned<i64> {
+        Spanned::new(0..0, 0)
+    }
+
+    pub(super) fn enabled() -> bool {
+        true
+    }
+
+    pub(super) fn catalog() -> String {
+        super::super::DEFAULT_CATALOG.to_string()
+    }
+
+    pub(super) fn batch_size() -> Spanned<i64> {
+        Spanned::new(0..0, super::super::DEFAULT_BATCH_SIZE)
+    }
+
+    pub(super) fn merge_small_files() -> usize {
+        super::super::DEFAULT_MERGE_SMALL_FILES
+    }
 }

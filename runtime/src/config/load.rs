@@ -59,15 +59,14 @@ impl Catalog {
                 ));
             }
             let start_version = match &e.start_version {
-                Some(v) if *v.get_ref() < 0 => {
+                v if *v.get_ref() < 0 => {
                     problems.push(src.at(
                         v,
                         format!("upstream '{name}': start_version must be 0 or more"),
                     ));
                     0
                 }
-                Some(v) => *v.get_ref(),
-                None => 0,
+                v => *v.get_ref(),
             };
             if e.uri.get_ref().trim().is_empty() {
                 problems.push(src.at(&e.uri, format!("upstream '{name}': uri is empty")));
@@ -133,9 +132,7 @@ impl Pipeline {
     pub fn load(path: &Path) -> Result<Pipeline> {
         let src = Source::read(path)?;
         let file: PipelineFile = src.parse()?;
-        let catalog_path = src
-            .dir()
-            .join(file.catalog.as_deref().unwrap_or(DEFAULT_CATALOG));
+        let catalog_path = src.dir().join(&file.catalog);
         let catalog = Catalog::load(&catalog_path)?;
         Self::resolve(&src, file, &catalog)
     }
@@ -158,15 +155,14 @@ impl Pipeline {
         }
         let (upstreams, lookups) = tables(src, &file, catalog, &mut problems);
         let batch_size = match &file.batch_size {
-            Some(b) if *b.get_ref() < 1 => {
+            b if *b.get_ref() < 1 => {
                 problems.push(src.at(
                     b,
                     "batch_size must be 1 or more (versions per upstream per batch)",
                 ));
                 1
             }
-            Some(b) => *b.get_ref(),
-            None => DEFAULT_BATCH_SIZE,
+            b => *b.get_ref(),
         };
         if let Some(r) = &file.max_batch_rows {
             if *r.get_ref() == 0 {
@@ -190,7 +186,7 @@ impl Pipeline {
         Ok(Pipeline {
             name,
             file: src.path.clone(),
-            enabled: file.enabled.unwrap_or(true),
+            enabled: file.enabled,
             upstreams,
             lookups,
             batch_size,
@@ -204,10 +200,7 @@ impl Pipeline {
             consumers: file.link.consumers.clone(),
             retain,
             compact_every,
-            merge_small_files: file
-                .link
-                .merge_small_files
-                .unwrap_or(DEFAULT_MERGE_SMALL_FILES),
+            merge_small_files: file.link.merge_small_files,
             lookup_settings: catalog.lookups,
             link_storage: catalog
                 .storage
