@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::{AsArray, Int64Array, RecordBatch};
@@ -134,26 +134,9 @@ async fn run_in_new_host(
     host: &crate::plugin::HostBuilder,
 ) -> Result<(Duration, Vec<BatchReport>), String> {
     let host = host.build().map_err(|e| format!("{e:#}"))?;
-    let reports: Mutex<Vec<BatchReport>> = Mutex::default();
-    let t = Instant::now();
-    let jobs = crate::engine::default_jobs();
-    let outcome = crate::engine::run_many(pipelines, &host, jobs, |b| {
-        reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(b.clone());
-    })
-    .await;
-    let wall = t.elapsed();
-    for (name, r) in &outcome.results {
-        if let Err(e) = r {
-            return Err(format!("pipeline '{name}' failed: {e}"));
-        }
-    }
-    Ok((
-        wall,
-        reports.into_inner().unwrap_or_else(|p| p.into_inner()),
-    ))
+    let (reports, _, wall) =
+        super::run_all(pipelines, &host, crate::engine::default_jobs()).await?;
+    Ok((wall, reports))
 }
 
 /// Figures of one run from its batch reports, with its limit measured.

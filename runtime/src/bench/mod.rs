@@ -225,7 +225,9 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
     let plugin_compile = t.elapsed();
 
     progress("catching up");
-    let (reports, outcome, wall, peak, peak_rss_reset) = catch_up(&pipelines, &host, jobs).await?;
+    let peak_rss_reset = reset_peak_rss();
+    let (reports, outcome, wall) = run_all(&pipelines, &host, jobs).await?;
+    let peak = peak_rss().unwrap_or(0);
 
     progress(&format!(
         "caught up in {:.1} s ({} batches); measuring the references",
@@ -275,24 +277,15 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
     Ok(r)
 }
 
-/// The catch-up of every pipeline: the batch reports, what `run_many` says, the wall
-/// time, the peak RSS and whether the peak could be reset before it.
-async fn catch_up(
+/// Runs every pipeline until caught up (`run_many`, `jobs` at a time): the batch
+/// reports, what `run_many` says and the wall time; the first pipeline that failed is
+/// an error.
+pub(super) async fn run_all(
     pipelines: &[Pipeline],
     host: &crate::plugin::PluginHost,
     jobs: usize,
-) -> Result<
-    (
-        Vec<BatchReport>,
-        crate::engine::ManyOutcome,
-        Duration,
-        u64,
-        bool,
-    ),
-    String,
-> {
+) -> Result<(Vec<BatchReport>, crate::engine::ManyOutcome, Duration), String> {
     let reports: Mutex<Vec<BatchReport>> = Mutex::default();
-    let peak_rss_reset = reset_peak_rss();
     let t = Instant::now();
     let outcome = crate::engine::run_many(pipelines, host, jobs, |b| {
         reports
@@ -302,14 +295,13 @@ async fn catch_up(
     })
     .await;
     let wall = t.elapsed();
-    let peak = peak_rss().unwrap_or(0);
     for (name, r) in &outcome.results {
         if let Err(e) = r {
             return Err(format!("pipeline '{name}' failed: {e}"));
         }
     }
     let reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok((reports, outcome, wall, peak, peak_rss_reset))
+    Ok((reports, outcome, wall))
 }
 
 /// Reads the change files of the catch-up's ranges with the parquet reader alone.

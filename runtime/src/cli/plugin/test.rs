@@ -258,6 +258,7 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         info: &info,
         declared: &declared,
         pipeline: &pipeline,
+        limits,
     };
     let output = run.call(host, inputs, lookup.clone()).await?;
     let keys = match (&output, declared.is_empty()) {
@@ -296,6 +297,8 @@ struct PluginRun<'a> {
     info: &'a PipelineInfo,
     declared: &'a [KeyColumn],
     pipeline: &'a str,
+    /// The limits of the run (also the lookup's row cap).
+    limits: Limits,
 }
 
 impl PluginRun<'_> {
@@ -309,7 +312,7 @@ impl PluginRun<'_> {
         let (args, info, declared, pipeline) = (self.args, self.info, self.declared, self.pipeline);
         let plugin_label = args.plugin.display().to_string();
         let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
-        let limits = Limits::default();
+        let limits = self.limits;
         let call_err = |e: PluginError| plugin_err(e.to_string());
         let host = host
             .build()
