@@ -54,6 +54,24 @@ async fn consumers_read_each_batch_once_and_ack_concurrently() {
     let mut text_of_file = std::fs::read_to_string(&file).unwrap();
     text_of_file.push_str("consumers = [\"a\", \"b\", \"c\"]\n");
     std::fs::write(&file, text_of_file).unwrap();
+    // Before the first run there is no link table: the commit layer's error, typed.
+    let none = Consumer::new(Pipeline::load(&file).unwrap(), "a")
+        .unwrap()
+        .position()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &none,
+            dlink_rt::Error::Commit(dlink_rt::CommitError::Link { source, .. })
+                if source.kind() == dlink_rt::storage::StoreErrorKind::NotATable
+        ),
+        "{none:?}"
+    );
+    assert!(
+        none.to_string().contains("run the pipeline first"),
+        "{none}"
+    );
     ws.run_ok(&file);
     let first = link_state(&file).await.unwrap().1.batch_id;
     assert!(first >= 2);

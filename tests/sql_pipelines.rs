@@ -199,4 +199,19 @@ fn sql_error_names_the_pipeline_and_the_query_problem() {
         err.contains("nope"),
         "DataFusion's message names the column: {err}"
     );
+    // In process, the failure is a value: the batch's SQL query, as DataFusion's error.
+    let pipeline = dlink_rt::config::Pipeline::load(&p).unwrap();
+    let host = dlink_rt::plugin::PluginHost::new(None).unwrap();
+    let r = rt.block_on(dlink_rt::engine::run_pipeline(&pipeline, &host, |_| {}));
+    assert!(
+        matches!(
+            &r,
+            Err(dlink_rt::Error::Batch {
+                batch_id: 1,
+                cause: dlink_rt::BatchFailure::Sql(dlink_rt::sql_pipeline::SqlError::Query(_)),
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 }

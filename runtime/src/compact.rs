@@ -9,7 +9,7 @@
 //!    with a DELETE on `dlink_batch_id` (whole single-batch files go by their
 //!    statistics, without being read). The commit carries the application transaction
 //!    `dlink-retention:<pipeline>` = the last batch removed, which readers check so
-//!    that a window starting before it fails ([`crate::Error::Expired`]) instead of
+//!    that a window starting before it fails ([`crate::CommitError::Expired`]) instead of
 //!    silently missing batches, and metadata saying what was removed and which
 //!    consumers held retention back.
 //! 2. **OPTIMIZE**: bin-packs the small files (one per batch) into files of the table's
@@ -28,6 +28,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use deltalake::datafusion::error::DataFusionError;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::operations::vacuum::VacuumMode;
@@ -75,8 +76,8 @@ pub struct Report {
 /// Retries of a step that lost a race with a concurrent commit.
 const ATTEMPTS: usize = 5;
 
-fn link_err(p: &Pipeline, step: &str, e: impl std::fmt::Display) -> Error {
-    Error::link(p, format!("compact, {step}: {e}"))
+fn link_err(p: &Pipeline, step: &str, e: impl Into<crate::storage::Cause>) -> Error {
+    Error::link(p, e.into().doing(format_args!("compact, {step}")))
 }
 
 fn props(step: serde_json::Value) -> CommitProperties {
@@ -146,21 +147,24 @@ async fn retention_limit(
         Retain::Batches(n) => Ok((newest - n).max(0)),
         Retain::Age(age) => {
             let age = chrono::Duration::from_std(age)
-                .map_err(|e| link_err(p, "reading [link] retain", e))?;
+                .map_err(|e| link_err(p, "reading [link] retain", e.to_string()))?;
             let before = (now - age).format("%Y-%m-%dT%H:%M:%S%.6fZ");
-            let err = |e: &dyn std::fmt::Display| link_err(p, "reading the batch times", e);
+            let err = |e: DataFusionError| link_err(p, "reading the batch times", e);
             let ctx = crate::cdf::session();
-            let provider = table.table_provider().await.map_err(|e| err(&e))?;
-            ctx.register_table("link", provider).map_err(|e| err(&e))?;
+            let provider = table
+                .table_provider()
+                .await
+                .map_err(|e| link_err(p, "reading the batch times", e))?;
+            ctx.register_table("link", provider).map_err(err)?;
             let out = ctx
                 .sql(&format!(
                     "SELECT max({BATCH_ID}) FROM link WHERE {UPDATED_AT} < TIMESTAMP '{before}'"
                 ))
                 .await
-                .map_err(|e| err(&e))?
+                .map_err(err)?
                 .collect()
                 .await
-                .map_err(|e| err(&e))?;
+                .map_err(err)?;
             use deltalake::arrow::array::{Array, Int64Array};
             Ok(out
                 .first()

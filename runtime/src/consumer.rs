@@ -18,8 +18,9 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{CommitError, Error, Result};
 use crate::sink::{app_id, retention_app_id, BATCH_ID, CHANGE_TS, UPDATED_AT, UPSTREAMS};
+use crate::storage::{Cause, StoreErrorKind};
 
 /// Where a window starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +71,12 @@ pub(crate) async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
         Ok(t) => Ok(t),
         Err(deltalake::DeltaTableError::NotATable(_)) => Err(Error::link(
             p,
-            "there is no link table yet: run the pipeline first (`dlink-rt run`)",
+            Cause::new(
+                StoreErrorKind::NotATable,
+                "there is no link table yet: run the pipeline first (`dlink-rt run`)",
+            ),
         )),
-        Err(e) => Err(Error::link(p, format!("cannot open it: {e}"))),
+        Err(e) => Err(Error::link(p, Cause::from(e).doing("cannot open it"))),
     }
 }
 
@@ -87,7 +91,7 @@ pub(crate) async fn txn_version(table: &DeltaTable, id: String) -> deltalake::De
 /// Reads the keys of the batches `since` of pipeline `p`'s link table.
 ///
 /// A window by batch that starts before the oldest batch retention kept fails with
-/// [`Error::Expired`]; a window by time holds what is left (see
+/// [`CommitError::Expired`]; a window by time holds what is left (see
 /// [`removed_through`]).
 pub async fn read_window(p: &Pipeline, since: &Since) -> Result<Window> {
     let reader = match since {
@@ -146,26 +150,25 @@ async fn window_of(
     reader: &str,
     way_out: impl Fn(i64) -> String,
 ) -> Result<Window> {
-    let err = |message: String| Error::link(p, message);
-    let snapshot = table.snapshot().map_err(|e| err(e.to_string()))?;
+    let snapshot = table.snapshot().map_err(|e| Error::link(p, e))?;
     let link_version = snapshot.version() as i64;
     let files_total = snapshot.log_data().num_files();
     let through_batch = txn_version(table, app_id(&p.name))
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| Error::link(p, e))?;
     let removed = txn_version(table, retention_app_id(&p.name))
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| Error::link(p, e))?;
     if let Since::Batch(after) = since {
         if *after < removed {
-            return Err(Error::Expired {
+            return Err(Error::Commit(CommitError::Expired {
                 pipeline: p.name.clone(),
                 uri: p.link_uri.clone(),
                 reader: reader.to_string(),
                 first_missing: after + 1,
                 through: removed,
                 way_out: way_out(removed),
-            });
+            }));
         }
     }
 
@@ -173,19 +176,19 @@ async fn window_of(
     let provider = table
         .table_provider()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| Error::link(p, e))?;
     ctx.register_table("link", provider)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| Error::link(p, e))?;
     let sql = window_query(p, since, through_batch);
-    let df = ctx.sql(&sql).await.map_err(|e| err(format!("{e}")))?;
+    let df = ctx.sql(&sql).await.map_err(|e| Error::link(p, e))?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let plan = df
         .create_physical_plan()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| Error::link(p, e))?;
     let keys = collect(plan.clone(), ctx.task_ctx())
         .await
-        .map_err(|e| err(format!("reading the window: {e}")))?;
+        .map_err(|e| Error::link(p, Cause::from(e).doing("reading the window")))?;
     Ok(Window {
         after_batch: match since {
             Since::Batch(n) => Some(*n),
@@ -246,12 +249,11 @@ impl Consumer {
         &self.name
     }
 
-    fn err(&self, message: impl std::fmt::Display) -> Error {
-        Error::Link {
-            pipeline: self.pipeline.name.clone(),
-            uri: self.pipeline.link_uri.clone(),
-            message: format!("consumer '{}': {message}", self.name),
-        }
+    fn err(&self, e: impl Into<Cause>) -> Error {
+        Error::link(
+            &self.pipeline,
+            e.into().doing(format_args!("consumer '{}'", self.name)),
+        )
     }
 
     async fn table(&self) -> Result<DeltaTable> {
@@ -363,7 +365,7 @@ impl Consumer {
                         self.name
                     );
                 }
-                Err(e) => return Err(self.err(format!("the ack commit failed: {e}"))),
+                Err(e) => return Err(self.err(Cause::from(e).doing("the ack commit failed"))),
             }
         }
     }

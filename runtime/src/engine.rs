@@ -22,7 +22,7 @@ use futures::future::try_join_all;
 
 use crate::cdf::{self, FanOut};
 use crate::config::{Pipeline, PluginSpec};
-use crate::error::{Error, Result};
+use crate::error::{CommitError, Error, Result};
 use crate::plugin::{PipelineInfo, Plugin, PluginError, PluginHost};
 use crate::sink::UpstreamRange;
 
@@ -207,9 +207,9 @@ pub async fn run_with(
     loop {
         let committed = summary.batches.len();
         match run_once(pipeline, host, slot, fanout, &mut summary, on_batch).await {
-            Err(Error::Concurrent {
+            Err(Error::Commit(CommitError::Concurrent {
                 batch_id, found, ..
-            }) => {
+            })) => {
                 lost_in_a_row = if summary.batches.len() > committed {
                     1
                 } else {

@@ -1,68 +1,32 @@
-//! One error enum for the whole host. Each variant says what happened, where, and what
-//! to do about it; the `Display` text is what a user sees.
+//! The host's error: [`Error`] has one variant per layer, each with that layer's own
+//! enum ([`ConfigError`], [`ReadError`], [`PluginError`] inside a load or a batch,
+//! [`CommitError`]). Each variant says what happened, where, and what to do about it;
+//! the `Display` text is what a user sees. Storage failures are kept as a
+//! [`StoreError`]: their kind typed, their text redacted.
 
 use std::path::PathBuf;
 
-use crate::cdf::history::Unreadable;
+pub use crate::cdf::ReadError;
+pub use crate::config::ConfigError;
 use crate::plugin::PluginError;
+pub use crate::sink::CommitError;
+use crate::storage::{Cause, StoreError};
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can stop a pipeline.
+/// Everything that can stop a pipeline: one variant per layer (config, read, plugin,
+/// commit), each holding that layer's own typed error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A configuration file could not be read or is invalid. `problems` holds every
-    /// problem found, each already prefixed with `file:line`.
-    #[error("{}", problems.join("\n"))]
-    Config { problems: Vec<String> },
+    /// A configuration file could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 
-    /// An upstream or lookup table could not be opened or read.
-    #[error("table '{table}' at {uri}: {message}")]
-    Table {
-        table: String,
-        uri: String,
-        message: String,
-    },
-
-    /// The Change Data Feed of a version range cannot be read.
-    #[error(
-        "upstream '{table}': cannot read the change data feed of versions {start}..={end}: {message}"
-    )]
-    ChangeFeed {
-        table: String,
-        start: i64,
-        end: i64,
-        message: String,
-    },
-
-    /// The pipeline's checkpoint says it has done a version the table does not have.
-    #[error(
-        "upstream '{table}': the checkpoint says version {done} is done but the table's latest version is {latest}; \
-         the table was replaced by a new one or restored to an older version. Nothing was committed. \
-         Check the table, then choose where to resume:\n{}",
-        way_out(pipeline_file.as_deref(), table)
-    )]
-    CheckpointAhead {
-        table: String,
-        done: i64,
-        latest: i64,
-        pipeline_file: Option<PathBuf>,
-    },
-
-    /// A version of an upstream cannot be read as a change feed.
-    #[error(
-        "upstream '{table}': version {version} cannot be read: {reason}. Nothing was committed. \
-         Repair the table, or skip what cannot be read and resume:\n{}",
-        way_out(pipeline_file.as_deref(), table)
-    )]
-    Unreadable {
-        table: String,
-        version: i64,
-        reason: Unreadable,
-        pipeline_file: Option<PathBuf>,
-    },
+    /// An upstream or lookup table could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
 
     /// A plugin could not be loaded, compiled or initialized.
     #[error("plugin {}: pipeline '{pipeline}': {source}", path.display())]
@@ -86,44 +50,9 @@ pub enum Error {
         cause: BatchFailure,
     },
 
-    /// Writing or reading the link table failed.
-    #[error("link table {uri} of pipeline '{pipeline}': {message}")]
-    Link {
-        pipeline: String,
-        uri: String,
-        message: String,
-    },
-
-    /// Another run committed the same batch first.
-    #[error(
-        "pipeline '{pipeline}': batch {batch_id} was committed by another run while this one worked on it \
-         (link table now at batch {found}); nothing was written by this run"
-    )]
-    Concurrent {
-        pipeline: String,
-        batch_id: i64,
-        found: i64,
-    },
-
-    /// A window starts before the oldest batch the change log still holds: retention
-    /// (`dlink-rt compact`) removed the batches in between.
-    #[error(
-        "link table {uri} of pipeline '{pipeline}': {reader} reads the batches after batch {}, but batches {first_missing}..={through} \
-         were removed by retention (`[link] retain`, `dlink-rt compact`); the oldest batch kept is {}. \
-         Their keys cannot be read any more: reprocess the keys from the source if you need them, then {way_out}",
-        first_missing - 1, through + 1
-    )]
-    Expired {
-        pipeline: String,
-        uri: String,
-        /// `consumer 'a'` or `--since-batch 3`.
-        reader: String,
-        /// The first batch the reader needs that is gone.
-        first_missing: i64,
-        /// The last batch removed (the oldest kept is the next).
-        through: i64,
-        way_out: String,
-    },
+    /// The link table could not be written or read.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
 
     /// Anything else, with context.
     #[error("{0}")]
@@ -138,8 +67,8 @@ pub enum BatchFailure {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     /// The SQL derivation failed.
-    #[error("{0}")]
-    Sql(String),
+    #[error(transparent)]
+    Sql(#[from] crate::sql_pipeline::SqlError),
     /// The SQL query's result has the wrong columns or values.
     #[error(transparent)]
     QueryOutput(Box<crate::keys::InvalidKeys>),
@@ -158,28 +87,14 @@ pub enum BatchFailure {
     },
 }
 
-fn way_out(file: Option<&std::path::Path>, table: &str) -> String {
-    let file = file.map_or_else(
-        || "<pipeline.toml>".to_string(),
-        |f| f.display().to_string(),
-    );
-    format!(
-        "  dlink-rt reset {file} --upstream {table} --to-version N   # resume reading at version N\n  \
-         dlink-rt reset {file} --upstream {table} --to-latest      # skip to the latest version"
-    )
-}
-
 impl Error {
     /// A failure of `pipeline`'s link table.
-    pub(crate) fn link(
-        pipeline: &crate::config::Pipeline,
-        message: impl std::fmt::Display,
-    ) -> Error {
-        Error::Link {
+    pub(crate) fn link(pipeline: &crate::config::Pipeline, e: impl Into<Cause>) -> Error {
+        Error::Commit(CommitError::Link {
             pipeline: pipeline.name.clone(),
             uri: pipeline.link_uri.clone(),
-            message: message.to_string(),
-        }
+            source: StoreError::new(e, &pipeline.link_storage),
+        })
     }
 
     /// The kind of failure, as the `kind` label of `dlink_failures_total` and the
@@ -195,13 +110,11 @@ impl Error {
                 BatchFailure::Budget { .. } => "read",
             },
             Error::PluginLoad { .. } => "plugin_load",
-            Error::Table { .. }
-            | Error::ChangeFeed { .. }
-            | Error::Unreadable { .. }
-            | Error::Expired { .. } => "read",
-            Error::Concurrent { .. } => "concurrent",
-            Error::Link { .. } | Error::CheckpointAhead { .. } => "link",
-            Error::Config { .. } => "config",
+            Error::Read(ReadError::CheckpointAhead { .. }) => "link",
+            Error::Read(_) | Error::Commit(CommitError::Expired { .. }) => "read",
+            Error::Commit(CommitError::Concurrent { .. }) => "concurrent",
+            Error::Commit(_) => "link",
+            Error::Config(_) => "config",
             Error::Other(_) => "other",
         }
     }
@@ -209,7 +122,8 @@ impl Error {
     /// The batch the error is about, if any.
     pub fn batch_id(&self) -> Option<i64> {
         match self {
-            Error::Batch { batch_id, .. } | Error::Concurrent { batch_id, .. } => Some(*batch_id),
+            Error::Batch { batch_id, .. }
+            | Error::Commit(CommitError::Concurrent { batch_id, .. }) => Some(*batch_id),
             _ => None,
         }
     }
@@ -217,10 +131,7 @@ impl Error {
     /// The upstream table (and version) the error is about, if any.
     pub fn upstream(&self) -> Option<(&str, Option<i64>)> {
         match self {
-            Error::Table { table, .. } => Some((table, None)),
-            Error::ChangeFeed { table, start, .. } => Some((table, Some(*start))),
-            Error::CheckpointAhead { table, done, .. } => Some((table, Some(*done))),
-            Error::Unreadable { table, version, .. } => Some((table, Some(*version))),
+            Error::Read(e) => Some(e.upstream()),
             _ => None,
         }
     }
@@ -241,36 +152,13 @@ impl Error {
 
     /// A configuration error with a single problem.
     pub fn config(problem: impl Into<String>) -> Self {
-        Error::Config {
-            problems: vec![problem.into()],
-        }
+        Error::Config(ConfigError::one(problem))
     }
 
-    /// Names the pipeline file in the way out of table errors.
+    /// Names the pipeline file in the way out of read errors.
     pub fn with_pipeline_file(self, file: &std::path::Path) -> Self {
         match self {
-            Error::Unreadable {
-                table,
-                version,
-                reason,
-                ..
-            } => Error::Unreadable {
-                table,
-                version,
-                reason,
-                pipeline_file: Some(file.to_path_buf()),
-            },
-            Error::CheckpointAhead {
-                table,
-                done,
-                latest,
-                ..
-            } => Error::CheckpointAhead {
-                table,
-                done,
-                latest,
-                pipeline_file: Some(file.to_path_buf()),
-            },
+            Error::Read(e) => Error::Read(e.with_pipeline_file(file)),
             e => e,
         }
     }

@@ -22,8 +22,13 @@
 //! 4. **commit** ([`sink`]; its protocol, without IO, in `sink/protocol.rs`): the keys
 //!    and the checkpoint (`txn` actions) in one Delta commit.
 //!
-//! Errors carry their kind up: [`Error`], with [`BatchFailure`] and
-//! [`plugin::PluginError`] for a failed batch. Downstream, [`consumer`] reads the keys of
+//! Errors carry their kind up, one enum per layer under [`Error`]: [`ConfigError`]
+//! (`config/error.rs`), [`ReadError`] (`cdf/error.rs`), [`plugin::PluginError`] inside
+//! a load or a batch's [`BatchFailure`] (with [`lookup::LookupError`] and
+//! [`sql_pipeline::SqlError`]), and [`CommitError`] (`sink/error.rs`). A storage failure
+//! is a [`storage::StoreError`]: its kind (a missing file, the store down, a lost race)
+//! read from the error's type, its text with the storage options' values hidden.
+//! Downstream, [`consumer`] reads the keys of
 //! a window of batches back, [`compact`] applies retention and [`why`] explains a key.
 
 pub mod bench;
@@ -48,4 +53,4 @@ pub mod status;
 pub mod storage;
 pub mod why;
 
-pub use error::{BatchFailure, Error, Result};
+pub use error::{BatchFailure, CommitError, ConfigError, Error, ReadError, Result};

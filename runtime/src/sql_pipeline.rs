@@ -8,10 +8,31 @@ use std::sync::Arc;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::config::Upstream;
 use crate::lookup::TableCache;
+
+/// Why a SQL derivation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlError {
+    /// A table could not be registered for the query (`name` is the query's name
+    /// for it: `<upstream>_changes` or the table).
+    #[error("{name}: {source}")]
+    Register {
+        name: String,
+        #[source]
+        source: DataFusionError,
+    },
+    /// A table the query reads could not be opened at its pinned version.
+    #[error(transparent)]
+    Table(Box<crate::Error>),
+    /// The query does not plan or failed while running.
+    #[error("the query failed: {0}")]
+    Query(#[source] DataFusionError),
+}
 
 /// One upstream's change rows of a batch.
 pub struct ChangeTable<'a> {
@@ -28,14 +49,16 @@ async fn session(
     changes: Vec<ChangeTable<'_>>,
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
-) -> Result<SessionContext, String> {
+) -> Result<SessionContext, SqlError> {
     let ctx = crate::cdf::session();
     let named = referenced_tables(&ctx, query);
     for c in changes {
         let name = format!("{}_changes", c.name);
-        let t = MemTable::try_new(c.schema, vec![c.batches]).map_err(|e| format!("{name}: {e}"))?;
-        ctx.register_table(name.as_str(), Arc::new(t))
-            .map_err(|e| format!("{name}: {e}"))?;
+        let registered = MemTable::try_new(c.schema, vec![c.batches])
+            .and_then(|t| ctx.register_table(name.as_str(), Arc::new(t)));
+        if let Err(source) = registered {
+            return Err(SqlError::Register { name, source });
+        }
     }
     for (u, version) in pinned {
         if named.as_ref().is_some_and(|n| !n.contains(&u.name)) {
@@ -48,7 +71,7 @@ async fn session(
                 None => {
                     let t = crate::cdf::open_at(u, *version)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| SqlError::Table(Box::new(e)))?;
                     cache.insert((u.name.clone(), *version), t.clone());
                     t
                 }
@@ -57,9 +80,15 @@ async fn session(
         let provider = table
             .table_provider()
             .await
-            .map_err(|e| format!("{}: {e}", u.name))?;
+            .map_err(|e| SqlError::Register {
+                name: u.name.clone(),
+                source: DataFusionError::External(Box::new(e)),
+            })?;
         ctx.register_table(u.name.as_str(), provider)
-            .map_err(|e| format!("{}: {e}", u.name))?;
+            .map_err(|source| SqlError::Register {
+                name: u.name.clone(),
+                source,
+            })?;
     }
     Ok(ctx)
 }
@@ -70,17 +99,11 @@ pub async fn derive(
     changes: Vec<ChangeTable<'_>>,
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
-) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
     let ctx = session(query, changes, pinned, cache).await?;
-    let df = ctx
-        .sql(query)
-        .await
-        .map_err(|e| format!("the query failed: {e}"))?;
+    let df = ctx.sql(query).await.map_err(SqlError::Query)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| format!("the query failed: {e}"))?;
+    let batches = df.collect().await.map_err(SqlError::Query)?;
     Ok((schema, batches))
 }
 
@@ -91,9 +114,9 @@ pub async fn plan(
     changes: Vec<ChangeTable<'_>>,
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
-) -> Result<SchemaRef, String> {
+) -> Result<SchemaRef, SqlError> {
     let ctx = session(query, changes, pinned, cache).await?;
-    let df = ctx.sql(query).await.map_err(|e| e.to_string())?;
+    let df = ctx.sql(query).await.map_err(SqlError::Query)?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
 }
 

@@ -212,3 +212,79 @@ async fn lookup_index_is_built_on_the_second_lookup() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[1], answers[2]);
 }
+
+/// A refused lookup says what went wrong as a type (the plugin reads its text): an
+/// undeclared table, a missing column, keys of a type the column cannot take, more rows
+/// than `max_lookup_rows`, by the index and by the scan alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_lookups_are_typed() {
+    use dlink_rt::lookup::{BadKeys, LookupError};
+    let f = fixture();
+    let path = f.b.join("employee");
+    let u = Upstream::new("employee", path.display().to_string());
+    let version = latest(&path);
+    let keys = keys_ipc(&(1..=50).collect::<Vec<i64>>());
+    for index in [true, false] {
+        let lookup = TableLookup::new(
+            "p",
+            100,
+            [(u.clone(), version)],
+            Arc::default(),
+            dlink_rt::cdf::session(),
+            Arc::new(Indexes::default()),
+            LookupSettings {
+                index,
+                index_after: 0,
+                ..LookupSettings::default()
+            },
+        );
+        let e = lookup
+            .lookup("payroll", "dept_id", &keys, &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, LookupError::UnknownTable { table, known, .. } if table == "payroll" && known == &["employee"]),
+            "{e:?}"
+        );
+        let e = lookup
+            .lookup("employee", "nope", &keys, &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, LookupError::NoColumn { column, .. } if column == "nope"),
+            "{e:?}"
+        );
+        let e = lookup
+            .lookup("employee", "dept_id", &keys, &["salary_x".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, LookupError::NoColumn { column, .. } if column == "salary_x"),
+            "{e:?}"
+        );
+        let e = lookup
+            .lookup("employee", "dept_id", b"not arrow", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                LookupError::BadKeys {
+                    problem: BadKeys::NotIpc(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // About 50 employees in each department: 50 departments are far over 100 rows.
+        let e = lookup
+            .lookup("employee", "dept_id", &keys, &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, LookupError::TooManyRows { max_rows: 100, .. }),
+            "index {index}: {e:?}"
+        );
+        assert!(e.to_string().contains("max_lookup_rows"), "{e}");
+    }
+}

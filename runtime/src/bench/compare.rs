@@ -397,12 +397,18 @@ async fn lookup_figures(tables: &Path, rows: usize, r: &mut ExamplesResult) -> R
     let ipc = crate::ipc::encode(&schema, &[keys]).map_err(|e| e.to_string())?;
     let cols = ["uid".to_string(), "pub_id".to_string()];
     let t = Instant::now();
-    let first = lookup.lookup(name, "pub_id", &ipc, &cols).await?;
+    let first = lookup
+        .lookup(name, "pub_id", &ipc, &cols)
+        .await
+        .map_err(|e| e.to_string())?;
     let first_s = secs(t.elapsed());
     let mut probes = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        lookup.lookup(name, "pub_id", &ipc, &cols).await?;
+        lookup
+            .lookup(name, "pub_id", &ipc, &cols)
+            .await
+            .map_err(|e| e.to_string())?;
         probes.push(secs(t.elapsed()));
     }
     probes.sort_by(f64::total_cmp);

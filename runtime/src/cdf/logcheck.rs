@@ -9,6 +9,7 @@ use super::history::{self, TableState, Unreadable};
 use super::{open_at, state_of, table_err, unreadable, version_of};
 use crate::config::Upstream;
 use crate::error::Result;
+use crate::storage::Cause;
 
 /// A cursor over an upstream's commit log that checks, version by version, that each
 /// version can be read as a change feed.
@@ -93,7 +94,10 @@ impl LogCheck {
                         tracing::debug!(table = %u.name, error = %open_err, "loading the version before the start failed");
                         return Err(table_err(
                             u,
-                            format!("cannot read the log entry of version {}: {e}", start - 1),
+                            Cause::from(e).doing(format_args!(
+                                "cannot read the log entry of version {}",
+                                start - 1
+                            )),
                         ));
                     }
                 }
@@ -120,7 +124,9 @@ impl LogCheck {
                         Ok(Some(_)) => open_err,
                         Err(e) => table_err(
                             u,
-                            format!("cannot read the log entry of version {start}: {e}"),
+                            Cause::from(e).doing(format_args!(
+                                "cannot read the log entry of version {start}"
+                            )),
                         ),
                     },
                 )
@@ -152,7 +158,11 @@ impl LogCheck {
                 .read_commit_entry(v as u64)
                 .await
                 .map_err(|e| {
-                    table_err(u, format!("cannot read the log entry of version {v}: {e}"))
+                    table_err(
+                        u,
+                        Cause::from(e)
+                            .doing(format_args!("cannot read the log entry of version {v}")),
+                    )
                 })?
                 .ok_or_else(|| unreadable(u, v, Unreadable::LogMissing))?;
             history::step(&mut self.state, &bytes).map_err(|r| unreadable(u, v, r))?;
@@ -166,7 +176,8 @@ impl LogCheck {
 mod tests {
     use super::*;
     use crate::demo::{Col, DemoTable};
-    use crate::error::Error;
+    use crate::error::{Error, ReadError};
+    use crate::storage::StoreErrorKind;
     use serde_json::json;
 
     /// A log entry that cannot be read (here a symbolic link to itself where the JSON
@@ -191,11 +202,12 @@ mod tests {
         std::os::unix::fs::symlink(entry(2), entry(2)).unwrap();
         let mut check = LogCheck::at(state_of(&u, &table).unwrap(), 1);
         let e = check.check_to(&u, &table, 3).await.unwrap_err();
-        assert!(matches!(e, Error::Table { .. }), "{e:?}");
+        let is_io = |e: &Error| matches!(e, Error::Read(ReadError::Table { source, .. }) if source.kind() == StoreErrorKind::Io);
+        assert!(is_io(&e), "{e:?}");
         assert!(e.to_string().contains("version 2"), "{e}");
         // The version before a start is not read around either.
         let e = LogCheck::start_before(&u, &table, 3).await.unwrap_err();
-        assert!(matches!(e, Error::Table { .. }), "{e:?}");
+        assert!(is_io(&e), "{e:?}");
 
         std::fs::remove_file(entry(2)).unwrap();
         let mut check = LogCheck::at(state_of(&u, &table).unwrap(), 1);
@@ -203,11 +215,11 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::Unreadable {
+                Error::Read(ReadError::Unreadable {
                     version: 2,
                     reason: Unreadable::LogMissing,
                     ..
-                }
+                })
             ),
             "{e:?}"
         );

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::arrow::error::ArrowError;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::prelude::{col, lit};
@@ -14,12 +15,15 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::config::Upstream;
 use crate::error::{Error, Result};
+use crate::storage::{Cause, StoreError, StoreErrorKind};
 
 mod direct;
+mod error;
 mod fanout;
 pub mod history;
 mod logcheck;
 
+pub use error::ReadError;
 pub use fanout::{FanOut, FanOutStats};
 pub use logcheck::LogCheck;
 
@@ -43,12 +47,12 @@ pub fn session() -> SessionContext {
 }
 
 /// An error about upstream `u`'s table (storage option values hidden).
-pub(crate) fn table_err(u: &Upstream, e: impl std::fmt::Display) -> Error {
-    Error::Table {
+pub(crate) fn table_err(u: &Upstream, e: impl Into<Cause>) -> Error {
+    Error::Read(ReadError::Table {
         table: u.name.clone(),
         uri: u.uri.clone(),
-        message: crate::storage::redact(&e.to_string(), &u.storage),
-    }
+        source: StoreError::new(e, &u.storage),
+    })
 }
 
 fn builder_of(u: &Upstream) -> Result<DeltaTableBuilder> {
@@ -95,7 +99,12 @@ pub async fn has_version(
     }
 }
 
-const NOT_A_TABLE: &str = "no Delta table here (no _delta_log); check the uri in the catalog";
+fn not_a_table() -> Cause {
+    Cause::new(
+        StoreErrorKind::NotATable,
+        "no Delta table here (no _delta_log); check the uri in the catalog",
+    )
+}
 
 /// Opens an upstream table at its latest version.
 pub async fn open_latest(u: &Upstream) -> Result<DeltaTable> {
@@ -103,10 +112,10 @@ pub async fn open_latest(u: &Upstream) -> Result<DeltaTable> {
         .await
         .map_err(|e| table_err(u, e))?
     {
-        return Err(table_err(u, NOT_A_TABLE));
+        return Err(table_err(u, not_a_table()));
     }
     builder_of(u)?.load().await.map_err(|e| match e {
-        DeltaTableError::NotATable(_) => table_err(u, NOT_A_TABLE),
+        DeltaTableError::NotATable(_) => table_err(u, not_a_table()),
         e => table_err(u, e),
     })
 }
@@ -119,16 +128,21 @@ pub async fn open_at(u: &Upstream, version: i64) -> Result<DeltaTable> {
         )
         .load()
         .await
-        .map_err(|e| table_err(u, format!("cannot load version {version}: {e}")))
+        .map_err(|e| {
+            table_err(
+                u,
+                Cause::from(e).doing(format_args!("cannot load version {version}")),
+            )
+        })
 }
 
 pub(crate) fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> Error {
-    Error::Unreadable {
+    Error::Read(ReadError::Unreadable {
         table: u.name.clone(),
         version,
         reason,
         pipeline_file: None,
-    }
+    })
 }
 
 /// The metadata state of a loaded table.
@@ -255,13 +269,13 @@ pub async fn read_changes(
 }
 
 /// A failed change-feed read of `u`'s versions `start..=end`.
-fn feed_err(u: &Upstream, start: i64, end: i64, message: String) -> Error {
-    Error::ChangeFeed {
+fn feed_err(u: &Upstream, start: i64, end: i64, e: impl Into<Cause>) -> Error {
+    Error::Read(ReadError::ChangeFeed {
         table: u.name.clone(),
         start,
         end,
-        message,
-    }
+        source: StoreError::new(e, &u.storage),
+    })
 }
 
 /// [`read_changes`] with a choice of reader (the two give the same rows; tests
@@ -274,10 +288,14 @@ pub async fn read_changes_with(
     end: i64,
     reader: Reader,
 ) -> Result<Changes> {
-    let feed_err = |message: String| feed_err(u, start, end, message);
     let schema = change_schema(u, arrow_schema(u, table)?.as_ref())?;
     if start < 0 || end < start {
-        return Err(feed_err(format!("{start}..={end} is not a version range")));
+        return Err(feed_err(
+            u,
+            start,
+            end,
+            format!("{start}..={end} is not a version range"),
+        ));
     }
     if reader == Reader::Auto {
         match direct::read(u, table, start, end, &schema).await {
@@ -304,7 +322,6 @@ async fn scan(
     end: i64,
     schema: SchemaRef,
 ) -> Result<Changes> {
-    let feed_err = |message: String| feed_err(u, start, end, message);
     let raw = match scan_frame(ctx, u, table, start, end, &schema)?
         .collect()
         .await
@@ -315,15 +332,18 @@ async fn scan(
             // file of the range is gone (its NotFound is a type, not a message).
             let missing = match first_missing_file(table, start, end).await {
                 Some((v, path)) => Some(format!("version {v} needs {path}, which is gone")),
-                None => is_not_found(&e).then(String::new),
+                None => (crate::storage::kind_of(&e) == StoreErrorKind::NotFound).then(String::new),
             };
             return Err(match missing {
                 Some(what) => unreadable(
                     u,
                     start,
-                    Unreadable::FilesMissing(format!("versions {start}..={end}: {what} ({e})")),
+                    Unreadable::FilesMissing(format!(
+                        "versions {start}..={end}: {what} ({})",
+                        StoreError::new(&e, &u.storage)
+                    )),
                 ),
-                None => feed_err(e.to_string()),
+                None => feed_err(u, start, end, e),
             });
         }
     };
@@ -332,7 +352,7 @@ async fn scan(
         if b.num_rows() == 0 {
             continue;
         }
-        batches.push(conform(&b, &schema).map_err(feed_err)?);
+        batches.push(conform(&b, &schema).map_err(|e| feed_err(u, start, end, e))?);
     }
     Ok(Changes { schema, batches })
 }
@@ -347,16 +367,15 @@ fn scan_frame(
     end: i64,
     schema: &SchemaRef,
 ) -> Result<deltalake::datafusion::prelude::DataFrame> {
-    let feed_err = |e: &dyn std::fmt::Display| feed_err(u, start, end, e.to_string());
+    let fail = |e: DataFusionError| feed_err(u, start, end, e);
     let builder = table
         .clone()
         .scan_cdf()
         .with_starting_version(start as u64)
         .with_ending_version(end as u64);
-    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| feed_err(&e))?;
-    let mut df = ctx
-        .read_table(Arc::new(provider))
-        .map_err(|e| feed_err(&e))?;
+    let provider =
+        DeltaCdfTableProvider::try_new(builder).map_err(|e| feed_err(u, start, end, e))?;
+    let mut df = ctx.read_table(Arc::new(provider)).map_err(fail)?;
     if let Some(predicate) = &u.filter {
         let expr = df.parse_sql_expr(predicate).map_err(|e| {
             table_err(
@@ -366,17 +385,17 @@ fn scan_frame(
                 ),
             )
         })?;
-        df = df.filter(expr).map_err(|e| feed_err(&e))?;
+        df = df.filter(expr).map_err(fail)?;
     }
     if let Some(types) = &u.change_types {
         let types = types.iter().map(|t| lit(t.as_str())).collect();
         df = df
             .filter(col(CHANGE_TYPE).in_list(types, false))
-            .map_err(|e| feed_err(&e))?;
+            .map_err(fail)?;
     }
     // Read only the columns delivered.
     let wanted: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    df.select_columns(&wanted).map_err(|e| feed_err(&e))
+    df.select_columns(&wanted).map_err(fail)
 }
 
 /// The first file (version, relative path) the change feed of `start..=end` is read
@@ -401,53 +420,30 @@ async fn first_missing_file(table: &DeltaTable, start: i64, end: i64) -> Option<
     None
 }
 
-/// Whether `e` was caused by a file that is not there: an object store's `NotFound`
-/// or an IO `NotFound`, wherever it sits in the chain of sources (DataFusion wraps it
-/// in parquet and external errors).
-pub fn is_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(os) = err.downcast_ref::<deltalake::ObjectStoreError>() {
-            if matches!(os, deltalake::ObjectStoreError::NotFound { .. }) {
-                return true;
-            }
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::NotFound {
-                return true;
-            }
-        }
-        // DataFusion keeps an object store's error as its own variant.
-        if let Some(DataFusionError::ObjectStore(os)) = err.downcast_ref::<DataFusionError>() {
-            if matches!(**os, deltalake::ObjectStoreError::NotFound { .. }) {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// Casts and orders the columns of `b` into `schema`.
-pub fn conform(b: &RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, String> {
+/// Casts and orders the columns of `b` into `schema`. A missing column is a schema
+/// error, a column that cannot be cast a cast error (both name the column).
+pub fn conform(
+    b: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, ArrowError> {
     let mut cols = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
-        let col = b
-            .column_by_name(f.name())
-            .ok_or_else(|| format!("the change rows have no column '{}'", f.name()))?;
+        let col = b.column_by_name(f.name()).ok_or_else(|| {
+            ArrowError::SchemaError(format!("the rows have no column '{}'", f.name()))
+        })?;
         let col = if col.data_type() == f.data_type() {
             col.clone()
         } else {
             cast(col, f.data_type()).map_err(|e| {
-                format!(
+                ArrowError::CastError(format!(
                     "column '{}': cannot read {} as {}: {e}",
                     f.name(),
                     col.data_type(),
                     f.data_type()
-                )
+                ))
             })?
         };
         cols.push(col);
     }
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
+    RecordBatch::try_new(schema.clone(), cols)
 }

@@ -113,7 +113,7 @@ fn exit_code(outcome: Result<(), dlink_rt::Error>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match e {
-                dlink_rt::Error::Config { .. } => EXIT_CONFIG,
+                dlink_rt::Error::Config(_) => EXIT_CONFIG,
                 _ => EXIT_FAILED,
             })
         }

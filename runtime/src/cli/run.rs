@@ -298,7 +298,7 @@ pub fn load_path(path: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>),
     }
     Ok(match Pipeline::load(path) {
         Ok(p) => (vec![p], Vec::new()),
-        Err(Error::Config { problems }) => (Vec::new(), problems),
+        Err(Error::Config(dlink_rt::config::ConfigError { problems })) => (Vec::new(), problems),
         Err(e) => (Vec::new(), vec![e.to_string()]),
     })
 }
@@ -334,7 +334,9 @@ pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>)
                     pipelines.push(p);
                 }
             }
-            Err(Error::Config { problems: ps }) => problems.extend(ps),
+            Err(Error::Config(dlink_rt::config::ConfigError { problems: ps })) => {
+                problems.extend(ps)
+            }
             Err(e) => problems.push(e.to_string()),
         }
     }

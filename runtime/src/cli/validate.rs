@@ -235,7 +235,9 @@ async fn check_sql(
         }
         pinned.push((u.clone(), *version));
     }
-    let out = dlink_rt::sql_pipeline::plan(query, tables, &pinned, cache).await?;
+    let out = dlink_rt::sql_pipeline::plan(query, tables, &pinned, cache)
+        .await
+        .map_err(|e| e.to_string())?;
     for k in &p.keys {
         let f = out.field_with_name(&k.name).map_err(|_| {
             let names: Vec<&str> = out.fields().iter().map(|f| f.name().as_str()).collect();

@@ -3,6 +3,7 @@
 //! problems of a file are reported together, not only the first.
 
 mod env;
+mod error;
 mod file;
 mod load;
 mod plugin;
@@ -18,6 +19,7 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 
 pub use env::{substitute, substitute_values};
+pub use error::ConfigError;
 pub use load::is_identifier;
 
 /// Name of the catalog file looked up beside a pipeline file when it names none.
@@ -359,14 +361,14 @@ impl Source {
         let mut document = toml::de::DeTable::parse(&self.text).map_err(toml_err)?;
         let problems = substitute_values(document.get_mut(), &|k| std::env::var(k).ok());
         if !problems.is_empty() {
-            return Err(Error::Config {
+            return Err(Error::Config(ConfigError {
                 problems: problems
                     .into_iter()
                     .map(|(offset, msg)| {
                         format!("{}:{}: {msg}", self.path.display(), self.line(offset))
                     })
                     .collect(),
-            });
+            }));
         }
         T::deserialize(toml::de::Deserializer::from(document)).map_err(toml_err)
     }

@@ -37,7 +37,7 @@ keys = [{{ name = "diasng_id", type = "long" }}]
 
 fn problems(err: Error) -> Vec<String> {
     match err {
-        Error::Config { problems } => problems,
+        Error::Config(crate::config::ConfigError { problems }) => problems,
         other => panic!("expected a config error, got {other}"),
     }
 }
@@ -230,7 +230,7 @@ fn environment_variables_are_substituted_in_values_with_their_lines() {
     );
     let e = Catalog::load(&dir.path().join("upstreams.toml")).unwrap_err();
     let problems = match e {
-        Error::Config { problems } => problems,
+        Error::Config(crate::config::ConfigError { problems }) => problems,
         other => panic!("{other:?}"),
     };
     assert_eq!(problems.len(), 1, "{problems:?}");

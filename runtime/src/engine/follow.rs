@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BatchReport, PluginSlot, RunSummary, Session};
 use crate::cdf::FanOut;
 use crate::config::{Pipeline, PluginSpec};
-use crate::error::{Error, Result};
+use crate::error::{CommitError, Error, Result};
 use crate::plugin::source;
 use crate::plugin::{sha256_hex, Plugin, PluginError, PluginHost};
 use watch::watch;
@@ -221,7 +221,7 @@ enum AfterFailure {
 /// Logs a failed poll and says what comes next.
 fn after_failure(pipeline: &Pipeline, slot: &mut PluginSlot, e: &Error) -> AfterFailure {
     match e {
-        Error::Concurrent { .. } => {
+        Error::Commit(CommitError::Concurrent { .. }) => {
             tracing::warn!(
                 pipeline = %pipeline.name,
                 batch = e.batch_id(),

@@ -14,7 +14,7 @@ use super::read::{self, Cursor};
 use super::{plan, test_pause, BatchReport, PluginSlot, RunSummary, Stages};
 use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Pipeline, Upstream};
-use crate::error::{BatchFailure, Error, Result};
+use crate::error::{BatchFailure, Error, ReadError, Result};
 use crate::lookup::TableCache;
 use crate::plugin::PluginHost;
 use crate::sink::{Commit, LinkTable, UpstreamRange};
@@ -370,12 +370,12 @@ async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) 
     let latest = cdf::version_of(u, &table)?;
     let next = match done {
         Some(d) if *d > latest => {
-            return Err(Error::CheckpointAhead {
+            return Err(Error::Read(ReadError::CheckpointAhead {
                 table: u.name.clone(),
                 done: *d,
                 latest,
                 pipeline_file: None,
-            })
+            }))
         }
         Some(d) => d + 1,
         None => u.start_version,

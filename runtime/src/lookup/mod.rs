@@ -10,6 +10,7 @@
 //! Lookups run as ordinary tokio tasks, off the Wasm fiber's small stack (see
 //! `plugin::host`).
 
+mod error;
 mod index;
 mod scan;
 
@@ -24,6 +25,7 @@ use tokio::sync::Mutex;
 use crate::config::{LookupSettings, Upstream};
 use crate::plugin::Lookup;
 
+pub use error::{BadKeys, LookupError};
 pub use index::{IndexStats, Indexes};
 pub use scan::{answer, LookupTarget};
 
@@ -82,14 +84,14 @@ impl TableLookup {
         }
     }
 
-    async fn table(&self, u: &Upstream, version: i64) -> Result<DeltaTable, String> {
+    async fn table(&self, u: &Upstream, version: i64) -> Result<DeltaTable, LookupError> {
         let mut cache = self.cache.lock().await;
         if let Some(t) = cache.get(&(u.name.clone(), version)) {
             return Ok(t.clone());
         }
         let t = crate::cdf::open_at(u, version)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LookupError::Table(Box::new(e)))?;
         hold(&mut cache, &u.name, version, &t);
         Ok(t)
     }
@@ -100,20 +102,20 @@ impl TableLookup {
         column: &str,
         keys: &[u8],
         columns: &[String],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, LookupError> {
         let Some((u, version)) = self.pinned.get(table) else {
-            let mut known: Vec<&str> = self.pinned.keys().map(String::as_str).collect();
+            let mut known: Vec<String> = self.pinned.keys().cloned().collect();
             known.sort();
-            return Err(format!(
-                "lookup of table '{table}': not an upstream or lookup table of pipeline '{}' (it may look up: {}); \
-                 declare it in the pipeline file's `lookups`",
-                self.pipeline,
-                known.join(", ")
-            ));
+            return Err(LookupError::UnknownTable {
+                table: table.to_string(),
+                pipeline: self.pipeline.clone(),
+                known,
+            });
         };
         let t = self.table(u, *version).await?;
         let at = format!(" at version {version}");
-        let schema = crate::cdf::arrow_schema(u, &t).map_err(|e| e.to_string())?;
+        let schema =
+            crate::cdf::arrow_schema(u, &t).map_err(|e| LookupError::Table(Box::new(e)))?;
         let req = scan::Request::decode(table, &at, &schema, column, keys, columns)?;
         if let Some(answer) = self
             .indexes
@@ -136,7 +138,11 @@ impl TableLookup {
             name: table.to_string(),
             at,
             schema,
-            provider: t.table_provider().await.map_err(|e| e.to_string())?,
+            provider: t
+                .table_provider()
+                .await
+                .map_err(|e| req.read_err(e, &u.storage))?,
+            storage: u.storage.clone(),
         };
         scan::scan(&self.ctx, &target, &req, self.max_rows).await
     }
@@ -149,7 +155,7 @@ impl Lookup for TableLookup {
         column: &'a str,
         keys: &'a [u8],
         columns: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<u8>, LookupError>> {
         Box::pin(self.answer(table, column, keys, columns))
     }
 }

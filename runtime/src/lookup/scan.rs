@@ -13,6 +13,9 @@ use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::common::{Column, JoinType, ScalarValue};
 use deltalake::datafusion::prelude::{lit, Expr, SessionContext};
 
+use super::error::{BadKeys, LookupError};
+use crate::storage::{Cause, StorageOptions, StoreError};
+
 /// Name of the keys' column in the semi-join.
 const KEY: &str = "__dlink_lookup_key";
 
@@ -26,6 +29,8 @@ pub struct LookupTarget {
     /// The table's columns, in its own types.
     pub schema: SchemaRef,
     pub provider: Arc<dyn TableProvider>,
+    /// The storage options of the table's store, hidden from errors.
+    pub storage: StorageOptions,
 }
 
 /// One decoded lookup: the keys as one non-null column of the lookup column's type and
@@ -52,10 +57,19 @@ impl Request {
         column: &str,
         keys: &[u8],
         columns: &[String],
-    ) -> Result<Request, String> {
+    ) -> Result<Request, LookupError> {
+        let no_column = |column: &str| LookupError::NoColumn {
+            table: table.to_string(),
+            at: at.to_string(),
+            column: column.to_string(),
+        };
+        let bad_keys = |problem| LookupError::BadKeys {
+            table: table.to_string(),
+            problem,
+        };
         let col_type = schema
             .field_with_name(column)
-            .map_err(|_| format!("lookup of table '{table}'{at}: no column '{column}'"))?
+            .map_err(|_| no_column(column))?
             .data_type()
             .clone();
         let mut out_fields = Vec::new();
@@ -63,9 +77,7 @@ impl Request {
             out_fields.extend(schema.fields().iter().map(|f| f.as_ref().clone()));
         } else {
             for c in columns {
-                let f = schema
-                    .field_with_name(c)
-                    .map_err(|_| format!("lookup of table '{table}'{at}: no column '{c}'"))?;
+                let f = schema.field_with_name(c).map_err(|_| no_column(c))?;
                 out_fields.push(f.clone());
             }
         }
@@ -75,23 +87,23 @@ impl Request {
                 .map(|f| f.with_nullable(true))
                 .collect::<Vec<Field>>(),
         ));
-        let (_, key_batches) = crate::ipc::decode(keys).map_err(|e| {
-            format!("lookup of table '{table}': keys are not an Arrow IPC stream: {e}")
-        })?;
+        let (_, key_batches) =
+            crate::ipc::decode(keys).map_err(|e| bad_keys(BadKeys::NotIpc(e)))?;
         let mut parts: Vec<ArrayRef> = Vec::with_capacity(key_batches.len());
         for b in &key_batches {
             if b.num_columns() != 1 {
-                return Err(format!(
-                    "lookup of table '{table}': keys must be one column, got {}",
-                    b.num_columns()
-                ));
+                return Err(bad_keys(BadKeys::Columns(b.num_columns())));
             }
-            let arr = cast(b.column(0), &col_type).map_err(|e| {
-                format!("lookup of table '{table}': keys cannot be read as {col_type}: {e}")
-            })?;
+            let as_type = |source| {
+                bad_keys(BadKeys::Type {
+                    to: col_type.clone(),
+                    source,
+                })
+            };
+            let arr = cast(b.column(0), &col_type).map_err(as_type)?;
             let arr = if arr.null_count() > 0 {
-                let valid = is_not_null(&arr).map_err(|e| e.to_string())?;
-                filter(&arr, &valid).map_err(|e| e.to_string())?
+                let valid = is_not_null(&arr).map_err(as_type)?;
+                filter(&arr, &valid).map_err(as_type)?
             } else {
                 arr
             };
@@ -102,7 +114,12 @@ impl Request {
             1 => parts.remove(0),
             _ => {
                 let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-                concat(&refs).map_err(|e| e.to_string())?
+                concat(&refs).map_err(|source| {
+                    bad_keys(BadKeys::Type {
+                        to: col_type.clone(),
+                        source,
+                    })
+                })?
             }
         };
         Ok(Request {
@@ -115,16 +132,26 @@ impl Request {
     }
 
     /// The error of a lookup that found more rows than allowed.
-    pub fn too_many(&self, max_rows: u64) -> String {
-        format!(
-            "lookup of table '{}'{} returned more than {max_rows} rows ([plugin.limits] max_lookup_rows)",
-            self.table, self.at
-        )
+    pub fn too_many(&self, max_rows: u64) -> LookupError {
+        LookupError::TooManyRows {
+            table: self.table.clone(),
+            at: self.at.clone(),
+            max_rows,
+        }
+    }
+
+    /// A failed read of the rows (`storage` hidden from the text).
+    pub fn read_err(&self, e: impl Into<Cause>, storage: &StorageOptions) -> LookupError {
+        LookupError::Read {
+            table: self.table.clone(),
+            at: self.at.clone(),
+            source: StoreError::new(e, storage),
+        }
     }
 
     /// The answer as an IPC stream in [`Request::out_schema`] (each batch cast and
     /// ordered into it), or the row-limit error.
-    pub fn finish(&self, batches: &[RecordBatch], max_rows: u64) -> Result<Vec<u8>, String> {
+    pub fn finish(&self, batches: &[RecordBatch], max_rows: u64) -> Result<Vec<u8>, LookupError> {
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         if rows > max_rows {
             return Err(self.too_many(max_rows));
@@ -133,8 +160,9 @@ impl Request {
             .iter()
             .map(|b| crate::cdf::conform(b, &self.out_schema))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("lookup of table '{}'{}: {e}", self.table, self.at))?;
-        crate::ipc::encode(&self.out_schema, &batches).map_err(|e| e.to_string())
+            .map_err(|e| self.read_err(e, &StorageOptions::default()))?;
+        crate::ipc::encode(&self.out_schema, &batches)
+            .map_err(|e| self.read_err(e, &StorageOptions::default()))
     }
 }
 
@@ -149,7 +177,7 @@ pub async fn answer(
     column: &str,
     keys: &[u8],
     columns: &[String],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, LookupError> {
     let req = Request::decode(
         &target.name,
         &target.at,
@@ -167,13 +195,12 @@ pub(crate) async fn scan(
     target: &LookupTarget,
     req: &Request,
     max_rows: u64,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, LookupError> {
     if req.keys.is_empty() {
         return req.finish(&[], max_rows);
     }
-    let out_err = |e: deltalake::datafusion::error::DataFusionError| {
-        format!("lookup of table '{}'{}: {e}", req.table, req.at)
-    };
+    let out_err =
+        |e: deltalake::datafusion::error::DataFusionError| req.read_err(e, &target.storage);
     let t_col = |name: &str| Expr::Column(Column::new(Some("t"), name));
     let key_schema = Arc::new(Schema::new(vec![Field::new(
         KEY,
@@ -181,7 +208,7 @@ pub(crate) async fn scan(
         false,
     )]));
     let key_batch = RecordBatch::try_new(key_schema, vec![req.keys.clone()])
-        .map_err(|e| format!("lookup of table '{}': {e}", req.table))?;
+        .map_err(|e| req.read_err(e, &target.storage))?;
     let keys = ctx
         .read_batch(key_batch)
         .and_then(|df| df.alias("k"))
@@ -192,7 +219,7 @@ pub(crate) async fn scan(
         .map_err(out_err)?;
     // Two literals whatever the number of keys: lets file statistics skip files whose
     // range of the lookup column holds no key.
-    if let Some((min, max)) = key_range(&req.keys)? {
+    if let Some((min, max)) = key_range(&req.keys).map_err(out_err)? {
         df = df
             .filter(t_col(&req.column).between(lit(min), lit(max)))
             .map_err(out_err)?;
@@ -226,7 +253,9 @@ pub(crate) async fn scan(
 }
 
 /// The smallest and largest key, for types whose order statistics prune files.
-fn key_range(keys: &ArrayRef) -> Result<Option<(ScalarValue, ScalarValue)>, String> {
+fn key_range(
+    keys: &ArrayRef,
+) -> Result<Option<(ScalarValue, ScalarValue)>, deltalake::datafusion::error::DataFusionError> {
     let orderable = matches!(
         keys.data_type(),
         DataType::Int8
@@ -245,13 +274,13 @@ fn key_range(keys: &ArrayRef) -> Result<Option<(ScalarValue, ScalarValue)>, Stri
     if !orderable || keys.is_empty() {
         return Ok(None);
     }
-    let end = |descending: bool| -> Result<ScalarValue, String> {
+    let end = |descending: bool| {
         let opts = SortOptions {
             descending,
             nulls_first: false,
         };
-        let one = sort_limit(keys, Some(opts), Some(1)).map_err(|e| e.to_string())?;
-        ScalarValue::try_from_array(&one, 0).map_err(|e| e.to_string())
+        let one = sort_limit(keys, Some(opts), Some(1))?;
+        ScalarValue::try_from_array(&one, 0)
     };
     Ok(Some((end(false)?, end(true)?)))
 }

@@ -44,7 +44,7 @@ impl HostBuilder {
     }
 
     /// Starts the host (its engine, linker and epoch ticker).
-    pub fn build(&self) -> anyhow::Result<PluginHost> {
+    pub fn build(&self) -> Result<PluginHost, super::PluginError> {
         PluginHost::start(self)
     }
 }

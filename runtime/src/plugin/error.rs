@@ -45,6 +45,10 @@ impl fmt::Display for StderrTail {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PluginError {
+    /// The host itself could not start (its engine, linker or epoch ticker).
+    #[error("cannot start the plugin host: {0:#}")]
+    HostStart(#[source] wasmtime::Error),
+
     /// The `.wasm` file cannot be read.
     #[error("cannot read the file: {0}")]
     Read(#[source] std::io::Error),

@@ -30,10 +30,15 @@ impl State {
         // thread, and only the wait for it happens here.
         let task =
             tokio::spawn(async move { lookup.lookup(&table, &column, &keys, &columns).await });
-        match task.await {
-            Ok(answer) => answer,
-            Err(e) => Err(format!("the host's lookup task failed: {e}")),
-        }
+        let failed = match task.await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) => e,
+            Err(e) => crate::lookup::LookupError::Task(e.to_string()),
+        };
+        // The plugin gets the text (the contract's `result<_, string>`); the host's
+        // log keeps what kind of failure it was.
+        tracing::debug!(pipeline = %self.pipeline, batch = self.batch, error = ?failed, "lookup failed");
+        Err(failed.to_string())
     }
 
     fn log(&mut self, level: Level, message: String) {

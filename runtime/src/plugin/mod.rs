@@ -53,7 +53,7 @@ pub trait Lookup: Send + Sync {
         column: &'a str,
         keys: &'a [u8],
         columns: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<u8>, crate::lookup::LookupError>>;
 }
 
 /// Per-instance state of the store.
@@ -157,11 +157,11 @@ impl PluginHost {
 
     /// A host caching compiled components in `cache_dir` (none: compile every time),
     /// without a profiler.
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         Self::builder().cache_dir(cache_dir).build()
     }
 
-    fn start(b: &HostBuilder) -> anyhow::Result<Self> {
+    fn start(b: &HostBuilder) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -174,11 +174,13 @@ impl PluginHost {
                 config.profiler(wasmtime::ProfilingStrategy::JitDump);
             }
         }
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(PluginError::HostStart)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        v0_1::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        v0_2::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::HostStart)?;
+        v0_1::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(PluginError::HostStart)?;
+        v0_2::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(PluginError::HostStart)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -188,7 +190,8 @@ impl PluginHost {
                     std::thread::sleep(TICK);
                     e.increment_epoch();
                 }
-            })?;
+            })
+            .map_err(|e| PluginError::HostStart(e.into()))?;
         Ok(PluginHost {
             engine,
             linker,

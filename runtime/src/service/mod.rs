@@ -197,7 +197,7 @@ async fn apply(entries: &mut BTreeMap<PathBuf, Entry>, files: Scanned, ctx: &Ctx
             Ok(p) => p,
             Err(e) => {
                 let problems = match e {
-                    Error::Config { problems } => problems,
+                    Error::Config(crate::config::ConfigError { problems }) => problems,
                     other => vec![other.to_string()],
                 };
                 let keeps = if entry.running.is_some() {

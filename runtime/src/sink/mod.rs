@@ -22,10 +22,12 @@
 //! before the commit leaves nothing, after it the batch is done.
 
 mod create;
+mod error;
 mod merge;
 mod protocol;
 mod rows;
 
+pub use error::CommitError;
 pub use protocol::*;
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -87,12 +89,12 @@ pub struct LinkTable {
 }
 
 impl LinkTable {
-    fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Link {
+    fn err(&self, e: impl Into<crate::storage::Cause>) -> Error {
+        Error::Commit(CommitError::Link {
             pipeline: self.pipeline.clone(),
             uri: self.uri.clone(),
-            message: crate::storage::redact(&e.to_string(), &self.storage),
-        }
+            source: crate::storage::StoreError::new(e, &self.storage),
+        })
     }
 
     /// A builder of the link table, with its storage options.
@@ -225,7 +227,7 @@ impl LinkTable {
     }
 
     /// Commits one batch exactly once: the keys (appended to the change log, or merged
-    /// on the key columns) and the checkpoint in one Delta commit. Fails with [`Error::Concurrent`] without writing
+    /// on the key columns) and the checkpoint in one Delta commit. Fails with [`CommitError::Concurrent`] without writing
     /// when another run committed this batch first (seen before the commit, or as the
     /// Delta conflict on the pipeline's application transaction).
     pub async fn commit(&mut self, c: Commit<'_>) -> Result<i64> {
@@ -237,7 +239,7 @@ impl LinkTable {
                 self.merge_small_files().await;
                 return Ok(v);
             }
-            Err(e @ Error::Concurrent { .. }) => return Err(e),
+            Err(e @ Error::Commit(CommitError::Concurrent { .. })) => return Err(e),
             Err(e) => e,
         };
         // Did we lose a race (another run's batch, or a reset)? Then say so, and the run
@@ -249,11 +251,11 @@ impl LinkTable {
         };
         let moved = expected.as_ref().is_some_and(|cp| *cp != found);
         if found.batch_id >= batch_id || moved {
-            return Err(Error::Concurrent {
+            return Err(Error::Commit(CommitError::Concurrent {
                 pipeline: self.pipeline.clone(),
                 batch_id,
                 found: found.batch_id,
-            });
+            }));
         }
         if expected.is_none() {
             return Err(err);
@@ -296,12 +298,13 @@ impl LinkTable {
                 (t, self.read_checkpoint().await?)
             }
         };
-        let checkpoint =
-            protocol::after_batch(&checkpoint, c).map_err(|found| Error::Concurrent {
+        let checkpoint = protocol::after_batch(&checkpoint, c).map_err(|found| {
+            Error::Commit(CommitError::Concurrent {
                 pipeline: self.pipeline.clone(),
                 batch_id: c.batch_id,
                 found,
-            })?;
+            })
+        })?;
         let props = CommitProperties::default()
             .with_application_transactions(protocol::batch_transactions(&self.pipeline, c))
             .with_metadata([(

@@ -185,7 +185,7 @@ pub fn parse_key(keys: &[KeyColumn], values: &[String], named: &[String]) -> Res
         }
     }
     if !problems.is_empty() {
-        return Err(Error::Config { problems });
+        return Err(Error::Config(crate::config::ConfigError { problems }));
     }
     Ok(Key {
         columns: keys

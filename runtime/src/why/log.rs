@@ -132,36 +132,32 @@ pub(super) struct Reported {
 
 /// The rows of `key` in the link table, newest batch first.
 pub(super) async fn reported(p: &Pipeline, table: &DeltaTable, key: &Key) -> Result<Vec<Reported>> {
-    let err = |m: String| Error::link(p, m);
+    let err = |e: crate::storage::Cause| Error::link(p, e);
     let ctx = cdf::session();
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let mut df = ctx.read_table(provider).map_err(|e| err(e.to_string()))?;
+    let provider = table.table_provider().await.map_err(|e| err(e.into()))?;
+    let mut df = ctx.read_table(provider).map_err(|e| err(e.into()))?;
     if let Some(pred) = key.predicate() {
-        df = df.filter(pred).map_err(|e| err(e.to_string()))?;
+        df = df.filter(pred).map_err(|e| err(e.into()))?;
     }
     let df = df
         .select_columns(&[BATCH_ID, UPSTREAMS, CHANGE_TS, UPDATED_AT])
-        .map_err(|e| err(e.to_string()))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| err(format!("reading the rows of key {key}: {e}")))?;
+        .map_err(|e| err(e.into()))?;
+    let batches = df.collect().await.map_err(|e| {
+        err(crate::storage::Cause::from(e).doing(format_args!("reading the rows of key {key}")))
+    })?;
     let ts_type = DataType::Timestamp(TimeUnit::Microsecond, None);
     let mut out = Vec::new();
     for b in batches {
         let col = |name: &str| {
             b.column_by_name(name)
                 .cloned()
-                .ok_or_else(|| err(format!("the link table has no column {name}")))
+                .ok_or_else(|| err(format!("the link table has no column {name}").into()))
         };
-        let ids = cast(&col(BATCH_ID)?, &DataType::Int64).map_err(|e| err(e.to_string()))?;
+        let ids = cast(&col(BATCH_ID)?, &DataType::Int64).map_err(|e| err(e.into()))?;
         let ids = ids.as_primitive::<Int64Type>();
         let ts = |name: &str| -> Result<ArrayRef> {
-            let c = cast(&col(name)?, &ts_type).map_err(|e| err(e.to_string()))?;
-            cast(&c, &DataType::Int64).map_err(|e| err(e.to_string()))
+            let c = cast(&col(name)?, &ts_type).map_err(|e| err(e.into()))?;
+            cast(&c, &DataType::Int64).map_err(|e| err(e.into()))
         };
         let change_ts = ts(CHANGE_TS)?;
         let change_ts = change_ts.as_primitive::<Int64Type>();
@@ -170,12 +166,12 @@ pub(super) async fn reported(p: &Pipeline, table: &DeltaTable, key: &Key) -> Res
         let ups = col(UPSTREAMS)?;
         let ups = ups
             .as_list_opt::<i32>()
-            .ok_or_else(|| err(format!("{UPSTREAMS} is not a list")))?;
+            .ok_or_else(|| err(format!("{UPSTREAMS} is not a list").into()))?;
         for i in 0..b.num_rows() {
             let names = if ups.is_null(i) {
                 Vec::new()
             } else {
-                let v = cast(&ups.value(i), &DataType::Utf8).map_err(|e| err(e.to_string()))?;
+                let v = cast(&ups.value(i), &DataType::Utf8).map_err(|e| err(e.into()))?;
                 let v = v.as_string::<i32>();
                 (0..v.len()).map(|j| v.value(j).to_string()).collect()
             };
@@ -224,7 +220,9 @@ pub(super) async fn batch_metas(
                 Err(e) => {
                     return Err(Error::link(
                         p,
-                        format!("cannot read the log entry of link table version {v}: {e}"),
+                        e.doing(format_args!(
+                            "cannot read the log entry of link table version {v}"
+                        )),
                     ))
                 }
             };
@@ -250,12 +248,12 @@ pub(super) async fn batch_metas(
 pub(super) async fn read_entry(
     log: &LogStoreRef,
     version: i64,
-) -> std::result::Result<Option<Vec<u8>>, String> {
+) -> std::result::Result<Option<Vec<u8>>, crate::storage::Cause> {
     let v = u64::try_from(version).map_err(|_| format!("no version {version}"))?;
     log.read_commit_entry(v)
         .await
         .map(|b| b.map(|b| b.to_vec()))
-        .map_err(|e| e.to_string())
+        .map_err(Into::into)
 }
 
 /// The upstream commits `start..=end` of `u`, from its log.
@@ -292,7 +290,10 @@ pub(super) async fn upstream_commits(
                 operation: None,
                 operation_parameters: None,
                 causing_rows: 0,
-                note: Some(format!("its log entry cannot be read: {e}")),
+                note: Some(format!(
+                    "its log entry cannot be read: {}",
+                    crate::storage::StoreError::new(e, &u.storage)
+                )),
             },
         })
         .collect())

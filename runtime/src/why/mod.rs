@@ -243,7 +243,10 @@ pub async fn explain(
     let table = link.table().cloned().ok_or_else(|| {
         Error::link(
             p,
-            "there is no link table yet: run the pipeline first (`dlink-rt run`)",
+            crate::storage::Cause::new(
+                crate::storage::StoreErrorKind::NotATable,
+                "there is no link table yet: run the pipeline first (`dlink-rt run`)",
+            ),
         )
     })?;
     let rows = reported(p, &table, key).await?;

@@ -183,8 +183,9 @@ impl Rederive<'_> {
                         batches,
                     });
                 }
-                let (schema, rows) =
-                    crate::sql_pipeline::derive(query, tables, pinned, cache).await?;
+                let (schema, rows) = crate::sql_pipeline::derive(query, tables, pinned, cache)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 crate::keys::collect_batches(&schema, &rows, &p.keys, &names, Some(&default))
                     .map_err(|e| e.to_string())?
             }

@@ -24,7 +24,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 fn problems(r: Result<Key>) -> String {
     match r {
-        Err(Error::Config { problems }) => problems.join("\n"),
+        Err(Error::Config(crate::config::ConfigError { problems })) => problems.join("\n"),
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }

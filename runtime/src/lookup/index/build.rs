@@ -50,7 +50,7 @@ pub(super) async fn build(
         .map_err(transient)?;
     while let Some(b) = stream.next().await {
         let b = b.map_err(transient)?;
-        let b = crate::cdf::conform(&b, &schema).map_err(Refusal::Transient)?;
+        let b = crate::cdf::conform(&b, &schema).map_err(|e| Refusal::Transient(e.to_string()))?;
         ix.add_batch(&b)?;
     }
     ix.build_time = started.elapsed();

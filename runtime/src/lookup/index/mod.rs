@@ -25,6 +25,7 @@ use deltalake::DeltaTable;
 use futures::StreamExt;
 use hashbrown::HashTable;
 
+use super::error::LookupError;
 use super::scan::Request;
 use crate::config::{LookupSettings, Upstream};
 use build::{advance, build};
@@ -268,10 +269,9 @@ impl Index {
 
     /// The rows whose key is one of `keys` (deduplicated), projected to the request's
     /// columns.
-    fn probe(&self, req: &Request, max_rows: u64) -> Result<Vec<u8>, String> {
-        let err = |e: deltalake::arrow::error::ArrowError| {
-            format!("lookup of table '{}'{}: {e}", req.table, req.at)
-        };
+    fn probe(&self, req: &Request, max_rows: u64) -> Result<Vec<u8>, LookupError> {
+        // The index is in memory: no storage options to hide.
+        let err = |e: deltalake::arrow::error::ArrowError| req.read_err(e, &Default::default());
         let probes = self
             .key_conv
             .convert_columns(std::slice::from_ref(&req.keys))
@@ -316,8 +316,10 @@ impl Index {
                     .index_of(f.name())
                     .ok()
                     .and_then(|i| in_table_order[i].clone())
-                    .ok_or_else(|| {
-                        format!("lookup of table '{}': no column '{}'", req.table, f.name())
+                    .ok_or_else(|| LookupError::NoColumn {
+                        table: req.table.clone(),
+                        at: req.at.clone(),
+                        column: f.name().clone(),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -411,7 +413,7 @@ impl Indexes {
         req: &Request,
         max_rows: u64,
         settings: &LookupSettings,
-    ) -> Option<Result<Vec<u8>, String>> {
+    ) -> Option<Result<Vec<u8>, LookupError>> {
         if !settings.index {
             return None;
         }

@@ -13,6 +13,10 @@ use std::sync::Once;
 
 use deltalake::{DeltaResult, DeltaTableBuilder};
 
+mod error;
+
+pub use error::{kind_of, Cause, StoreError, StoreErrorKind};
+
 /// Options of an object store (`aws_endpoint_url`, `aws_region`, `aws_allow_http`,
 /// credentials, ...), as deltalake's backends take them.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -83,11 +87,11 @@ pub fn builder(uri: &str, options: &StorageOptions) -> DeltaResult<DeltaTableBui
 pub fn object_store(
     uri: &str,
     options: &StorageOptions,
-) -> Result<std::sync::Arc<dyn deltalake::ObjectStore>, String> {
+) -> Result<std::sync::Arc<dyn deltalake::ObjectStore>, StoreError> {
     builder(uri, options)
         .and_then(|b| b.build_storage())
         .map(|log| log.object_store(None))
-        .map_err(|e| redact(&e.to_string(), options))
+        .map_err(|e| StoreError::new(e, options))
 }
 
 /// Whether `uri` names an object store (not a local path).
@@ -110,7 +114,7 @@ pub fn redact(text: &str, options: &StorageOptions) -> String {
 /// to keep two writers from committing the same version. Writes and removes one small
 /// object under `_dlink_probe/`. Local paths are not checked (the file system's
 /// atomic create-new serves).
-pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Result<(), String> {
+pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Result<(), StoreError> {
     use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
     if !is_remote(uri) {
         return Ok(());
@@ -135,9 +139,9 @@ pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Resul
                 .await
         }
         Err(e) => {
-            return Err(format!(
-                "cannot write to the store: {}",
-                redact(&e.to_string(), options)
+            return Err(StoreError::new(
+                Cause::from(e).doing("cannot write to the store"),
+                options,
             ))
         }
     };
@@ -145,15 +149,18 @@ pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Resul
     match second {
         Err(deltalake::ObjectStoreError::AlreadyExists { .. })
         | Err(deltalake::ObjectStoreError::Precondition { .. }) => Ok(()),
-        Ok(_) => Err(
-            "the store overwrote an object written with If-None-Match: * (no conditional put), so two runs \
-             could commit the same link-table version; use a store with conditional writes (AWS S3, MinIO, \
-             Ceph RGW, R2 all have them)"
-                .into(),
-        ),
-        Err(e) => Err(format!(
-            "the store's answer to a conditional put was unexpected: {}",
-            redact(&e.to_string(), options)
+        Ok(_) => Err(StoreError::new(
+            Cause::new(
+                StoreErrorKind::Invalid,
+                "the store overwrote an object written with If-None-Match: * (no conditional put), so two runs \
+                 could commit the same link-table version; use a store with conditional writes (AWS S3, MinIO, \
+                 Ceph RGW, R2 all have them)",
+            ),
+            options,
+        )),
+        Err(e) => Err(StoreError::new(
+            Cause::from(e).doing("the store's answer to a conditional put was unexpected"),
+            options,
         )),
     }
 }
@@ -162,7 +169,7 @@ pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Resul
 /// request on an object store, one `stat` for a local path. Asked before loading a
 /// table that may not exist yet, so that its absence is an answer, not an error
 /// deltalake's kernel logs.
-pub async fn has_log(uri: &str, options: &StorageOptions) -> Result<bool, String> {
+pub async fn has_log(uri: &str, options: &StorageOptions) -> Result<bool, StoreError> {
     use futures::StreamExt;
     if !is_remote(uri) {
         return Ok(!crate::cdf::local_path_without_log(uri));
@@ -172,7 +179,7 @@ pub async fn has_log(uri: &str, options: &StorageOptions) -> Result<bool, String
     match store.list(Some(&prefix)).next().await {
         None => Ok(false),
         Some(Ok(_)) => Ok(true),
-        Some(Err(e)) => Err(redact(&e.to_string(), options)),
+        Some(Err(e)) => Err(StoreError::new(e, options)),
     }
 }
 

@@ -1,0 +1,50 @@
+//! The commit layer's error: the link table (the change log) that cannot be written or
+//! read, a batch another run committed first, a window retention removed.
+
+use crate::storage::StoreError;
+
+/// Why a link-table operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// Writing or reading the link table failed (retrying may help when
+    /// `source.kind()` is `Io`).
+    #[error("link table {uri} of pipeline '{pipeline}': {source}")]
+    Link {
+        pipeline: String,
+        uri: String,
+        #[source]
+        source: StoreError,
+    },
+
+    /// Another run committed the same batch first.
+    #[error(
+        "pipeline '{pipeline}': batch {batch_id} was committed by another run while this one worked on it \
+         (link table now at batch {found}); nothing was written by this run"
+    )]
+    Concurrent {
+        pipeline: String,
+        batch_id: i64,
+        found: i64,
+    },
+
+    /// A window starts before the oldest batch the change log still holds: retention
+    /// (`dlink-rt compact`) removed the batches in between.
+    #[error(
+        "link table {uri} of pipeline '{pipeline}': {reader} reads the batches after batch {}, but batches {first_missing}..={through} \
+         were removed by retention (`[link] retain`, `dlink-rt compact`); the oldest batch kept is {}. \
+         Their keys cannot be read any more: reprocess the keys from the source if you need them, then {way_out}",
+        first_missing - 1, through + 1
+    )]
+    Expired {
+        pipeline: String,
+        uri: String,
+        /// `consumer 'a'` or `--since-batch 3`.
+        reader: String,
+        /// The first batch the reader needs that is gone.
+        first_missing: i64,
+        /// The last batch removed (the oldest kept is the next).
+        through: i64,
+        way_out: String,
+    },
+}

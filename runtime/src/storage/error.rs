@@ -1,0 +1,294 @@
+//! [`StoreError`]: a failure of a table's storage (deltalake, the object store, the
+//! parquet/Arrow/DataFusion read of its files) as the host keeps it: its kind read
+//! from the error's type, its text with the storage options' values hidden.
+//!
+//! The original error is not kept as a `source`: a backend may quote what it was given
+//! (an endpoint, a key) and an error chain is printed by whoever holds it. What the
+//! caller needs to decide (is the file gone, is the store down, did a commit lose a
+//! race) is the [`StoreErrorKind`], found by walking the chain with downcasts, never by
+//! reading the message.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::{DeltaTableError, ObjectStoreError};
+
+use super::{redact, StorageOptions};
+
+/// What went wrong, as far as a caller has to tell cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// A file or object is missing (a vacuumed data file, a removed log entry).
+    NotFound,
+    /// There is no Delta table at the location (no `_delta_log`).
+    NotATable,
+    /// The store could not be reached or answered with an error: retrying may succeed.
+    Io,
+    /// A write lost a race: the version or object already exists.
+    Conflict,
+    /// The table's files or log could not be decoded or converted (Arrow, Parquet,
+    /// JSON, a DataFusion plan over them).
+    Data,
+    /// The table is not what the pipeline expects (a missing column, a missing
+    /// version, a schema of other columns); the text says which.
+    Invalid,
+    /// Anything else.
+    Other,
+}
+
+/// A storage failure: its kind and its redacted text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{text}")]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    text: String,
+}
+
+impl StoreError {
+    /// `e` (any of the storage errors, or a text saying what is wrong with the table),
+    /// with the values of `options` hidden from its text.
+    pub fn new(e: impl Into<Cause>, options: &StorageOptions) -> Self {
+        let Cause { kind, text } = e.into();
+        StoreError {
+            kind,
+            text: redact(&text, options),
+        }
+    }
+
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// True when a file or object was missing.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == StoreErrorKind::NotFound
+    }
+}
+
+/// An error not yet redacted: its kind and full text. Made from the storage errors the
+/// host meets and from a text (kind [`StoreErrorKind::Invalid`]).
+pub struct Cause {
+    kind: StoreErrorKind,
+    text: String,
+}
+
+impl Cause {
+    /// A failure of `kind` the host itself found, said in `text`.
+    pub fn new(kind: StoreErrorKind, text: impl Into<String>) -> Self {
+        Cause {
+            kind,
+            text: text.into(),
+        }
+    }
+
+    /// The same cause, its text prefixed with what was being done
+    /// (`cannot read the log entry of version 3: ...`).
+    pub fn doing(self, what: impl fmt::Display) -> Self {
+        Cause {
+            kind: self.kind,
+            text: format!("{what}: {}", self.text),
+        }
+    }
+}
+
+macro_rules! cause_of_errors {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for Cause {
+            fn from(e: $t) -> Self {
+                Cause { kind: kind_of(&e), text: e.to_string() }
+            }
+        }
+        impl From<&$t> for Cause {
+            fn from(e: &$t) -> Self {
+                Cause { kind: kind_of(e), text: e.to_string() }
+            }
+        }
+    )*};
+}
+
+cause_of_errors!(
+    DeltaTableError,
+    DataFusionError,
+    ObjectStoreError,
+    std::io::Error,
+    deltalake::arrow::error::ArrowError,
+    deltalake::parquet::errors::ParquetError,
+    serde_json::Error,
+);
+
+impl From<StoreError> for Cause {
+    fn from(e: StoreError) -> Self {
+        Cause {
+            kind: e.kind,
+            text: e.text,
+        }
+    }
+}
+
+impl From<String> for Cause {
+    fn from(text: String) -> Self {
+        Cause {
+            kind: StoreErrorKind::Invalid,
+            text,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(text: &str) -> Self {
+        Cause::from(text.to_string())
+    }
+}
+
+/// The kind of `e`, from the types along its chain of sources: the first one that says
+/// something decides.
+pub fn kind_of(e: &(dyn StdError + 'static)) -> StoreErrorKind {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(kind) = own_kind(err) {
+            return kind;
+        }
+        cur = err.source();
+    }
+    StoreErrorKind::Other
+}
+
+/// The kind `err` itself tells, without its sources. (DataFusion's own variants for
+/// object-store, IO, Arrow and external errors give them as their sources.)
+fn own_kind(err: &(dyn StdError + 'static)) -> Option<StoreErrorKind> {
+    use StoreErrorKind::*;
+    if let Some(e) = err.downcast_ref::<ObjectStoreError>() {
+        return Some(object_store_kind(e));
+    }
+    if let Some(e) = err.downcast_ref::<std::io::Error>() {
+        return Some(io_kind(e));
+    }
+    if let Some(e) = err.downcast_ref::<DeltaTableError>() {
+        return match e {
+            DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_) => {
+                Some(NotATable)
+            }
+            DeltaTableError::VersionAlreadyExists(_) => Some(Conflict),
+            DeltaTableError::InvalidVersion(_) => Some(Invalid),
+            DeltaTableError::InvalidJsonLog { .. }
+            | DeltaTableError::InvalidStatsJson { .. }
+            | DeltaTableError::InvalidData { .. } => Some(Data),
+            _ => None,
+        };
+    }
+    if err.is::<deltalake::arrow::error::ArrowError>()
+        || err.is::<deltalake::parquet::errors::ParquetError>()
+        || err.is::<serde_json::Error>()
+    {
+        // An IO error may sit under them; otherwise the data is at fault.
+        return match err.source().map(kind_of) {
+            Some(k) if k != Other => Some(k),
+            _ => Some(Data),
+        };
+    }
+    None
+}
+
+fn object_store_kind(e: &ObjectStoreError) -> StoreErrorKind {
+    match e {
+        ObjectStoreError::NotFound { .. } => StoreErrorKind::NotFound,
+        ObjectStoreError::AlreadyExists { .. } | ObjectStoreError::Precondition { .. } => {
+            StoreErrorKind::Conflict
+        }
+        _ => StoreErrorKind::Io,
+    }
+}
+
+fn io_kind(e: &std::io::Error) -> StoreErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StoreErrorKind::NotFound,
+        std::io::ErrorKind::AlreadyExists => StoreErrorKind::Conflict,
+        _ => StoreErrorKind::Io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn opts() -> StorageOptions {
+        StorageOptions::new(BTreeMap::from([(
+            "aws_secret_access_key".to_string(),
+            "s3cr3t-value".to_string(),
+        )]))
+    }
+
+    fn not_found() -> ObjectStoreError {
+        ObjectStoreError::NotFound {
+            path: "part-0.parquet".into(),
+            source: "gone s3cr3t-value".into(),
+        }
+    }
+
+    #[test]
+    fn a_missing_object_is_found_by_its_type_through_datafusion_and_deltalake() {
+        let wrapped = [
+            StoreError::new(not_found(), &opts()),
+            StoreError::new(DataFusionError::ObjectStore(Box::new(not_found())), &opts()),
+            StoreError::new(
+                DataFusionError::Context(
+                    "scan".into(),
+                    Box::new(DataFusionError::External(Box::new(
+                        DeltaTableError::ObjectStore {
+                            source: not_found(),
+                        },
+                    ))),
+                ),
+                &opts(),
+            ),
+            StoreError::new(
+                DataFusionError::Shared(Arc::new(DataFusionError::IoError(std::io::Error::from(
+                    std::io::ErrorKind::NotFound,
+                )))),
+                &opts(),
+            ),
+        ];
+        for e in wrapped {
+            assert_eq!(e.kind(), StoreErrorKind::NotFound, "{e}");
+            assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        }
+    }
+
+    #[test]
+    fn kinds_come_from_types_not_words() {
+        // A text that says "not found" is what the table is, not a missing file.
+        let e = StoreError::new("column 'x' not found", &opts());
+        assert_eq!(e.kind(), StoreErrorKind::Invalid);
+        let e = StoreError::new(DeltaTableError::NotATable("here".into()), &opts());
+        assert_eq!(e.kind(), StoreErrorKind::NotATable);
+        let e = StoreError::new(DeltaTableError::VersionAlreadyExists(3), &opts());
+        assert_eq!(e.kind(), StoreErrorKind::Conflict);
+        let e = StoreError::new(
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            &opts(),
+        );
+        assert_eq!(e.kind(), StoreErrorKind::Io);
+        let e = StoreError::new(
+            deltalake::arrow::error::ArrowError::CastError("no".into()),
+            &opts(),
+        );
+        assert_eq!(e.kind(), StoreErrorKind::Data);
+        let e = StoreError::new(DeltaTableError::Generic("?".into()), &opts());
+        assert_eq!(e.kind(), StoreErrorKind::Other);
+    }
+
+    #[test]
+    fn context_keeps_the_kind() {
+        let e = StoreError::new(
+            Cause::from(not_found()).doing("cannot load version 3"),
+            &opts(),
+        );
+        assert_eq!(e.kind(), StoreErrorKind::NotFound);
+        assert!(e.to_string().starts_with("cannot load version 3: "), "{e}");
+    }
+}
