@@ -109,15 +109,9 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
     let mut rng = Rng::new(spec.seed ^ 0x5EED);
     let mut next_id = 1_000_000_000_i64;
     let mut r = LatencyResult {
-        profile: profile().into(),
-        pipeline: pipeline.name.clone(),
         upstreams: tables.iter().map(|(n, _)| n.clone()).collect(),
-        interval_ms: opts.interval.as_secs_f64() * 1e3,
-        samples: opts.samples,
-        rows_per_commit: opts.rows_per_commit,
-        link_uri: pipeline.link_uri.clone(),
         pipelines_followed: all.len(),
-        ..Default::default()
+        ..LatencyResult::of(opts, &pipeline)
     };
     let mut batch_ms = Vec::with_capacity(opts.samples);
     let outcome: Result<(), String> = async {
@@ -148,6 +142,21 @@ pub async fn run(opts: &LatencyOptions, progress: impl Fn(&str)) -> Result<Laten
         r.link_uri = dir.join(&r.link_uri).display().to_string();
     }
     Ok(r)
+}
+
+impl LatencyResult {
+    /// The result of following `pipeline` with `opts`, before any sample.
+    fn of(opts: &LatencyOptions, pipeline: &Pipeline) -> Self {
+        LatencyResult {
+            profile: profile().into(),
+            pipeline: pipeline.name.clone(),
+            interval_ms: opts.interval.as_secs_f64() * 1e3,
+            samples: opts.samples,
+            rows_per_commit: opts.rows_per_commit,
+            link_uri: pipeline.link_uri.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Runs every pipeline until caught up, as `run FOLDER` does.

@@ -208,13 +208,7 @@ pub async fn derivations(
     reports: &[BatchReport],
     r: &mut super::BenchResult,
 ) -> Result<(), String> {
-    let spec = PluginSpec {
-        path: compiled.path.clone(),
-        config_json: r#"{"key_column":"id"}"#.into(),
-        limits: Limits::default(),
-        read_dirs: Vec::new(),
-        storage: Default::default(),
-    };
+    let spec = bench_plugin(compiled);
     let mut slots: Vec<PluginSlot> = pipelines.iter().map(|_| PluginSlot::default()).collect();
     let queries: Vec<String> = pipelines
         .iter()
@@ -282,6 +276,17 @@ pub async fn derivations(
     }
     c.store(r);
     Ok(())
+}
+
+/// The bench plugin as the derivations run it (keys from its `id` column).
+fn bench_plugin(compiled: &crate::plugin::Compiled) -> PluginSpec {
+    PluginSpec {
+        path: compiled.path.clone(),
+        config_json: r#"{"key_column":"id"}"#.into(),
+        limits: Limits::default(),
+        read_dirs: Vec::new(),
+        storage: Default::default(),
+    }
 }
 
 /// What the reference derivations took, summed over batches.
