@@ -352,7 +352,10 @@ impl LinkTable {
     ) -> Result<()> {
         let rows = self.rows(table, c.batch_id, c.keys, false)?;
         let failed = |e: deltalake::DeltaTableError| {
-            self.err(format!("append of batch {} failed: {e}", c.batch_id))
+            self.err(
+                crate::storage::Cause::from(e)
+                    .doing(format_args!("append of batch {} failed", c.batch_id)),
+            )
         };
         let mut writer = RecordBatchWriter::for_table(table)
             .map_err(failed)?
@@ -404,7 +407,12 @@ impl LinkTable {
             })
             .map_err(|e| self.err(e))?
             .await
-            .map_err(|e| self.err(format!("MERGE of batch {} failed: {e}", c.batch_id)))?;
+            .map_err(|e| {
+                self.err(
+                    crate::storage::Cause::from(e)
+                        .doing(format_args!("MERGE of batch {} failed", c.batch_id)),
+                )
+            })?;
         Ok(t)
     }
 
