@@ -69,15 +69,20 @@ pub(crate) async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
         crate::storage::builder(&p.link_uri, &p.link_storage).map_err(|e| Error::link(p, e))?;
     match builder.load().await {
         Ok(t) => Ok(t),
-        Err(deltalake::DeltaTableError::NotATable(_)) => Err(Error::link(
-            p,
-            Cause::new(
-                StoreErrorKind::NotATable,
-                "there is no link table yet: run the pipeline first (`dlink-rt run`)",
-            ),
-        )),
+        Err(deltalake::DeltaTableError::NotATable(_)) => Err(no_link_table(p)),
         Err(e) => Err(Error::link(p, Cause::from(e).doing("cannot open it"))),
     }
+}
+
+/// The error of reading pipeline `p`'s link table before its first run.
+pub(crate) fn no_link_table(p: &Pipeline) -> Error {
+    Error::link(
+        p,
+        Cause::new(
+            StoreErrorKind::NotATable,
+            "there is no link table yet: run the pipeline first (`dlink-rt run`)",
+        ),
+    )
 }
 
 /// The version of application transaction `id` in `table` (0 when absent).

@@ -133,9 +133,20 @@ fn table_lookup(
     indexes: &Arc<Indexes>,
     settings: LookupSettings,
 ) -> TableLookup {
+    capped_lookup(u, version, indexes, settings, 10_000_000)
+}
+
+/// [`table_lookup`] returning at most `max_rows` rows a lookup.
+fn capped_lookup(
+    u: &Upstream,
+    version: i64,
+    indexes: &Arc<Indexes>,
+    settings: LookupSettings,
+    max_rows: u64,
+) -> TableLookup {
     TableLookup::new(
         "p",
-        10_000_000,
+        max_rows,
         [(u.clone(), version)],
         Arc::default(),
         dlink_rt::cdf::session(),
@@ -225,19 +236,12 @@ async fn refused_lookups_are_typed() {
     let version = latest(&path);
     let keys = keys_ipc(&(1..=50).collect::<Vec<i64>>());
     for index in [true, false] {
-        let lookup = TableLookup::new(
-            "p",
-            100,
-            [(u.clone(), version)],
-            Arc::default(),
-            dlink_rt::cdf::session(),
-            Arc::new(Indexes::default()),
-            LookupSettings {
-                index,
-                index_after: 0,
-                ..LookupSettings::default()
-            },
-        );
+        let settings = LookupSettings {
+            index,
+            index_after: 0,
+            ..LookupSettings::default()
+        };
+        let lookup = capped_lookup(&u, version, &Arc::default(), settings, 100);
         let e = lookup
             .lookup("payroll", "dept_id", &keys, &[])
             .await

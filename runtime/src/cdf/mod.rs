@@ -328,20 +328,18 @@ async fn scan(
     {
         Ok(raw) => raw,
         Err(e) => {
+            let e = StoreError::new(e, &u.storage);
             // DataFusion words a missing parquet file as a string; ask the store which
             // file of the range is gone (its NotFound is a type, not a message).
             let missing = match first_missing_file(table, start, end).await {
                 Some((v, path)) => Some(format!("version {v} needs {path}, which is gone")),
-                None => (crate::storage::kind_of(&e) == StoreErrorKind::NotFound).then(String::new),
+                None => e.is_not_found().then(String::new),
             };
             return Err(match missing {
                 Some(what) => unreadable(
                     u,
                     start,
-                    Unreadable::FilesMissing(format!(
-                        "versions {start}..={end}: {what} ({})",
-                        StoreError::new(&e, &u.storage)
-                    )),
+                    Unreadable::FilesMissing(format!("versions {start}..={end}: {what} ({e})")),
                 ),
                 None => feed_err(u, start, end, e),
             });

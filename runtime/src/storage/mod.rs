@@ -15,7 +15,7 @@ use deltalake::{DeltaResult, DeltaTableBuilder};
 
 mod error;
 
-pub use error::{kind_of, Cause, StoreError, StoreErrorKind};
+pub use error::{Cause, StoreError, StoreErrorKind};
 
 /// Options of an object store (`aws_endpoint_url`, `aws_region`, `aws_allow_http`,
 /// credentials, ...), as deltalake's backends take them.

@@ -240,15 +240,10 @@ pub async fn explain(
 ) -> Result<Explanation> {
     let link = LinkTable::open(p).await?;
     let mode = link.mode();
-    let table = link.table().cloned().ok_or_else(|| {
-        Error::link(
-            p,
-            crate::storage::Cause::new(
-                crate::storage::StoreErrorKind::NotATable,
-                "there is no link table yet: run the pipeline first (`dlink-rt run`)",
-            ),
-        )
-    })?;
+    let table = link
+        .table()
+        .cloned()
+        .ok_or_else(|| crate::consumer::no_link_table(p))?;
     let rows = reported(p, &table, key).await?;
     let mut out = Explanation {
         pipeline: p.name.clone(),
