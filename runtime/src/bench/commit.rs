@@ -2,6 +2,11 @@
 //! over the key space) as the table grows, through [`crate::sink::LinkTable::commit`]
 //! itself: in the change log (`log`, the default) from 100k to 10M rows, and as the
 //! one-row-per-key MERGE (`latest`) for contrast.
+//!
+//! The change log grows as a pipeline grows it, by batches ([`GROW_KEYS`] keys each,
+//! so 1,000 commits to 10M rows): a commit's cost follows the table's history (log
+//! entries to list and replay) as much as its rows, and one commit of 1M rows would
+//! hide that. The `latest` table grows by 1M-row MERGEs (each rewrites the table).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +19,11 @@ use crate::config::{LinkMode, Pipeline};
 use crate::keys::AffectedKeys;
 use crate::sink::{Commit, LinkTable, UpstreamRange};
 
+/// Keys of each batch that grows the change log to a measured size.
+const GROW_KEYS: u64 = 10_000;
+/// Measured 2,000-key commits at each size (their median is reported).
+const MEASURED: i64 = 21;
+
 /// One measured table size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitPoint {
@@ -22,6 +32,8 @@ pub struct CommitPoint {
     pub table_rows: u64,
     /// Data files of the link table then.
     pub files: usize,
+    /// The link table's version then (its history's length in commits).
+    pub version: i64,
     /// Median of the measured commits.
     pub commit_s: f64,
     /// Change log only: reading the keys of one new 1,000-key batch
@@ -71,7 +83,7 @@ fn pipeline(dir: &Path, mode: LinkMode) -> Result<Pipeline, String> {
 }
 
 /// A pipeline file with `extra` lines in its `[link]` section.
-fn pipeline_with(dir: &Path, mode: LinkMode, extra: &str) -> Result<Pipeline, String> {
+pub(crate) fn pipeline_with(dir: &Path, mode: LinkMode, extra: &str) -> Result<Pipeline, String> {
     let err = |e: std::io::Error| format!("{}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(err)?;
     std::fs::write(dir.join("upstreams.toml"), "[upstreams.u]\nuri = \"u\"\n").map_err(err)?;
@@ -103,7 +115,12 @@ pub async fn run(
     let space = sizes.iter().copied().max().unwrap_or(0) as i64;
     for &size in sizes {
         while rows < size {
-            let n = (size - rows).min(1_000_000) as usize;
+            let chunk = if mode == LinkMode::Log {
+                GROW_KEYS
+            } else {
+                1_000_000
+            };
+            let n = (size - rows).min(chunk) as usize;
             batch += 1;
             commit(&mut link, batch, &keys(n, rows as i64, 1)).await?;
             rows += n as u64;
@@ -112,8 +129,9 @@ pub async fn run(
             .table()
             .and_then(|t| t.snapshot().ok().map(|s| s.log_data().num_files()))
             .unwrap_or(0);
+        let version = link.table().and_then(|t| t.version()).unwrap_or(0) as i64;
         let mut times = Vec::new();
-        for i in 0..5 {
+        for i in 0..MEASURED {
             batch += 1;
             let k = keys(2000, i, (space / 2000).max(1));
             times.push(commit(&mut link, batch, &k).await?.as_secs_f64());
@@ -144,12 +162,13 @@ pub async fn run(
             mode: mode.as_str().into(),
             table_rows: size,
             files,
-            commit_s: times[2],
+            version,
+            commit_s: times[times.len() / 2],
             window_s,
             window_files,
         };
         progress(&format!(
-            "{mode}: 2,000-key commit on a {size}-row link table ({files} files): {:.1} ms",
+            "{mode}: 2,000-key commit on a {size}-row link table ({files} files, version {version}): {:.1} ms",
             point.commit_s * 1e3
         ));
         out.push(point);

@@ -30,10 +30,13 @@ impl LinkTable {
             return;
         }
         let started = std::time::Instant::now();
-        let props = CommitProperties::default().with_metadata([(
-            "dlink".to_string(),
-            json!({"compact": "merge_small_files", "host": HOST}),
-        )]);
+        let props = cleanup_at_checkpoints(
+            t,
+            CommitProperties::default().with_metadata([(
+                "dlink".to_string(),
+                json!({"compact": "merge_small_files", "host": HOST}),
+            )]),
+        );
         let target = std::num::NonZeroU64::new(SMALL_FILE).unwrap_or(std::num::NonZeroU64::MIN);
         match t
             .clone()

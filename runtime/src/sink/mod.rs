@@ -21,12 +21,14 @@
 //! commit metadata. There is no separate state to disagree with the output: a crash
 //! before the commit leaves nothing, after it the batch is done.
 
+mod cleanup;
 mod create;
 mod error;
 mod merge;
 mod protocol;
 mod rows;
 
+pub(crate) use cleanup::cleanup_at_checkpoints;
 pub use error::CommitError;
 pub use protocol::*;
 
@@ -48,7 +50,7 @@ pub(crate) async fn commit_without_actions(
     props: CommitProperties,
 ) -> deltalake::DeltaResult<DeltaTable> {
     let state = table.snapshot()?;
-    let done = CommitBuilder::from(props)
+    let done = CommitBuilder::from(cleanup_at_checkpoints(table, props))
         .with_actions(vec![])
         .build(
             Some(state),
@@ -311,6 +313,7 @@ impl LinkTable {
                 "dlink".to_string(),
                 protocol::batch_metadata(&self.pipeline, self.mode, c),
             )]);
+        let props = cleanup_at_checkpoints(&table, props);
         let before = table.version();
         let empty = table
             .snapshot()

@@ -175,8 +175,8 @@ async fn commit(args: &BenchArgs) -> ExitCode {
     }
     print_header("--commit");
     println!(
-        "  {:<7} {:>12} {:>7} {:>14} {:>22}",
-        "mode", "table rows", "files", "2k-key commit", "1k-key window (files)"
+        "  {:<7} {:>12} {:>7} {:>8} {:>14} {:>22}",
+        "mode", "table rows", "files", "version", "2k-key commit", "1k-key window (files)"
     );
     for p in &points {
         let window = match (p.window_s, p.window_files) {
@@ -184,10 +184,11 @@ async fn commit(args: &BenchArgs) -> ExitCode {
             _ => "-".to_string(),
         };
         println!(
-            "  {:<7} {:>12} {:>7} {:>11.1} ms {:>22}",
+            "  {:<7} {:>12} {:>7} {:>8} {:>11.1} ms {:>22}",
             p.mode,
             p.table_rows,
             p.files,
+            p.version,
             p.commit_s * 1e3,
             window
         );

@@ -1,0 +1,132 @@
+//! When a link-table commit cleans the table's expired log entries.
+
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::table::config::TablePropertiesExt;
+use deltalake::DeltaTable;
+
+/// `props` with the cleanup of expired log entries only on the commit that writes a
+/// Delta checkpoint (every `delta.checkpointInterval` commits), as Delta's own writers
+/// do. deltalake's default cleans at every commit, and its cleanup lists the whole
+/// `_delta_log` (every entry within `delta.logRetentionDuration`, 30 days by default),
+/// so a link table committing a batch every few seconds paid, at every batch, a listing
+/// of every batch it had committed in a month: a commit whose cost grew with the
+/// table's history (`bench --commit`: 12 ms of a 27 ms commit after 1,000 batches).
+///
+/// Only the commit's expected version decides: a commit that lands later than
+/// expected (a retry after a conflict) leaves the cleanup to the next checkpoint, and
+/// `dlink-rt compact`'s commits clean as deltalake does.
+pub(crate) fn cleanup_at_checkpoints(
+    table: &DeltaTable,
+    props: CommitProperties,
+) -> CommitProperties {
+    let Ok(state) = table.snapshot() else {
+        return props;
+    };
+    let config = state.table_config();
+    let next = table.version().map_or(0, |v| v + 1);
+    let checkpoint = (next + 1).is_multiple_of(config.checkpoint_interval().get());
+    props.with_cleanup_expired_logs(Some(checkpoint && config.enable_expired_log_cleanup()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::Int64Array;
+
+    use crate::config::LinkMode;
+    use crate::keys::AffectedKeys;
+    use crate::sink::{Commit, LinkTable, UpstreamRange};
+
+    async fn commit(link: &mut LinkTable, batch_id: i64) -> i64 {
+        let keys = AffectedKeys {
+            columns: vec![Arc::new(Int64Array::from(vec![batch_id]))],
+            upstreams: vec![Arc::from(vec!["u".to_string()])],
+            change_ts: vec![Some(0)],
+        };
+        let ranges = [UpstreamRange {
+            name: "u".into(),
+            range: Some((batch_id - 1, batch_id - 1)),
+            pinned: batch_id - 1,
+            change_rows: 1,
+        }];
+        link.commit(Commit {
+            batch_id,
+            keys: &keys,
+            upstreams: &ranges,
+            lookups: &[],
+            plugin_path: "test".into(),
+            plugin_sha256: String::new(),
+            plugin_active_since: 1,
+            plugin_contract: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn first_entry_exists(link: &Path) -> bool {
+        link.join("_delta_log/00000000000000000000.json").exists()
+    }
+
+    /// Expired entries are removed by the next checkpoint's commit, not by the first
+    /// commit after they expire (deltalake's default, which lists the log every time).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_log_entries_are_cleaned_at_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = crate::bench::commit::pipeline_with(
+            dir.path(),
+            LinkMode::Log,
+            "merge_small_files = 0\n",
+        )
+        .unwrap();
+        let path = dir.path().join("link");
+        let mut link = LinkTable::open(&p).await.unwrap();
+        link.checkpoint().await.unwrap();
+        assert_eq!(commit(&mut link, 1).await, 1);
+        let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
+        deltalake::open_table(url)
+            .await
+            .unwrap()
+            .set_tbl_properties()
+            .with_properties(
+                [
+                    ("delta.checkpointInterval", "4"),
+                    ("delta.logRetentionDuration", "interval 2 seconds"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            )
+            .await
+            .unwrap();
+        let mut link = LinkTable::open(&p).await.unwrap();
+        link.checkpoint().await.unwrap();
+        // Version 3 is a checkpoint; nothing has expired yet.
+        assert_eq!(commit(&mut link, 2).await, 3);
+        assert!(path
+            .join("_delta_log/00000000000000000003.checkpoint.parquet")
+            .exists());
+        assert!(first_entry_exists(&path));
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        // Versions 0-2 have expired; version 4 is no checkpoint, so it lists nothing.
+        assert_eq!(commit(&mut link, 3).await, 4);
+        assert!(
+            first_entry_exists(&path),
+            "a commit without a checkpoint cleaned the log"
+        );
+        for b in 4..=6 {
+            commit(&mut link, b).await;
+        }
+        // Version 7 wrote the next checkpoint and cleaned what expired before it.
+        assert!(path
+            .join("_delta_log/00000000000000000007.checkpoint.parquet")
+            .exists());
+        assert!(
+            !first_entry_exists(&path),
+            "the checkpoint's commit left the expired entries"
+        );
+        // The checkpoint the table is read from survives, and so does the batch.
+        let mut link = LinkTable::open(&p).await.unwrap();
+        assert_eq!(link.checkpoint().await.unwrap().batch_id, 6);
+    }
+}
