@@ -44,7 +44,7 @@ pub struct CommitPoint {
 }
 
 /// Keys `base + i * stride` for `i < n`, caused by upstream `u`.
-fn keys(n: usize, base: i64, stride: i64) -> AffectedKeys {
+pub(crate) fn keys(n: usize, base: i64, stride: i64) -> AffectedKeys {
     let cause: Arc<[String]> = Arc::from(vec!["u".to_string()]);
     AffectedKeys {
         columns: vec![Arc::new(Int64Array::from_iter_values(
@@ -55,7 +55,11 @@ fn keys(n: usize, base: i64, stride: i64) -> AffectedKeys {
     }
 }
 
-async fn commit(link: &mut LinkTable, batch_id: i64, k: &AffectedKeys) -> Result<Duration, String> {
+pub(crate) async fn commit(
+    link: &mut LinkTable,
+    batch_id: i64,
+    k: &AffectedKeys,
+) -> Result<Duration, String> {
     let ranges = [UpstreamRange {
         name: "u".into(),
         range: Some((batch_id - 1, batch_id - 1)),
@@ -113,13 +117,13 @@ pub async fn run(
     let (mut rows, mut batch, mut out) = (0u64, 0i64, Vec::new());
     // Key space of the largest size: the small batches' keys are spread over it.
     let space = sizes.iter().copied().max().unwrap_or(0) as i64;
+    let chunk = if mode == LinkMode::Log {
+        GROW_KEYS
+    } else {
+        1_000_000
+    };
     for &size in sizes {
         while rows < size {
-            let chunk = if mode == LinkMode::Log {
-                GROW_KEYS
-            } else {
-                1_000_000
-            };
             let n = (size - rows).min(chunk) as usize;
             batch += 1;
             commit(&mut link, batch, &keys(n, rows as i64, 1)).await?;

@@ -31,38 +31,17 @@ pub(crate) fn cleanup_at_checkpoints(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::Arc;
 
-    use deltalake::arrow::array::Int64Array;
-
+    use crate::bench::commit::{commit as commit_keys, keys};
     use crate::config::LinkMode;
-    use crate::keys::AffectedKeys;
-    use crate::sink::{Commit, LinkTable, UpstreamRange};
+    use crate::sink::LinkTable;
 
+    /// Commits batch `batch_id` (one key); returns the link table's version after it.
     async fn commit(link: &mut LinkTable, batch_id: i64) -> i64 {
-        let keys = AffectedKeys {
-            columns: vec![Arc::new(Int64Array::from(vec![batch_id]))],
-            upstreams: vec![Arc::from(vec!["u".to_string()])],
-            change_ts: vec![Some(0)],
-        };
-        let ranges = [UpstreamRange {
-            name: "u".into(),
-            range: Some((batch_id - 1, batch_id - 1)),
-            pinned: batch_id - 1,
-            change_rows: 1,
-        }];
-        link.commit(Commit {
-            batch_id,
-            keys: &keys,
-            upstreams: &ranges,
-            lookups: &[],
-            plugin_path: "test".into(),
-            plugin_sha256: String::new(),
-            plugin_active_since: 1,
-            plugin_contract: None,
-        })
-        .await
-        .unwrap()
+        commit_keys(link, batch_id, &keys(1, batch_id, 1))
+            .await
+            .unwrap();
+        link.table().and_then(|t| t.version()).unwrap() as i64
     }
 
     fn first_entry_exists(link: &Path) -> bool {
