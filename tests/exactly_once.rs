@@ -111,3 +111,41 @@ async fn sigkill_at_random_moments_then_resume_equals_uninterrupted_run() {
         );
     }
 }
+
+/// A run stuck inside a batch (here held at the test hook after its read) is ended by
+/// the stall watchdog: exit 1 within a bound, naming pipeline, batch and stage, with
+/// nothing of that batch committed; the next run commits it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_run_is_a_named_failure_after_the_stall_timeout() {
+    let ws = Workspace::new();
+    common::sp_history(&ws).await;
+    let file = pipeline(&ws, "stuck");
+    let started = Instant::now();
+    let o = common::output_within(
+        dlink()
+            .arg("run")
+            .arg(&file)
+            .args(["--stall-timeout", "2s"])
+            .env("DLINK_TEST_PAUSE_AT", "after-read:2"),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no progress within the stall limit of 2s (--stall-timeout)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pipeline 'sp_affiliation' has been at batch 2: read for"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, cp) = link_state(&file).await.unwrap();
+    assert_eq!(cp.batch_id, 1, "batch 2 was not committed");
+    ws.run_ok(&file);
+    assert_eq!(link_state(&file).await.unwrap().1.batch_id, 6);
+}

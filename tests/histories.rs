@@ -86,7 +86,9 @@ async fn cdf_disabled_midstream_stops_at_that_version_until_reset() {
 
     let err = run_fails(&p);
     assert!(
-        err.contains("upstream 'spmaster': version 2 cannot be read"),
+        err.contains(
+            "upstream 'spmaster': version 2 (_delta_log/00000000000000000002.json) cannot be read"
+        ),
         "{err}"
     );
     assert!(err.contains("Change Data Feed is off"), "{err}");
@@ -187,7 +189,7 @@ async fn cleaned_up_log_is_named() {
     let p = sp_pipeline(&ws, 10);
     let err = run_fails(&p);
     assert!(
-        err.contains("upstream 'spmaster': version 0 cannot be read: its log entry was removed"),
+        err.contains("upstream 'spmaster': version 0 (_delta_log/00000000000000000000.json) cannot be read: its log entry was removed"),
         "{err}"
     );
 
@@ -227,6 +229,101 @@ async fn new_table_with_lower_versions_is_named() {
     ws.run_ok(&p);
     let (_, cp) = link_state(&p).await.unwrap();
     assert_eq!(keys_of_batch(&p, cp.batch_id).await, set(&[7]));
+}
+
+/// The checkpoint records which table each upstream was (its `metaData.id`): a new
+/// table at the path with *more* versions than were done is named too, not read on
+/// from the old table's next version.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_table_with_more_versions_is_named() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap(); // v1
+    let p = sp_pipeline(&ws, 10);
+    ws.run_ok(&p);
+
+    std::fs::remove_dir_all(ws.table("spmaster")).unwrap();
+    let mut new = DemoTable::create(&ws.table("spmaster"), &SPMASTER, json!([[7, "g", "DE"]]))
+        .await
+        .unwrap();
+    for id in 10..14 {
+        new.insert(json!([[id, "x", "DE"]])).await.unwrap(); // v1..v4
+    }
+    let before = link_state(&p).await.unwrap();
+    let err = run_fails(&p);
+    assert!(
+        err.contains(
+            "upstream 'spmaster': the table was replaced: its table id (metaData.id) is now"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("when it read up to version 1"), "{err}");
+    assert!(err.contains("--upstream spmaster --to-version N"), "{err}");
+    assert_eq!(link_state(&p).await.unwrap(), before, "nothing committed");
+
+    // validate sees it as well.
+    let o = dlink().arg("validate").arg(&p).output().unwrap();
+    let (out, verr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{verr}");
+    assert!(verr.contains("the table was replaced"), "{verr}");
+
+    reset(&p, "spmaster", &["--to-version", "0"]);
+    ws.run_ok(&p);
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(
+        keys_of_batch(&p, cp.batch_id).await,
+        set(&[7, 10, 11, 12, 13]),
+        "the new table read from its version 0"
+    );
+    // And from then on its identity is the one checked: the next run is quiet.
+    ws.run_ok(&p);
+}
+
+/// An upstream commit file that holds no action (truncated to 0 bytes, or lines that
+/// are not Delta actions) is not a version without changes: the pipeline stops before
+/// it, names table, version and file, and `validate` reports it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_commit_file_stops_the_pipeline_before_its_version() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    let p = sp_pipeline(&ws, 10);
+    ws.run_ok(&p);
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap(); // v1
+    sp.insert(json!([[5, "e", "NG"]])).await.unwrap(); // v2
+    sp.insert(json!([[6, "f", "BR"]])).await.unwrap(); // v3
+    let entry = ws
+        .table("spmaster")
+        .join("_delta_log")
+        .join(format!("{:020}.json", 2));
+    let original = std::fs::read(&entry).unwrap();
+    for (damaged, says) in [
+        (&b""[..], "its log entry is empty (0 bytes"),
+        (&b"{\"foo\":1}\n"[..], "holds no Delta action"),
+    ] {
+        std::fs::write(&entry, damaged).unwrap();
+        let before = link_state(&p).await.unwrap();
+        let err = run_fails(&p);
+        assert!(
+            err.contains("upstream 'spmaster': version 2 (_delta_log/00000000000000000002.json) cannot be read"),
+            "{err}"
+        );
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains("--upstream spmaster --to-version N"), "{err}");
+        assert_eq!(link_state(&p).await.unwrap(), before, "nothing committed");
+
+        let o = dlink().arg("validate").arg(&p).output().unwrap();
+        let (out, verr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "validate fails:\n{out}\n{verr}");
+        assert!(
+            verr.contains("version 2 (_delta_log/00000000000000000002.json)"),
+            "{verr}"
+        );
+    }
+    // Repaired, the run reads version 2's keys with the others.
+    std::fs::write(&entry, original).unwrap();
+    ws.run_ok(&p);
+    let (_, cp) = link_state(&p).await.unwrap();
+    assert_eq!(keys_of_batch(&p, cp.batch_id).await, set(&[4, 5, 6]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

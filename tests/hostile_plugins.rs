@@ -52,13 +52,14 @@ async fn setup() -> (Workspace, DemoTable) {
 
 /// Writes `<file>.toml` (pipeline `name` on spmaster and affiliation) with
 /// `plugin_path`, the small limits and `extra` TOML (e.g. `[plugin.config]`).
-fn pipeline_in(
+fn pipeline_with_memory(
     ws: &Workspace,
     file: &str,
     name: &str,
     plugin_path: &Path,
     batch_size: i64,
     extra: &str,
+    memory_mb: u64,
 ) -> PathBuf {
     let p = ws.pipeline(
         file,
@@ -70,7 +71,7 @@ fn pipeline_in(
     );
     let mut toml = std::fs::read_to_string(&p).unwrap();
     toml.push_str(&format!(
-        "\n[plugin.limits]\ntimeout_ms = {TIMEOUT_MS}\nmemory_mb = {MEMORY_MB}\nmax_output_mb = {MAX_OUTPUT_MB}\n\n{extra}\n"
+        "\n[plugin.limits]\ntimeout_ms = {TIMEOUT_MS}\nmemory_mb = {memory_mb}\nmax_output_mb = {MAX_OUTPUT_MB}\n\n{extra}\n"
     ));
     std::fs::write(&p, toml).unwrap();
     p
@@ -79,6 +80,18 @@ fn pipeline_in(
 /// The pipeline `sp_affiliation` in `sp.toml`.
 fn sp_pipeline(ws: &Workspace, plugin_path: &Path, extra: &str) -> PathBuf {
     pipeline_in(ws, "sp", "sp_affiliation", plugin_path, 10, extra)
+}
+
+/// [`pipeline_with_memory`] with the small memory cap.
+fn pipeline_in(
+    ws: &Workspace,
+    file: &str,
+    name: &str,
+    plugin_path: &Path,
+    batch_size: i64,
+    extra: &str,
+) -> PathBuf {
+    pipeline_with_memory(ws, file, name, plugin_path, batch_size, extra, MEMORY_MB)
 }
 
 /// A failed batch 2 of `sp_affiliation` with a hostile plugin.
@@ -96,6 +109,16 @@ struct Failed {
 /// crash), the error naming pipeline, batch 2 and the plugin file, nothing committed,
 /// link table version and checkpoint unchanged.
 async fn fail_batch_2(bad: &str, extra: &str, prepare: impl FnOnce(&Workspace)) -> Failed {
+    fail_batch_2_with_memory(bad, extra, prepare, MEMORY_MB).await
+}
+
+/// [`fail_batch_2`] with the plugin's memory cap at `memory_mb`.
+async fn fail_batch_2_with_memory(
+    bad: &str,
+    extra: &str,
+    prepare: impl FnOnce(&Workspace),
+    memory_mb: u64,
+) -> Failed {
     let (ws, mut sp) = setup().await;
     let good = sp_pipeline(&ws, &plugin("sp_affiliation"), "");
     ws.run_ok(&good);
@@ -104,14 +127,23 @@ async fn fail_batch_2(bad: &str, extra: &str, prepare: impl FnOnce(&Workspace)) 
 
     sp.insert(json!([[3, "c", "JP"]])).await.unwrap();
     prepare(&ws);
-    let file = sp_pipeline(&ws, &plugin(bad), extra);
+    let file = pipeline_with_memory(
+        &ws,
+        "sp",
+        "sp_affiliation",
+        &plugin(bad),
+        10,
+        extra,
+        memory_mb,
+    );
     let started = Instant::now();
-    let o = dlink()
-        .env("DLINK_HOSTILE_TEST_SECRET", "do-not-leak-this")
-        .arg("run")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let o = common::output_within(
+        dlink()
+            .env("DLINK_HOSTILE_TEST_SECRET", "do-not-leak-this")
+            .arg("run")
+            .arg(&file),
+        NOT_STUCK,
+    );
     let elapsed = started.elapsed();
     let (out, err) = text(&o);
     eprintln!(
@@ -194,6 +226,42 @@ async fn endless_loop_is_stopped_by_the_time_budget() {
     f.good_plugin_commits_batch_2().await;
 }
 
+/// A sleep is a WASI call: no Wasm runs while it waits, so the epoch deadline that
+/// stops a busy loop never fires; the call's wall-clock bound must end it.
+#[tokio::test(flavor = "multi_thread")]
+async fn derive_blocked_in_a_wasi_sleep_is_stopped_at_its_time_budget() {
+    let f = fail_batch_2("sleep_in_host_call", "", |_| {}).await;
+    assert!(
+        f.err.contains(&format!(
+            "derive exceeded its time budget of {TIMEOUT_MS} ms ([plugin.limits] timeout_ms)"
+        )),
+        "{}",
+        f.err
+    );
+    f.good_plugin_commits_batch_2().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_blocked_in_a_wasi_sleep_is_stopped_at_its_time_budget() {
+    let (ws, _sp) = setup().await;
+    let file = sp_pipeline(
+        &ws,
+        &plugin("sleep_in_host_call"),
+        "[plugin.config]\nin_init = true\n",
+    );
+    let o = common::output_within(dlink().arg("run").arg(&file), NOT_STUCK);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "init exceeded its time budget of {TIMEOUT_MS} ms ([plugin.limits] timeout_ms)"
+        )),
+        "{err}"
+    );
+    assert_no_host_panic(&err);
+    assert!(link_state(&file).await.is_none(), "nothing was committed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_bomb_is_stopped_by_the_memory_cap() {
     let f = fail_batch_2("memory_bomb", "", |_| {}).await;
@@ -226,6 +294,30 @@ async fn huge_output_is_refused_by_the_output_cap() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("says how many bytes: {}", f.err));
     assert!(bytes > MAX_OUTPUT_MB << 20, "{bytes} bytes");
+    f.good_plugin_commits_batch_2().await;
+}
+
+/// An output far past the cap does not even reach the host's check: wasmtime's copy
+/// budget (hostcall fuel) stops it, sized from the same setting, and the error names
+/// that setting rather than "fuel allocated for hostcalls".
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_far_past_the_cap_names_the_cap() {
+    // Room for the keys themselves: the cap that must apply is the output's.
+    let f = fail_batch_2_with_memory(
+        "huge_output",
+        "[plugin.config]\nkeys = 2400000\n",
+        |_| {},
+        1024,
+    )
+    .await;
+    assert!(
+        f.err.contains(&format!(
+            "derive tried to hand the host more than the output cap of {MAX_OUTPUT_MB} MiB in one call ([plugin.limits] max_output_mb)"
+        )),
+        "{}",
+        f.err
+    );
+    assert!(!f.err.contains("hostcalls"), "{}", f.err);
     f.good_plugin_commits_batch_2().await;
 }
 
@@ -445,4 +537,76 @@ async fn reads_outside_the_granted_folder_are_denied() {
     assert!(!f.ws.path().join("reference/written.txt").exists());
     assert_eq!(link_state(&file).await.unwrap(), before);
     f.good_plugin_commits_batch_2().await;
+}
+
+/// SIGTERM ends a follower within 10 s even while its plugin is blocked in a host call
+/// with a long budget: the current batch is abandoned without committing (exit 1,
+/// saying so), and the next run commits it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_a_follower_whose_plugin_is_blocked() {
+    let (ws, mut sp) = setup().await;
+    let good = sp_pipeline(&ws, &plugin("sp_affiliation"), "");
+    ws.run_ok(&good);
+    let before = link_state(&good).await.expect("batch 1 committed");
+    sp.insert(json!([[3, "c", "JP"]])).await.unwrap();
+    let file = ws.pipeline(
+        "sp",
+        "sp_affiliation",
+        &["spmaster", "affiliation"],
+        &plugin("sleep_in_host_call"),
+        "diasng_id",
+        10,
+    );
+    let mut toml = std::fs::read_to_string(&file).unwrap();
+    toml.push_str("\n[plugin.limits]\ntimeout_ms = 3600000\n");
+    std::fs::write(&file, toml).unwrap();
+    let (child, _out, err) = common::spawn_with_lines(
+        dlink()
+            .args(["run", "--follow", "--interval", "100ms"])
+            .arg(&file),
+    );
+    let mut child = Killed(child);
+    let mut seen = Vec::new();
+    common::wait_for(&err, "sleeping for an hour", &mut seen);
+    let pid = child.0.id().to_string();
+    let sent = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr: Vec<String> = seen.into_iter().chain(err.try_iter()).collect();
+    let stderr = stderr.join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("abandoned"), "{stderr}");
+    assert_no_host_panic(&stderr);
+    assert_eq!(
+        link_state(&file).await.unwrap(),
+        before,
+        "nothing committed"
+    );
+    // The good plugin back in the same file: it commits the abandoned batch.
+    let good = sp_pipeline(&ws, &plugin("sp_affiliation"), "");
+    ws.run_ok(&good);
+    assert_eq!(link_state(&good).await.unwrap().1.batch_id, 2);
+}
+
+/// Kills the child when dropped (a failed assertion must not leave it running).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -325,3 +325,65 @@ fn validate_reports_every_problem_with_file_and_line() {
     );
     assert!(out.contains("problem(s)"), "{out}");
 }
+
+/// The end of `run FOLDER` on one CPU shared with a busy process, where a run once
+/// committed every pipeline's last batch and then hung before its summary: 12 runs of
+/// four pipelines (six batches each, `--jobs` 1, 2 and 4), each of which must print its
+/// summary and exit within a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_end_of_a_folder_run_under_cpu_contention_never_hangs() {
+    if std::process::Command::new("taskset")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: `taskset` (util-linux) is not installed; the contention stress needs it"
+        );
+        return;
+    }
+    let ws = common::Workspace::new();
+    common::sp_history(&ws).await;
+    for name in ["pa", "pb", "pc", "pd"] {
+        ws.pipeline(
+            name,
+            name,
+            &["spmaster", "affiliation"],
+            &plugin("sp_affiliation"),
+            "diasng_id",
+            1,
+        );
+    }
+    // A busy loop on the same CPU.
+    let hog = std::process::Command::new("taskset")
+        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _hog = Kill(hog);
+    for i in 0..12 {
+        let _ = std::fs::remove_dir_all(ws.path().join("links"));
+        let jobs = [1, 2, 4][i % 3].to_string();
+        let o = common::output_within(
+            std::process::Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(env!("CARGO_BIN_EXE_dlink-rt"))
+                .env("DLINK_CACHE_DIR", common::cache_dir())
+                .args(["run", "--jobs", &jobs])
+                .arg(ws.path()),
+            std::time::Duration::from_secs(60),
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "run {i}:\n{out}\n{err}");
+        assert!(
+            out.contains("4 pipelines: 24 batches committed, 0 failed"),
+            "run {i} printed its summary:\n{out}\n{err}"
+        );
+    }
+}

@@ -184,7 +184,8 @@ fn run_s3(args: &[&str], path: &Path) -> Output {
         .expect("run dlink-rt")
 }
 
-/// Asserts that a run succeeded and printed nothing of the secret.
+/// Asserts that a run succeeded and printed nothing of the secret, nor any other
+/// storage option's value (the access key id, the endpoint), debug logs included.
 fn ok_without_secret(what: &str, o: &Output) -> String {
     let (out, err) = text(o);
     assert!(o.status.success(), "{what} failed:\n{out}\n{err}");
@@ -192,6 +193,11 @@ fn ok_without_secret(what: &str, o: &Output) -> String {
         !out.contains(SECRET) && !err.contains(SECRET),
         "{what} printed the secret key"
     );
+    for value in ["dlink-test", "http://127.0.0.1:"] {
+        if let Some(line) = out.lines().chain(err.lines()).find(|l| l.contains(value)) {
+            panic!("{what} printed the storage option value {value:?}: {line}");
+        }
+    }
     out
 }
 

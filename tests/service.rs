@@ -330,3 +330,114 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
         common::link_rows(file).await; // panics on a key twice in one batch
     }
 }
+
+/// Starts `run FILE --follow --interval 100ms --listen 127.0.0.1:0`; returns the
+/// service, its address and its stderr lines.
+fn follow_listening(file: &Path) -> (Service, String, std::sync::mpsc::Receiver<String>) {
+    let (child, out, err) = common::spawn_with_lines(
+        dlink()
+            .args([
+                "run",
+                "--follow",
+                "--interval",
+                "100ms",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg(file)
+            .env("NO_COLOR", "1"),
+    );
+    let line = wait_for(&out, "listening on http://", &mut Vec::new());
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    (Service(child), addr, err)
+}
+
+/// Waits for `/healthz` to answer `want` within `within`: a failure must show within
+/// a few polls (here 100 ms each), not whenever something else happens.
+fn health_within(addr: &str, want: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, body) = get(addr, "/healthz");
+        if code == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still {code} after {within:?} (want {want}): {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for a stderr line containing `needle`.
+fn err_line(err: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    wait_for(err, needle, &mut Vec::new())
+}
+
+/// While following, an upstream moved away is an ERROR, a `dlink_failures_total`
+/// increment and `/healthz` 503 naming it, within a few polls; put back, the
+/// pipeline is healthy again. A link table removed after it held batches stops the
+/// pipeline with a named error instead of being created again from batch 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_upstream_or_link_table_shows_while_following() {
+    let ws = Workspace::new();
+    let (mut sp, _aff) = common::sp_tables(
+        &ws,
+        json!([[1, "a", "DE"], [2, "b", "FR"]]),
+        json!([[1, 10, 1]]),
+    )
+    .await;
+    let staff = sql_pipeline(&ws, "staff", "SELECT diasng_id FROM spmaster_changes", true);
+    let (mut service, addr, err) = follow_listening(&staff);
+    wait_metrics(&addr, "the first batch", |m| {
+        sample(m, "dlink_batches_total", "staff") >= 1.0
+    });
+    assert_eq!(get(&addr, "/healthz").0, 200);
+
+    let table = ws.table("spmaster");
+    let away = ws.path().join("spmaster.away");
+    std::fs::rename(&table, &away).unwrap();
+    let body = health_within(&addr, 503, Duration::from_secs(10));
+    assert!(
+        body.contains("staff") && body.contains("spmaster"),
+        "{body}"
+    );
+    let line = err_line(&err, "the table is gone");
+    assert!(line.contains("ERROR"), "an ERROR event: {line}");
+    let m = metrics(&addr);
+    assert!(
+        m.get("dlink_failures_total{kind=\"read\",pipeline=\"staff\"}")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{m:#?}"
+    );
+
+    // Back in place, with a new commit: healthy, and the commit is read.
+    std::fs::rename(&away, &table).unwrap();
+    sp.insert(json!([[3, "c", "IT"]])).await.unwrap();
+    health_within(&addr, 200, WAIT);
+    wait_metrics(&addr, "a second batch", |m| {
+        sample(m, "dlink_batches_total", "staff") >= 2.0
+    });
+
+    // The link table removed: a named failure, and no new table from batch 1.
+    let link = ws.path().join("links/staff");
+    assert!(link.is_dir(), "{}", link.display());
+    std::fs::remove_dir_all(&link).unwrap();
+    let body = health_within(&addr, 503, Duration::from_secs(10));
+    assert!(body.contains("is gone: it held batch 2"), "{body}");
+    sp.insert(json!([[4, "d", "PT"]])).await.unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        !link.join("_delta_log").exists(),
+        "the link table was created again"
+    );
+    assert_eq!(get(&addr, "/healthz").0, 503);
+    let _ = service.0.kill();
+}

@@ -8,6 +8,7 @@ mod many;
 mod plan;
 mod read;
 mod session;
+pub mod watchdog;
 
 pub(crate) use derive::{
     BatchInput, Derive, Derived, PluginDerive, PluginTimings, SqlDerive, UpstreamBatch,
@@ -15,6 +16,21 @@ pub(crate) use derive::{
 pub use follow::{backoff, follow, follow_until, FollowEvents, FollowOptions, NoEvents};
 pub use many::{default_jobs, run_many, ManyOutcome};
 pub(crate) use session::Session;
+
+/// Checks, without reading changes or committing, that the next run of `pipeline` can
+/// read what it would: its checkpoint against each upstream (the same table, not
+/// ahead of it) and the log entries of up to `limit` pending versions per upstream
+/// (none empty, corrupt or missing, the Change Data Feed on). `dlink-rt validate`
+/// runs it.
+pub async fn check_pending(pipeline: &Pipeline, limit: i64) -> crate::Result<()> {
+    let mut session = Session::open(pipeline, None)
+        .await
+        .map_err(|e| e.with_pipeline_file(&pipeline.file))?;
+    session
+        .check_pending(limit)
+        .await
+        .map_err(|e| e.with_pipeline_file(&pipeline.file))
+}
 
 use std::time::Instant;
 
@@ -206,7 +222,10 @@ pub async fn run_with(
     let mut lost_in_a_row = 0;
     loop {
         let committed = summary.batches.len();
-        match run_once(pipeline, host, slot, fanout, &mut summary, on_batch).await {
+        watchdog::at(&pipeline.name, "opening its tables");
+        let once = run_once(pipeline, host, slot, fanout, &mut summary, on_batch).await;
+        watchdog::rest(&pipeline.name);
+        match once {
             Err(Error::Commit(CommitError::Concurrent {
                 batch_id, found, ..
             })) => {
@@ -282,7 +301,16 @@ pub(crate) async fn load_plugin(
     let wasm = crate::plugin::source::read(spec)
         .await
         .map_err(|e| load_err(PluginError::Read(e)))?;
-    let compiled = host.compile_bytes(path, wasm).map_err(load_err)?;
+    // Compiling (Cranelift, seconds for a big plugin) and waiting for another
+    // pipeline's compile of the same file both block a thread: not a runtime worker's,
+    // whose other tasks (the kernel's reads among them) would wait meanwhile.
+    let compiled = {
+        let (host, path) = (host.clone(), path.clone());
+        tokio::task::spawn_blocking(move || host.compile_bytes(&path, wasm))
+            .await
+            .map_err(|e| load_err(PluginError::Read(std::io::Error::other(e))))?
+            .map_err(load_err)?
+    };
     host.instantiate(&compiled, info, spec)
         .await
         .map_err(load_err)

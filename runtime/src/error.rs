@@ -110,7 +110,7 @@ impl Error {
                 BatchFailure::Budget { .. } => "read",
             },
             Error::PluginLoad { .. } => "plugin_load",
-            Error::Read(ReadError::CheckpointAhead { .. }) => "link",
+            Error::Read(ReadError::CheckpointAhead { .. } | ReadError::Replaced { .. }) => "link",
             Error::Read(_) | Error::Commit(CommitError::Expired { .. }) => "read",
             Error::Commit(CommitError::Concurrent { .. }) => "concurrent",
             Error::Commit(_) => "link",

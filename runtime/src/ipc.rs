@@ -3,7 +3,6 @@
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
-use deltalake::arrow::ipc::reader::StreamReader;
 use deltalake::arrow::ipc::writer::StreamWriter;
 
 /// Encodes `batches` (all of `schema`) as one IPC stream.
@@ -28,17 +27,29 @@ pub fn encoded_size(batches: &[RecordBatch]) -> usize {
         .sum()
 }
 
-/// Decodes one IPC stream into its schema and batches.
+/// Decodes one IPC stream into its schema and batches (a copy of `bytes`: see
+/// [`decode_owned`]).
 pub fn decode(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
-    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
+    decode_owned(bytes.to_vec())
 }
 
 /// Decodes one IPC stream it owns without copying the column data: the arrays point
 /// into `bytes` (a buffer not aligned for its type is copied alone).
+///
+/// The bytes come from plugins, so anything may be in them: arrow's decoder reads
+/// them incrementally (a declared length larger than the bytes is an error, not an
+/// allocation of that size), and where it panics on a malformed schema (arrow-ipc
+/// 59's `unimplemented!` for an unknown type, `panic!` for an odd integer width) the
+/// panic is caught, kept off stderr and returned as an `IpcError`.
 pub fn decode_owned(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
+    quiet_panics::catch(move || decode_unguarded(bytes)).unwrap_or_else(|message| {
+        Err(ArrowError::IpcError(format!(
+            "malformed Arrow IPC stream: {message}"
+        )))
+    })
+}
+
+fn decode_unguarded(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
     let mut buffer = deltalake::arrow::buffer::Buffer::from_vec(bytes);
     let mut decoder = deltalake::arrow::ipc::reader::StreamDecoder::new();
     let mut batches = Vec::new();
@@ -52,6 +63,41 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), Arr
         .schema()
         .ok_or_else(|| ArrowError::IpcError("the stream has no schema".into()))?;
     Ok((schema, batches))
+}
+
+/// Catching a library's panic on bad input without its message on stderr.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::Once;
+
+    thread_local! {
+        /// Set while this thread runs a [`catch`]: its panics are not printed.
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Runs `f`; a panic in it is returned as its message instead of unwinding (and
+    /// not printed by the panic hook).
+    pub(super) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+        let was = QUIET.with(|q| q.replace(true));
+        let r = catch_unwind(AssertUnwindSafe(f));
+        QUIET.with(|q| q.set(was));
+        r.map_err(|p| {
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the decoder panicked".into())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(dlink_rt::storage::RedactingStderr);
     match args.log_format() {
         // One JSON object per event, its fields as keys, for log shippers.
         cli::LogFormat::Json => logs.json().flatten_event(true).init(),

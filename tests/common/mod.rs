@@ -490,3 +490,42 @@ pub fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
     out.extend_from_slice(&body);
     out
 }
+
+/// Runs `cmd` to its end like `Command::output`, but kills it and fails the test when
+/// it has not ended within `limit` (a hang is a failure, not a test that never ends).
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dlink-rt");
+    let read_all = |mut s: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = s.read_to_end(&mut b);
+            b
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = read_all(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for dlink-rt") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+            panic!("still running after {limit:?} (killed): the process hangs; stderr:\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}

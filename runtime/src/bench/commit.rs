@@ -65,6 +65,7 @@ pub(crate) async fn commit(
         range: Some((batch_id - 1, batch_id - 1)),
         pinned: batch_id - 1,
         change_rows: k.len(),
+        table_id: String::new(),
     }];
     let t = Instant::now();
     link.commit(Commit {

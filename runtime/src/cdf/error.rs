@@ -47,9 +47,25 @@ pub enum ReadError {
         pipeline_file: Option<PathBuf>,
     },
 
+    /// The table at the upstream's path is not the one the checkpoint's versions were
+    /// read from (its `metaData.id` differs): dropped and created again, or replaced.
+    #[error(
+        "upstream '{table}': the table was replaced: its table id (metaData.id) is now {table_id}, \
+         not the one the checkpoint recorded when it read up to version {done}, so its versions \
+         do not continue what was read. Nothing was committed. Check the table, then choose where \
+         to resume (usually version 0 of the new table):\n{}",
+        way_out(pipeline_file.as_deref(), table)
+    )]
+    Replaced {
+        table: String,
+        done: i64,
+        table_id: String,
+        pipeline_file: Option<PathBuf>,
+    },
+
     /// A version of an upstream cannot be read as a change feed.
     #[error(
-        "upstream '{table}': version {version} cannot be read: {reason}. Nothing was committed. \
+        "upstream '{table}': version {version} (_delta_log/{version:020}.json) cannot be read: {reason}. Nothing was committed. \
          Repair the table, or skip what cannot be read and resume:\n{}",
         way_out(pipeline_file.as_deref(), table)
     )]
@@ -67,7 +83,8 @@ impl ReadError {
         match self {
             ReadError::Table { table, .. } => (table, None),
             ReadError::ChangeFeed { table, start, .. } => (table, Some(*start)),
-            ReadError::CheckpointAhead { table, done, .. } => (table, Some(*done)),
+            ReadError::CheckpointAhead { table, done, .. }
+            | ReadError::Replaced { table, done, .. } => (table, Some(*done)),
             ReadError::Unreadable { table, version, .. } => (table, Some(*version)),
         }
     }
@@ -76,7 +93,8 @@ impl ReadError {
     pub fn with_pipeline_file(mut self, file: &Path) -> Self {
         match &mut self {
             ReadError::Unreadable { pipeline_file, .. }
-            | ReadError::CheckpointAhead { pipeline_file, .. } => {
+            | ReadError::CheckpointAhead { pipeline_file, .. }
+            | ReadError::Replaced { pipeline_file, .. } => {
                 *pipeline_file = Some(file.to_path_buf())
             }
             ReadError::Table { .. } | ReadError::ChangeFeed { .. } => {}

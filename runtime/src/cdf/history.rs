@@ -55,6 +55,10 @@ pub enum Unreadable {
     FilesMissing(String),
     /// The commit's JSON cannot be parsed.
     Corrupt(String),
+    /// The log entry holds no Delta action: an empty file (a truncated or interrupted
+    /// write) or lines that are not actions. Reading past it would skip the version's
+    /// changes without a word.
+    NoActions { bytes: usize },
 }
 
 impl std::fmt::Display for Unreadable {
@@ -71,22 +75,59 @@ impl std::fmt::Display for Unreadable {
             Unreadable::LogMissing => write!(f, "its log entry was removed (log retention / cleanup)"),
             Unreadable::FilesMissing(m) => write!(f, "its data or change files were removed (VACUUM): {m}"),
             Unreadable::Corrupt(m) => write!(f, "its log entry cannot be parsed: {m}"),
+            Unreadable::NoActions { bytes: 0 } => write!(
+                f,
+                "its log entry is empty (0 bytes: a truncated or interrupted write), so its changes cannot be known"
+            ),
+            Unreadable::NoActions { bytes } => write!(
+                f,
+                "its log entry ({bytes} bytes) holds no Delta action (add, remove, cdc, metaData, protocol, txn, commitInfo), so its changes cannot be known"
+            ),
         }
     }
 }
 
-/// The `metaData` action of a commit, if any, as a state.
+/// The actions of the Delta protocol a commit is made of.
+const ACTIONS: [&str; 10] = [
+    "add",
+    "remove",
+    "cdc",
+    "metaData",
+    "protocol",
+    "txn",
+    "commitInfo",
+    "domainMetadata",
+    "checkpointMetadata",
+    "sidecar",
+];
+
+/// The `metaData` action of a commit, if any, as a state. A commit that cannot be
+/// parsed, or holds no action at all (an empty file), is unreadable: every commit
+/// of a Delta table holds at least one action.
 pub fn metadata_of(commit: &[u8]) -> Result<Option<TableState>, Unreadable> {
     let mut found = None;
-    for line in commit.split(|b| *b == b'\n') {
+    let mut actions = 0;
+    for (n, line) in commit.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let v: Value =
-            serde_json::from_slice(line).map_err(|e| Unreadable::Corrupt(e.to_string()))?;
-        if let Some(m) = v.get("metaData") {
+        let v: Value = serde_json::from_slice(line)
+            .map_err(|e| Unreadable::Corrupt(format!("line {}: {e}", n + 1)))?;
+        let Some(obj) = v.as_object() else {
+            return Err(Unreadable::Corrupt(format!(
+                "line {}: not a JSON object",
+                n + 1
+            )));
+        };
+        actions += ACTIONS.iter().filter(|a| obj.contains_key(**a)).count();
+        if let Some(m) = obj.get("metaData") {
             found = Some(TableState::from_json(m));
         }
+    }
+    if actions == 0 {
+        return Err(Unreadable::NoActions {
+            bytes: commit.len(),
+        });
     }
     Ok(found)
 }
@@ -226,6 +267,30 @@ mod tests {
         let compaction = "{\"add\":{\"path\":\"big.parquet\",\"dataChange\":false}}\n{\"remove\":{\"path\":\"small.parquet\",\"dataChange\":false}}\n";
         assert!(files_of(compaction.as_bytes()).is_empty());
         assert!(files_of(b"{not json").is_empty());
+    }
+
+    #[test]
+    fn an_empty_log_entry_is_unreadable_not_a_version_without_changes() {
+        let mut s = enabled("a");
+        assert_eq!(step(&mut s, b""), Err(Unreadable::NoActions { bytes: 0 }));
+        assert_eq!(
+            step(&mut s, b"\n  \n"),
+            Err(Unreadable::NoActions { bytes: 4 })
+        );
+        assert_eq!(
+            step(&mut s, b"{\"foo\":1}\n"),
+            Err(Unreadable::NoActions { bytes: 10 })
+        );
+        assert!(matches!(
+            step(&mut s, b"[1]\n"),
+            Err(Unreadable::Corrupt(_))
+        ));
+        // A commit of only commitInfo (a writer's empty commit) is a version without
+        // changes, and readable.
+        assert_eq!(
+            step(&mut s, b"{\"commitInfo\":{\"operation\":\"WRITE\"}}\n"),
+            Ok(())
+        );
     }
 
     #[test]

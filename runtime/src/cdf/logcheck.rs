@@ -142,6 +142,12 @@ impl LogCheck {
         })
     }
 
+    /// The table's state at the version before the next one to check (its id is the
+    /// table the versions checked so far belong to).
+    pub fn state(&self) -> &TableState {
+        &self.state
+    }
+
     /// Starts checking at version `next`, given the table's state at `next - 1`.
     pub fn at(state: TableState, next: i64) -> LogCheck {
         LogCheck { state, next }

@@ -158,7 +158,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 .or_else(dlink_rt::plugin::default_cache_dir),
         )
         .profiler(cli.wasm_profiler);
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args, host).await,
             Command::Demo(args) => demo::demo(args, host).await,
@@ -175,5 +175,12 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Plugin(args) => plugin::plugin(args, host).await,
             Command::Bench(args) => bench::bench(args, host).await,
         }
-    })
+    });
+    // Dropping the runtime would wait without a bound for blocking tasks (a file read
+    // stuck on a dead mount, an abandoned batch's work): they get a bounded time.
+    rt.shutdown_timeout(SHUTDOWN);
+    code
 }
+
+/// How long the end of a command waits for the runtime's blocking tasks.
+const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -43,9 +43,32 @@ pub struct RunArgs {
     /// coordination (see docs/deploy.md).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<dlink_rt::shard::Shard>,
+    /// A pipeline that makes no progress (no step of a batch, no poll) for this long
+    /// ends the process with exit 1, naming the pipeline, batch and stage, instead of
+    /// hanging (a supervisor then restarts it). `0s` turns the watchdog off. Each
+    /// plugin call is bounded by its own `timeout_ms` well before this.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, env = "DLINK_STALL_TIMEOUT")]
+    pub stall_timeout: std::time::Duration,
+}
+
+/// Starts the watchdog of `--stall-timeout` (none at 0): a stall is an ERROR event
+/// and a line on stderr, then exit 1.
+fn start_watchdog(limit: std::time::Duration) {
+    if limit.is_zero() {
+        return;
+    }
+    let started = dlink_rt::engine::watchdog::start(limit, |text| {
+        tracing::error!(kind = "stall", "{text}");
+        eprintln!("error: {text}");
+        std::process::exit(i32::from(EXIT_FAILED));
+    });
+    if let Err(e) = started {
+        tracing::warn!("cannot start the stall watchdog: {e}");
+    }
 }
 
 pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
+    start_watchdog(args.stall_timeout);
     if args.pipeline.is_dir() {
         return run_folder(args, host).await;
     }
@@ -94,19 +117,19 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         let Some(stop) = listen(&args, &monitor).await else {
             return ExitCode::from(EXIT_FAILED);
         };
-        let r = dlink_rt::engine::follow_until(
+        let follow = dlink_rt::engine::follow_until(
             &pipeline,
             Arc::new(host),
             follow_options(&args),
             monitor,
             |b| println!("{b}"),
-            stop,
+            stop.clone(),
             None,
-        )
-        .await;
-        return match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+        );
+        return match within_grace(&stop, follow).await {
+            None => abandoned(),
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(e)) => {
                 eprintln!("error: {e}");
                 ExitCode::from(EXIT_FAILED)
             }
@@ -176,17 +199,54 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
         shard: args.shard,
         ..Default::default()
     };
-    dlink_rt::service::follow_folder(
+    let service = dlink_rt::service::follow_folder(
         &args.pipeline,
         host,
         opts,
         monitor,
         Arc::new(|b| println!("{b}")),
-        stop,
-    )
-    .await;
+        stop.clone(),
+    );
+    if within_grace(&stop, service).await.is_none() {
+        return abandoned();
+    }
     println!("stopped: every pipeline finished its current batch");
     ExitCode::SUCCESS
+}
+
+/// How long a stop (Ctrl-C, SIGTERM) waits for the pipelines' current batches before
+/// abandoning them: well inside the usual 10 s between SIGTERM and SIGKILL
+/// (Kubernetes gives 30 s, systemd 90 s, `docker stop` 10 s).
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `work` to its end, or, once `stop` is cancelled, for at most [`STOP_GRACE`]
+/// more: `None` when it was abandoned then (dropped: a batch that had not committed
+/// commits nothing, and the next run does it again).
+async fn within_grace<T>(
+    stop: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        r = work => Some(r),
+        _ = async {
+            stop.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => None,
+    }
+}
+
+/// Says that a stop abandoned running batches; exit code 1.
+fn abandoned() -> ExitCode {
+    eprintln!(
+        "error: stopped after waiting {} for the current batches to finish: they were abandoned \
+         without committing (the next run does them again)",
+        humantime::format_duration(STOP_GRACE)
+    );
+    tracing::error!(
+        kind = "stop",
+        "current batches abandoned at stop after {STOP_GRACE:?}"
+    );
+    ExitCode::from(EXIT_FAILED)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -131,6 +131,11 @@ async fn check_pipeline(
     }
     if let Err(e) = LinkTable::open(p).await {
         problems.push(format!("{}: {e}", p.file.display()));
+    } else if p.upstreams.iter().all(|u| schemas.contains_key(&u.name)) {
+        // (An upstream that did not open is reported above already.)
+        if let Err(e) = dlink_rt::engine::check_pending(p, PENDING_CHECKED).await {
+            problems.push(format!("{}: pipeline '{}': {e}", p.file.display(), p.name));
+        }
     }
     if let Err(e) = dlink_rt::storage::check_conditional_put(&p.link_uri, &p.link_storage).await {
         problems.push(format!(
@@ -141,6 +146,10 @@ async fn check_pipeline(
         ));
     }
 }
+
+/// Pending versions per upstream whose log entries `validate` reads (a backlog's
+/// first ones; a run checks every version before it reads it).
+const PENDING_CHECKED: i64 = 10_000;
 
 type Schemas = std::collections::HashMap<String, (deltalake::arrow::datatypes::SchemaRef, i64)>;
 

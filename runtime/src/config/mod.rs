@@ -408,4 +408,6 @@ pub fn pipeline_schema() -> serde_json::Value {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

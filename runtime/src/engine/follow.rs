@@ -124,6 +124,9 @@ pub async fn follow_until(
     let mut compactor = Compactor::new(pipeline);
     // Kept open from poll to poll: a poll reads only the log entries that are new.
     let mut session: Option<Session> = None;
+    // The highest batch seen in the link table: once it held batches, a link table
+    // that is gone is an error, not a table to create again.
+    let mut seen_batch = 0;
     let mut failures = 0;
     let mut report = |b: &BatchReport| {
         events.batch(b);
@@ -131,15 +134,18 @@ pub async fn follow_until(
     };
     while !stop.is_cancelled() {
         // Not raced against `stop`: the poll ends after its current batch.
+        super::watchdog::at(&pipeline.name, "a poll");
         let outcome = poll(
             pipeline,
             &host,
             &mut slot,
             &mut session,
             (&stop, reads.as_deref()),
+            &mut seen_batch,
             &mut report,
         )
         .await;
+        super::watchdog::rest(&pipeline.name);
         match &outcome {
             Ok(()) => {
                 failures = 0;
@@ -316,6 +322,7 @@ async fn poll(
     slot: &mut PluginSlot,
     session: &mut Option<Session>,
     (stop, reads): (&CancellationToken, Option<&FanOut>),
+    seen_batch: &mut i64,
     on_batch: &mut impl FnMut(&BatchReport),
 ) -> Result<()> {
     let mut current = session.take();
@@ -327,16 +334,26 @@ async fn poll(
     }
     let s = match current {
         Some(s) => session.insert(s),
-        None => session.insert(Session::open(pipeline, reads).await?),
+        None => {
+            let s = Session::open(pipeline, reads).await?;
+            if s.batch_id() == 0 && *seen_batch > 0 {
+                return Err(s.link_gone(*seen_batch));
+            }
+            session.insert(s)
+        }
     };
+    *seen_batch = (*seen_batch).max(s.batch_id());
     s.stop_on(stop.clone());
     if !s.pending() {
         return Ok(());
     }
     let mut summary = RunSummary::default();
-    s.run(pipeline, host, slot, reads, &mut summary, on_batch)
+    let r = s
+        .run(pipeline, host, slot, reads, &mut summary, on_batch)
         .await
-        .map_err(|e| e.with_pipeline_file(&pipeline.file))
+        .map_err(|e| e.with_pipeline_file(&pipeline.file));
+    *seen_batch = (*seen_batch).max(s.batch_id());
+    r
 }
 
 /// Sleeps until the next multiple of `every` counted from the process's first call,

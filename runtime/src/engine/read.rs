@@ -19,6 +19,8 @@ pub(crate) struct Cursor {
     pub next: i64,
     pub latest: i64,
     pub log: Option<LogCheck>,
+    /// The table's `metaData.id` as of the versions checked (recorded with each batch).
+    pub table_id: String,
 }
 
 impl Cursor {
@@ -41,6 +43,13 @@ impl Cursor {
         // a listing of the log.
         let next = cdf::has_version(&self.table, self.latest + 1).await;
         if !next.map_err(|e| cdf::table_err(u, e))? {
+            // No new commit. Still there? The latest version's log entry is never
+            // cleaned up, so its absence means the table was moved or deleted: a
+            // failure to show now, not an idle table (one more stat per idle poll).
+            let here = cdf::has_version(&self.table, self.latest).await;
+            if !here.map_err(|e| cdf::table_err(u, e))? {
+                return Err(cdf::table_err(u, gone(self.latest)));
+            }
             return Ok(());
         }
         self.table
@@ -55,6 +64,19 @@ impl Cursor {
     }
 }
 
+/// Why a followed table is gone: the log entry of the version it was at is missing.
+fn gone(latest: i64) -> crate::storage::Cause {
+    crate::storage::Cause::new(
+        crate::storage::StoreErrorKind::NotFound,
+        format!(
+            "the table is gone: the log entry of its latest version {latest} \
+             (_delta_log/{latest:020}.json) is not there any more. Was the table moved or \
+             deleted? Put it back (the pipeline goes on where it stood), or point the \
+             catalog at its new place"
+        ),
+    )
+}
+
 /// Checks every upstream's log entries up to the end of its range in `wanted`: a
 /// version that cannot be read as a change feed fails the batch before anything is
 /// read.
@@ -62,6 +84,9 @@ pub(crate) async fn check_logs(cursors: &mut [Cursor], wanted: &Ranges) -> Resul
     for (c, r) in cursors.iter_mut().zip(wanted) {
         if let (Some((_, e)), Some(log)) = (r, c.log.as_mut()) {
             log.check_to(&c.upstream, &c.table, *e).await?;
+            if !log.state().id.is_empty() {
+                c.table_id.clone_from(&log.state().id);
+            }
         }
     }
     Ok(())

@@ -2,7 +2,6 @@
 //! upstream and the lookup tables, kept open from batch to batch and, in `--follow`
 //! mode, from poll to poll (only new log entries are read then).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,13 +10,13 @@ use futures::future::try_join_all;
 
 use super::derive::{BatchInput, Derive, Derived, Deriver, Lap, UpstreamBatch};
 use super::read::{self, Cursor};
-use super::{plan, test_pause, BatchReport, PluginSlot, RunSummary, Stages};
+use super::{plan, test_pause, watchdog, BatchReport, PluginSlot, RunSummary, Stages};
 use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Pipeline, Upstream};
 use crate::error::{BatchFailure, Error, ReadError, Result};
 use crate::lookup::TableCache;
 use crate::plugin::PluginHost;
-use crate::sink::{Commit, LinkTable, UpstreamRange};
+use crate::sink::{Checkpoint, Commit, LinkTable, UpstreamRange};
 
 /// What the read stage hands on to derive and commit.
 struct ReadBatch {
@@ -62,7 +61,7 @@ impl Session {
         let checkpoint_ms = lap.next().as_millis();
         let (cursors, lookups) =
             futures::try_join!(
-                open_cursors(pipeline, &checkpoint.done, fanout),
+                open_cursors(pipeline, &checkpoint, fanout),
                 try_join_all(pipeline.lookups.iter().map(|u| async move {
                     Ok::<_, Error>((u.clone(), cdf::open_latest(u).await?))
                 }))
@@ -92,9 +91,27 @@ impl Session {
         self.stop = Some(stop);
     }
 
+    /// The error of a link table that is gone after it held `batch_id`.
+    pub(crate) fn link_gone(&self, batch_id: i64) -> Error {
+        self.link.gone(batch_id)
+    }
+
     /// The last batch committed.
     pub(crate) fn batch_id(&self) -> i64 {
         self.batch_id
+    }
+
+    /// Checks the log entries of every version not done yet (at most `limit` per
+    /// upstream), without reading or committing anything: `validate`'s look at what the
+    /// next run will read.
+    pub(crate) async fn check_pending(&mut self, limit: i64) -> Result<()> {
+        for c in &mut self.cursors {
+            if let Some(log) = c.log.as_mut() {
+                let end = c.latest.min(c.next.saturating_add(limit - 1));
+                log.check_to(&c.upstream, &c.table, end).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether some upstream has versions not done yet.
@@ -156,14 +173,20 @@ impl Session {
             open: self.open_time.take().unwrap_or_default(),
             ..Stages::default()
         };
+        let step =
+            |stage: &str| watchdog::at(&pipeline.name, format_args!("batch {batch_id}: {stage}"));
+        step("plan");
         let wanted = self.plan(pipeline).await?;
         stages.plan = lap.next();
+        step("read");
         let mut read = self.read(pipeline, batch_id, wanted, fanout).await?;
         stages.read = lap.next();
         test_pause("after-read", batch_id);
+        step("derive");
         let derived = self.derive(pipeline, batch_id, deriver, &mut read).await?;
         stages.derive = lap.next();
         test_pause("before-commit", batch_id);
+        step("commit");
         let link_version = self.commit(pipeline, batch_id, &read, &derived).await?;
         stages.commit = lap.next();
         test_pause("after-commit", batch_id);
@@ -300,6 +323,7 @@ impl Session {
                 range: *r,
                 pinned: *pin,
                 change_rows: ch.as_ref().map_or(0, Changes::rows),
+                table_id: c.table_id.clone(),
             })
             .collect()
     }
@@ -346,21 +370,28 @@ async fn hold_open_tables(
 
 async fn open_cursors(
     pipeline: &Pipeline,
-    done: &BTreeMap<String, i64>,
+    checkpoint: &Checkpoint,
     fanout: Option<&FanOut>,
 ) -> Result<Vec<Cursor>> {
     try_join_all(
         pipeline
             .upstreams
             .iter()
-            .map(|u| open_cursor(u, done.get(&u.name), fanout)),
+            .map(|u| open_cursor(u, checkpoint, fanout)),
     )
     .await
 }
 
 /// Opens one upstream at its latest version and starts the log check of the versions
-/// after `done` (all upstreams side by side).
-async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) -> Result<Cursor> {
+/// after the checkpoint's (all upstreams side by side). The table must be the one the
+/// checkpoint's versions were read from (its recorded table id), whatever its
+/// version count.
+async fn open_cursor(
+    u: &Upstream,
+    checkpoint: &Checkpoint,
+    fanout: Option<&FanOut>,
+) -> Result<Cursor> {
+    let done = checkpoint.done.get(&u.name);
     let t0 = Instant::now();
     let table = match fanout {
         Some(f) => f.open(u).await?,
@@ -385,6 +416,22 @@ async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) 
     } else {
         None
     };
+    // The table's id as of the last version done: the log check's state before `next`,
+    // or, caught up, the latest version's.
+    let table_id = match &log {
+        Some(l) => l.state().id.clone(),
+        None => cdf::state_of(u, &table)?.id,
+    };
+    if let Some(d) = done {
+        if !checkpoint.same_table(&u.name, &table_id) {
+            return Err(Error::Read(ReadError::Replaced {
+                table: u.name.clone(),
+                done: *d,
+                table_id,
+                pipeline_file: None,
+            }));
+        }
+    }
     tracing::debug!(
         upstream = %u.name,
         table_ms,
@@ -397,5 +444,6 @@ async fn open_cursor(u: &Upstream, done: Option<&i64>, fanout: Option<&FanOut>) 
         next,
         latest,
         log,
+        table_id,
     })
 }

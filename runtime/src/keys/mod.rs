@@ -486,4 +486,6 @@ fn column(b: &RecordBatch, name: &str) -> Result<ArrayRef, InvalidKeys> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

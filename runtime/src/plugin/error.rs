@@ -150,6 +150,18 @@ pub enum PluginError {
     )]
     OutputTooLarge { bytes: usize, cap_mb: u64 },
 
+    /// The guest tried to copy more to the host in one call than the output cap allows
+    /// (wasmtime's hostcall fuel, sized from `max_output_mb`).
+    #[error(
+        "{call} tried to hand the host more than the output cap of {cap_mb} MiB in one call \
+         ([plugin.limits] max_output_mb){stderr}"
+    )]
+    CopyCap {
+        call: Call,
+        cap_mb: u64,
+        stderr: StderrTail,
+    },
+
     /// `derive`'s output is not what the contract asks for (schema, key types, nulls,
     /// unknown upstreams).
     #[error(transparent)]
@@ -181,6 +193,14 @@ pub(super) fn describe_trap(
             stderr,
         },
         Some(trap) => PluginError::Trap { call, trap, stderr },
+        // wasmtime's error type for this is private: its text is all there is.
+        None if format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") => {
+            PluginError::CopyCap {
+                call,
+                cap_mb: limits.max_output_mb,
+                stderr,
+            }
+        }
         None => PluginError::Failed {
             call,
             source: e,
@@ -190,7 +210,7 @@ pub(super) fn describe_trap(
 }
 
 /// The last 2,000 bytes the plugin wrote to stderr.
-fn stderr_tail(store: &Store<State>) -> StderrTail {
+pub(super) fn stderr_tail(store: &Store<State>) -> StderrTail {
     let stderr = store.data().stderr.contents();
     let tail = String::from_utf8_lossy(&stderr);
     let tail = tail.trim();

@@ -298,10 +298,13 @@ impl PluginHost {
                     v0_1::PipelinePlugin::instantiate_async(&mut store, component, &self.linker)
                         .await
                         .map_err(PluginError::Instantiate)?;
-                match b.call_init(&mut store, &spec.config_json).await {
-                    Ok(Ok(())) => Bindings::V0_1(b),
-                    Ok(Err(message)) => return Err(refused(message)),
-                    Err(e) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                let wall = wall_deadline(&store);
+                let call = bounded(wall, b.call_init(&mut store, &spec.config_json)).await;
+                match call {
+                    Some(Ok(Ok(()))) => Bindings::V0_1(b),
+                    Some(Ok(Err(message))) => return Err(refused(message)),
+                    Some(Err(e)) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                    None => return Err(timed_out(&store, &limits, Call::Init)),
                 }
             }
             Contract::V0_2 => {
@@ -311,10 +314,13 @@ impl PluginHost {
                         .map_err(PluginError::Instantiate)?;
                 let wit = info.to_wit(&spec.config_json).map_err(PluginError::Info)?;
                 let guest = b.dlink_pipeline_plugin().pipeline();
-                match guest.call_init(&mut store, &wit).await {
-                    Ok(Ok(resource)) => Bindings::V0_2(b, resource),
-                    Ok(Err(message)) => return Err(refused(message)),
-                    Err(e) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                let wall = wall_deadline(&store);
+                let call = bounded(wall, guest.call_init(&mut store, &wit)).await;
+                match call {
+                    Some(Ok(Ok(resource))) => Bindings::V0_2(b, resource),
+                    Some(Ok(Err(message))) => return Err(refused(message)),
+                    Some(Err(e)) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                    None => return Err(timed_out(&store, &limits, Call::Init)),
                 }
             }
         };
@@ -373,6 +379,11 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // What the guest may hand the host in one call (its output, a lookup's
+        // arguments): the output cap and some room for the lists' framing, so that the
+        // cap that applies is `max_output_mb`, checked with its own error, rather than
+        // wasmtime's fixed 128 MiB.
+        store.set_hostcall_fuel(hostcall_fuel(&limits));
         // Every epoch tick, a running call yields to the async executor, so a plugin
         // spinning in Wasm never holds up other pipelines of the process; past its
         // wall-time budget it is interrupted (a `Trap::Interrupt`).
@@ -385,6 +396,54 @@ impl PluginHost {
         store.set_epoch_deadline(1);
         store.data_mut().deadline = Some(Instant::now() + Duration::from_millis(limits.timeout_ms));
         Ok(store)
+    }
+}
+
+/// Room beyond `max_output_mb` in what a guest may copy to the host in one call.
+const HOSTCALL_SLACK: usize = 16 << 20;
+
+/// The hostcall fuel of a store: `max_output_mb` plus [`HOSTCALL_SLACK`].
+fn hostcall_fuel(limits: &Limits) -> usize {
+    usize::try_from(limits.max_output_mb.saturating_mul(1 << 20))
+        .unwrap_or(usize::MAX)
+        .saturating_add(HOSTCALL_SLACK)
+}
+
+/// Extra time a call gets past its budget before the wall-clock bound drops it: a
+/// call running Wasm is interrupted at the budget by the epoch (with its stderr); only
+/// a call blocked in a host or WASI function (a sleep, a poll, a long lookup) waits for
+/// the wall-clock bound.
+const WALL_SLACK: Duration = Duration::from_millis(50);
+
+/// When the running call of `store` is dropped if it has not returned: its budget's
+/// end plus [`WALL_SLACK`].
+fn wall_deadline(store: &Store<State>) -> tokio::time::Instant {
+    let now = Instant::now();
+    let left = store
+        .data()
+        .deadline
+        .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+    tokio::time::Instant::now() + left + WALL_SLACK
+}
+
+/// Runs `call` (a call into a guest) until `wall` (its [`wall_deadline`]): `None` when
+/// it was dropped there. The epoch deadline only interrupts Wasm
+/// code; a guest blocked in a host call would otherwise wait forever. After `None`
+/// the instance must be discarded.
+async fn bounded<T>(
+    wall: tokio::time::Instant,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::time::timeout_at(wall, call).await.ok()
+}
+
+/// The timeout of a call dropped by the wall-clock bound.
+fn timed_out(store: &Store<State>, limits: &Limits, call: Call) -> PluginError {
+    tracing::debug!(%call, "plugin call dropped at its wall-time bound (blocked in a host call)");
+    PluginError::Timeout {
+        call,
+        timeout_ms: limits.timeout_ms,
+        stderr: error::stderr_tail(store),
     }
 }
 
@@ -408,8 +467,12 @@ impl Plugin {
             data.deadline = Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
         }
         self.store.set_epoch_deadline(1);
-        let result = self.call_derive(pipeline, batch_id, upstreams).await;
+        let wall = wall_deadline(&self.store);
+        let result = bounded(wall, self.call_derive(pipeline, batch_id, upstreams)).await;
         self.store.data_mut().lookup = None;
+        let Some(result) = result else {
+            return Err(timed_out(&self.store, &self.limits, Call::Derive));
+        };
         tracing::debug!(
             pipeline,
             batch_id,

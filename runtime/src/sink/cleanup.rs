@@ -108,4 +108,43 @@ mod tests {
         let mut link = LinkTable::open(&p).await.unwrap();
         assert_eq!(link.checkpoint().await.unwrap().batch_id, 6);
     }
+
+    /// The parquet files in a table's folder.
+    fn data_files(table: &Path) -> usize {
+        std::fs::read_dir(table)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            })
+            .count()
+    }
+
+    /// A commit that fails after its data file is written (here another writer's
+    /// entry, unreadable, holds the version) removes that file: retries must not leave
+    /// one file each for a VACUUM that only takes them past the retention.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_append_leaves_no_data_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = crate::bench::commit::pipeline_with(
+            dir.path(),
+            LinkMode::Log,
+            "merge_small_files = 0\n",
+        )
+        .unwrap();
+        let path = dir.path().join("link");
+        let mut link = LinkTable::open(&p).await.unwrap();
+        link.checkpoint().await.unwrap();
+        let v = commit(&mut link, 1).await;
+        let before = data_files(&path);
+        assert_eq!(before, 1);
+        std::fs::write(
+            path.join(format!("_delta_log/{:020}.json", v + 1)),
+            b"not json\n",
+        )
+        .unwrap();
+        let r = commit_keys(&mut link, 2, &keys(1, 2, 1)).await;
+        assert!(r.is_err(), "the commit failed");
+        assert_eq!(data_files(&path), before, "its data file was removed");
+    }
 }

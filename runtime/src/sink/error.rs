@@ -17,6 +17,21 @@ pub enum CommitError {
         source: StoreError,
     },
 
+    /// The link table disappeared after it held batches (removed or moved while a
+    /// pipeline followed it). It is not created again: its batch ids would restart
+    /// under every consumer's position.
+    #[error(
+        "link table {uri} of pipeline '{pipeline}' is gone: it held batch {batch_id} and its log is not there any more. \
+         It is not created again while the pipeline runs, as batch ids would restart under every consumer's position. \
+         Put it back (the pipeline goes on from its checkpoint), or, to start over from batch 1, stop the pipeline \
+         and start it again"
+    )]
+    Gone {
+        pipeline: String,
+        uri: String,
+        batch_id: i64,
+    },
+
     /// Another run committed the same batch first.
     #[error(
         "pipeline '{pipeline}': batch {batch_id} was committed by another run while this one worked on it \

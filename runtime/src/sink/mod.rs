@@ -142,9 +142,18 @@ impl LinkTable {
         self.mode
     }
 
+    /// The link table is gone ([`CommitError::Gone`]) after `batch_id`.
+    pub fn gone(&self, batch_id: i64) -> Error {
+        Error::Commit(CommitError::Gone {
+            pipeline: self.pipeline.clone(),
+            uri: self.uri.clone(),
+            batch_id,
+        })
+    }
+
     /// Whether the link table is still at the version held (lists the log for newer
     /// entries). A link table not created yet counts as unchanged: the first commit
-    /// adopts one a concurrent run created.
+    /// adopts one a concurrent run created. One that is gone is an error.
     pub async fn unchanged(&mut self) -> Result<bool> {
         let Some(t) = self.table.as_ref() else {
             return Ok(true);
@@ -156,6 +165,14 @@ impl LinkTable {
                 .await
                 .map_err(|e| self.err(e))?
             {
+                // Still there? The entry of the version held is never cleaned up.
+                let held = i64::try_from(v).unwrap_or(i64::MAX);
+                if !crate::cdf::has_version(t, held)
+                    .await
+                    .map_err(|e| self.err(e))?
+                {
+                    return Err(self.gone(self.known.as_ref().map_or(0, |c| c.batch_id)));
+                }
                 return Ok(true);
             }
         }
@@ -211,6 +228,11 @@ impl LinkTable {
                     .iter()
                     .map(|u| upstream_app_id(&self.pipeline, u)),
             )
+            .chain(
+                self.upstreams
+                    .iter()
+                    .map(|u| protocol::table_id_app_id(&self.pipeline, u)),
+            )
             .collect::<Vec<_>>();
         let versions = futures::future::try_join_all(
             ids.into_iter()
@@ -219,13 +241,19 @@ impl LinkTable {
         .await
         .map_err(|e| self.err(e))?;
         let batch_id = versions.first().copied().flatten().unwrap_or(0);
-        let done = self
-            .upstreams
-            .iter()
-            .zip(versions.into_iter().skip(1))
-            .filter_map(|(u, v)| v.map(|v| (u.clone(), v)))
-            .collect();
-        Ok(Checkpoint { batch_id, done })
+        let n = self.upstreams.len();
+        let per_upstream = |skip: usize| {
+            self.upstreams
+                .iter()
+                .zip(versions.iter().skip(skip).take(n))
+                .filter_map(|(u, v)| v.map(|v| (u.clone(), v)))
+                .collect()
+        };
+        Ok(Checkpoint {
+            batch_id,
+            done: per_upstream(1),
+            tables: per_upstream(1 + n),
+        })
     }
 
     /// Commits one batch exactly once: the keys (appended to the change log, or merged
@@ -360,12 +388,40 @@ impl LinkTable {
                     .doing(format_args!("append of batch {} failed", c.batch_id)),
             )
         };
-        let mut writer = RecordBatchWriter::for_table(table)
-            .map_err(failed)?
-            .with_commit_properties(props);
+        let mut writer = RecordBatchWriter::for_table(table).map_err(failed)?;
         writer.write(rows).await.map_err(failed)?;
-        writer.flush_and_commit(table).await.map_err(failed)?;
-        Ok(())
+        let adds = writer.flush().await.map_err(failed)?;
+        let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+        let snapshot = table.snapshot().map_err(failed)?.clone();
+        let committed = CommitBuilder::from(props)
+            .with_actions(
+                adds.into_iter()
+                    .map(deltalake::kernel::Action::Add)
+                    .collect(),
+            )
+            .build(
+                Some(&snapshot),
+                table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                },
+            )
+            .await;
+        match committed {
+            Ok(done) => {
+                table.state = Some(done.snapshot());
+                Ok(())
+            }
+            Err(e) => {
+                // The data files of a commit that did not happen are nobody's: remove
+                // them now (a retry writes its own), rather than leaving one per failed
+                // attempt for a VACUUM that only takes them once past the retention.
+                remove_files(table, &written).await;
+                Err(failed(e))
+            }
+        }
     }
 
     /// MERGEs the batch's keys into a `latest` table: a key's row is updated (batch,
@@ -472,5 +528,22 @@ impl LinkTable {
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+/// Deletes `paths` (relative to the table) from its store, logging what cannot be.
+async fn remove_files(table: &DeltaTable, paths: &[String]) {
+    use object_store::ObjectStoreExt;
+    let store = table.log_store().object_store(None);
+    for p in paths {
+        let Ok(path) = deltalake::Path::from_url_path(p) else {
+            continue;
+        };
+        match store.delete(&path).await {
+            Ok(()) => tracing::debug!(file = %p, "removed the data file of a failed commit"),
+            Err(e) => {
+                tracing::warn!(file = %p, error = %e, "cannot remove the data file of a failed commit (VACUUM removes it once past the retention)")
+            }
+        }
     }
 }

@@ -42,6 +42,26 @@ pub fn upstream_app_id(pipeline: &str, upstream: &str) -> String {
     format!("dlink-rt:{pipeline}:{upstream}")
 }
 
+/// The application id that records which table an upstream was when its versions
+/// were read: its version is [`table_identity`] of the table's `metaData.id`.
+pub fn table_id_app_id(pipeline: &str, upstream: &str) -> String {
+    format!("dlink-table-id:{pipeline}:{upstream}")
+}
+
+/// A table id (`metaData.id`) as a transaction version: 63 bits of its SHA-256, at
+/// least 1 ([`UNKNOWN_TABLE`] means none recorded: a reset, or a link table written
+/// before identities were recorded).
+pub fn table_identity(table_id: &str) -> i64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(table_id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    ((u64::from_be_bytes(b) >> 1) as i64).max(1)
+}
+
+/// The recorded identity that checks nothing (see [`table_identity`]).
+pub const UNKNOWN_TABLE: i64 = 0;
+
 /// Where a pipeline stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -49,6 +69,20 @@ pub struct Checkpoint {
     pub batch_id: i64,
     /// Last version done per upstream; absent when never read.
     pub done: BTreeMap<String, i64>,
+    /// The [`table_identity`] of each upstream as it was read; absent or
+    /// [`UNKNOWN_TABLE`] when none is recorded (checked from the next batch on).
+    pub tables: BTreeMap<String, i64>,
+}
+
+impl Checkpoint {
+    /// Whether the table `table_id` can be the one `upstream` was read from: the same
+    /// identity, or none recorded.
+    pub fn same_table(&self, upstream: &str, table_id: &str) -> bool {
+        match self.tables.get(upstream) {
+            None | Some(&UNKNOWN_TABLE) => true,
+            Some(recorded) => table_id.is_empty() || *recorded == table_identity(table_id),
+        }
+    }
 }
 
 /// One upstream's part of a batch, for the commit metadata.
@@ -60,6 +94,8 @@ pub struct UpstreamRange {
     /// The version lookups read (the batch's pinned version).
     pub pinned: i64,
     pub change_rows: usize,
+    /// The table's `metaData.id` at the batch's end (empty when unknown).
+    pub table_id: String,
 }
 
 /// Everything one batch commits.
@@ -90,18 +126,34 @@ pub(crate) fn after_batch(held: &Checkpoint, c: &Commit<'_>) -> Result<Checkpoin
         if let Some((_, end)) = u.range {
             next.done.insert(u.name.clone(), end);
         }
+        if !u.table_id.is_empty() {
+            next.tables
+                .insert(u.name.clone(), table_identity(&u.table_id));
+        }
     }
     Ok(next)
 }
 
-/// The application transactions of a batch's commit: the pipeline's batch id, and
-/// the last version done of each upstream read in the batch.
+/// The application transactions of a batch's commit: the pipeline's batch id, the
+/// last version done of each upstream read in the batch, and each upstream's table
+/// identity.
 pub(crate) fn batch_transactions(pipeline: &str, c: &Commit<'_>) -> Vec<Transaction> {
     std::iter::once(Transaction::new(app_id(pipeline), c.batch_id))
         .chain(c.upstreams.iter().filter_map(|u| {
             u.range
                 .map(|(_, end)| Transaction::new(upstream_app_id(pipeline, &u.name), end))
         }))
+        .chain(
+            c.upstreams
+                .iter()
+                .filter(|u| !u.table_id.is_empty())
+                .map(|u| {
+                    Transaction::new(
+                        table_id_app_id(pipeline, &u.name),
+                        table_identity(&u.table_id),
+                    )
+                }),
+        )
         .collect()
 }
 
@@ -112,8 +164,8 @@ pub(crate) fn batch_metadata(pipeline: &str, mode: LinkMode, c: &Commit<'_>) -> 
         .iter()
         .map(|u| {
             let v = match u.range {
-                Some((s, e)) => json!({"start_version": s, "end_version": e, "pinned_version": u.pinned, "change_rows": u.change_rows}),
-                None => json!({"start_version": null, "end_version": null, "pinned_version": u.pinned, "change_rows": 0}),
+                Some((s, e)) => json!({"start_version": s, "end_version": e, "pinned_version": u.pinned, "change_rows": u.change_rows, "table_id": u.table_id}),
+                None => json!({"start_version": null, "end_version": null, "pinned_version": u.pinned, "change_rows": 0, "table_id": u.table_id}),
             };
             (u.name.clone(), v)
         })
@@ -149,7 +201,9 @@ pub(crate) struct Reset<'a> {
 
 impl Reset<'_> {
     /// The pipeline's own txn is repeated (unchanged) so that a batch committed
-    /// concurrently conflicts with the reset instead of silently overwriting it.
+    /// concurrently conflicts with the reset instead of silently overwriting it. The
+    /// upstream's recorded table identity is cleared: a reset is the way past a
+    /// replaced table, and the next batch records the table it reads.
     pub(crate) fn transactions(&self, pipeline: &str, cp: &Checkpoint) -> Vec<Transaction> {
         vec![
             Transaction::new(app_id(pipeline), cp.batch_id),
@@ -157,6 +211,7 @@ impl Reset<'_> {
                 upstream_app_id(pipeline, self.upstream),
                 self.next_version - 1,
             ),
+            Transaction::new(table_id_app_id(pipeline, self.upstream), UNKNOWN_TABLE),
         ]
     }
 
@@ -202,12 +257,14 @@ mod tests {
                 range: Some((3, 5)),
                 pinned: 5,
                 change_rows: 7,
+                table_id: "id-a".into(),
             },
             UpstreamRange {
                 name: "b".into(),
                 range: None,
                 pinned: 2,
                 change_rows: 0,
+                table_id: String::new(),
             },
         ]
     }
@@ -231,11 +288,18 @@ mod tests {
         let held = Checkpoint {
             batch_id: 4,
             done: BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)]),
+            tables: BTreeMap::new(),
         };
         let next = after_batch(&held, &commit(&k, &ups, 5)).unwrap();
         assert_eq!(next.batch_id, 5);
         assert_eq!(next.done["a"], 5);
         assert_eq!(next.done["b"], 2, "no range: unchanged");
+        assert!(next.same_table("a", "id-a"));
+        assert!(!next.same_table("a", "id-other"), "a replaced table");
+        assert!(
+            next.same_table("b", "anything"),
+            "none recorded: not checked"
+        );
         // Not the next batch: another run's commit is what the link table holds.
         assert_eq!(after_batch(&held, &commit(&k, &ups, 7)), Err(4));
     }
@@ -249,7 +313,8 @@ mod tests {
             got,
             vec![
                 ("dlink-rt:p".to_string(), 5),
-                ("dlink-rt:p:a".to_string(), 5)
+                ("dlink-rt:p:a".to_string(), 5),
+                ("dlink-table-id:p:a".to_string(), table_identity("id-a")),
             ]
         );
         let m = batch_metadata("p", LinkMode::Log, &commit(&k, &ups, 5));
@@ -264,6 +329,7 @@ mod tests {
         let cp = Checkpoint {
             batch_id: 9,
             done: BTreeMap::from([("a".to_string(), 4)]),
+            tables: BTreeMap::from([("a".to_string(), table_identity("old"))]),
         };
         let r = Reset {
             upstream: "a",
@@ -276,5 +342,10 @@ mod tests {
         assert_eq!(m["batch_id"], 9);
         let t = r.transactions("p", &cp);
         assert_eq!((t[0].version, t[1].version), (9, 7));
+        assert_eq!(t[2].app_id, "dlink-table-id:p:a");
+        assert_eq!(
+            t[2].version, UNKNOWN_TABLE,
+            "a reset clears the table identity"
+        );
     }
 }

@@ -14,8 +14,10 @@ use std::sync::Once;
 use deltalake::{DeltaResult, DeltaTableBuilder};
 
 mod error;
+mod redact;
 
 pub use error::{Cause, StoreError, StoreErrorKind};
+pub use redact::{redact_line, RedactingStderr};
 
 /// Options of an object store (`aws_endpoint_url`, `aws_region`, `aws_allow_http`,
 /// credentials, ...), as deltalake's backends take them.
@@ -29,7 +31,10 @@ impl std::fmt::Debug for StorageOptions {
 }
 
 impl StorageOptions {
+    /// The options `options`; their values are hidden from every log line from now on
+    /// (see [`RedactingStderr`]).
     pub fn new(options: BTreeMap<String, String>) -> Self {
+        redact::register(options.values().map(String::as_str));
         StorageOptions(options)
     }
 
@@ -103,7 +108,7 @@ pub fn is_remote(uri: &str) -> bool {
 /// for an error of a backend that might quote what it was given.
 pub fn redact(text: &str, options: &StorageOptions) -> String {
     let mut out = text.to_string();
-    for v in options.values().filter(|v| v.len() > 3) {
+    for v in options.values().filter(|v| redact::is_secret(v)) {
         out = out.replace(v, "***");
     }
     out

@@ -1,0 +1,117 @@
+//! Keeping storage options' values out of every log line, whoever writes it.
+//!
+//! dlink-rt's own messages never print an option's value, but the libraries under it
+//! do at debug level (deltalake's S3 backend prints its object store, credentials
+//! included; HTTP clients print request URLs with `user:password@`). Rather than
+//! filtering their targets (and losing their debug output), the log writer replaces
+//! every value of every [`StorageOptions`](super::StorageOptions) the process built,
+//! and the user info of any URL, with `***` before a line reaches stderr.
+
+use std::io::Write;
+use std::sync::RwLock;
+
+/// Values to hide, registered as storage options are built.
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Whether `value` is worth hiding: longer than 3 characters and not a flag
+/// (`true`/`false` would blank every boolean of every line).
+pub(super) fn is_secret(value: &str) -> bool {
+    value.len() > 3 && !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false")
+}
+
+/// Remembers `values` to hide them from every log line from now on.
+pub(super) fn register<'a>(values: impl Iterator<Item = &'a str>) {
+    let mut s = SECRETS.write().unwrap_or_else(|p| p.into_inner());
+    for v in values.filter(|v| is_secret(v)) {
+        if !s.iter().any(|known| known == v) {
+            s.push(v.to_string());
+        }
+    }
+    // Longest first, so a value that contains another is hidden whole.
+    s.sort_by_key(|v| std::cmp::Reverse(v.len()));
+}
+
+/// `text` with every registered value and every URL's user info hidden.
+pub fn redact_line(text: &str) -> String {
+    let mut out = hide_user_info(text);
+    for v in SECRETS.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// `scheme://user:password@host` → `scheme://***@host`, for every URL in `text`.
+fn hide_user_info(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', whitespace, quote or bracket.
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || "\"'<>()[]{},".contains(c))
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &tail[userinfo_end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A `tracing` writer to stderr that passes every line through [`redact_line`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactingStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingStderr
+    }
+}
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact_line(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_of_urls_is_hidden() {
+        assert_eq!(
+            hide_user_info("endpoint: Some(\"http://user:pw@host:9000/\") and s3://b/k"),
+            "endpoint: Some(\"http://***@host:9000/\") and s3://b/k"
+        );
+        assert_eq!(hide_user_info("no url here"), "no url here");
+        assert_eq!(hide_user_info("a@b c://x@y"), "a@b c://***@y");
+        assert_eq!(
+            hide_user_info("http://h/p@q"),
+            "http://h/p@q",
+            "an @ in the path stays"
+        );
+    }
+
+    #[test]
+    fn registered_values_are_hidden_but_flags_are_not() {
+        register(["AKIA-test-key-id-1234", "true", "abc", "AKIA-test"].into_iter());
+        let line = redact_line("key_id: AKIA-test-key-id-1234, allow_http: true, abc");
+        assert_eq!(line, "key_id: ***, allow_http: true, abc");
+    }
+}
