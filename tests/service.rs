@@ -332,8 +332,16 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
 }
 
 /// Starts `run FILE --follow --interval 100ms --listen 127.0.0.1:0`; returns the
-/// service, its address and its stderr lines.
-fn follow_listening(file: &Path) -> (Service, String, std::sync::mpsc::Receiver<String>) {
+/// service, its address and its stdout and stderr lines (stdout must be kept open:
+/// the service prints its batches there).
+fn follow_listening(
+    file: &Path,
+) -> (
+    Service,
+    String,
+    std::sync::mpsc::Receiver<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
     let (child, out, err) = common::spawn_with_lines(
         dlink()
             .args([
@@ -354,7 +362,7 @@ fn follow_listening(file: &Path) -> (Service, String, std::sync::mpsc::Receiver<
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_string();
-    (Service(child), addr, err)
+    (Service(child), addr, out, err)
 }
 
 /// Waits for `/healthz` to answer `want` within `within`: a failure must show within
@@ -393,7 +401,7 @@ async fn a_vanished_upstream_or_link_table_shows_while_following() {
     )
     .await;
     let staff = sql_pipeline(&ws, "staff", "SELECT diasng_id FROM spmaster_changes", true);
-    let (mut service, addr, err) = follow_listening(&staff);
+    let (mut service, addr, _out, err) = follow_listening(&staff);
     wait_metrics(&addr, "the first batch", |m| {
         sample(m, "dlink_batches_total", "staff") >= 1.0
     });
