@@ -532,3 +532,27 @@ async fn two_runs_at_once_commit_each_batch_once() {
         );
     }
 }
+
+/// An upstream that cannot be opened (an empty log folder, a log entry of garbage) is
+/// one error naming it, with no panic printed after it (the Delta kernel's executor
+/// used to panic when the runtime its reads ran on went away at the end of the run).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_cannot_be_opened_is_one_error_without_a_panic() {
+    let ws = Workspace::new();
+    sp_tables(&ws).await;
+    let p = sp_pipeline(&ws, 10);
+    let log = ws.table("spmaster").join("_delta_log");
+    std::fs::write(log.join(format!("{:020}.json", 0)), "garbage\n").unwrap();
+    for _ in 0..3 {
+        let err = run_fails(&p);
+        assert!(err.contains("table 'spmaster'"), "{err}");
+        assert!(!err.contains("panicked at"), "{err}");
+    }
+    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    for _ in 0..3 {
+        let err = run_fails(&p);
+        assert!(err.contains("table 'spmaster'"), "{err}");
+        assert!(!err.contains("panicked at"), "{err}");
+    }
+}

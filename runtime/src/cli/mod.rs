@@ -176,10 +176,25 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Bench(args) => bench::bench(args, host).await,
         }
     });
+    // The command's outcome is decided. Work still in flight on other threads (a
+    // table open that lost a race with the error that ended the run, the Delta kernel's
+    // reads on the runtime's blocking threads) is abandoned: the kernel's executor
+    // panics when the runtime that ran its task goes away, which is noise after the
+    // real error, so panics from here on are not printed.
+    quiet_from_here();
     // Dropping the runtime would wait without a bound for blocking tasks (a file read
     // stuck on a dead mount, an abandoned batch's work): they get a bounded time.
     rt.shutdown_timeout(SHUTDOWN);
     code
+}
+
+/// From now on, a panic of any thread is not printed (see the end of [`main`]).
+fn quiet_from_here() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::debug!("a panic while the process shuts down: {info}");
+        let _ = &previous;
+    }));
 }
 
 /// How long the end of a command waits for the runtime's blocking tasks.

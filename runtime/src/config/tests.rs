@@ -250,3 +250,46 @@ fn environment_variables_are_substituted_in_values_with_their_lines() {
     let cat = Catalog::load(&dir.path().join("upstreams.toml")).unwrap();
     assert_eq!(cat.upstreams["spmaster"].uri, "https://h/a\"b");
 }
+
+/// deltalake decodes a local table path's `%XX` (twice): such a path is refused with
+/// its file and line instead of reading another folder.
+#[test]
+fn a_local_path_with_a_percent_escape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "upstreams.toml",
+        "[upstreams.spmaster]\nuri = \"data/t_p%41\"\n\n[upstreams.affiliation]\nuri = \"data/100%\"\n",
+    );
+    write(dir.path(), "p.wasm", "");
+    let p = write(
+        dir.path(),
+        "sp.toml",
+        &pipeline_text("\"spmaster\", \"affiliation\"", ""),
+    );
+    let found = problems(Pipeline::load(&p).unwrap_err());
+    assert!(
+        found.iter().any(|m| m.contains("upstreams.toml:2")
+            && m.contains("upstream 'spmaster'")
+            && m.contains("holds `%41`")),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|m| m.contains("affiliation")),
+        "a % that is no escape is a path like any other: {found:?}"
+    );
+    // The link table's path too.
+    write(dir.path(), "upstreams.toml", CATALOG);
+    let p = write(
+        dir.path(),
+        "sp.toml",
+        &pipeline_text("\"spmaster\", \"affiliation\"", "").replace("links/sp", "links/a%2Fb"),
+    );
+    let found = problems(Pipeline::load(&p).unwrap_err());
+    assert!(
+        found
+            .iter()
+            .any(|m| m.contains("[link] uri") && m.contains("`%2F`")),
+        "{found:?}"
+    );
+}
