@@ -97,12 +97,12 @@ macro_rules! cause_of_errors {
     ($($t:ty),* $(,)?) => {$(
         impl From<$t> for Cause {
             fn from(e: $t) -> Self {
-                Cause { kind: kind_of(&e), text: e.to_string() }
+                Cause { kind: kind_of(&e), text: text_of(&e) }
             }
         }
         impl From<&$t> for Cause {
             fn from(e: &$t) -> Self {
-                Cause { kind: kind_of(e), text: e.to_string() }
+                Cause { kind: kind_of(e), text: text_of(e) }
             }
         }
     )*};
@@ -140,6 +140,65 @@ impl From<&str> for Cause {
     fn from(text: &str) -> Self {
         Cause::from(text.to_string())
     }
+}
+
+/// The text of `e`; a full disk said first (the libraries bury it: "Failed to parse
+/// parquet: ... No space left on device").
+fn text_of(e: &(dyn StdError + 'static)) -> String {
+    let text = e.to_string();
+    if let Some(gap) = log_gap(&text) {
+        return gap;
+    }
+    if disk_full(e) || text.contains("No space left on device") {
+        format!("the disk is full (no space left on the device; free some and run again): {text}")
+    } else {
+        text
+    }
+}
+
+/// The Delta kernel's "found gap" error (two `ParsedLogPath` Debug dumps) said in
+/// words: which log entries are missing.
+fn log_gap(text: &str) -> Option<String> {
+    let at = text.find("Expected contiguous commit files, but found gap")?;
+    let versions: Vec<u64> = text[at..]
+        .split("version: ")
+        .skip(1)
+        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    let (before, after) = (*versions.first()?, *versions.get(1)?);
+    let missing = if after == before + 2 {
+        format!(
+            "the entry of version {} (_delta_log/{:020}.json) is missing",
+            before + 1,
+            before + 1
+        )
+    } else {
+        format!(
+            "the entries of versions {}..={} (_delta_log/{:020}.json to {:020}.json) are missing",
+            before + 1,
+            after.saturating_sub(1),
+            before + 1,
+            after.saturating_sub(1)
+        )
+    };
+    Some(format!(
+        "the table's log has a gap: version {before} is followed by version {after}, {missing}; \
+         the table cannot be read until they are restored (or the table's writer checkpoints past them)"
+    ))
+}
+
+/// Whether an IO error along `e`'s sources is a full disk (ENOSPC).
+fn disk_full(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The kind of `e`, from the types along its chain of sources: the first one that says
@@ -290,5 +349,32 @@ mod tests {
         );
         assert_eq!(e.kind(), StoreErrorKind::NotFound);
         assert!(e.to_string().starts_with("cannot load version 3: "), "{e}");
+    }
+
+    #[test]
+    fn a_full_disk_is_said_first() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let c = Cause::from(deltalake::parquet::errors::ParquetError::External(
+            Box::new(io),
+        ));
+        assert!(c.text.starts_with("the disk is full"), "{}", c.text);
+        let buried = deltalake::parquet::errors::ParquetError::General(
+            "Failed to parse parquet: write failed: No space left on device (os error 28)".into(),
+        );
+        assert!(Cause::from(buried).text.starts_with("the disk is full"));
+        let other = Cause::from(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!other.text.contains("disk is full"));
+    }
+
+    #[test]
+    fn a_log_gap_is_said_in_words() {
+        let kernel = "Kernel error: Generic delta kernel error: Expected contiguous commit files, but found gap: \
+            ParsedLogPath { location: FileMeta { location: Url { path: \"/t/_delta_log/00000000000000000001.json\" }, size: 804 }, \
+            filename: \"00000000000000000001.json\", extension: \"json\", version: 1, file_type: Commit } -> \
+            ParsedLogPath { location: FileMeta { size: 1204 }, filename: \"00000000000000000003.json\", version: 3, file_type: Commit }";
+        let t = log_gap(kernel).unwrap();
+        assert!(t.starts_with("the table's log has a gap: version 1 is followed by version 3, the entry of version 2 (_delta_log/00000000000000000002.json) is missing"), "{t}");
+        assert!(!t.contains("ParsedLogPath"));
+        assert!(log_gap("something else").is_none());
     }
 }
