@@ -556,3 +556,47 @@ async fn an_upstream_that_cannot_be_opened_is_one_error_without_a_panic() {
         assert!(!err.contains("panicked at"), "{err}");
     }
 }
+
+/// At the size users run (100k-row tables, the bench's 4-commit history): an empty
+/// commit file inside the next window stops the run at that version with nothing
+/// committed past the checkpoint; restored, the run catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_commit_file_at_100k_rows_stops_at_its_version() {
+    let (ws, tables, file) = common::emp_dept_at(100_000).await;
+    let o = dlink()
+        .arg("run")
+        .arg(&file)
+        .args(["--max-batches", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    let before = link_state(&file).await.unwrap();
+    let done = before.1.done["employee"];
+    let log = tables.join("employee/_delta_log");
+    let latest = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".json")?.parse::<i64>().ok()
+        })
+        .max()
+        .unwrap();
+    assert!(latest > done + 1, "versions {done}..{latest} left to read");
+    let damaged = done + 2;
+    let entry = log.join(format!("{damaged:020}.json"));
+    let original = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, b"").unwrap();
+    let err = run_fails(&file);
+    assert!(
+        err.contains(&format!(
+            "upstream 'employee': version {damaged} (_delta_log/{damaged:020}.json) cannot be read: its log entry is empty"
+        )),
+        "{err}"
+    );
+    // Batches before the damaged version may commit; none reads past it.
+    let (_, cp) = link_state(&file).await.unwrap();
+    assert!(cp.done["employee"] < damaged, "{cp:?}");
+    std::fs::write(&entry, original).unwrap();
+    ws.run_ok(&file);
+    assert_eq!(link_state(&file).await.unwrap().1.done["employee"], latest);
+}
