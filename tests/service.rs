@@ -160,13 +160,7 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
     );
     let mut service = Service(child);
     let (mut seen, mut seen_err) = (Vec::new(), Vec::new());
-    let line = wait_for(&out, "listening on http://", &mut seen);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let addr = listening_addr(&out, &mut seen);
 
     // The first batch of each pipeline.
     wait_metrics(&addr, "a first batch of each pipeline", |m| {
@@ -331,6 +325,16 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
     }
 }
 
+/// The address of the service's "listening on http://ADDR" line on `out`.
+fn listening_addr(out: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>) -> String {
+    let line = wait_for(out, "listening on http://", seen);
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("an address after http://")
+        .to_string()
+}
+
 /// Starts `run FILE --follow --interval 100ms --listen 127.0.0.1:0`; returns the
 /// service, its address and its stdout and stderr lines (stdout must be kept open:
 /// the service prints its batches there).
@@ -355,13 +359,7 @@ fn follow_listening(
             .arg(file)
             .env("NO_COLOR", "1"),
     );
-    let line = wait_for(&out, "listening on http://", &mut Vec::new());
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let addr = listening_addr(&out, &mut Vec::new());
     (Service(child), addr, out, err)
 }
 
