@@ -144,23 +144,9 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
         true,
     );
 
-    let (child, out, err) = common::spawn_with_lines(
-        dlink()
-            .args([
-                "run",
-                "--follow",
-                "--interval",
-                "100ms",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg(ws.path())
-            .env("DLINK_LOG", "dlink_rt=info")
-            .env("NO_COLOR", "1"),
-    );
-    let mut service = Service(child);
+    let (mut service, addr, out, err) =
+        follow_listening(ws.path(), &[("DLINK_LOG", "dlink_rt=info")]);
     let (mut seen, mut seen_err) = (Vec::new(), Vec::new());
-    let addr = listening_addr(&out, &mut seen);
 
     // The first batch of each pipeline.
     wait_metrics(&addr, "a first batch of each pipeline", |m| {
@@ -335,11 +321,12 @@ fn listening_addr(out: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String
         .to_string()
 }
 
-/// Starts `run FILE --follow --interval 100ms --listen 127.0.0.1:0`; returns the
+/// Starts `run PATH --follow --interval 100ms --listen 127.0.0.1:0` (with `envs`); returns the
 /// service, its address and its stdout and stderr lines (stdout must be kept open:
 /// the service prints its batches there).
 fn follow_listening(
     file: &Path,
+    envs: &[(&str, &str)],
 ) -> (
     Service,
     String,
@@ -357,6 +344,7 @@ fn follow_listening(
                 "127.0.0.1:0",
             ])
             .arg(file)
+            .envs(envs.iter().copied())
             .env("NO_COLOR", "1"),
     );
     let addr = listening_addr(&out, &mut Vec::new());
@@ -399,7 +387,7 @@ async fn a_vanished_upstream_or_link_table_shows_while_following() {
     )
     .await;
     let staff = sql_pipeline(&ws, "staff", "SELECT diasng_id FROM spmaster_changes", true);
-    let (mut service, addr, _out, err) = follow_listening(&staff);
+    let (mut service, addr, _out, err) = follow_listening(&staff, &[]);
     wait_metrics(&addr, "the first batch", |m| {
         sample(m, "dlink_batches_total", "staff") >= 1.0
     });

@@ -44,6 +44,16 @@ mod tests {
         link.table().and_then(|t| t.version()).unwrap() as i64
     }
 
+    /// A change-log pipeline in `dir` (no merge of small files), its link table's
+    /// path, and the link table opened with its checkpoint read.
+    async fn new_link(dir: &Path) -> (crate::config::Pipeline, std::path::PathBuf, LinkTable) {
+        let p = crate::bench::commit::pipeline_with(dir, LinkMode::Log, "merge_small_files = 0\n")
+            .unwrap();
+        let mut link = LinkTable::open(&p).await.unwrap();
+        link.checkpoint().await.unwrap();
+        (p, dir.join("link"), link)
+    }
+
     fn first_entry_exists(link: &Path) -> bool {
         link.join("_delta_log/00000000000000000000.json").exists()
     }
@@ -53,15 +63,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_log_entries_are_cleaned_at_the_next_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let p = crate::bench::commit::pipeline_with(
-            dir.path(),
-            LinkMode::Log,
-            "merge_small_files = 0\n",
-        )
-        .unwrap();
-        let path = dir.path().join("link");
-        let mut link = LinkTable::open(&p).await.unwrap();
-        link.checkpoint().await.unwrap();
+        let (p, path, mut link) = new_link(dir.path()).await;
         assert_eq!(commit(&mut link, 1).await, 1);
         let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
         deltalake::open_table(url)
@@ -126,15 +128,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_append_leaves_no_data_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = crate::bench::commit::pipeline_with(
-            dir.path(),
-            LinkMode::Log,
-            "merge_small_files = 0\n",
-        )
-        .unwrap();
-        let path = dir.path().join("link");
-        let mut link = LinkTable::open(&p).await.unwrap();
-        link.checkpoint().await.unwrap();
+        let (_, path, mut link) = new_link(dir.path()).await;
         let v = commit(&mut link, 1).await;
         let before = data_files(&path);
         assert_eq!(before, 1);
