@@ -205,18 +205,17 @@ impl Failed {
     }
 }
 
+/// What the host says of a `call` stopped at the small time budget.
+fn time_budget(call: &str) -> String {
+    format!("{call} exceeded its time budget of {TIMEOUT_MS} ms ([plugin.limits] timeout_ms)")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn endless_loop_is_stopped_by_the_time_budget() {
     let f = fail_batch_2("endless_loop", "", |_| {}).await;
     // Trap::Interrupt (the epoch deadline) is what the host words as "time budget";
     // any other trap would read "derive trapped (...)".
-    assert!(
-        f.err.contains(&format!(
-            "derive exceeded its time budget of {TIMEOUT_MS} ms ([plugin.limits] timeout_ms)"
-        )),
-        "{}",
-        f.err
-    );
+    assert!(f.err.contains(&time_budget("derive")), "{}", f.err);
     assert!(!f.err.contains("derive trapped"), "{}", f.err);
     assert!(
         f.elapsed < NOT_STUCK,
@@ -231,13 +230,7 @@ async fn endless_loop_is_stopped_by_the_time_budget() {
 #[tokio::test(flavor = "multi_thread")]
 async fn derive_blocked_in_a_wasi_sleep_is_stopped_at_its_time_budget() {
     let f = fail_batch_2("sleep_in_host_call", "", |_| {}).await;
-    assert!(
-        f.err.contains(&format!(
-            "derive exceeded its time budget of {TIMEOUT_MS} ms ([plugin.limits] timeout_ms)"
-        )),
-        "{}",
-        f.err
-    );
+    assert!(f.err.contains(&time_budget("derive")), "{}", f.err);
     f.good_plugin_commits_batch_2().await;
 }
 
@@ -252,12 +245,7 @@ async fn init_blocked_in_a_wasi_sleep_is_stopped_at_its_time_budget() {
     let o = common::output_within(dlink().arg("run").arg(&file), NOT_STUCK);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
-    assert!(
-        err.contains(&format!(
-            "init exceeded its time budget of {TIMEOUT_MS} ms ([plugin.limits] timeout_ms)"
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&time_budget("init")), "{err}");
     assert_no_host_panic(&err);
     assert!(link_state(&file).await.is_none(), "nothing was committed");
 }
