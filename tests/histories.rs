@@ -151,11 +151,11 @@ async fn vacuumed_files_are_named_not_read_as_empty() {
     assert!(
         matches!(
             &read,
-            Err(dlink_rt::Error::Read(dlink_rt::ReadError::Unreadable {
+            Err(dlink_rt::ReadError::Unreadable {
                 version: 0,
                 reason: dlink_rt::cdf::history::Unreadable::FilesMissing(_),
                 ..
-            }))
+            })
         ),
         "{:?}",
         read.err()

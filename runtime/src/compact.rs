@@ -38,7 +38,7 @@ use serde_json::json;
 
 use crate::config::{LinkMode, Pipeline, Retain};
 use crate::consumer::{consumer_app_id, is_conflict, open_link, txn_version};
-use crate::error::{Error, Result};
+use crate::engine::error::{CommitError, Error, Result};
 use crate::sink::{app_id, retention_app_id, LinkTable, BATCH_ID, UPDATED_AT};
 
 /// What one compaction of a link table did.
@@ -77,7 +77,7 @@ pub struct Report {
 const ATTEMPTS: usize = 5;
 
 fn link_err(p: &Pipeline, step: &str, e: impl Into<crate::storage::Cause>) -> Error {
-    Error::link(p, e.into().doing(format_args!("compact, {step}")))
+    CommitError::link(p, e.into().doing(format_args!("compact, {step}"))).into()
 }
 
 fn props(step: serde_json::Value) -> CommitProperties {

@@ -18,7 +18,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
 use crate::config::Pipeline;
-use crate::error::{CommitError, Error, Result};
+use crate::engine::error::{CommitError, Error, Result};
 use crate::sink::{app_id, retention_app_id, BATCH_ID, CHANGE_TS, UPDATED_AT, UPSTREAMS};
 use crate::storage::{Cause, StoreErrorKind};
 
@@ -65,24 +65,25 @@ pub const BATCHES: &str = "dlink_batches";
 
 /// Opens pipeline `p`'s link table at its latest version.
 pub(crate) async fn open_link(p: &Pipeline) -> Result<DeltaTable> {
-    let builder =
-        crate::storage::builder(&p.link_uri, &p.link_storage).map_err(|e| Error::link(p, e))?;
+    let builder = crate::storage::builder(&p.link_uri, &p.link_storage)
+        .map_err(|e| CommitError::link(p, e))?;
     match builder.load().await {
         Ok(t) => Ok(t),
         Err(deltalake::DeltaTableError::NotATable(_)) => Err(no_link_table(p)),
-        Err(e) => Err(Error::link(p, Cause::from(e).doing("cannot open it"))),
+        Err(e) => Err(CommitError::link(p, Cause::from(e).doing("cannot open it")).into()),
     }
 }
 
 /// The error of reading pipeline `p`'s link table before its first run.
 pub(crate) fn no_link_table(p: &Pipeline) -> Error {
-    Error::link(
+    CommitError::link(
         p,
         Cause::new(
             StoreErrorKind::NotATable,
             "there is no link table yet: run the pipeline first (`dlink-rt run`)",
         ),
     )
+    .into()
 }
 
 /// The version of application transaction `id` in `table` (0 when absent).
@@ -115,7 +116,7 @@ pub async fn removed_through(p: &Pipeline) -> Result<i64> {
     let t = open_link(p).await?;
     txn_version(&t, retention_app_id(&p.name))
         .await
-        .map_err(|e| Error::link(p, e))
+        .map_err(|e| CommitError::link(p, e).into())
 }
 
 /// The query of a window: one row per key of the batches after `since` up to
@@ -155,15 +156,15 @@ async fn window_of(
     reader: &str,
     way_out: impl Fn(i64) -> String,
 ) -> Result<Window> {
-    let snapshot = table.snapshot().map_err(|e| Error::link(p, e))?;
+    let snapshot = table.snapshot().map_err(|e| CommitError::link(p, e))?;
     let link_version = snapshot.version() as i64;
     let files_total = snapshot.log_data().num_files();
     let through_batch = txn_version(table, app_id(&p.name))
         .await
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     let removed = txn_version(table, retention_app_id(&p.name))
         .await
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     if let Since::Batch(after) = since {
         if *after < removed {
             return Err(Error::Commit(CommitError::Expired {
@@ -181,19 +182,19 @@ async fn window_of(
     let provider = table
         .table_provider()
         .await
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     ctx.register_table("link", provider)
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     let sql = window_query(p, since, through_batch);
-    let df = ctx.sql(&sql).await.map_err(|e| Error::link(p, e))?;
+    let df = ctx.sql(&sql).await.map_err(|e| CommitError::link(p, e))?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let plan = df
         .create_physical_plan()
         .await
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     let keys = collect(plan.clone(), ctx.task_ctx())
         .await
-        .map_err(|e| Error::link(p, Cause::from(e).doing("reading the window")))?;
+        .map_err(|e| CommitError::link(p, Cause::from(e).doing("reading the window")))?;
     Ok(Window {
         after_batch: match since {
             Since::Batch(n) => Some(*n),
@@ -255,10 +256,11 @@ impl Consumer {
     }
 
     fn err(&self, e: impl Into<Cause>) -> Error {
-        Error::link(
+        CommitError::link(
             &self.pipeline,
             e.into().doing(format_args!("consumer '{}'", self.name)),
         )
+        .into()
     }
 
     async fn table(&self) -> Result<DeltaTable> {
@@ -418,10 +420,10 @@ pub async fn statuses(p: &Pipeline) -> Result<Vec<ConsumerStatus>> {
     let t = open_link(p).await?;
     let newest = txn_version(&t, app_id(&p.name))
         .await
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     let removed = txn_version(&t, retention_app_id(&p.name))
         .await
-        .map_err(|e| Error::link(p, e))?;
+        .map_err(|e| CommitError::link(p, e))?;
     for name in &p.consumers {
         let c = Consumer::new(p.clone(), name)?;
         let position = txn_version(&t, consumer_app_id(name))

@@ -31,6 +31,7 @@
 //! Downstream, [`consumer`] reads the keys of
 //! a window of batches back, [`compact`] applies retention and [`why`] explains a key.
 
+pub mod affected;
 pub mod bench;
 pub mod cdf;
 pub mod compact;
@@ -38,11 +39,9 @@ pub mod config;
 pub mod consumer;
 pub mod demo;
 pub mod engine;
-pub mod error;
 pub mod fixtures;
 pub mod graph;
 pub mod ipc;
-pub mod keys;
 pub mod lookup;
 pub mod plugin;
 pub mod service;
@@ -53,4 +52,7 @@ pub mod status;
 pub mod storage;
 pub mod why;
 
-pub use error::{BatchFailure, CommitError, ConfigError, Error, ReadError, Result};
+pub use cdf::ReadError;
+pub use config::ConfigError;
+pub use engine::error::{BatchFailure, Error, Result};
+pub use sink::CommitError;

@@ -28,7 +28,7 @@ pub enum SqlError {
     },
     /// A table the query reads could not be opened at its pinned version.
     #[error(transparent)]
-    Table(Box<crate::Error>),
+    Table(Box<crate::cdf::ReadError>),
     /// The query does not plan or failed while running.
     #[error("the query failed: {0}")]
     Query(#[source] DataFusionError),

@@ -9,9 +9,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cdf::history::{commit_info, commit_millis};
 use crate::config::{Pipeline, Upstream};
+use crate::sink::meta::batch_meta;
 use crate::sink::LinkTable;
-use crate::why::{batch_meta, commit_info, commit_millis};
 
 /// How many of the link table's newest commits are searched for the last batch's
 /// metadata and the last reset (a reset older than that is not shown).

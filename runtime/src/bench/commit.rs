@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::Int64Array;
 use serde::{Deserialize, Serialize};
 
+use crate::affected::AffectedKeys;
 use crate::config::{LinkMode, Pipeline};
-use crate::keys::AffectedKeys;
 use crate::sink::{Commit, LinkTable, UpstreamRange};
 
 /// Keys of each batch that grows the change log to a measured size.

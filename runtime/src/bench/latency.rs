@@ -17,7 +17,8 @@ use super::workload::{self, Rng, WorkloadSpec};
 use super::{profile, workload_dir, Cleanup};
 use crate::config::{Catalog, Pipeline};
 use crate::demo::DemoTable;
-use crate::engine::{follow, BatchReport, FollowOptions};
+use crate::engine::BatchReport;
+use crate::service::{follow, FollowOptions};
 
 /// How to run the latency bench.
 #[derive(Debug, Clone)]

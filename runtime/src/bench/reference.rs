@@ -126,7 +126,7 @@ impl Derive for NativeDerive {
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let keys = crate::keys::collect_parts(&parts, &input.pipeline.keys, &names)
+        let keys = crate::affected::collect_parts(&parts, &input.pipeline.keys, &names)
             .map_err(|e| crate::Error::Other(e.to_string()))?;
         Ok(Derived {
             keys,
@@ -140,7 +140,7 @@ impl Derive for NativeDerive {
 
 /// What the `every_upstream_key` plugin returns, natively: per upstream, its change
 /// rows' `id` and `_commit_timestamp` columns as they are.
-fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::keys::KeysPart>, String> {
+fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::affected::KeysPart>, String> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new(
@@ -188,7 +188,7 @@ fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::keys::KeysPar
                 RecordBatch::try_new(schema.clone(), vec![id, ts]).map_err(|e| e.to_string())?,
             );
         }
-        parts.push(crate::keys::KeysPart {
+        parts.push(crate::affected::KeysPart {
             upstream: up.upstream.name.clone(),
             schema: schema.clone(),
             batches,

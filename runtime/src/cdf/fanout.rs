@@ -19,9 +19,9 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use tokio::sync::OnceCell;
 
+use super::Result;
 use super::{open_latest, read_changes, Changes};
 use crate::config::Upstream;
-use crate::error::Result;
 
 type Key = (String, i64, i64);
 

@@ -183,6 +183,23 @@ pub fn step(state: &mut TableState, commit: &[u8]) -> Result<(), Unreadable> {
     }
 }
 
+/// The `commitInfo` action of a commit entry.
+pub fn commit_info(commit: &[u8]) -> Option<Value> {
+    commit
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .find_map(|mut v| v.get_mut("commitInfo").map(Value::take))
+}
+
+/// A commit's time in milliseconds from its `commitInfo`: the in-commit timestamp
+/// when the table has them, else the writer's `timestamp`.
+pub fn commit_millis(info: &Value) -> Option<i64> {
+    info.get("inCommitTimestamp")
+        .and_then(Value::as_i64)
+        .or_else(|| info.get("timestamp").and_then(Value::as_i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,9 @@ use deltalake::DeltaTable;
 use futures::StreamExt;
 
 use super::history::{self, TableState, Unreadable};
+use super::Result;
 use super::{open_at, state_of, table_err, unreadable, version_of};
 use crate::config::Upstream;
-use crate::error::Result;
 use crate::storage::Cause;
 
 /// A cursor over an upstream's commit log that checks, version by version, that each
@@ -181,8 +181,8 @@ impl LogCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cdf::ReadError;
     use crate::demo::{Col, DemoTable};
-    use crate::error::{Error, ReadError};
     use crate::storage::StoreErrorKind;
     use serde_json::json;
 
@@ -208,7 +208,7 @@ mod tests {
         std::os::unix::fs::symlink(entry(2), entry(2)).unwrap();
         let mut check = LogCheck::at(state_of(&u, &table).unwrap(), 1);
         let e = check.check_to(&u, &table, 3).await.unwrap_err();
-        let is_io = |e: &Error| matches!(e, Error::Read(ReadError::Table { source, .. }) if source.kind() == StoreErrorKind::Io);
+        let is_io = |e: &ReadError| matches!(e, ReadError::Table { source, .. } if source.kind() == StoreErrorKind::Io);
         assert!(is_io(&e), "{e:?}");
         assert!(e.to_string().contains("version 2"), "{e}");
         // The version before a start is not read around either.
@@ -221,11 +221,11 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::Read(ReadError::Unreadable {
+                ReadError::Unreadable {
                     version: 2,
                     reason: Unreadable::LogMissing,
                     ..
-                })
+                }
             ),
             "{e:?}"
         );

@@ -14,7 +14,6 @@ use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::config::Upstream;
-use crate::error::{Error, Result};
 use crate::storage::{Cause, StoreError, StoreErrorKind};
 
 mod direct;
@@ -24,6 +23,9 @@ pub mod history;
 mod logcheck;
 
 pub use error::ReadError;
+
+/// What reading an upstream returns.
+pub type Result<T, E = ReadError> = std::result::Result<T, E>;
 pub use fanout::{FanOut, FanOutStats};
 pub use logcheck::LogCheck;
 
@@ -47,27 +49,16 @@ pub fn session() -> SessionContext {
 }
 
 /// An error about upstream `u`'s table (storage option values hidden).
-pub(crate) fn table_err(u: &Upstream, e: impl Into<Cause>) -> Error {
-    Error::Read(ReadError::Table {
+pub(crate) fn table_err(u: &Upstream, e: impl Into<Cause>) -> ReadError {
+    ReadError::Table {
         table: u.name.clone(),
         uri: u.uri.clone(),
         source: StoreError::new(e, &u.storage),
-    })
+    }
 }
 
 fn builder_of(u: &Upstream) -> Result<DeltaTableBuilder> {
     crate::storage::builder(&u.uri, &u.storage).map_err(|e| table_err(u, e))
-}
-
-/// True when `uri` is a local path with no `_delta_log` folder (no table yet). URLs
-/// of object stores are never judged here.
-pub fn local_path_without_log(uri: &str) -> bool {
-    let path = match uri.strip_prefix("file://") {
-        Some(p) => p,
-        None if uri.contains("://") => return false,
-        None => uri,
-    };
-    !std::path::Path::new(path).join("_delta_log").is_dir()
 }
 
 /// Whether `table` has a commit `version` (its `_delta_log/<version>.json`). This is
@@ -136,13 +127,13 @@ pub async fn open_at(u: &Upstream, version: i64) -> Result<DeltaTable> {
         })
 }
 
-pub(crate) fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> Error {
-    Error::Read(ReadError::Unreadable {
+pub(crate) fn unreadable(u: &Upstream, version: i64, reason: Unreadable) -> ReadError {
+    ReadError::Unreadable {
         table: u.name.clone(),
         version,
         reason,
         pipeline_file: None,
-    })
+    }
 }
 
 /// The metadata state of a loaded table.
@@ -269,13 +260,13 @@ pub async fn read_changes(
 }
 
 /// A failed change-feed read of `u`'s versions `start..=end`.
-fn feed_err(u: &Upstream, start: i64, end: i64, e: impl Into<Cause>) -> Error {
-    Error::Read(ReadError::ChangeFeed {
+fn feed_err(u: &Upstream, start: i64, end: i64, e: impl Into<Cause>) -> ReadError {
+    ReadError::ChangeFeed {
         table: u.name.clone(),
         start,
         end,
         source: StoreError::new(e, &u.storage),
-    })
+    }
 }
 
 /// [`read_changes`] with a choice of reader (the two give the same rows; tests

@@ -117,7 +117,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         let Some(stop) = listen(&args, &monitor).await else {
             return ExitCode::from(EXIT_FAILED);
         };
-        let follow = dlink_rt::engine::follow_until(
+        let follow = dlink_rt::service::follow_until(
             &pipeline,
             Arc::new(host),
             follow_options(&args),
@@ -138,8 +138,8 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
     super::exit_code(run_to_end(&pipeline, &host).await)
 }
 
-fn follow_options(args: &RunArgs) -> dlink_rt::engine::FollowOptions {
-    dlink_rt::engine::FollowOptions {
+fn follow_options(args: &RunArgs) -> dlink_rt::service::FollowOptions {
+    dlink_rt::service::FollowOptions {
         interval: args.interval,
         ..Default::default()
     }
@@ -358,8 +358,7 @@ pub fn load_path(path: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>),
     }
     Ok(match Pipeline::load(path) {
         Ok(p) => (vec![p], Vec::new()),
-        Err(Error::Config(dlink_rt::config::ConfigError { problems })) => (Vec::new(), problems),
-        Err(e) => (Vec::new(), vec![e.to_string()]),
+        Err(e) => (Vec::new(), e.problems),
     })
 }
 
@@ -367,7 +366,7 @@ pub fn load_path(path: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>),
 /// catalog.
 pub fn folder_files(
     dir: &std::path::Path,
-) -> Result<(dlink_rt::config::Catalog, Vec<PathBuf>), Error> {
+) -> Result<(dlink_rt::config::Catalog, Vec<PathBuf>), dlink_rt::ConfigError> {
     dlink_rt::config::folder_files(dir)
 }
 
@@ -394,10 +393,7 @@ pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>)
                     pipelines.push(p);
                 }
             }
-            Err(Error::Config(dlink_rt::config::ConfigError { problems: ps })) => {
-                problems.extend(ps)
-            }
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.extend(e.problems),
         }
     }
     Ok((pipelines, problems))

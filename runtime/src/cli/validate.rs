@@ -256,7 +256,7 @@ async fn check_sql(
                 names.join(", ")
             )
         })?;
-        let want = dlink_rt::keys::arrow_type(k.ty);
+        let want = dlink_rt::affected::arrow_type(k.ty);
         if !deltalake::arrow::compute::can_cast_types(f.data_type(), &want) {
             return Err(format!(
                 "returns key column '{}' as {}, which cannot be read as {want}",

@@ -135,7 +135,7 @@ impl Catalog {
             ));
         }
         if !problems.is_empty() {
-            return Err(Error::Config(crate::config::ConfigError { problems }));
+            return Err(crate::config::ConfigError { problems });
         }
         Ok(Catalog {
             path: src.path,
@@ -206,7 +206,7 @@ impl Pipeline {
         let keys = key_columns(src, &file.link, &mut problems);
         let (retain, compact_every) = retention(src, &file.link, &mut problems);
         if !problems.is_empty() {
-            return Err(Error::Config(crate::config::ConfigError { problems }));
+            return Err(crate::config::ConfigError { problems });
         }
         Ok(Pipeline {
             name,

@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{Error, Result};
-
 pub use env::{substitute, substitute_values};
 pub use error::ConfigError;
+
+/// What loading configuration returns.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 pub use load::is_identifier;
 
 /// Name of the catalog file looked up beside a pipeline file when it names none.
@@ -239,7 +240,7 @@ pub struct PluginSpec {
 pub fn folder_files(dir: &Path) -> Result<(Catalog, Vec<std::path::PathBuf>)> {
     let catalog = Catalog::load(&dir.join(DEFAULT_CATALOG))?;
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::config(format!("{}: cannot list the folder: {e}", dir.display())))?
+        .map_err(|e| ConfigError::one(format!("{}: cannot list the folder: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "toml")
@@ -339,8 +340,9 @@ struct Source {
 
 impl Source {
     fn read(path: &Path) -> Result<Source> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("{}: cannot read the file: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one(format!("{}: cannot read the file: {e}", path.display()))
+        })?;
         Ok(Source {
             path: path.to_path_buf(),
             text,
@@ -352,7 +354,7 @@ impl Source {
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let toml_err = |e: toml::de::Error| {
             let line = e.span().map(|s| self.line(s.start)).unwrap_or(1);
-            Error::config(format!(
+            ConfigError::one(format!(
                 "{}:{line}: {}",
                 self.path.display(),
                 e.message().trim_end()
@@ -361,14 +363,14 @@ impl Source {
         let mut document = toml::de::DeTable::parse(&self.text).map_err(toml_err)?;
         let problems = substitute_values(document.get_mut(), &|k| std::env::var(k).ok());
         if !problems.is_empty() {
-            return Err(Error::Config(ConfigError {
+            return Err(ConfigError {
                 problems: problems
                     .into_iter()
                     .map(|(offset, msg)| {
                         format!("{}:{}: {msg}", self.path.display(), self.line(offset))
                     })
                     .collect(),
-            }));
+            });
         }
         T::deserialize(toml::de::Deserializer::from(document)).map_err(toml_err)
     }

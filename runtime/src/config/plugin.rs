@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::load::{is_identifier, resolve_location};
 use super::{Limits, PluginSpec, Source};
-use crate::error::{Error, Result};
+use crate::config::{ConfigError, Result};
 use crate::storage::StorageOptions;
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -51,7 +51,7 @@ pub(super) fn resolve(
         ));
     }
     let config_json = serde_json::to_string(&section.config)
-        .map_err(|e| Error::config(format!("{}: [plugin.config]: {e}", src.path.display())))?;
+        .map_err(|e| ConfigError::one(format!("{}: [plugin.config]: {e}", src.path.display())))?;
     let limits = section.limits;
     let mut read_dirs = Vec::new();
     for (name, dir) in &section.read_dirs {

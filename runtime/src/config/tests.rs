@@ -35,11 +35,8 @@ keys = [{{ name = "diasng_id", type = "long" }}]
     )
 }
 
-fn problems(err: Error) -> Vec<String> {
-    match err {
-        Error::Config(crate::config::ConfigError { problems }) => problems,
-        other => panic!("expected a config error, got {other}"),
-    }
+fn problems(err: ConfigError) -> Vec<String> {
+    err.problems
 }
 
 #[test]
@@ -229,10 +226,7 @@ fn environment_variables_are_substituted_in_values_with_their_lines() {
         "# ${NOT_A_VALUE}\n[upstreams.spmaster]\nuri = \"${DLINK_TEST_SURELY_UNSET_VAR}/x\"\n",
     );
     let e = Catalog::load(&dir.path().join("upstreams.toml")).unwrap_err();
-    let problems = match e {
-        Error::Config(crate::config::ConfigError { problems }) => problems,
-        other => panic!("{other:?}"),
-    };
+    let problems = e.problems;
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].ends_with(

@@ -10,10 +10,10 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
 use super::{load_plugin, PluginSlot};
+use crate::affected::{AffectedKeys, DefaultCause};
 use crate::cdf::{self, Changes};
 use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
-use crate::error::{BatchFailure, Error, Result};
-use crate::keys::{AffectedKeys, DefaultCause};
+use crate::engine::error::{BatchFailure, Error, Result};
 use crate::lookup::{TableCache, TableLookup};
 use crate::plugin::{PipelineInfo, PluginError, PluginHost, UpstreamInput};
 use crate::sink::UpstreamRange;
@@ -35,10 +35,10 @@ impl UpstreamBatch<'_> {
     fn schema(&self) -> Result<SchemaRef> {
         match &self.changes {
             Some(ch) => Ok(ch.schema.clone()),
-            None => cdf::change_schema(
+            None => Ok(cdf::change_schema(
                 self.upstream,
                 cdf::arrow_schema(self.upstream, self.table)?.as_ref(),
-            ),
+            )?),
         }
     }
 }
@@ -202,7 +202,7 @@ impl Derive for PluginDerive<'_> {
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let keys = crate::keys::collect_output(output, &pipeline.keys, &names).map_err(|e| {
+        let keys = output.collect(&pipeline.keys, &names).map_err(|e| {
             let reason = Box::new(e);
             batch_err(&input, PluginError::InvalidOutput { reason }.into())
         })?;
@@ -318,7 +318,7 @@ impl Derive for SqlDerive<'_> {
             crate::sql_pipeline::derive(self.query, tables, &input.pinned, input.cache)
                 .await
                 .map_err(|e| batch_err(&input, BatchFailure::Sql(e)))?;
-        let keys = crate::keys::collect_batches(
+        let keys = crate::affected::collect_batches(
             &schema,
             &rows,
             &input.pipeline.keys,

@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use super::{run_with, BatchReport, PluginSlot, RunSummary};
 use crate::cdf::{FanOut, FanOutStats};
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::engine::error::{Error, Result};
 use crate::plugin::PluginHost;
 
 /// Pipelines run at once by default: one per CPU (more only contend for the same

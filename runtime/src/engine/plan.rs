@@ -1,21 +1,6 @@
-//! The plan stage, without IO: which versions of each upstream a batch takes
-//! ([`wanted`]), how they are cut to the change-row budget ([`trim_to_budget`]) and
-//! at which version each table is pinned ([`pin`]).
-//!
-//! Ranges are read first (bounded by `batch_size`), then cut at whole commits: upstream
-//! by upstream, versions are kept while the batch stays within `max_batch_rows`. The
-//! first version of the first pending upstream is always kept, so every batch makes
-//! progress even when one commit alone is over the budget.
-
-use std::collections::BTreeMap;
-
-use deltalake::arrow::array::{AsArray, Int64Array, RecordBatch};
-use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::compute::kernels::cmp::lt_eq;
-use deltalake::arrow::datatypes::Int64Type;
-use deltalake::arrow::error::ArrowError;
-
-use crate::cdf::{Changes, COMMIT_VERSION};
+//! The plan stage, pure: which versions of each upstream a batch takes ([`wanted`],
+//! bounded by `batch_size`) and at which version each table is pinned ([`pin`]) once
+//! the read stage has cut the ranges to the row budget (`budget.rs`).
 
 /// Per upstream, the inclusive version range of a batch (`None`: not in this batch).
 pub type Ranges = Vec<Option<(i64, i64)>>;
@@ -43,117 +28,9 @@ pub fn pin(plan: &Ranges, positions: impl IntoIterator<Item = (i64, i64)>) -> Ve
         .collect()
 }
 
-/// Trims the planned `wanted` ranges and their read `changes` to `budget` rows. Fails
-/// only when change rows cannot be cut (no `_commit_version` column): nothing is
-/// dropped silently.
-pub fn trim_to_budget(
-    wanted: Ranges,
-    changes: Vec<Option<Changes>>,
-    budget: Option<u64>,
-) -> Result<(Ranges, Vec<Option<Changes>>), ArrowError> {
-    let Some(budget) = budget else {
-        return Ok((wanted, changes));
-    };
-    let budget = usize::try_from(budget).unwrap_or(usize::MAX);
-    let mut total = 0usize;
-    let mut taken_any = false;
-    let mut plan = Vec::with_capacity(wanted.len());
-    let mut kept = Vec::with_capacity(wanted.len());
-    for (range, ch) in wanted.into_iter().zip(changes) {
-        let (Some((start, end)), Some(ch)) = (range, ch) else {
-            plan.push(None);
-            kept.push(None);
-            continue;
-        };
-        let counts = rows_per_version(&ch)?;
-        let mut cut = None;
-        for v in start..=end {
-            let n = counts.get(&v).copied().unwrap_or(0);
-            if taken_any && total + n > budget {
-                break;
-            }
-            total += n;
-            taken_any = true;
-            cut = Some(v);
-        }
-        match cut {
-            None => {
-                plan.push(None);
-                kept.push(None);
-            }
-            Some(c) if c == end => {
-                plan.push(Some((start, end)));
-                kept.push(Some(ch));
-            }
-            Some(c) => {
-                plan.push(Some((start, c)));
-                kept.push(Some(up_to(ch, c)?));
-            }
-        }
-    }
-    Ok((plan, kept))
-}
-
-fn rows_per_version(ch: &Changes) -> Result<BTreeMap<i64, usize>, ArrowError> {
-    let mut counts = BTreeMap::new();
-    for b in &ch.batches {
-        for v in commit_versions(b)?.iter().flatten() {
-            *counts.entry(v).or_default() += 1;
-        }
-    }
-    Ok(counts)
-}
-
-fn commit_versions(b: &RecordBatch) -> Result<&Int64Array, ArrowError> {
-    b.column_by_name(COMMIT_VERSION)
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| {
-            ArrowError::SchemaError(format!(
-                "the change rows have no {COMMIT_VERSION} column of type Int64"
-            ))
-        })
-}
-
-/// The change rows of versions up to `last`.
-fn up_to(ch: Changes, last: i64) -> Result<Changes, ArrowError> {
-    let mut batches = Vec::with_capacity(ch.batches.len());
-    for b in &ch.batches {
-        let mask = lt_eq(commit_versions(b)?, &Int64Array::new_scalar(last))?;
-        let kept = filter_record_batch(b, &mask)?;
-        if kept.num_rows() > 0 {
-            batches.push(kept);
-        }
-    }
-    Ok(Changes {
-        schema: ch.schema,
-        batches,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
-
-    /// Changes with `n` rows at each listed version.
-    fn changes(per_version: &[(i64, usize)]) -> Changes {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            COMMIT_VERSION,
-            DataType::Int64,
-            false,
-        )]));
-        let versions: Vec<i64> = per_version
-            .iter()
-            .flat_map(|(v, n)| std::iter::repeat_n(*v, *n))
-            .collect();
-        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(versions))])
-            .unwrap();
-        Changes {
-            schema,
-            batches: vec![b],
-        }
-    }
 
     #[test]
     fn wanted_takes_at_most_batch_size_versions_of_pending_upstreams() {
@@ -169,78 +46,5 @@ mod tests {
         let plan = vec![Some((3, 4)), None, None];
         // Upstream 2 never done (next 0): pinned at version 0, its first.
         assert_eq!(pin(&plan, [(3, 5), (6, 5), (0, 9)]), vec![4, 5, 0]);
-    }
-
-    #[test]
-    fn no_budget_keeps_everything() {
-        let (plan, _) =
-            trim_to_budget(vec![Some((0, 4))], vec![Some(changes(&[(0, 100)]))], None).unwrap();
-        assert_eq!(plan, vec![Some((0, 4))]);
-    }
-
-    #[test]
-    fn cuts_at_whole_commits_across_upstreams() {
-        // upstream a: v3 5 rows, v4 5 rows, v5 5 rows; b: v0 4 rows. Budget 12.
-        let (plan, kept) = trim_to_budget(
-            vec![Some((3, 5)), Some((0, 0))],
-            vec![
-                Some(changes(&[(3, 5), (4, 5), (5, 5)])),
-                Some(changes(&[(0, 4)])),
-            ],
-            Some(12),
-        )
-        .unwrap();
-        assert_eq!(plan, vec![Some((3, 4)), None]);
-        assert_eq!(kept[0].as_ref().unwrap().rows(), 10);
-        assert!(kept[1].is_none());
-    }
-
-    #[test]
-    fn one_commit_over_budget_is_still_taken_alone() {
-        let (plan, kept) = trim_to_budget(
-            vec![Some((7, 9)), Some((1, 1))],
-            vec![Some(changes(&[(7, 50), (8, 1)])), Some(changes(&[(1, 1)]))],
-            Some(10),
-        )
-        .unwrap();
-        assert_eq!(plan, vec![Some((7, 7)), None]);
-        assert_eq!(kept[0].as_ref().unwrap().rows(), 50);
-    }
-
-    #[test]
-    fn empty_commits_cost_nothing() {
-        // v1 is an OPTIMIZE (no change rows): it rides along for free.
-        let (plan, _) = trim_to_budget(
-            vec![Some((0, 2))],
-            vec![Some(changes(&[(0, 3), (2, 3)]))],
-            Some(6),
-        )
-        .unwrap();
-        assert_eq!(plan, vec![Some((0, 2))]);
-    }
-
-    #[test]
-    fn change_rows_without_commit_versions_are_an_error_not_dropped() {
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1]))])
-            .unwrap();
-        let ch = Changes {
-            schema,
-            batches: vec![b],
-        };
-        let e = trim_to_budget(vec![Some((0, 1))], vec![Some(ch)], Some(1)).unwrap_err();
-        assert!(e.to_string().contains(COMMIT_VERSION), "{e}");
-    }
-
-    #[test]
-    fn upstreams_without_range_stay_out() {
-        let (plan, kept) = trim_to_budget(
-            vec![None, Some((2, 2))],
-            vec![None, Some(changes(&[(2, 1)]))],
-            Some(5),
-        )
-        .unwrap();
-        assert_eq!(plan, vec![None, Some((2, 2))]);
-        assert!(kept[0].is_none());
     }
 }

@@ -9,7 +9,7 @@ use futures::future::try_join_all;
 use super::plan::Ranges;
 use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::Upstream;
-use crate::error::Result;
+use crate::engine::error::{Error, Result};
 
 /// Where an upstream stands in a run.
 pub(crate) struct Cursor {
@@ -48,7 +48,7 @@ impl Cursor {
             // failure to show now, not an idle table (one more stat per idle poll).
             let here = cdf::has_version(&self.table, self.latest).await;
             if !here.map_err(|e| cdf::table_err(u, e))? {
-                return Err(cdf::table_err(u, gone(self.latest)));
+                return Err(cdf::table_err(u, gone(self.latest)).into());
             }
             return Ok(());
         }
@@ -110,6 +110,7 @@ pub(crate) async fn read_ranges(
                 .map(Some),
             (None, _) => Ok(None),
         }
+        .map_err(Error::from)
     }))
     .await
 }

@@ -10,10 +10,10 @@ use futures::future::try_join_all;
 
 use super::derive::{BatchInput, Derive, Derived, Deriver, Lap, UpstreamBatch};
 use super::read::{self, Cursor};
-use super::{plan, test_pause, watchdog, BatchReport, PluginSlot, RunSummary, Stages};
+use super::{budget, plan, test_pause, watchdog, BatchReport, PluginSlot, RunSummary, Stages};
 use crate::cdf::{self, Changes, FanOut, LogCheck};
 use crate::config::{Pipeline, Upstream};
-use crate::error::{BatchFailure, Error, ReadError, Result};
+use crate::engine::error::{BatchFailure, Error, ReadError, Result};
 use crate::lookup::TableCache;
 use crate::plugin::PluginHost;
 use crate::sink::{Checkpoint, Commit, LinkTable, UpstreamRange};
@@ -93,7 +93,7 @@ impl Session {
 
     /// The error of a link table that is gone after it held `batch_id`.
     pub(crate) fn link_gone(&self, batch_id: i64) -> Error {
-        self.link.gone(batch_id)
+        self.link.gone(batch_id).into()
     }
 
     /// The last batch committed.
@@ -176,7 +176,7 @@ impl Session {
         let step =
             |stage: &str| watchdog::at(&pipeline.name, format_args!("batch {batch_id}: {stage}"));
         step("plan");
-        let wanted = self.plan(pipeline).await?;
+        let wanted = self.plan(pipeline);
         stages.plan = lap.next();
         step("read");
         let mut read = self.read(pipeline, batch_id, wanted, fanout).await?;
@@ -203,17 +203,15 @@ impl Session {
         })
     }
 
-    /// The plan stage: at most `batch_size` versions per pending upstream, their log
-    /// entries checked (a version that cannot be read fails the batch here).
-    async fn plan(&mut self, pipeline: &Pipeline) -> Result<plan::Ranges> {
-        let wanted = plan::wanted(self.positions(), pipeline.batch_size);
-        read::check_logs(&mut self.cursors, &wanted).await?;
-        Ok(wanted)
+    /// The plan stage (no IO): at most `batch_size` versions per pending upstream.
+    fn plan(&self, pipeline: &Pipeline) -> plan::Ranges {
+        plan::wanted(self.positions(), pipeline.batch_size)
     }
 
-    /// The read stage: the planned ranges' change rows, cut to the row budget at whole
-    /// commits, and every table pinned (upstreams at their ranges' ends, lookup-only
-    /// tables at their latest version).
+    /// The read stage: the planned ranges' log entries checked (a version that cannot
+    /// be read fails the batch before any row is read), their change rows read and cut
+    /// to the row budget at whole commits, and every table pinned (upstreams at their
+    /// ranges' ends, lookup-only tables at their latest version).
     async fn read(
         &mut self,
         pipeline: &Pipeline,
@@ -221,8 +219,9 @@ impl Session {
         wanted: plan::Ranges,
         fanout: Option<&FanOut>,
     ) -> Result<ReadBatch> {
+        read::check_logs(&mut self.cursors, &wanted).await?;
         let changes = read::read_ranges(&self.ctx, &self.cursors, &wanted, fanout).await?;
-        let (plan, changes) = plan::trim_to_budget(wanted, changes, pipeline.max_batch_rows)
+        let (plan, changes) = budget::trim_to_budget(wanted, changes, pipeline.max_batch_rows)
             .map_err(|source| Error::Batch {
                 pipeline: pipeline.name.clone(),
                 batch_id,
@@ -304,6 +303,7 @@ impl Session {
                 plugin_contract: derived.contract,
             })
             .await
+            .map_err(Error::from)
     }
 
     /// Each upstream's part of the batch, for the report and the commit metadata.

@@ -56,7 +56,7 @@ pub enum LookupError {
 
     /// The table could not be opened at its pinned version.
     #[error(transparent)]
-    Table(Box<crate::Error>),
+    Table(Box<crate::cdf::ReadError>),
 
     /// Reading the rows failed (the scan, its files, or converting its answer).
     #[error("lookup of table '{table}'{at}: {source}")]

@@ -23,11 +23,23 @@ use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use crate::config::{LookupSettings, Upstream};
-use crate::plugin::Lookup;
 
 pub use error::{BadKeys, LookupError};
 pub use index::{IndexStats, Indexes};
 pub use scan::{answer, LookupTarget};
+
+/// Answers a plugin's `lookup` calls for one batch (tables at pinned versions).
+pub trait Lookup: Send + Sync {
+    /// Rows of `table` whose `column` is in `keys` (an IPC stream of one column),
+    /// projected to `columns` (all when empty), as an IPC stream.
+    fn lookup<'a>(
+        &'a self,
+        table: &'a str,
+        column: &'a str,
+        keys: &'a [u8],
+        columns: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<u8>, LookupError>>;
+}
 
 /// Tables loaded at pinned versions, reused by later batches of the same run.
 pub type TableCache = Arc<Mutex<HashMap<(String, i64), DeltaTable>>>;

@@ -150,4 +150,18 @@ impl Output {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Validates the output and folds it into one row per affected key.
+    pub fn collect(
+        self,
+        keys: &[crate::config::KeyColumn],
+        upstream_names: &[&str],
+    ) -> Result<crate::affected::AffectedKeys, crate::affected::InvalidKeys> {
+        match self {
+            Output::Combined(ipc) => crate::affected::collect(&ipc, keys, upstream_names),
+            Output::PerUpstream(parts) => {
+                crate::affected::collect_per_upstream(parts, keys, upstream_names)
+            }
+        }
+    }
 }

@@ -166,7 +166,7 @@ pub enum PluginError {
     /// unknown upstreams).
     #[error(transparent)]
     InvalidOutput {
-        reason: Box<crate::keys::InvalidKeys>,
+        reason: Box<crate::affected::InvalidKeys>,
     },
 }
 

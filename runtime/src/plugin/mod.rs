@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use wasmtime::component::ResourceAny;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
@@ -35,6 +34,7 @@ pub use error::{Call, PluginError, StderrTail};
 use limiter::Limiter;
 
 use crate::config::{Limits, PluginSpec};
+pub use crate::lookup::Lookup;
 
 use contract::{v0_1, v0_2};
 
@@ -42,19 +42,6 @@ use contract::{v0_1, v0_2};
 const TICK: Duration = Duration::from_millis(10);
 /// Bytes of guest stderr kept for error messages.
 const STDERR_CAPTURE: usize = 64 * 1024;
-
-/// Answers a plugin's `lookup` calls for one batch (tables at pinned versions).
-pub trait Lookup: Send + Sync {
-    /// Rows of `table` whose `column` is in `keys` (an IPC stream of one column),
-    /// projected to `columns` (all when empty), as an IPC stream.
-    fn lookup<'a>(
-        &'a self,
-        table: &'a str,
-        column: &'a str,
-        keys: &'a [u8],
-        columns: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<u8>, crate::lookup::LookupError>>;
-}
 
 /// Per-instance state of the store.
 pub struct State {

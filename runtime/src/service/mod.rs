@@ -11,6 +11,7 @@
 //!
 //! [`Monitor`] keeps the metrics and health that `--listen` serves ([`http`]).
 
+mod follow;
 pub mod http;
 mod monitor;
 
@@ -25,9 +26,10 @@ pub use monitor::{Health, Monitor};
 
 use crate::cdf::FanOut;
 use crate::config::Pipeline;
-use crate::engine::{backoff, follow_until, BatchReport, FollowEvents, FollowOptions};
-use crate::error::Error;
+use crate::engine::error::Error;
+use crate::engine::BatchReport;
 use crate::plugin::{sha256_hex, PluginHost};
+pub use follow::{backoff, follow, follow_until, FollowEvents, FollowOptions, NoEvents};
 
 /// How the service follows a folder.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +158,7 @@ fn scan(dir: &Path, shard: Option<crate::shard::Shard>) -> crate::Result<Scanned
             continue;
         };
         let fingerprint = sha256_hex(&[catalog_text.as_slice(), b"\0", text.as_slice()].concat());
-        let loaded = Pipeline::load_with_catalog(&f, &catalog);
+        let loaded = Pipeline::load_with_catalog(&f, &catalog).map_err(Error::from);
         if let (Some(shard), Ok(p)) = (shard, &loaded) {
             if !shard.has(&p.name) {
                 continue;

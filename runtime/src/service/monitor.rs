@@ -13,10 +13,11 @@ use prometheus::{
 };
 use serde::Serialize;
 
+use super::FollowEvents;
 use crate::cdf::FanOut;
 use crate::config::Pipeline;
-use crate::engine::{BatchReport, FollowEvents};
-use crate::error::Error;
+use crate::engine::error::Error;
+use crate::engine::BatchReport;
 use crate::status::PipelineStatus;
 
 /// A pipeline's state as `/healthz` reports it.

@@ -12,7 +12,7 @@ impl LinkTable {
             .arrow_schema();
         for (name, ty) in &self.keys {
             match schema.field_with_name(name) {
-                Ok(f) if f.data_type() == &crate::keys::arrow_type(*ty) => {}
+                Ok(f) if f.data_type() == &crate::affected::arrow_type(*ty) => {}
                 Ok(f) => {
                     return Err(self.err(format!(
                     "key column '{name}' is {} in the link table but the pipeline declares {ty}; \

@@ -1,7 +1,8 @@
 //! The commit layer's error: the link table (the change log) that cannot be written or
 //! read, a batch another run committed first, a window retention removed.
 
-use crate::storage::StoreError;
+use crate::config::Pipeline;
+use crate::storage::{Cause, StoreError};
 
 /// Why a link-table operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,4 +63,15 @@ pub enum CommitError {
         through: i64,
         way_out: String,
     },
+}
+
+impl CommitError {
+    /// A failure of `pipeline`'s link table.
+    pub fn link(pipeline: &Pipeline, e: impl Into<Cause>) -> CommitError {
+        CommitError::Link {
+            pipeline: pipeline.name.clone(),
+            uri: pipeline.link_uri.clone(),
+            source: StoreError::new(e, &pipeline.link_storage),
+        }
+    }
 }

@@ -25,11 +25,16 @@ mod cleanup;
 mod create;
 mod error;
 mod merge;
+pub mod meta;
 mod protocol;
 mod rows;
 
 pub(crate) use cleanup::cleanup_at_checkpoints;
 pub use error::CommitError;
+
+/// What a link-table operation returns.
+pub type Result<T, E = CommitError> = std::result::Result<T, E>;
+pub use meta::HOST;
 pub use protocol::*;
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -40,7 +45,6 @@ use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
 use serde_json::json;
 
 use crate::config::{KeyType, LinkMode, Pipeline};
-use crate::error::{Error, Result};
 
 /// Commits `props` (application transactions and metadata) with no data on `table`'s
 /// snapshot; returns the table at the new version. Conflicts come back as Delta's own
@@ -91,12 +95,12 @@ pub struct LinkTable {
 }
 
 impl LinkTable {
-    fn err(&self, e: impl Into<crate::storage::Cause>) -> Error {
-        Error::Commit(CommitError::Link {
+    fn err(&self, e: impl Into<crate::storage::Cause>) -> CommitError {
+        CommitError::Link {
             pipeline: self.pipeline.clone(),
             uri: self.uri.clone(),
             source: crate::storage::StoreError::new(e, &self.storage),
-        })
+        }
     }
 
     /// A builder of the link table, with its storage options.
@@ -143,12 +147,12 @@ impl LinkTable {
     }
 
     /// The link table is gone ([`CommitError::Gone`]) after `batch_id`.
-    pub fn gone(&self, batch_id: i64) -> Error {
-        Error::Commit(CommitError::Gone {
+    pub fn gone(&self, batch_id: i64) -> CommitError {
+        CommitError::Gone {
             pipeline: self.pipeline.clone(),
             uri: self.uri.clone(),
             batch_id,
-        })
+        }
     }
 
     /// Whether the link table is still at the version held (lists the log for newer
@@ -269,7 +273,7 @@ impl LinkTable {
                 self.merge_small_files().await;
                 return Ok(v);
             }
-            Err(e @ Error::Commit(CommitError::Concurrent { .. })) => return Err(e),
+            Err(e @ CommitError::Concurrent { .. }) => return Err(e),
             Err(e) => e,
         };
         // Did we lose a race (another run's batch, or a reset)? Then say so, and the run
@@ -281,11 +285,11 @@ impl LinkTable {
         };
         let moved = expected.as_ref().is_some_and(|cp| *cp != found);
         if found.batch_id >= batch_id || moved {
-            return Err(Error::Commit(CommitError::Concurrent {
+            return Err(CommitError::Concurrent {
                 pipeline: self.pipeline.clone(),
                 batch_id,
                 found: found.batch_id,
-            }));
+            });
         }
         if expected.is_none() {
             return Err(err);
@@ -328,18 +332,17 @@ impl LinkTable {
                 (t, self.read_checkpoint().await?)
             }
         };
-        let checkpoint = protocol::after_batch(&checkpoint, c).map_err(|found| {
-            Error::Commit(CommitError::Concurrent {
+        let checkpoint =
+            protocol::after_batch(&checkpoint, c).map_err(|found| CommitError::Concurrent {
                 pipeline: self.pipeline.clone(),
                 batch_id: c.batch_id,
                 found,
-            })
-        })?;
+            })?;
         let props = CommitProperties::default()
             .with_application_transactions(protocol::batch_transactions(&self.pipeline, c))
             .with_metadata([(
                 "dlink".to_string(),
-                protocol::batch_metadata(&self.pipeline, self.mode, c),
+                meta::batch_metadata(&self.pipeline, self.mode, c),
             )]);
         let props = cleanup_at_checkpoints(&table, props);
         let before = table.version();

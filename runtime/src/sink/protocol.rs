@@ -1,15 +1,12 @@
 //! The link-table protocol, without IO: the application ids a batch's commit
-//! carries, how the checkpoint moves, and the commit metadata (`dlink`) of a batch
-//! and of a reset. [`super::LinkTable`] does the IO.
+//! carries and how the checkpoint moves (the commit metadata is `meta.rs`).
+//! [`super::LinkTable`] does the IO.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use deltalake::kernel::Transaction;
-use serde_json::{json, Map, Value};
 
-use crate::config::LinkMode;
-use crate::keys::AffectedKeys;
+use crate::affected::AffectedKeys;
 
 /// `dlink_batch_id`: the batch that last reported the key.
 pub const BATCH_ID: &str = "dlink_batch_id";
@@ -157,39 +154,6 @@ pub(crate) fn batch_transactions(pipeline: &str, c: &Commit<'_>) -> Vec<Transact
         .collect()
 }
 
-/// The `dlink` commit metadata of a batch.
-pub(crate) fn batch_metadata(pipeline: &str, mode: LinkMode, c: &Commit<'_>) -> Value {
-    let upstreams: Map<String, Value> = c
-        .upstreams
-        .iter()
-        .map(|u| {
-            let v = match u.range {
-                Some((s, e)) => json!({"start_version": s, "end_version": e, "pinned_version": u.pinned, "change_rows": u.change_rows, "table_id": u.table_id}),
-                None => json!({"start_version": null, "end_version": null, "pinned_version": u.pinned, "change_rows": 0, "table_id": u.table_id}),
-            };
-            (u.name.clone(), v)
-        })
-        .collect();
-    let lookups: Map<String, Value> = c
-        .lookups
-        .iter()
-        .map(|(n, v)| (n.clone(), json!(v)))
-        .collect();
-    json!({
-        "pipeline": pipeline,
-        "batch_id": c.batch_id,
-        "keys": c.keys.len(),
-        "upstreams": upstreams,
-        "lookups": lookups,
-        "link_mode": mode.as_str(),
-        "plugin": {"path": c.plugin_path, "sha256": c.plugin_sha256, "active_since_batch": c.plugin_active_since, "contract": c.plugin_contract.map(|k| k.to_string())},
-        "host": HOST,
-    })
-}
-
-/// What `dlink-rt` writes as `host` in commit metadata.
-pub(crate) const HOST: &str = concat!("dlink-rt ", env!("CARGO_PKG_VERSION"));
-
 /// A move of one upstream's checkpoint (`dlink-rt reset`).
 pub(crate) struct Reset<'a> {
     pub upstream: &'a str,
@@ -214,33 +178,15 @@ impl Reset<'_> {
             Transaction::new(table_id_app_id(pipeline, self.upstream), UNKNOWN_TABLE),
         ]
     }
-
-    /// The `dlink` commit metadata: what was skipped (or re-read), by whom, when, why.
-    pub(crate) fn metadata(&self, pipeline: &str, cp: &Checkpoint, at: DateTime<Utc>) -> Value {
-        let previous_next = cp.done.get(self.upstream).map(|d| d + 1);
-        json!({
-            "pipeline": pipeline,
-            "batch_id": cp.batch_id,
-            "reset": {
-                "upstream": self.upstream,
-                "from_next_version": previous_next,
-                "to_next_version": self.next_version,
-                "skipped_versions": match previous_next {
-                    Some(p) if p < self.next_version => json!([p, self.next_version - 1]),
-                    _ => Value::Null,
-                },
-                "by": self.by,
-                "at": at.to_rfc3339(),
-                "reason": self.reason,
-            },
-            "host": HOST,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LinkMode;
+    use crate::sink::meta::batch_metadata;
+    use chrono::DateTime;
+    use serde_json::{json, Value};
 
     fn keys() -> AffectedKeys {
         AffectedKeys {

@@ -10,8 +10,8 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::DeltaTable;
 
 use super::LinkTable;
-use crate::error::Result;
-use crate::keys::AffectedKeys;
+use super::Result;
+use crate::affected::AffectedKeys;
 
 impl LinkTable {
     /// One row per key, in the link table's own Arrow schema (every column nullable for

@@ -170,6 +170,17 @@ pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Resul
     }
 }
 
+/// True when `uri` is a local path with no `_delta_log` folder (no table yet). URLs
+/// of object stores are never judged here.
+pub fn local_path_without_log(uri: &str) -> bool {
+    let path = match uri.strip_prefix("file://") {
+        Some(p) => p,
+        None if uri.contains("://") => return false,
+        None => uri,
+    };
+    !std::path::Path::new(path).join("_delta_log").is_dir()
+}
+
 /// Whether the table at `uri` has a log (`_delta_log/` holds an object): one listing
 /// request on an object store, one `stat` for a local path. Asked before loading a
 /// table that may not exist yet, so that its absence is an answer, not an error
@@ -177,7 +188,7 @@ pub async fn check_conditional_put(uri: &str, options: &StorageOptions) -> Resul
 pub async fn has_log(uri: &str, options: &StorageOptions) -> Result<bool, StoreError> {
     use futures::StreamExt;
     if !is_remote(uri) {
-        return Ok(!crate::cdf::local_path_without_log(uri));
+        return Ok(!local_path_without_log(uri));
     }
     let store = object_store(uri, options)?;
     let prefix = deltalake::Path::from("_delta_log");

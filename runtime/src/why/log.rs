@@ -5,23 +5,6 @@ use super::*;
 
 // ---- commit logs (pure) ------------------------------------------------------------
 
-/// The `commitInfo` action of a commit entry.
-pub(crate) fn commit_info(commit: &[u8]) -> Option<Value> {
-    commit
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
-        .find_map(|mut v| v.get_mut("commitInfo").map(Value::take))
-}
-
-/// A commit's time in milliseconds from its `commitInfo`: the in-commit timestamp
-/// when the table has them, else the writer's `timestamp`.
-pub(crate) fn commit_millis(info: &Value) -> Option<i64> {
-    info.get("inCommitTimestamp")
-        .and_then(Value::as_i64)
-        .or_else(|| info.get("timestamp").and_then(Value::as_i64))
-}
-
 pub(super) fn millis_to_rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
 }
@@ -49,76 +32,6 @@ pub(crate) fn upstream_commit(version: i64, commit: &[u8]) -> UpstreamCommit {
     }
 }
 
-/// One upstream's part of a batch as its commit metadata records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RecordedRange {
-    pub name: String,
-    pub range: Option<(i64, i64)>,
-    pub pinned: i64,
-    pub change_rows: u64,
-}
-
-/// A batch's commit metadata (`dlink`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct BatchMeta {
-    pub batch_id: i64,
-    pub upstreams: Vec<RecordedRange>,
-    pub lookups: Vec<(String, i64)>,
-    pub plugin_path: Option<String>,
-    pub plugin_sha256: Option<String>,
-    pub plugin_active_since: Option<i64>,
-    /// The plugin's contract, e.g. `dlink:pipeline@0.2.0` (absent before 0.2 hosts).
-    pub plugin_contract: Option<String>,
-    /// The link table's version of the commit (set by the reader).
-    pub link_version: i64,
-}
-
-/// The batch a link-table commit entry committed, if it is a batch commit (not a reset,
-/// a compaction or a consumer's ack).
-pub(crate) fn batch_meta(commit: &[u8]) -> Option<BatchMeta> {
-    let info = commit_info(commit)?;
-    let d = info.get("dlink")?;
-    if d.get("reset").is_some() {
-        return None;
-    }
-    let batch_id = d.get("batch_id")?.as_i64()?;
-    let ups = d.get("upstreams")?.as_object()?;
-    let mut upstreams: Vec<RecordedRange> = ups
-        .iter()
-        .map(|(name, u)| {
-            let v = |k: &str| u.get(k).and_then(Value::as_i64);
-            RecordedRange {
-                name: name.clone(),
-                range: v("start_version").zip(v("end_version")),
-                pinned: v("pinned_version").unwrap_or(-1),
-                change_rows: u.get("change_rows").and_then(Value::as_u64).unwrap_or(0),
-            }
-        })
-        .collect();
-    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut lookups: Vec<(String, i64)> = d
-        .get("lookups")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(n, v)| v.as_i64().map(|v| (n.clone(), v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    lookups.sort();
-    let plugin = d.get("plugin");
-    let pget = |k: &str| plugin.and_then(|p| p.get(k));
-    Some(BatchMeta {
-        batch_id,
-        upstreams,
-        lookups,
-        plugin_path: pget("path").and_then(Value::as_str).map(String::from),
-        plugin_sha256: pget("sha256").and_then(Value::as_str).map(String::from),
-        plugin_active_since: pget("active_since_batch").and_then(Value::as_i64),
-        plugin_contract: pget("contract").and_then(Value::as_str).map(String::from),
-        link_version: -1,
-    })
-}
 // ---- reading the link table --------------------------------------------------------
 
 /// One row of the key in the link table.
@@ -132,7 +45,7 @@ pub(super) struct Reported {
 
 /// The rows of `key` in the link table, newest batch first.
 pub(super) async fn reported(p: &Pipeline, table: &DeltaTable, key: &Key) -> Result<Vec<Reported>> {
-    let err = |e: crate::storage::Cause| Error::link(p, e);
+    let err = |e: crate::storage::Cause| Error::from(CommitError::link(p, e));
     let ctx = cdf::session();
     let provider = table.table_provider().await.map_err(|e| err(e.into()))?;
     let mut df = ctx.read_table(provider).map_err(|e| err(e.into()))?;
@@ -202,7 +115,7 @@ pub(super) async fn batch_metas(
     let latest = table
         .version()
         .map(|v| v as i64)
-        .ok_or_else(|| Error::link(p, "the link table has no version"))?;
+        .ok_or_else(|| CommitError::link(p, "the link table has no version"))?;
     let log = table.log_store();
     const CHUNK: i64 = 32;
     let mut top = latest;
@@ -218,12 +131,13 @@ pub(super) async fn batch_metas(
                 Ok(Some(b)) => b,
                 Ok(None) => return Ok((found, true)),
                 Err(e) => {
-                    return Err(Error::link(
+                    return Err(CommitError::link(
                         p,
                         e.doing(format_args!(
                             "cannot read the log entry of link table version {v}"
                         )),
-                    ))
+                    )
+                    .into())
                 }
             };
             if let Some(mut m) = batch_meta(&bytes) {

@@ -37,10 +37,10 @@ use deltalake::DeltaTable;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::affected::{AffectedKeys, DefaultCause};
 use crate::cdf::{self, CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use crate::config::{Derivation, KeyColumn, KeyType, Pipeline, PluginSpec, Upstream};
-use crate::error::{Error, Result};
-use crate::keys::{AffectedKeys, DefaultCause};
+use crate::engine::error::{CommitError, Error, Result};
 use crate::lookup::{TableCache, TableLookup};
 use crate::plugin::{Plugin, PluginHost, UpstreamInput};
 use crate::sink::{LinkTable, BATCH_ID, CHANGE_TS, UPDATED_AT, UPSTREAMS};
@@ -83,9 +83,10 @@ mod plugins;
 #[cfg(test)]
 mod tests;
 
+use crate::cdf::history::{commit_info, commit_millis};
+use crate::sink::meta::{batch_meta, BatchMeta, RecordedRange};
 pub use key::{parse_key, Key, KeyValue};
 use log::*;
-pub(crate) use log::{batch_meta, commit_info, commit_millis};
 use narrow::*;
 use plugins::*;
 

@@ -162,7 +162,7 @@ impl Rederive<'_> {
                     .derive(&p.name, *batch_id, ups, lookup)
                     .await
                     .map_err(|e| e.to_string())?;
-                crate::keys::collect_output(out, &p.keys, &names).map_err(|e| e.to_string())?
+                out.collect(&p.keys, &names).map_err(|e| e.to_string())?
             }
             Engine::Sql {
                 query,
@@ -186,7 +186,7 @@ impl Rederive<'_> {
                 let (schema, rows) = crate::sql_pipeline::derive(query, tables, pinned, cache)
                     .await
                     .map_err(|e| e.to_string())?;
-                crate::keys::collect_batches(&schema, &rows, &p.keys, &names, Some(&default))
+                crate::affected::collect_batches(&schema, &rows, &p.keys, &names, Some(&default))
                     .map_err(|e| e.to_string())?
             }
         };

@@ -101,55 +101,6 @@ fn why_key_is_found_among_derived_keys() {
 }
 
 #[test]
-fn why_reads_batch_metadata_and_skips_other_commits() {
-    // One action per line, as sink.rs commits a batch.
-    let info = serde_json::json!({"commitInfo": {"timestamp": 1, "operation": "WRITE", "dlink": {
-        "pipeline": "p", "batch_id": 3, "keys": 2,
-        "upstreams": {
-            "b": {"start_version": 4, "end_version": 6, "pinned_version": 6, "change_rows": 10},
-            "a": {"start_version": null, "end_version": null, "pinned_version": 2, "change_rows": 0},
-        },
-        "lookups": {"dim": 9}, "link_mode": "log",
-        "plugin": {"path": "/p.wasm", "sha256": "abc", "active_since_batch": 1},
-        "host": "dlink-rt 0.1.0",
-    }}});
-    let entry = format!("{{\"txn\":{{\"appId\":\"dlink-rt:p\",\"version\":3}}}}\n{info}\n");
-    let m = batch_meta(entry.as_bytes()).unwrap();
-    assert_eq!(m.batch_id, 3);
-    assert_eq!(
-        m.upstreams,
-        vec![
-            RecordedRange {
-                name: "a".into(),
-                range: None,
-                pinned: 2,
-                change_rows: 0
-            },
-            RecordedRange {
-                name: "b".into(),
-                range: Some((4, 6)),
-                pinned: 6,
-                change_rows: 10
-            },
-        ]
-    );
-    assert_eq!(m.lookups, vec![("dim".to_string(), 9)]);
-    assert_eq!(m.plugin_path.as_deref(), Some("/p.wasm"));
-    assert_eq!(m.plugin_sha256.as_deref(), Some("abc"));
-    assert_eq!(m.plugin_active_since, Some(1));
-
-    let reset =
-        br#"{"commitInfo":{"dlink":{"pipeline":"p","batch_id":3,"reset":{"upstream":"a"}}}}"#;
-    assert!(batch_meta(reset).is_none());
-    let compact = br#"{"commitInfo":{"operation":"OPTIMIZE","dlink":{"compact":"optimize"}}}"#;
-    assert!(batch_meta(compact).is_none());
-    let ack = br#"{"commitInfo":{"dlink":{"consumer":{"name":"c","to_batch":3}}}}"#;
-    assert!(batch_meta(ack).is_none());
-    assert!(batch_meta(b"{\"add\":{}}\n").is_none());
-    assert!(batch_meta(b"not json").is_none());
-}
-
-#[test]
 fn why_reads_an_upstream_commits_time_and_operation() {
     let entry = br#"{"commitInfo":{"timestamp":1767225600000,"operation":"UPDATE","operationParameters":{"predicate":"id = 1"}}}
 {"add":{"path":"x.parquet"}}"#;

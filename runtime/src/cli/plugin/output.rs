@@ -2,7 +2,7 @@
 
 use deltalake::arrow::array::{ArrayRef, AsArray};
 use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type};
-use dlink_rt::keys::AffectedKeys;
+use dlink_rt::affected::AffectedKeys;
 
 /// One value of a key, ordered: numbers by value, strings by bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

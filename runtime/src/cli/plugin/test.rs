@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake::arrow::datatypes::DataType;
+use dlink_rt::affected::UPSTREAM;
 use dlink_rt::config::{KeyColumn, KeyType, Limits, PluginSpec};
 use dlink_rt::fixtures::{self, MemoryLookup};
-use dlink_rt::keys::UPSTREAM;
 use dlink_rt::plugin::{Contract, HostBuilder, Output, PipelineInfo, PluginError, UpstreamInput};
 
 use super::output::*;
@@ -35,7 +35,7 @@ pub(super) fn named_file(flag: &str, spec: &str) -> Result<(String, PathBuf), St
 }
 
 /// The key columns of the plugin's output: every column but `_upstream` and
-/// `_commit_timestamp`. Bytes that do not decode are left to [`dlink_rt::keys::collect`].
+/// `_commit_timestamp`. Bytes that do not decode are left to [`dlink_rt::affected::collect`].
 pub(super) fn output_keys(output: &[u8]) -> Result<Vec<KeyColumn>, String> {
     if output.is_empty() {
         return Ok(Vec::new());
@@ -266,7 +266,7 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         _ => declared,
     };
     let names: Vec<&str> = upstreams.iter().map(|(n, _)| n.as_str()).collect();
-    let affected = dlink_rt::keys::collect_output(output, &keys, &names).map_err(|e| {
+    let affected = output.collect(&keys, &names).map_err(|e| {
         let hint = if args.keys.is_empty() {
             ""
         } else {

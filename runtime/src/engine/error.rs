@@ -1,8 +1,8 @@
-//! The host's error: [`Error`] has one variant per layer, each with that layer's own
-//! enum ([`ConfigError`], [`ReadError`], [`PluginError`] inside a load or a batch,
+//! The run's error, where the layers are composed: [`Error`] has one variant per layer,
+//! each holding that layer's own enum ([`ConfigError`], [`ReadError`], [`PluginError`] inside a load or a batch,
 //! [`CommitError`]). Each variant says what happened, where, and what to do about it;
 //! the `Display` text is what a user sees. Storage failures are kept as a
-//! [`StoreError`]: their kind typed, their text redacted.
+//! [`StoreError`](crate::storage::StoreError): their kind typed, their text redacted.
 
 use std::path::PathBuf;
 
@@ -10,9 +10,8 @@ pub use crate::cdf::ReadError;
 pub use crate::config::ConfigError;
 use crate::plugin::PluginError;
 pub use crate::sink::CommitError;
-use crate::storage::{Cause, StoreError};
 
-/// Result alias used across the crate.
+/// What the engine and the commands above it return.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can stop a pipeline: one variant per layer (config, read, plugin,
@@ -71,7 +70,7 @@ pub enum BatchFailure {
     Sql(#[from] crate::sql_pipeline::SqlError),
     /// The SQL query's result has the wrong columns or values.
     #[error(transparent)]
-    QueryOutput(Box<crate::keys::InvalidKeys>),
+    QueryOutput(Box<crate::affected::InvalidKeys>),
     /// The change rows read could not be cut to `max_batch_rows` at a whole commit.
     #[error("cannot cut the batch to max_batch_rows: {source}")]
     Budget {
@@ -88,15 +87,6 @@ pub enum BatchFailure {
 }
 
 impl Error {
-    /// A failure of `pipeline`'s link table.
-    pub(crate) fn link(pipeline: &crate::config::Pipeline, e: impl Into<Cause>) -> Error {
-        Error::Commit(CommitError::Link {
-            pipeline: pipeline.name.clone(),
-            uri: pipeline.link_uri.clone(),
-            source: StoreError::new(e, &pipeline.link_storage),
-        })
-    }
-
     /// The kind of failure, as the `kind` label of `dlink_failures_total` and the
     /// `kind` field of its log event.
     pub fn kind(&self) -> &'static str {

@@ -23,7 +23,7 @@ mod sql;
 
 pub use error::InvalidKeys;
 
-pub use parts::{collect_output, collect_parts, KeysPart};
+pub use parts::{collect_parts, collect_per_upstream, KeysPart};
 
 use crate::cdf::timestamp_type;
 use crate::config::{KeyColumn, KeyType};

@@ -7,9 +7,8 @@ use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use proptest::prelude::*;
 
-use super::{collect, collect_output};
+use super::{collect, collect_per_upstream};
 use crate::config::{KeyColumn, KeyType};
-use crate::plugin::Output;
 
 fn keys() -> Vec<KeyColumn> {
     vec![KeyColumn {
@@ -51,7 +50,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_are_a_typed_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = collect(&bytes, &keys(), &["a"]);
-        let _ = collect_output(Output::PerUpstream(vec![("a".into(), bytes)]), &keys(), &["a"]);
+        let _ = collect_per_upstream(vec![("a".into(), bytes)], &keys(), &["a"]);
     }
 
     #[test]
@@ -65,7 +64,7 @@ proptest! {
         let _ = if combined {
             collect(&bytes, &keys(), &["a"])
         } else {
-            collect_output(Output::PerUpstream(vec![("a".into(), bytes)]), &keys(), &["a"])
+            collect_per_upstream(vec![("a".into(), bytes)], &keys(), &["a"])
         };
     }
 }

@@ -8,7 +8,6 @@ use deltalake::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType}
 use super::{arrow_type, fold, AffectedKeys, InvalidKeys};
 use crate::cdf::timestamp_type;
 use crate::config::KeyColumn;
-use crate::plugin::Output;
 
 /// The keys one upstream's changes caused, decoded.
 pub struct KeysPart {
@@ -17,34 +16,29 @@ pub struct KeysPart {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Validates and folds a plugin's `derive` output, whichever contract it speaks.
-pub fn collect_output(
-    out: Output,
+/// Validates and folds contract 0.2 output: per causing upstream, an IPC stream of
+/// the key columns (and optionally `_commit_timestamp`).
+pub fn collect_per_upstream(
+    parts: Vec<(String, Vec<u8>)>,
     keys: &[KeyColumn],
     upstream_names: &[&str],
 ) -> Result<AffectedKeys, InvalidKeys> {
-    match out {
-        Output::Combined(ipc) => super::collect(&ipc, keys, upstream_names),
-        Output::PerUpstream(parts) => {
-            let parts = parts
-                .into_iter()
-                .map(|(upstream, bytes)| {
-                    let (schema, batches) = crate::ipc::decode_owned(bytes).map_err(|source| {
-                        InvalidKeys::NotArrow {
-                            part: Some(upstream.clone()),
-                            source,
-                        }
-                    })?;
-                    Ok(KeysPart {
-                        upstream,
-                        schema,
-                        batches,
-                    })
-                })
-                .collect::<Result<Vec<_>, InvalidKeys>>()?;
-            collect_parts(&parts, keys, upstream_names)
-        }
-    }
+    let parts = parts
+        .into_iter()
+        .map(|(upstream, bytes)| {
+            let (schema, batches) =
+                crate::ipc::decode_owned(bytes).map_err(|source| InvalidKeys::NotArrow {
+                    part: Some(upstream.clone()),
+                    source,
+                })?;
+            Ok(KeysPart {
+                upstream,
+                schema,
+                batches,
+            })
+        })
+        .collect::<Result<Vec<_>, InvalidKeys>>()?;
+    collect_parts(&parts, keys, upstream_names)
 }
 
 /// Checks each part's upstream and schema, then folds all of them into one row per

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchReport, PluginSlot, RunSummary, Session};
 use crate::cdf::FanOut;
 use crate::config::{Pipeline, PluginSpec};
-use crate::error::{CommitError, Error, Result};
+use crate::engine::error::{CommitError, Error, Result};
+use crate::engine::{watchdog, BatchReport, PluginSlot, RunSummary, Session};
 use crate::plugin::source;
 use crate::plugin::{sha256_hex, Plugin, PluginError, PluginHost};
 use watch::watch;
@@ -134,7 +134,7 @@ pub async fn follow_until(
     };
     while !stop.is_cancelled() {
         // Not raced against `stop`: the poll ends after its current batch.
-        super::watchdog::at(&pipeline.name, "a poll");
+        watchdog::at(&pipeline.name, "a poll");
         let outcome = poll(
             pipeline,
             &host,
@@ -145,7 +145,7 @@ pub async fn follow_until(
             &mut report,
         )
         .await;
-        super::watchdog::rest(&pipeline.name);
+        watchdog::rest(&pipeline.name);
         match &outcome {
             Ok(()) => {
                 failures = 0;
