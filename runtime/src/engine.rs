@@ -10,7 +10,8 @@ mod read;
 mod session;
 pub mod watchdog;
 
-pub(crate) use derive::{
+// Public for embedders and benchmarks (dlink-bench): the derive-stage contract.
+pub use derive::{
     BatchInput, Derive, Derived, PluginDerive, PluginTimings, SqlDerive, UpstreamBatch,
 };
 pub use follow::{backoff, follow, follow_until, FollowEvents, FollowOptions, NoEvents};

@@ -31,7 +31,6 @@
 //! Downstream, [`consumer`] reads the keys of
 //! a window of batches back, [`compact`] applies retention and [`why`] explains a key.
 
-pub mod bench;
 pub mod cdf;
 pub mod compact;
 pub mod config;
