@@ -49,18 +49,19 @@ test-long: build
 install: plugins
 	$(CARGO) install --path runtime --locked
 
-## release: the optimized binary in the target folder (what bench-peer runs)
+## release: the optimized binaries in the target folder: dlink-rt and dlink-bench (what bench-peer and bench-s3 run)
 release:
-	$(CARGO) build --release --bin dlink-rt
+	$(CARGO) build --release -p dlink-rt -p dlink-bench
 
 ## bench-peer: the example pipelines at 100k rows, release build, against the Python peer
 bench-peer: release plugins peer-venv
-	DLINK_PEER_PYTHON=$(PEER_VENV)/bin/python $(CARGO) run -q --release --bin dlink-rt -- bench --examples --peer $(BENCH_ARGS)
+	DLINK_PEER_PYTHON=$(PEER_VENV)/bin/python $(CARGO) run -q --release --bin dlink-bench -- --examples --peer $(BENCH_ARGS)
 
 test-sdk:
 	cd plugins && $(CARGO) test -p dlink-plugin-sdk
 
 ## bench-s3: the example pipelines over a loopback S3 server (moto) vs local disk, with request counts
+## (run.sh takes the release dlink-rt and finds dlink-bench next to it)
 bench-s3: release plugins peer-venv
 	bench/s3/run.sh "$$($(CARGO) metadata --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/dlink-rt" $(PEER_VENV)/bin/moto_server $(BENCH_ROWS)
 

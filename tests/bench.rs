@@ -1,10 +1,26 @@
-//! `dlink-rt bench --json` at a tiny size: every figure is there and sane. No timing
+//! `dlink-bench --json` at a tiny size: every figure is there and sane. No timing
 //! assertions: speed is measured by the bench, never by tests.
+//!
+//! A test of the bench package (bench/Cargo.toml), kept with the other end-to-end tests
+//! and their shared helpers (tests/common). It runs the `dlink-bench` binary alone: the
+//! bench runs the pipelines in its own process through dlink-rt's library, and its
+//! `--scaling` child processes are `dlink-bench` again, so no `dlink-rt` binary is needed.
 
 mod common;
 
-use common::{dlink, plugin, text};
+use std::process::Command;
+
+use common::{plugin, text};
 use serde_json::Value;
+
+/// The `dlink-bench` binary with the test cache folder (as `common::dlink` runs
+/// `dlink-rt`).
+fn dlink_bench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dlink-bench"));
+    c.env("DLINK_CACHE_DIR", common::cache_dir())
+        .env_remove("DLINK_TEST_PAUSE_AT");
+    c
+}
 
 fn num(v: &Value, path: &[&str]) -> f64 {
     let mut x = v;
@@ -16,8 +32,7 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 }
 
 /// A tiny workload, the same every time (seed 7).
-const TINY: [&str; 16] = [
-    "bench",
+const TINY: [&str; 15] = [
     "--json",
     "--upstreams",
     "4",
@@ -39,7 +54,7 @@ const TINY: [&str; 16] = [
 fn bench_json_has_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
-    let o = dlink()
+    let o = dlink_bench()
         .args(TINY)
         .arg("--keep")
         .arg("--plugin")
@@ -103,7 +118,7 @@ fn bench_json_has_every_figure() {
     );
 
     // Same seed, same workload: the generator's count is reproducible.
-    let again = dlink()
+    let again = dlink_bench()
         .args(TINY)
         .arg("--plugin")
         .arg(plugin("every_upstream_key"))
@@ -121,8 +136,8 @@ fn bench_json_has_every_figure() {
     );
 
     // A non-empty --dir is refused.
-    let o = dlink()
-        .args(["bench", "--upstreams", "2", "--pipelines", "1"])
+    let o = dlink_bench()
+        .args(["--upstreams", "2", "--pipelines", "1"])
         .arg("--dir")
         .arg(&work)
         .output()
@@ -131,15 +146,14 @@ fn bench_json_has_every_figure() {
     assert!(!o.status.success() && err.contains("not empty"), "{err}");
 }
 
-/// `bench --follow`: each sample's commit is found in the link table, and the figures
-/// are the samples'.
+/// `dlink-bench --follow`: each sample's commit is found in the link table, and the
+/// figures are the samples'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_follow_measures_commits_that_reach_the_link_table() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
-    let o = dlink()
+    let o = dlink_bench()
         .args([
-            "bench",
             "--follow",
             "--json",
             "--upstreams",
@@ -199,7 +213,7 @@ async fn bench_follow_measures_commits_that_reach_the_link_table() {
     assert_eq!(batches.len(), 4, "one batch per sample: {batches:?}");
 }
 
-/// `bench --examples --peer` at a small size: both runs of the four example
+/// `dlink-bench --examples --peer` at a small size: both runs of the four example
 /// pipelines (catch-up, then an increment) find, pipeline by pipeline, the same keys
 /// as the Python peer (delta-rs + polars), and every figure of the issue is reported.
 /// Needs the peer's venv (`make peer-venv`, which `make test` runs); without it the
@@ -210,10 +224,9 @@ fn bench_examples_agrees_with_the_python_peer() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let o = dlink()
+    let o = dlink_bench()
         .current_dir(common::repo_root())
         .args([
-            "bench",
             "--examples",
             "--peer",
             "--json",

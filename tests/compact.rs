@@ -13,7 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{dlink, emp_dept_at, json_emp_ids, link_log, link_state, text, Workspace};
-use dlink_rt::bench::examples::write_increment;
+use dlink_bench::examples::write_increment;
 use serde_json::Value;
 
 const ROWS: usize = 100_000;

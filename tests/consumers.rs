@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::{dlink, emp_dept_at, json_emp_ids, link_keys, link_log, link_state, text};
-use dlink_rt::bench::examples::write_increment;
+use dlink_bench::examples::write_increment;
 use dlink_rt::config::Pipeline;
 use dlink_rt::consumer::Consumer;
 use serde_json::Value;

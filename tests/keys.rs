@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::{dlink, emp_dept_at, json_emp_ids, link_keys, link_log, text};
-use dlink_rt::bench::examples::write_increment;
+use dlink_bench::examples::write_increment;
 use serde_json::Value;
 
 const ROWS: usize = 100_000;

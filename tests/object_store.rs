@@ -17,6 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{batch_ids_in_log, dlink, link_rows, link_state, plugin, sp_history, text, Workspace};
+use dlink_bench::{compare::PIPELINES, examples};
 use dlink_rt::storage::StorageOptions;
 
 /// What the runs get as the secret key, through the environment.
@@ -243,13 +244,10 @@ async fn example_pipelines_catch_up_over_s3_as_on_local_disk_at_100k_rows() {
     let Some(moto) = Moto::start() else { return };
     let local = tempfile::tempdir().unwrap();
     let tables = local.path().join("tables");
-    dlink_rt::bench::examples::write_history(&tables, 100_000, 4)
+    examples::write_history(&tables, 100_000, 4)
         .await
         .expect("write tables");
-    let names: Vec<&str> = dlink_rt::bench::examples::TABLES
-        .iter()
-        .map(|t| t.0)
-        .collect();
+    let names: Vec<&str> = examples::TABLES.iter().map(|t| t.0).collect();
     for t in &names {
         moto.upload(&tables.join(t), &format!("tables/{t}")).await;
     }
@@ -260,7 +258,7 @@ async fn example_pipelines_catch_up_over_s3_as_on_local_disk_at_100k_rows() {
     }
     std::fs::write(local.path().join("upstreams.toml"), catalog).unwrap();
     let s3 = s3_folder(&moto, &names);
-    for (name, ups, key) in dlink_rt::bench::compare::PIPELINES {
+    for (name, ups, key) in PIPELINES {
         pipeline_file(local.path(), name, ups, key, &format!("links/{name}"), 100);
         pipeline_file(
             s3.path(),
@@ -281,7 +279,7 @@ async fn example_pipelines_catch_up_over_s3_as_on_local_disk_at_100k_rows() {
         out.contains("4 pipelines: 4 batches committed, 0 failed"),
         "{out}"
     );
-    for (name, _, _) in dlink_rt::bench::compare::PIPELINES {
+    for (name, _, _) in PIPELINES {
         let on_s3 = link_rows(&s3.path().join(format!("{name}.toml"))).await;
         let on_disk = link_rows(&local.path().join(format!("{name}.toml"))).await;
         assert!(on_disk.len() > 10_000, "{name}: {} keys", on_disk.len());

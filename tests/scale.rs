@@ -1,5 +1,5 @@
 //! The example pipelines at a user's scale: 100k-row upstream tables written with
-//! deltalake (`dlink_rt::bench::examples`), a first run over their history and a
+//! deltalake (`dlink_bench::examples`), a first run over their history and a
 //! 20-commit increment, each checked against keys recomputed from table snapshots
 //! (not from the change feed dlink-rt reads); a plugin's lookup of a million keys; and
 //! the lookup index against snapshot reads at every version.
@@ -20,7 +20,7 @@ use common::{dlink, link_keys, plugin, text, Workspace};
 use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::util::display::array_value_to_string;
-use dlink_rt::bench::examples::{write_history, write_increment};
+use dlink_bench::examples::{write_history, write_increment};
 use dlink_rt::config::{LookupSettings, Upstream};
 use dlink_rt::lookup::{Indexes, TableLookup};
 use dlink_rt::plugin::Lookup;
@@ -318,7 +318,7 @@ async fn the_direct_change_feed_reader_reads_like_deltalakes_scan_at_100k_rows()
     use dlink_rt::cdf::{read_changes_with, Reader};
     let f = fixture();
     let ctx = dlink_rt::cdf::session();
-    for (name, cols, _) in dlink_rt::bench::examples::TABLES {
+    for (name, cols, _) in dlink_bench::examples::TABLES {
         let path = f.b.join(name);
         let u = Upstream::new(name, path.display().to_string());
         let t = dlink_rt::cdf::open_latest(&u).await.expect("open");

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{dlink, emp_dept_at, link_keys, link_log, link_state, plugin, text, Workspace};
-use dlink_rt::bench::examples::departments;
+use dlink_bench::examples::departments;
 use dlink_rt::demo::{DemoTable, AFFILIATION, SPMASTER};
 use serde_json::{json, Value};
 

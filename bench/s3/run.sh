@@ -5,11 +5,17 @@
 #
 #   bench/s3/run.sh DLINK_RT_BINARY MOTO_SERVER [ROWS]
 #
+# The tables are written by `dlink-bench --examples`: the dlink-bench binary next to
+# DLINK_RT_BINARY (cargo builds both into one target folder: `make release`), or
+# $DLINK_BENCH. Everything else runs DLINK_RT_BINARY.
+#
 # Prints: local and S3 catch-up times and their ratio; requests of the catch-up, of a
 # run with nothing to do, and per batch of a one-version-per-batch catch-up of
 # sp_affiliation (showing whether a batch's requests grow with the table's history).
 set -euo pipefail
 bin=$1; moto=$2; rows=${3:-100000}
+bench=${DLINK_BENCH:-$(dirname "$bin")/dlink-bench}
+[ -x "$bench" ] || { echo "bench-s3: no dlink-bench at $bench (make release builds it, or set DLINK_BENCH)" >&2; exit 2; }
 python="$(dirname "$moto")/python"
 work=$(mktemp -d /tmp/dlink-bench-s3.XXXXXX)
 trap 'kill $moto_pid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -21,8 +27,8 @@ curl -s -X PUT "http://127.0.0.1:$port/lake" -o /dev/null
 now() { date +%s.%N; }
 requests() { grep -cE '"(GET|PUT|HEAD|POST|DELETE) ' "$work/moto.log" || true; }
 
-echo "bench-s3: writing the example tables at $rows rows (bench --examples --keep)" >&2
-"$bin" bench --examples --rows "$rows" --keep --dir "$work/local" >/dev/null 2>&1
+echo "bench-s3: writing the example tables at $rows rows (dlink-bench --examples --keep)" >&2
+"$bench" --examples --rows "$rows" --keep --dir "$work/local" >/dev/null 2>&1
 rm -rf "$work/local/links"
 
 echo "bench-s3: uploading them" >&2

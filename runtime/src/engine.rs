@@ -14,7 +14,8 @@ mod session;
 mod slot;
 pub mod watchdog;
 
-pub(crate) use derive::{
+// Public for embedders and benchmarks (dlink-bench): the derive-stage contract.
+pub use derive::{
     BatchInput, Derive, Derived, PluginDerive, PluginTimings, SqlDerive, UpstreamBatch,
 };
 pub use many::{default_jobs, run_many, ManyOutcome};

@@ -32,7 +32,6 @@
 //! a window of batches back, [`compact`] applies retention and [`why`] explains a key.
 
 pub mod affected;
-pub mod bench;
 pub mod cdf;
 pub mod compact;
 pub mod config;

@@ -37,9 +37,16 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dlink-components")
 }
 
-/// The `dlink-rt` binary with the test cache folder.
+/// The `dlink-rt` binary with the test cache folder. Cargo sets its path
+/// (`CARGO_BIN_EXE_dlink-rt`) for the runtime package's tests only; the bench package's
+/// test shares these helpers and runs `dlink-bench` instead (tests/bench.rs), never this.
 pub fn dlink() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dlink-rt"));
+    let Some(exe) = option_env!("CARGO_BIN_EXE_dlink-rt") else {
+        panic!(
+            "dlink() is for the runtime package's tests (cargo sets CARGO_BIN_EXE_dlink-rt there)"
+        )
+    };
+    let mut c = Command::new(exe);
     c.env("DLINK_CACHE_DIR", cache_dir())
         .env_remove("DLINK_TEST_PAUSE_AT");
     c
@@ -254,7 +261,7 @@ pub fn peer_python(what: &str) -> Option<PathBuf> {
 pub async fn emp_dept_at(rows: usize) -> (Workspace, PathBuf, PathBuf) {
     let ws = Workspace::new();
     let tables = ws.path().join("tables");
-    dlink_rt::bench::examples::write_history(&tables, rows, 4)
+    dlink_bench::examples::write_history(&tables, rows, 4)
         .await
         .expect("write the example tables");
     let file = ws.pipeline(

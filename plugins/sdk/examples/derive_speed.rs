@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example derive_speed -p dlink-plugin-sdk [UPSTREAMS] [ROWS]
 //!
-//! (default 6 upstreams of 220,000 change rows). `dlink-rt bench` measures the same
+//! (default 6 upstreams of 220,000 change rows). `dlink-bench` measures the same
 //! derivation as a Wasm plugin; comparing the two separates the cost of the SDK from
 //! the cost of the sandbox.
 
@@ -130,7 +130,7 @@ fn main() -> Result<(), String> {
         }
         std::hint::black_box(out);
 
-        // The host bench's native reference: (id, upstream) -> newest, in a foldhash map.
+        // dlink-bench's native reference: (id, upstream) -> newest, in a foldhash map.
         let t = Instant::now();
         let mut index: HashMap<(i64, usize), usize, foldhash::fast::RandomState> =
             HashMap::default();

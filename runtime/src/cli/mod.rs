@@ -2,7 +2,6 @@
 //! exit code.
 
 mod ack;
-mod bench;
 mod compact;
 mod consumers;
 mod demo;
@@ -96,8 +95,6 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// For plugin authors: write a new plugin crate, or run a plugin on hand-written change rows.
     Plugin(plugin::PluginArgs),
-    /// Generate a workload, catch it up, and time it against the raw-read and native references.
-    Bench(bench::BenchArgs),
 }
 
 /// Exit code of a run where a pipeline failed.
@@ -173,7 +170,6 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Graph(args) => graph::graph(args),
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, host).await,
-            Command::Bench(args) => bench::bench(args, host).await,
         }
     });
     // The command's outcome is decided. Work still in flight on other threads (a

@@ -20,7 +20,8 @@ use crate::sink::UpstreamRange;
 use crate::sql_pipeline::ChangeTable;
 
 /// One upstream's part of a batch.
-pub(crate) struct UpstreamBatch<'a> {
+/// Public for embedders and benchmarks, as the derive-stage contract.
+pub struct UpstreamBatch<'a> {
     pub upstream: &'a Upstream,
     /// The range read (or none) and the version the batch pins the table at.
     pub range: &'a UpstreamRange,
@@ -44,7 +45,8 @@ impl UpstreamBatch<'_> {
 }
 
 /// Everything a derivation sees of a batch.
-pub(crate) struct BatchInput<'a> {
+/// Public for embedders and benchmarks, as the derive-stage contract.
+pub struct BatchInput<'a> {
     pub pipeline: &'a Pipeline,
     pub batch_id: i64,
     pub upstreams: Vec<UpstreamBatch<'a>>,
@@ -81,7 +83,8 @@ impl BatchInput<'_> {
 }
 
 /// What a derivation produced.
-pub(crate) struct Derived {
+/// Public for embedders and benchmarks, as the derive-stage contract.
+pub struct Derived {
     pub keys: AffectedKeys,
     /// SHA-256 of the plugin file or of the SQL text.
     pub sha256: String,
@@ -107,7 +110,10 @@ pub struct PluginTimings {
 }
 
 /// A derivation of affected keys from a batch.
-pub(crate) trait Derive {
+/// Public for embedders and benchmarks, as the derive-stage contract (its futures are
+/// run on the caller's task, so no `Send` bound is promised).
+#[allow(async_fn_in_trait)]
+pub trait Derive {
     /// Derives the batch's keys. An error fails the batch; nothing is committed.
     async fn derive(&mut self, input: BatchInput<'_>) -> Result<Derived>;
 }
@@ -154,7 +160,8 @@ fn batch_err(input: &BatchInput<'_>, cause: BatchFailure) -> Error {
 
 /// A Wasm plugin: the changes as Arrow IPC in, the keys as Arrow IPC out, lookups
 /// answered from the pinned tables.
-pub(crate) struct PluginDerive<'a> {
+/// Public for embedders and benchmarks, as the derive-stage contract.
+pub struct PluginDerive<'a> {
     pub spec: &'a PluginSpec,
     pub host: &'a PluginHost,
     pub slot: &'a mut PluginSlot,
@@ -274,14 +281,16 @@ impl PluginTimings {
 }
 
 /// A SQL query over the change tables (and the pinned tables it joins).
-pub(crate) struct SqlDerive<'a> {
+/// Public for embedders and benchmarks, as the derive-stage contract.
+pub struct SqlDerive<'a> {
     pub query: &'a str,
     pub first_batch: i64,
 }
 
 impl<'a> SqlDerive<'a> {
     /// The query, in effect since the first batch.
-    pub(crate) fn new(query: &'a str) -> Self {
+    /// Public for embedders and benchmarks, as the derive-stage contract.
+    pub fn new(query: &'a str) -> Self {
         SqlDerive {
             query,
             first_batch: 1,

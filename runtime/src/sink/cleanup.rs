@@ -10,7 +10,7 @@ use deltalake::DeltaTable;
 /// `_delta_log` (every entry within `delta.logRetentionDuration`, 30 days by default),
 /// so a link table committing a batch every few seconds paid, at every batch, a listing
 /// of every batch it had committed in a month: a commit whose cost grew with the
-/// table's history (`bench --commit`: 12 ms of a 27 ms commit after 1,000 batches).
+/// table's history (`dlink-bench --commit`: 12 ms of a 27 ms commit after 1,000 batches).
 ///
 /// Only the commit's expected version decides: a commit that lands later than
 /// expected (a retry after a conflict) leaves the cleanup to the next checkpoint, and
@@ -31,10 +31,71 @@ pub(crate) fn cleanup_at_checkpoints(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::Arc;
 
-    use crate::bench::commit::{commit as commit_keys, keys};
-    use crate::config::LinkMode;
-    use crate::sink::LinkTable;
+    use deltalake::arrow::array::Int64Array;
+
+    use crate::affected::AffectedKeys;
+    use crate::config::{LinkMode, Pipeline};
+    use crate::sink::{Commit, LinkTable, UpstreamRange};
+
+    /// Keys `base + i * stride` for `i < n`, caused by upstream `u` (the batches of
+    /// dlink-bench's `commit` module, which the host's unit tests cannot use).
+    fn keys(n: usize, base: i64, stride: i64) -> AffectedKeys {
+        let cause: Arc<[String]> = Arc::from(vec!["u".to_string()]);
+        AffectedKeys {
+            columns: vec![Arc::new(Int64Array::from_iter_values(
+                (0..n as i64).map(|i| base + i * stride),
+            ))],
+            upstreams: vec![cause; n],
+            change_ts: vec![Some(0); n],
+        }
+    }
+
+    /// Commits `k` as batch `batch_id`, which read version `batch_id - 1` of `u`.
+    async fn commit_keys(
+        link: &mut LinkTable,
+        batch_id: i64,
+        k: &AffectedKeys,
+    ) -> Result<i64, String> {
+        let ranges = [UpstreamRange {
+            name: "u".into(),
+            range: Some((batch_id - 1, batch_id - 1)),
+            pinned: batch_id - 1,
+            change_rows: k.len(),
+            table_id: String::new(),
+        }];
+        link.commit(Commit {
+            batch_id,
+            keys: k,
+            upstreams: &ranges,
+            lookups: &[],
+            plugin_path: "bench".into(),
+            plugin_sha256: String::new(),
+            plugin_active_since: 1,
+            plugin_contract: None,
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// A pipeline file in `dir` over upstream `u`, with `extra` lines in its `[link]`
+    /// section.
+    fn pipeline_with(dir: &Path, mode: LinkMode, extra: &str) -> Result<Pipeline, String> {
+        let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::write(dir.join("upstreams.toml"), "[upstreams.u]\nuri = \"u\"\n").map_err(err)?;
+        let file = dir.join("p.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"p\"\nupstreams = [\"u\"]\n\n[sql]\nquery = \"SELECT 1 AS k\"\n\n\
+                 [link]\nuri = \"link\"\nmode = \"{mode}\"\nkeys = [{{ name = \"k\", type = \"long\" }}]\n{extra}"
+            ),
+        )
+        .map_err(err)?;
+        Pipeline::load(&file).map_err(|e| e.to_string())
+    }
 
     /// Commits batch `batch_id` (one key); returns the link table's version after it.
     async fn commit(link: &mut LinkTable, batch_id: i64) -> i64 {
@@ -47,8 +108,7 @@ mod tests {
     /// A change-log pipeline in `dir` (no merge of small files), its link table's
     /// path, and the link table opened with its checkpoint read.
     async fn new_link(dir: &Path) -> (crate::config::Pipeline, std::path::PathBuf, LinkTable) {
-        let p = crate::bench::commit::pipeline_with(dir, LinkMode::Log, "merge_small_files = 0\n")
-            .unwrap();
+        let p = pipeline_with(dir, LinkMode::Log, "merge_small_files = 0\n").unwrap();
         let mut link = LinkTable::open(&p).await.unwrap();
         link.checkpoint().await.unwrap();
         (p, dir.join("link"), link)

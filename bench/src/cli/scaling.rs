@@ -51,7 +51,8 @@ pub(super) fn scaling(args: &BenchArgs, cache_dir: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The `bench --json` run at `scale`, with the other options of this one.
+/// The `dlink-bench --json` run at `scale` (this program again, `current_exe`), with
+/// the other options of this one.
 fn scale_command(
     exe: &Path,
     args: &BenchArgs,
@@ -59,7 +60,7 @@ fn scale_command(
     scale: usize,
 ) -> std::process::Command {
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("bench").arg("--json");
+    cmd.arg("--json");
     for (flag, value) in [
         ("--upstreams", args.upstreams().to_string()),
         ("--pipelines", args.pipelines().to_string()),

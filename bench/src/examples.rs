@@ -9,12 +9,11 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
-
-use crate::demo::{
+use dlink_rt::demo::{
     Col, DemoTable, AFFILIATION, AUTHOR_PUBLICATION_LINK, DEPARTMENT, EMPLOYEE, PUBLICATIONS,
     SPMASTER,
 };
+use serde_json::{json, Value};
 
 type DynResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

@@ -1,13 +1,14 @@
-//! `dlink-rt bench`: one catch-up over a generated workload, with the references.
+//! The options of `dlink-bench` (those `dlink-rt bench` took) and the run each selects:
+//! by default one catch-up over a generated workload, with the references.
 
 use std::path::PathBuf;
 
 use dlink_rt::plugin::HostBuilder;
 use std::process::ExitCode;
 
-use dlink_rt::bench::{
-    self, compare::ExamplesOptions, latency::LatencyOptions, workload::WorkloadSpec, BenchOptions,
-    BenchResult,
+use dlink_bench::{
+    self as bench, compare::ExamplesOptions, latency::LatencyOptions, workload::WorkloadSpec,
+    BenchOptions, BenchResult,
 };
 
 use dlink_rt::config::LinkMode;

@@ -1,4 +1,4 @@
-//! `dlink-rt bench --examples [--peer]`: the four example pipelines, in one process,
+//! `dlink-bench --examples [--peer]`: the four example pipelines, in one process,
 //! over the example tables at `--rows` rows ([`super::examples`]): a catch-up over the
 //! load and its history, then an increment of small commits, each timed against the
 //! limit (reading the window's change files and appending the keys, one commit per
@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::{AsArray, Int64Array, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use deltalake::datafusion::prelude::{col, lit};
+use dlink_rt::config::{Catalog, LookupSettings, Pipeline, Upstream};
+use dlink_rt::engine::BatchReport;
+use dlink_rt::plugin::Lookup;
 use serde::{Deserialize, Serialize};
 
 use super::examples::{write_history, write_increment, TABLES};
 use super::{peak_rss, peer, reference, reset_peak_rss, secs, Cleanup, StageSecs, Totals};
-use crate::config::{Catalog, LookupSettings, Pipeline, Upstream};
-use crate::engine::BatchReport;
-use crate::plugin::Lookup;
 
 /// The example pipelines: name, upstreams, key column.
 pub const PIPELINES: [(&str, [&str; 2], &str); 4] = [
@@ -48,7 +48,7 @@ pub struct ExamplesOptions {
     pub dir: Option<PathBuf>,
     pub keep: bool,
     /// How plugin hosts are built (compiled-component cache, profiler).
-    pub host: crate::plugin::HostBuilder,
+    pub host: dlink_rt::plugin::HostBuilder,
     /// Folder of the example plugins (`plugins/dist`).
     pub plugins: PathBuf,
     /// Run the Python peer with this interpreter (`None`: no peer).
@@ -131,11 +131,11 @@ fn write_configs(dir: &Path, plugins: &Path) -> Result<Vec<Pipeline>, String> {
 /// plugins from the cache, no lookup index yet).
 async fn run_in_new_host(
     pipelines: &[Pipeline],
-    host: &crate::plugin::HostBuilder,
+    host: &dlink_rt::plugin::HostBuilder,
 ) -> Result<(Duration, Vec<BatchReport>), String> {
     let host = host.build().map_err(|e| format!("{e:#}"))?;
     let (reports, _, wall) =
-        super::run_all(pipelines, &host, crate::engine::default_jobs()).await?;
+        super::run_all(pipelines, &host, dlink_rt::engine::default_jobs()).await?;
     Ok((wall, reports))
 }
 
@@ -167,9 +167,9 @@ async fn figures(
         .iter()
         .flat_map(|(_, cols, _)| cols.iter().map(|(c, _)| *c))
         .chain([
-            crate::cdf::CHANGE_TYPE,
-            crate::cdf::COMMIT_VERSION,
-            crate::cdf::COMMIT_TIMESTAMP,
+            dlink_rt::cdf::CHANGE_TYPE,
+            dlink_rt::cdf::COMMIT_VERSION,
+            dlink_rt::cdf::COMMIT_TIMESTAMP,
         ])
         .collect();
     f.limit_read_s = secs(reference::read_files(&files, &all, 2)?.time);
@@ -217,7 +217,7 @@ pub(super) async fn keys_after(
     after: &BTreeMap<String, i64>,
 ) -> Result<BTreeMap<String, BTreeSet<i64>>, String> {
     let mut out = BTreeMap::new();
-    let ctx = crate::cdf::session();
+    let ctx = dlink_rt::cdf::session();
     for p in pipelines {
         let url = deltalake::ensure_table_uri(&p.link_uri).map_err(|e| e.to_string())?;
         let t = deltalake::open_table(url)
@@ -227,7 +227,7 @@ pub(super) async fn keys_after(
         let key = p.keys[0].name.as_str();
         let batches = ctx
             .read_table(t.table_provider().await.map_err(|e| e.to_string())?)
-            .and_then(|df| df.filter(col(crate::sink::BATCH_ID).gt(lit(since))))
+            .and_then(|df| df.filter(col(dlink_rt::sink::BATCH_ID).gt(lit(since))))
             .and_then(|df| df.select_columns(&[key]))
             .map_err(|e| e.to_string())?
             .collect()
@@ -252,7 +252,7 @@ fn last_batches(reports: &[BatchReport], into: &mut BTreeMap<String, i64>) {
 /// Compiles every pipeline's plugin into the cache: a user's runs after the first
 /// load from it.
 fn fill_plugin_cache(
-    host: &crate::plugin::HostBuilder,
+    host: &dlink_rt::plugin::HostBuilder,
     pipelines: &[Pipeline],
 ) -> Result<(), String> {
     let host = host.build().map_err(|e| format!("{e:#}"))?;
@@ -367,17 +367,17 @@ pub async fn run(
 async fn lookup_figures(tables: &Path, rows: usize, r: &mut ExamplesResult) -> Result<(), String> {
     let name = "author_publication_link";
     let u = Upstream::new(name, tables.join(name).display().to_string());
-    let t = crate::cdf::open_latest(&u)
+    let t = dlink_rt::cdf::open_latest(&u)
         .await
         .map_err(|e| e.to_string())?;
-    let version = crate::cdf::version_of(&u, &t).map_err(|e| e.to_string())?;
-    let indexes = Arc::new(crate::lookup::Indexes::default());
-    let lookup = crate::lookup::TableLookup::new(
+    let version = dlink_rt::cdf::version_of(&u, &t).map_err(|e| e.to_string())?;
+    let indexes = Arc::new(dlink_rt::lookup::Indexes::default());
+    let lookup = dlink_rt::lookup::TableLookup::new(
         "bench",
         u64::MAX,
         [(u, version)],
         Arc::default(),
-        crate::cdf::session(),
+        dlink_rt::cdf::session(),
         indexes.clone(),
         // The index from the first lookup on: its build is what is measured here.
         LookupSettings {
@@ -394,7 +394,7 @@ async fn lookup_figures(tables: &Path, rows: usize, r: &mut ExamplesResult) -> R
         ))],
     )
     .map_err(|e| e.to_string())?;
-    let ipc = crate::ipc::encode(&schema, &[keys]).map_err(|e| e.to_string())?;
+    let ipc = dlink_rt::ipc::encode(&schema, &[keys]).map_err(|e| e.to_string())?;
     let cols = ["uid".to_string(), "pub_id".to_string()];
     let t = Instant::now();
     let first = lookup
@@ -412,7 +412,7 @@ async fn lookup_figures(tables: &Path, rows: usize, r: &mut ExamplesResult) -> R
         probes.push(secs(t.elapsed()));
     }
     probes.sort_by(f64::total_cmp);
-    let (_, answer) = crate::ipc::decode(&first).map_err(|e| e.to_string())?;
+    let (_, answer) = dlink_rt::ipc::decode(&first).map_err(|e| e.to_string())?;
     let stats = indexes.stats().await;
     let ix = stats.first().ok_or("the lookup built no index")?;
     r.lookup_keys = n as usize;

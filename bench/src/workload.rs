@@ -1,4 +1,4 @@
-//! The seed-scale workload of `dlink-rt bench`: U CDF-enabled upstream tables with a
+//! The seed-scale workload of `dlink-bench`: U CDF-enabled upstream tables with a
 //! random history (append, update, delete, merge), P pipelines over 2-8 of them (plugin
 //! and SQL alternating), a catalog and pipeline files. Deterministic by seed. The
 //! generator counts the change rows it writes itself, from the ids it touched, not by
@@ -8,10 +8,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dlink_rt::demo::{Col, DemoTable};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-
-use crate::demo::{Col, DemoTable};
 
 const COLS: [(&str, Col); 3] = [("id", Col::Long), ("ref_id", Col::Long), ("val", Col::Str)];
 
@@ -338,7 +337,7 @@ fn write_configs(spec: &WorkloadSpec, dir: &Path, pipelines: &[PipelineDef]) -> 
             "[upstreams.{n}]\nuri = \"tables/{n}\"\nkeys = [\"id\"]\ncolumns = [\"id\"]\n\n"
         ));
     }
-    write(crate::config::DEFAULT_CATALOG, catalog)?;
+    write(dlink_rt::config::DEFAULT_CATALOG, catalog)?;
     let plugin = spec.plugin.display().to_string().replace('\\', "\\\\");
     for p in pipelines {
         let names: Vec<String> = p.upstreams.iter().map(|i| table_name(*i)).collect();

@@ -1,7 +1,11 @@
-//! `dlink-rt bench`: one full catch-up of many pipelines over a generated workload
-//! ([`workload`]), timed by stage, with its peak memory, and the references measured
-//! on the same data in the same run ([`reference`]): the raw parquet read of the change
-//! rows, and the same derivation as Wasm, native Rust and SQL.
+//! `dlink-bench`: the benchmarks of dlink-rt, in a crate of their own that uses only the
+//! host's public API (`dlink_rt`). The default run: one full catch-up of many pipelines
+//! over a generated workload ([`workload`]), timed by stage, with its peak memory, and
+//! the references measured on the same data in the same run ([`reference`]): the raw
+//! parquet read of the change rows, and the same derivation as Wasm, native Rust and
+//! SQL. The other runs: `--follow` ([`latency`]), `--examples [--peer]` ([`compare`],
+//! over the tables of [`examples`], against the Python peer of [`peer`]), `--commit`
+//! and `--compact` ([`commit`]).
 
 pub mod commit;
 pub mod compare;
@@ -17,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use dlink_rt::config::{Catalog, Pipeline};
+use dlink_rt::engine::{BatchReport, Stages};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Catalog, Pipeline};
-use crate::engine::{BatchReport, Stages};
 pub use table::{mib, table};
 use workload::{Workload, WorkloadSpec};
 
@@ -35,7 +39,7 @@ pub struct BenchOptions {
     /// Pipelines run at once (and threads of the raw read).
     pub jobs: usize,
     /// How plugin hosts are built (compiled-component cache, profiler).
-    pub host: crate::plugin::HostBuilder,
+    pub host: dlink_rt::plugin::HostBuilder,
 }
 
 /// Stage times of the catch-up, summed over every batch of every pipeline.
@@ -49,8 +53,8 @@ pub struct StageSecs {
     pub commit_s: f64,
 }
 
-impl From<&crate::engine::Stages> for StageSecs {
-    fn from(s: &crate::engine::Stages) -> Self {
+impl From<&dlink_rt::engine::Stages> for StageSecs {
+    fn from(s: &dlink_rt::engine::Stages) -> Self {
         StageSecs {
             open_s: secs(s.open),
             plan_s: secs(s.plan),
@@ -280,14 +284,14 @@ pub async fn run(opts: &BenchOptions, progress: impl Fn(&str)) -> Result<BenchRe
 /// Runs every pipeline until caught up (`run_many`, `jobs` at a time): the batch
 /// reports, what `run_many` says and the wall time; the first pipeline that failed is
 /// an error.
-pub(super) async fn run_all(
+pub(crate) async fn run_all(
     pipelines: &[Pipeline],
-    host: &crate::plugin::PluginHost,
+    host: &dlink_rt::plugin::PluginHost,
     jobs: usize,
-) -> Result<(Vec<BatchReport>, crate::engine::ManyOutcome, Duration), String> {
+) -> Result<(Vec<BatchReport>, dlink_rt::engine::ManyOutcome, Duration), String> {
     let reports: Mutex<Vec<BatchReport>> = Mutex::default();
     let t = Instant::now();
-    let outcome = crate::engine::run_many(pipelines, host, jobs, |b| {
+    let outcome = dlink_rt::engine::run_many(pipelines, host, jobs, |b| {
         reports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -321,7 +325,7 @@ fn raw_read_limit(
         )?);
     }
     r.limit_list_s = secs(t.elapsed());
-    let limit = reference::read_files(&files, &["id", crate::cdf::CHANGE_TYPE], jobs)?;
+    let limit = reference::read_files(&files, &["id", dlink_rt::cdf::CHANGE_TYPE], jobs)?;
     r.limit_read_s = secs(limit.time);
     r.limit_files = limit.files;
     r.limit_bytes = limit.bytes;
@@ -331,7 +335,7 @@ fn raw_read_limit(
 
 fn load_pipelines(w: &Workload) -> Result<Vec<Pipeline>, String> {
     let catalog =
-        Catalog::load(&w.dir.join(crate::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
+        Catalog::load(&w.dir.join(dlink_rt::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
     w.pipelines
         .iter()
         .map(|p| {

@@ -20,15 +20,14 @@ struct Report {
     seconds: f64,
 }
 
-/// The peer script of this repository.
+/// The peer script of this repository: `bench/peer/peer.py` from the working folder,
+/// else next to this crate's manifest (`bench/`).
 pub fn script() -> PathBuf {
     let rel = PathBuf::from("bench/peer/peer.py");
     if rel.is_file() {
         return rel;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peer/peer.py")
 }
 
 /// The Python of the peer's venv: `python` if given (the command line's `--python`,
@@ -98,7 +97,7 @@ pub fn run(python: &Path, data: &Path, state: &Path) -> Result<PeerRun, String> 
 pub(super) async fn round(
     py: &Path,
     dir: &Path,
-    pipelines: &[crate::config::Pipeline],
+    pipelines: &[dlink_rt::config::Pipeline],
     before: &BTreeMap<String, i64>,
     what: &str,
     progress: &impl Fn(&str),

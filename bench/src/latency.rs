@@ -1,4 +1,4 @@
-//! `dlink-rt bench --follow`: how long one small upstream commit takes to reach the
+//! `dlink-bench --follow`: how long one small upstream commit takes to reach the
 //! link table in `--follow` mode. The first plugin pipeline of a generated workload
 //! is caught up, then followed; the bench commits a few rows to one of its upstreams
 //! at a time and waits for the batch that covers that version. The latency of a
@@ -9,16 +9,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dlink_rt::config::{Catalog, Pipeline};
+use dlink_rt::demo::DemoTable;
+use dlink_rt::engine::BatchReport;
+use dlink_rt::service::{follow, FollowOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::workload::{self, Rng, WorkloadSpec};
 use super::{profile, workload_dir, Cleanup};
-use crate::config::{Catalog, Pipeline};
-use crate::demo::DemoTable;
-use crate::engine::BatchReport;
-use crate::service::{follow, FollowOptions};
 
 /// How to run the latency bench.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct LatencyOptions {
     pub dir: Option<PathBuf>,
     pub keep: bool,
     /// How plugin hosts are built (compiled-component cache, profiler).
-    pub host: crate::plugin::HostBuilder,
+    pub host: dlink_rt::plugin::HostBuilder,
     /// `--interval` of the follow loop.
     pub interval: Duration,
     /// Commits to measure.
@@ -161,8 +161,8 @@ impl LatencyResult {
 }
 
 /// Runs every pipeline until caught up, as `run FOLDER` does.
-async fn catch_up(all: &[Pipeline], host: &crate::plugin::PluginHost) -> Result<(), String> {
-    for r in crate::engine::run_many(all, host, crate::engine::default_jobs(), |_| {})
+async fn catch_up(all: &[Pipeline], host: &dlink_rt::plugin::PluginHost) -> Result<(), String> {
+    for r in dlink_rt::engine::run_many(all, host, dlink_rt::engine::default_jobs(), |_| {})
         .await
         .results
     {
@@ -180,7 +180,7 @@ fn load_pipelines(
     service: bool,
 ) -> Result<(Pipeline, Vec<Pipeline>), String> {
     let catalog =
-        Catalog::load(&dir.join(crate::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
+        Catalog::load(&dir.join(dlink_rt::config::DEFAULT_CATALOG)).map_err(|e| e.to_string())?;
     let pipeline = Pipeline::load_with_catalog(&dir.join(format!("{}.toml", def.name)), &catalog)
         .map_err(|e| e.to_string())?;
 
@@ -216,7 +216,7 @@ async fn open_tables(
 }
 
 type Follower = (
-    tokio::task::JoinHandle<crate::Result<()>>,
+    tokio::task::JoinHandle<dlink_rt::Result<()>>,
     oneshot::Sender<()>,
     mpsc::UnboundedReceiver<(Instant, BatchReport)>,
 );
@@ -227,7 +227,7 @@ type Follower = (
 fn spawn_follower(
     opts: &LatencyOptions,
     pipeline: &Pipeline,
-    host: &Arc<crate::plugin::PluginHost>,
+    host: &Arc<dlink_rt::plugin::PluginHost>,
     dir: &std::path::Path,
 ) -> Follower {
     let (tx, rx) = mpsc::unbounded_channel::<(Instant, BatchReport)>();
@@ -255,12 +255,12 @@ fn spawn_follower(
                     let _ = stop_rx.await;
                     on_stop.cancel();
                 });
-                let opts = crate::service::ServiceOptions {
+                let opts = dlink_rt::service::ServiceOptions {
                     follow: follow_opts,
                     ..Default::default()
                 };
-                let monitor = Arc::new(crate::service::Monitor::new());
-                crate::service::follow_folder(
+                let monitor = Arc::new(dlink_rt::service::Monitor::new());
+                dlink_rt::service::follow_folder(
                     &dir,
                     follow_host,
                     opts,

@@ -1,5 +1,5 @@
-//! `dlink-rt bench --commit`: the link-table commit of a small batch (2,000 keys spread
-//! over the key space) as the table grows, through [`crate::sink::LinkTable::commit`]
+//! `dlink-bench --commit`: the link-table commit of a small batch (2,000 keys spread
+//! over the key space) as the table grows, through [`dlink_rt::sink::LinkTable::commit`]
 //! itself: in the change log (`log`, the default) from 100k to 10M rows, and as the
 //! one-row-per-key MERGE (`latest`) for contrast.
 //!
@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::Int64Array;
+use dlink_rt::affected::AffectedKeys;
+use dlink_rt::config::{LinkMode, Pipeline};
+use dlink_rt::consumer::{read_window, Since};
+use dlink_rt::sink::{Commit, LinkTable, UpstreamRange};
 use serde::{Deserialize, Serialize};
-
-use crate::affected::AffectedKeys;
-use crate::config::{LinkMode, Pipeline};
-use crate::sink::{Commit, LinkTable, UpstreamRange};
 
 /// Keys of each batch that grows the change log to a measured size.
 const GROW_KEYS: u64 = 10_000;
@@ -37,7 +37,7 @@ pub struct CommitPoint {
     /// Median of the measured commits.
     pub commit_s: f64,
     /// Change log only: reading the keys of one new 1,000-key batch
-    /// ([`crate::consumer::read_window`], what `keys --consumer` does), and the files
+    /// ([`dlink_rt::consumer::read_window`], what `keys --consumer` does), and the files
     /// that read opened.
     pub window_s: Option<f64>,
     pub window_files: Option<usize>,
@@ -151,7 +151,7 @@ pub async fn run(
             commit(&mut link, batch, &keys(1000, 7, (space / 1000).max(1))).await?;
             rows += 1000;
             let t = Instant::now();
-            let w = crate::consumer::read_window(&p, &crate::consumer::Since::Batch(batch - 1))
+            let w = read_window(&p, &Since::Batch(batch - 1))
                 .await
                 .map_err(|e| e.to_string())?;
             window_s = Some(t.elapsed().as_secs_f64());
@@ -182,7 +182,7 @@ pub async fn run(
 }
 
 /// `bench --compact`: a change log of `batches` single-batch files (1,000 keys each)
-/// compacted by [`crate::compact::compact`].
+/// compacted by [`dlink_rt::compact::compact`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompactPoint {
     pub batches: i64,
@@ -244,11 +244,11 @@ pub async fn compaction(
     let started = Instant::now();
     let times = commit_batches(&p, 1..=batches, &progress).await?;
     let write_s = started.elapsed().as_secs_f64();
-    let r = crate::compact::compact(&p, chrono::Utc::now())
+    let r = dlink_rt::compact::compact(&p, chrono::Utc::now())
         .await
         .map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let w = crate::consumer::read_window(&p, &crate::consumer::Since::Batch(batches - 1))
+    let w = read_window(&p, &Since::Batch(batches - 1))
         .await
         .map_err(|e| e.to_string())?;
     let window_s = t.elapsed().as_secs_f64();

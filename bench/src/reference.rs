@@ -11,14 +11,13 @@ use deltalake::arrow::array::{Array, AsArray, Int64Array, RecordBatch, Timestamp
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ProjectionMask;
-
-use crate::cdf::Changes;
-use crate::config::{Limits, Pipeline, PluginSpec};
-use crate::engine::{
+use dlink_rt::cdf::Changes;
+use dlink_rt::config::{Limits, Pipeline, PluginSpec};
+use dlink_rt::engine::{
     BatchInput, BatchReport, Derive, Derived, PluginDerive, PluginSlot, PluginTimings, SqlDerive,
     UpstreamBatch,
 };
-use crate::plugin::PluginHost;
+use dlink_rt::plugin::PluginHost;
 
 /// The files holding the change rows of one table's versions `start..=end`, as the
 /// commit JSON lists them: a commit's `cdc` files when it has any, else its `add`
@@ -28,7 +27,7 @@ pub fn change_files(table_dir: &Path, start: i64, end: i64) -> Result<Vec<PathBu
     for v in start..=end {
         let log = table_dir.join("_delta_log").join(format!("{v:020}.json"));
         let commit = std::fs::read(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        for path in crate::cdf::history::files_of(&commit) {
+        for path in dlink_rt::cdf::history::files_of(&commit) {
             let path = deltalake::Path::from_url_path(&path)
                 .map_err(|e| format!("{}: {path}: {e}", log.display()))?;
             files.push(table_dir.join(path.as_ref()));
@@ -119,15 +118,15 @@ fn read_file(path: &Path, columns: &[&str]) -> Result<(u64, u64), String> {
 pub(crate) struct NativeDerive;
 
 impl Derive for NativeDerive {
-    async fn derive(&mut self, input: BatchInput<'_>) -> crate::Result<Derived> {
-        let parts = every_upstream_key(&input).map_err(crate::Error::Other)?;
+    async fn derive(&mut self, input: BatchInput<'_>) -> dlink_rt::Result<Derived> {
+        let parts = every_upstream_key(&input).map_err(dlink_rt::Error::Other)?;
         let names: Vec<&str> = input
             .upstreams
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let keys = crate::affected::collect_parts(&parts, &input.pipeline.keys, &names)
-            .map_err(|e| crate::Error::Other(e.to_string()))?;
+        let keys = dlink_rt::affected::collect_parts(&parts, &input.pipeline.keys, &names)
+            .map_err(|e| dlink_rt::Error::Other(e.to_string()))?;
         Ok(Derived {
             keys,
             sha256: String::new(),
@@ -140,12 +139,12 @@ impl Derive for NativeDerive {
 
 /// What the `every_upstream_key` plugin returns, natively: per upstream, its change
 /// rows' `id` and `_commit_timestamp` columns as they are.
-fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::affected::KeysPart>, String> {
+fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<dlink_rt::affected::KeysPart>, String> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new(
-            crate::cdf::COMMIT_TIMESTAMP,
-            crate::cdf::timestamp_type(),
+            dlink_rt::cdf::COMMIT_TIMESTAMP,
+            dlink_rt::cdf::timestamp_type(),
             true,
         ),
     ]));
@@ -159,7 +158,7 @@ fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::affected::Key
                 .filter(|c| c.data_type() == &DataType::Int64)
                 .ok_or("the change rows have no long column 'id'")?;
             let ts = b
-                .column_by_name(crate::cdf::COMMIT_TIMESTAMP)
+                .column_by_name(dlink_rt::cdf::COMMIT_TIMESTAMP)
                 .ok_or("the change rows have no _commit_timestamp")?;
             let id = match id.null_count() {
                 0 => id.clone(),
@@ -188,7 +187,7 @@ fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::affected::Key
                 RecordBatch::try_new(schema.clone(), vec![id, ts]).map_err(|e| e.to_string())?,
             );
         }
-        parts.push(crate::affected::KeysPart {
+        parts.push(dlink_rt::affected::KeysPart {
             upstream: up.upstream.name.clone(),
             schema: schema.clone(),
             batches,
@@ -204,7 +203,7 @@ fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<crate::affected::Key
 pub async fn derivations(
     pipelines: &[Pipeline],
     host: &PluginHost,
-    compiled: &crate::plugin::Compiled,
+    compiled: &dlink_rt::plugin::Compiled,
     reports: &[BatchReport],
     r: &mut super::BenchResult,
 ) -> Result<(), String> {
@@ -227,8 +226,8 @@ pub async fn derivations(
     for b in reports {
         by_batch.entry(b.batch_id).or_default().push(b);
     }
-    let ctx = crate::cdf::session();
-    let cache = crate::lookup::TableCache::default();
+    let ctx = dlink_rt::cdf::session();
+    let cache = dlink_rt::lookup::TableCache::default();
     let mut c = Clocks {
         agree: true,
         ..Clocks::default()
@@ -279,7 +278,7 @@ pub async fn derivations(
 }
 
 /// The bench plugin as the derivations run it (keys from its `id` column).
-fn bench_plugin(compiled: &crate::plugin::Compiled) -> PluginSpec {
+fn bench_plugin(compiled: &dlink_rt::plugin::Compiled) -> PluginSpec {
     PluginSpec {
         path: compiled.path.clone(),
         config_json: r#"{"key_column":"id"}"#.into(),
@@ -326,11 +325,11 @@ impl Clocks {
 /// Every upstream of the pipelines, opened once at its latest version.
 async fn open_upstreams(
     pipelines: &[Pipeline],
-) -> Result<HashMap<String, (crate::config::Upstream, deltalake::DeltaTable)>, String> {
+) -> Result<HashMap<String, (dlink_rt::config::Upstream, deltalake::DeltaTable)>, String> {
     let mut upstreams = HashMap::new();
     for u in pipelines.iter().flat_map(|p| &p.upstreams) {
         if !upstreams.contains_key(&u.name) {
-            let t = crate::cdf::open_latest(u)
+            let t = dlink_rt::cdf::open_latest(u)
                 .await
                 .map_err(|e| e.to_string())?;
             upstreams.insert(u.name.clone(), (u.clone(), t));
@@ -343,7 +342,7 @@ async fn open_upstreams(
 /// range once.
 async fn read_group(
     ctx: &deltalake::datafusion::prelude::SessionContext,
-    upstreams: &HashMap<String, (crate::config::Upstream, deltalake::DeltaTable)>,
+    upstreams: &HashMap<String, (dlink_rt::config::Upstream, deltalake::DeltaTable)>,
     group: &[&BatchReport],
 ) -> Result<HashMap<(String, i64, i64), Arc<Changes>>, String> {
     let mut changes: HashMap<(String, i64, i64), Arc<Changes>> = HashMap::new();
@@ -357,7 +356,7 @@ async fn read_group(
             let (up, table) = upstreams
                 .get(&u.name)
                 .ok_or_else(|| format!("unknown upstream {}", u.name))?;
-            let ch = crate::cdf::read_changes(ctx, up, table, s, e)
+            let ch = dlink_rt::cdf::read_changes(ctx, up, table, s, e)
                 .await
                 .map_err(|e| e.to_string())?;
             changes.insert(key, Arc::new(ch));
@@ -372,9 +371,9 @@ fn batch_input<'a>(
     pipeline: &'a Pipeline,
     b: &'a BatchReport,
     batch_id: i64,
-    upstreams: &'a HashMap<String, (crate::config::Upstream, deltalake::DeltaTable)>,
+    upstreams: &'a HashMap<String, (dlink_rt::config::Upstream, deltalake::DeltaTable)>,
     changes: &HashMap<(String, i64, i64), Arc<Changes>>,
-    cache: &'a crate::lookup::TableCache,
+    cache: &'a dlink_rt::lookup::TableCache,
     ctx: &'a deltalake::datafusion::prelude::SessionContext,
 ) -> Result<BatchInput<'a>, String> {
     let mut ups = Vec::with_capacity(b.upstreams.len());
