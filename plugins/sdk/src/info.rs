@@ -8,7 +8,7 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::Error;
-use crate::keys::{KeyColumn, KeyType};
+use crate::output::{KeyColumn, KeyType};
 
 /// A table the pipeline reads: an upstream (the schema of its change rows) or a lookup
 /// table (the table's schema).

@@ -80,9 +80,9 @@ mod changes;
 mod error;
 mod host;
 mod info;
-mod keys;
 pub mod log;
 mod lookup;
+mod output;
 mod table;
 
 pub use changes::{
@@ -91,8 +91,8 @@ pub use changes::{
 };
 pub use error::Error;
 pub use info::{encode_schema, PipelineInfo, TableInfo};
-pub use keys::{IntoKey, IntoKeyValue, KeyColumn, KeyType, KeyValue, Keys};
 pub use lookup::{lookup_i64, lookup_str};
+pub use output::{IntoKey, IntoKeyValue, KeyColumn, KeyType, KeyValue, Keys};
 pub use table::{Table, TableRow, TableRows};
 
 /// The JSON crate the config is parsed with.

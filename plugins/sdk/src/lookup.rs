@@ -183,7 +183,7 @@ impl crate::Keys {
         table: &str,
         column: &str,
     ) -> Result<usize, crate::Error> {
-        use crate::keys::{value_at, KeyValue};
+        use crate::output::{value_at, KeyValue};
         if let Some(n) = self.add_through_ints(&mut *host, changes, via, table, column)? {
             return Ok(n);
         }
@@ -243,7 +243,7 @@ impl crate::Keys {
         table: &str,
         column: &str,
     ) -> Result<Option<usize>, crate::Error> {
-        use crate::keys::{value_at, KeyType, KeyValue};
+        use crate::output::{value_at, KeyType, KeyValue};
         use arrow_array::cast::AsArray;
         use arrow_array::types::Int64Type;
         use arrow_array::Array;

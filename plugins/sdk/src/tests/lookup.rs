@@ -1,6 +1,6 @@
 //! Lookups against a fake host: `add_through` and the typed lookup calls.
 
-use super::keys::decoded;
+use super::output::decoded;
 use super::*;
 
 #[test]

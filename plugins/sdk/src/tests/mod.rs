@@ -89,6 +89,6 @@ fn spmaster_changes() -> Changes {
 }
 
 mod changes;
-mod keys;
 mod lookup;
+mod output;
 mod pipeline;

@@ -1,6 +1,6 @@
 //! A whole pipeline run natively: `init` with a typed config, then `derive`.
 
-use super::keys::info;
+use super::output::info;
 use super::*;
 
 /// A test pipeline with a typed config.
