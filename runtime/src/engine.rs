@@ -3,6 +3,7 @@
 //! together.
 
 mod budget;
+mod chunk;
 mod derive;
 pub mod error;
 mod many;

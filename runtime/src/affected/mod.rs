@@ -60,6 +60,61 @@ impl AffectedKeys {
     pub fn is_empty(&self) -> bool {
         self.upstreams.is_empty()
     }
+
+    /// The keys of several parts of one batch (a plugin called per chunk) as one set:
+    /// each key once, with the union of its causes and its newest commit timestamp.
+    /// `upstream_names` are the batch's upstreams (every part's causes are among them).
+    pub fn merge(
+        mut parts: Vec<AffectedKeys>,
+        upstream_names: &[&str],
+    ) -> Result<AffectedKeys, InvalidKeys> {
+        if parts.len() <= 1 {
+            if let Some(one) = parts.pop() {
+                return Ok(one);
+            }
+        }
+        let width = parts.first().map_or(0, |p| p.columns.len());
+        let columns = (0..width)
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.columns[c].as_ref()).collect();
+                deltalake::arrow::compute::concat(&arrays)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // One row per (key, cause): `fold` takes one upstream per row.
+        let (mut rows, mut causes, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut offset = 0u32;
+        for p in &parts {
+            for (r, (names, t)) in p.upstreams.iter().zip(&p.change_ts).enumerate() {
+                for name in names.iter() {
+                    let u = upstream_names
+                        .iter()
+                        .position(|n| n == name)
+                        .ok_or_else(|| InvalidKeys::UnknownUpstream {
+                            name: name.clone(),
+                            part: false,
+                            upstreams: upstream_names.iter().map(|n| n.to_string()).collect(),
+                        })?;
+                    rows.push(offset + r as u32);
+                    causes.push(u);
+                    ts.push(*t);
+                }
+            }
+            offset += p.len() as u32;
+        }
+        let idx = UInt32Array::from(rows);
+        let key_cols = columns
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ts = deltalake::arrow::array::TimestampMicrosecondArray::from(ts);
+        fold(
+            key_cols,
+            causes.len(),
+            |i| Ok(causes[i]),
+            Some(&ts),
+            upstream_names,
+        )
+    }
 }
 
 /// The causes of keys from output without an `_upstream` column (SQL pipelines): the

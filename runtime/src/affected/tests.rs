@@ -199,3 +199,40 @@ fn integer_keys_are_numbered_alike_dense_or_sparse() {
         }
     }
 }
+
+/// The keys of a batch's chunks merged: each key once, the union of its causes, the
+/// newest timestamp; the order of the parts does not matter.
+#[test]
+fn chunks_keys_merge_into_one_row_per_key() {
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::Int64Type;
+    let part = |ids: &[i64], up: &str, ts: &[Option<i64>]| AffectedKeys {
+        columns: vec![Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef],
+        upstreams: ids
+            .iter()
+            .map(|_| Arc::from(vec![up.to_string()]))
+            .collect(),
+        change_ts: ts.to_vec(),
+    };
+    let a = part(&[1, 2], "a", &[Some(10), None]);
+    let b = part(&[2, 3], "b", &[Some(5), Some(7)]);
+    let c = part(&[1], "a", &[Some(30)]);
+    for parts in [vec![a.clone(), b.clone(), c.clone()], vec![c, b, a]] {
+        let m = AffectedKeys::merge(parts, &["a", "b"]).unwrap();
+        let ids = m.columns[0].as_primitive::<Int64Type>();
+        let mut rows: Vec<(i64, Vec<String>, Option<i64>)> = (0..ids.len())
+            .map(|i| (ids.value(i), m.upstreams[i].to_vec(), m.change_ts[i]))
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (1, vec!["a".to_string()], Some(30)),
+                (2, vec!["a".to_string(), "b".to_string()], Some(5)),
+                (3, vec!["b".to_string()], Some(7)),
+            ]
+        );
+    }
+    let unknown = part(&[9], "x", &[None]);
+    assert!(AffectedKeys::merge(vec![unknown.clone(), unknown], &["a"]).is_err());
+}

@@ -78,6 +78,10 @@ pub(super) struct PipelineFile {
     /// Default unlimited.
     #[schemars(with = "Option<u64>")]
     pub(super) max_batch_rows: Option<Spanned<u64>>,
+    /// Change rows per plugin call at most (a batch over it is derived in chunks, an
+    /// update's pre- and post-image never split). Default 65536.
+    #[schemars(with = "Option<u64>")]
+    pub(super) chunk_rows: Option<Spanned<u64>>,
     /// The plugin deriving the keys; or `sql`.
     pub(super) plugin: Option<plugin::PluginSection>,
     /// The SQL query deriving the keys; or `plugin`.

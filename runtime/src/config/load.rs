@@ -197,6 +197,14 @@ impl Pipeline {
                 ));
             }
         }
+        if let Some(r) = &file.chunk_rows {
+            if *r.get_ref() == 0 {
+                problems.push(src.at(
+                    r,
+                    "chunk_rows must be 1 or more (change rows per plugin call; default 65536)",
+                ));
+            }
+        }
         let derivation_line = match (&file.plugin, &file.sql) {
             (Some(p), _) => src.line(p.path.span().start),
             (None, Some(q)) => src.line(q.query.span().start),
@@ -217,6 +225,10 @@ impl Pipeline {
             batch_size,
             max_batches: file.max_batches,
             max_batch_rows: file.max_batch_rows.as_ref().map(|s| *s.get_ref()),
+            chunk_rows: file
+                .chunk_rows
+                .as_ref()
+                .map_or(DEFAULT_CHUNK_ROWS, |s| *s.get_ref()),
             derivation,
             derivation_line,
             link_uri: resolve_location(&src.dir(), file.link.uri.get_ref()),

@@ -19,6 +19,9 @@ use toml::Spanned;
 pub use env::{substitute, substitute_values};
 pub use error::ConfigError;
 
+/// The default of a pipeline's `chunk_rows`.
+pub const DEFAULT_CHUNK_ROWS: u64 = 65_536;
+
 /// What loading configuration returns.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 pub use load::is_identifier;
@@ -269,6 +272,10 @@ pub struct Pipeline {
     /// Change rows per batch at most (a batch still takes at least one commit, and
     /// never splits one); `None` for no budget.
     pub max_batch_rows: Option<u64>,
+    /// Change rows per plugin call at most: a batch over it calls the plugin once per
+    /// chunk (an update's pre- and post-image never split), so what crosses the Wasm
+    /// boundary at once, and the guest's memory, do not grow with the batch.
+    pub chunk_rows: u64,
     /// How the keys are derived.
     pub derivation: Derivation,
     /// The line of the plugin path or SQL query in the pipeline file.

@@ -1,6 +1,7 @@
 //! The derive stage: a batch's change rows (and lookups at its pinned versions) in,
 //! the affected keys out. One [`Derive`] trait, implemented by the plugin derivation
-//! ([`PluginDerive`]) and the SQL one ([`SqlDerive`]); a batch calls it once.
+//! ([`PluginDerive`], which calls the plugin once per chunk of the batch's change rows,
+//! see `chunk.rs`) and the SQL one ([`SqlDerive`]); a batch calls it once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,9 +179,8 @@ impl Derive for PluginDerive<'_> {
             load_plugin(pipeline, spec, host, &info).await
         };
         let (plugin, active_since) = self.slot.instance(batch_id, load).await?;
+        let (sha256, contract) = (plugin.sha256.clone(), Some(plugin.contract));
         let load_time = lap.next();
-        let inputs = encode_changes(&mut input)?;
-        let encode_time = lap.next();
         let lookup = Arc::new(TableLookup::new(
             &pipeline.name,
             spec.limits.max_lookup_rows,
@@ -190,36 +190,52 @@ impl Derive for PluginDerive<'_> {
             host.indexes().clone(),
             pipeline.lookup_settings,
         ));
-        let output = match plugin
-            .derive(&pipeline.name, batch_id, inputs, lookup)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                // A trapped instance must not run again.
-                self.slot.drop_current();
-                return Err(batch_err(&input, e.into()));
-            }
-        };
-        let (sha256, contract) = (plugin.sha256.clone(), Some(plugin.contract));
-        let call_time = lap.next();
-        let output_bytes = output.len();
         let names: Vec<&str> = input
             .upstreams
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let keys = output.collect(&pipeline.keys, &names).map_err(|e| {
+        let rows = input
+            .upstreams
+            .iter_mut()
+            .map(|u| u.changes.take())
+            .collect();
+        let chunk_rows = usize::try_from(pipeline.chunk_rows).unwrap_or(usize::MAX);
+        let calls = super::chunk::calls(rows, chunk_rows);
+        let mut timings = PluginTimings {
+            load: load_time,
+            ..PluginTimings::default()
+        };
+        let n_calls = calls.len();
+        let (mut parts, mut output_bytes) = (Vec::with_capacity(n_calls), 0);
+        for call in calls {
+            let inputs = encode_call(&input, call)?;
+            timings.encode += lap.next();
+            let output = match plugin
+                .derive(&pipeline.name, batch_id, inputs, lookup.clone())
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    // A trapped instance must not run again.
+                    self.slot.drop_current();
+                    return Err(batch_err(&input, e.into()));
+                }
+            };
+            timings.call += lap.next();
+            output_bytes += output.len();
+            parts.push(output.collect(&pipeline.keys, &names).map_err(|e| {
+                let reason = Box::new(e);
+                batch_err(&input, PluginError::InvalidOutput { reason }.into())
+            })?);
+            timings.collect += lap.next();
+        }
+        let keys = AffectedKeys::merge(parts, &names).map_err(|e| {
             let reason = Box::new(e);
             batch_err(&input, PluginError::InvalidOutput { reason }.into())
         })?;
-        let timings = PluginTimings {
-            load: load_time,
-            encode: encode_time,
-            call: call_time,
-            collect: lap.next(),
-        };
-        timings.log(&pipeline.name, batch_id, output_bytes);
+        timings.collect += lap.next();
+        timings.log(&pipeline.name, batch_id, n_calls, output_bytes);
         Ok(Derived {
             keys,
             sha256,
@@ -230,16 +246,16 @@ impl Derive for PluginDerive<'_> {
     }
 }
 
-/// Each upstream's change rows as the Arrow IPC stream the plugin receives. Each
-/// upstream's rows are freed once encoded: the plugin's copy is the one that counts
-/// during the call.
-fn encode_changes(input: &mut BatchInput<'_>) -> Result<Vec<UpstreamInput>> {
+/// One call's change rows as the Arrow IPC streams the plugin receives, per upstream
+/// of the batch (empty for an upstream without rows in this call). Each piece is
+/// freed once encoded: the plugin's copy is the one that counts during the call.
+fn encode_call(input: &BatchInput<'_>, call: super::chunk::Call) -> Result<Vec<UpstreamInput>> {
     let pipeline = input.pipeline;
     let mut inputs = Vec::with_capacity(input.upstreams.len());
-    for u in &mut input.upstreams {
-        let bytes = match u.changes.take() {
-            Some(ch) if u.range.change_rows > 0 => crate::ipc::encode(&ch.schema, &ch.batches)
-                .map_err(|source| Error::Batch {
+    for (u, piece) in input.upstreams.iter().zip(call) {
+        let bytes = match piece {
+            Some(ch) if ch.rows() > 0 => {
+                crate::ipc::encode(&ch.schema, &ch.batches).map_err(|source| Error::Batch {
                     pipeline: pipeline.name.clone(),
                     batch_id: input.batch_id,
                     plugin: pipeline.deriver(),
@@ -247,7 +263,8 @@ fn encode_changes(input: &mut BatchInput<'_>) -> Result<Vec<UpstreamInput>> {
                         upstream: u.range.name.clone(),
                         source,
                     },
-                })?,
+                })?
+            }
             _ => Vec::new(),
         };
         let (start, end) = u
@@ -266,10 +283,11 @@ fn encode_changes(input: &mut BatchInput<'_>) -> Result<Vec<UpstreamInput>> {
 
 impl PluginTimings {
     /// The debug event with a plugin derivation's steps.
-    fn log(&self, pipeline: &str, batch_id: i64, output_bytes: usize) {
+    fn log(&self, pipeline: &str, batch_id: i64, calls: usize, output_bytes: usize) {
         tracing::debug!(
             pipeline,
             batch_id,
+            calls,
             load_ms = self.load.as_millis(),
             encode_ms = self.encode.as_millis(),
             call_ms = self.call.as_millis(),
