@@ -53,6 +53,8 @@ pub struct ExamplesOptions {
     pub plugins: PathBuf,
     /// Run the Python peer with this interpreter (`None`: no peer).
     pub peer: Option<PathBuf>,
+    /// The pipelines' `chunk_rows` (`None`: the default).
+    pub chunk_rows: Option<u64>,
 }
 
 /// One timed run (catch-up or increment) of the four pipelines.
@@ -104,7 +106,11 @@ pub struct ExamplesResult {
 
 /// Writes the catalog and the four pipeline files into `dir` (tables in `dir/tables`,
 /// link tables in `dir/links`).
-fn write_configs(dir: &Path, plugins: &Path) -> Result<Vec<Pipeline>, String> {
+fn write_configs(
+    dir: &Path,
+    plugins: &Path,
+    chunk_rows: Option<u64>,
+) -> Result<Vec<Pipeline>, String> {
     let err = |e: std::io::Error| format!("{}: {e}", dir.display());
     let mut catalog = String::new();
     for (t, _, _) in TABLES {
@@ -115,8 +121,9 @@ fn write_configs(dir: &Path, plugins: &Path) -> Result<Vec<Pipeline>, String> {
     let mut out = Vec::new();
     for (name, [a, b], key) in PIPELINES {
         let file = dir.join(format!("{name}.toml"));
+        let chunk = chunk_rows.map_or(String::new(), |n| format!("chunk_rows = {n}\n"));
         let text = format!(
-            "name = \"{name}\"\nupstreams = [\"{a}\", \"{b}\"]\n\n[plugin]\npath = \"{}\"\n\n\
+            "name = \"{name}\"\nupstreams = [\"{a}\", \"{b}\"]\n{chunk}\n[plugin]\npath = \"{}\"\n\n\
              [link]\nuri = \"links/{name}\"\nkeys = [{{ name = \"{key}\", type = \"long\" }}]\n",
             plugins.join(format!("{name}.wasm")).display()
         );
@@ -311,7 +318,7 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     r.generation_s = secs(t.elapsed());
-    let pipelines = write_configs(&dir, &opts.plugins)?;
+    let pipelines = write_configs(&dir, &opts.plugins, opts.chunk_rows)?;
     fill_plugin_cache(&opts.host, &pipelines)?;
     let python = opts.peer.clone();
     reset_peak_rss();

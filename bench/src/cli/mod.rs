@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// Keep the workload folder after the run.
     #[arg(long)]
     pub keep: bool,
+    /// With --examples: the pipelines' `chunk_rows` (change rows per plugin call)
+    /// [default: the pipeline file's default, 65536].
+    #[arg(long)]
+    pub chunk_rows: Option<u64>,
     /// The every_upstream_key plugin (default plugins/dist/every_upstream_key.wasm).
     #[arg(long, value_name = "FILE")]
     pub plugin: Option<PathBuf>,
@@ -298,6 +302,7 @@ async fn examples(args: &BenchArgs, host: HostBuilder) -> ExitCode {
         host: host.clone(),
         plugins,
         peer,
+        chunk_rows: args.chunk_rows,
     };
     let outcome = bench::compare::run(&opts, |m| eprintln!("bench: {m}"))
         .await
