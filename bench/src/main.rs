@@ -53,7 +53,10 @@ const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    init_logs(args.log_format, args.log.as_deref());
+    dlink_rt::storage::init_logs(
+        matches!(args.log_format, LogFormat::Json),
+        args.log.as_deref(),
+    );
     if let Some(point) = args.test_pause_at.clone() {
         dlink_rt::engine::pause_at(point);
     }
@@ -80,33 +83,6 @@ fn main() -> ExitCode {
     quiet_from_here();
     rt.shutdown_timeout(SHUTDOWN);
     code
-}
-
-/// Logs on stderr, as `dlink-rt` writes them (its `main`): `filter` (`--log`) or
-/// warnings, with deltalake's noisy MERGE metrics and commit-race errors quieter, and
-/// storage secrets redacted.
-fn init_logs(format: LogFormat, filter: Option<&str>) {
-    let default = || {
-        tracing_subscriber::EnvFilter::new(
-            "warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off",
-        )
-    };
-    let filter = match filter {
-        Some(f) => tracing_subscriber::EnvFilter::try_new(f).unwrap_or_else(|e| {
-            eprintln!(
-                "warning: --log / DLINK_LOG '{f}' is not a log filter ({e}); showing warnings"
-            );
-            default()
-        }),
-        None => default(),
-    };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(dlink_rt::storage::RedactingStderr);
-    match format {
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Text => logs.init(),
-    }
 }
 
 /// From now on, a panic of any thread is not printed (see the end of [`main`]).

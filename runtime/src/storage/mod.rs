@@ -17,7 +17,7 @@ mod error;
 mod redact;
 
 pub use error::{Cause, StoreError, StoreErrorKind};
-pub use redact::{redact_line, RedactingStderr};
+pub use redact::{init_logs, redact_line, RedactingStderr};
 
 /// Options of an object store (`aws_endpoint_url`, `aws_region`, `aws_allow_http`,
 /// credentials, ...), as deltalake's backends take them.

@@ -89,6 +89,37 @@ impl Write for RedactingStderr {
     }
 }
 
+/// Sets up the process's logs on stderr (what `dlink-rt` and `dlink-bench` call first):
+/// `filter` (`--log`, `DLINK_LOG`) or warnings, one JSON object per event with `json`
+/// (its fields as keys, for log shippers), storage secrets redacted. deltalake's MERGE
+/// warns about a missing file metric on every commit, and its commit loop logs a lost
+/// race (which dlink-rt handles and reports itself, with the pipeline and batch) as an
+/// ERROR: both are quieter by default.
+pub fn init_logs(json: bool, filter: Option<&str>) {
+    let default = || {
+        tracing_subscriber::EnvFilter::new(
+            "warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off",
+        )
+    };
+    let filter = match filter {
+        Some(f) => tracing_subscriber::EnvFilter::try_new(f).unwrap_or_else(|e| {
+            eprintln!(
+                "warning: --log / DLINK_LOG '{f}' is not a log filter ({e}); showing warnings"
+            );
+            default()
+        }),
+        None => default(),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(RedactingStderr);
+    if json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
