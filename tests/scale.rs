@@ -256,6 +256,19 @@ async fn first_run_and_increment_in_chunks(
     key: &str,
     chunk_rows: Option<u64>,
 ) {
+    first_run_and_increment_with(name, plugin_name, upstreams, key, chunk_rows, None).await;
+}
+
+/// [`first_run_and_increment_in_chunks`] with the catalog's `[engine] memory_mb` set to
+/// `memory_mb`: a first run whose key set is over it must say that it spilled.
+async fn first_run_and_increment_with(
+    name: &str,
+    plugin_name: &str,
+    upstreams: &[&str],
+    key: &str,
+    chunk_rows: Option<u64>,
+    memory_mb: Option<u64>,
+) {
     let f = fixture();
     let ws = Workspace::new();
     let tables = ws.path().join("tables");
@@ -265,7 +278,32 @@ async fn first_run_and_increment_in_chunks(
         let text = std::fs::read_to_string(&file).expect("read the pipeline file");
         std::fs::write(&file, format!("chunk_rows = {n}\n{text}")).expect("write it back");
     }
-    ws.run_ok(&file);
+    if let Some(mb) = memory_mb {
+        let catalog = ws.path().join("upstreams.toml");
+        let text = std::fs::read_to_string(&catalog).expect("read the catalog");
+        let spill = ws.path().join("spill");
+        std::fs::create_dir_all(&spill).expect("spill folder");
+        std::fs::write(
+            &catalog,
+            format!("{text}\n[engine]\nmemory_mb = {mb}\nspill_dir = \"spill\"\n"),
+        )
+        .expect("write the catalog");
+        let o = common::dlink()
+            .args(["run", "--log", "info"])
+            .arg(&file)
+            .output()
+            .expect("run dlink-rt");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: first run failed:\n{err}");
+        assert!(
+            err.contains("went to disk"),
+            "{name}: the first run's key set should have spilled at memory_mb = {mb}:\n{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&spill).expect("spill folder").collect();
+        assert!(left.is_empty(), "spill files left behind: {left:?}");
+    } else {
+        ws.run_ok(&file);
+    }
     let first = link_keys(&file, 1..=i64::MAX).await;
     let want = oracle(name, &tables, -1, i64::MAX, true).await;
     assert_eq!(first.len(), want.len(), "{name}: first run, key count");
@@ -376,6 +414,24 @@ async fn author_pubs_at_100k_rows_in_chunks_of_1000() {
         &["publications", "author_publication_link"],
         "uid",
         Some(1000),
+    )
+    .await;
+}
+
+/// A first run whose key set is over `[engine] memory_mb` (1 MiB; the first run's
+/// 100k keys take about 4 MiB, the chunks' outputs more): the set spills to disk in
+/// parts, is merged back by DataFusion within the same budget and streamed into the
+/// link table; the keys are still exactly the snapshots', with every cause (the
+/// increment's keys come from both upstreams).
+#[tokio::test(flavor = "multi_thread")]
+async fn pub_authors_at_100k_rows_with_its_key_set_spilled() {
+    first_run_and_increment_with(
+        "pub_authors",
+        "pub_authors",
+        &["publications", "author_publication_link"],
+        "pub_id",
+        Some(1000),
+        Some(1),
     )
     .await;
 }

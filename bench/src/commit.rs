@@ -67,10 +67,11 @@ pub(crate) async fn commit(
         change_rows: k.len(),
         table_id: String::new(),
     }];
+    let keys = dlink_rt::affected::Keys::Memory(k.clone());
     let t = Instant::now();
     link.commit(Commit {
         batch_id,
-        keys: k,
+        keys: &keys,
         upstreams: &ranges,
         lookups: &[],
         plugin_path: "bench".into(),

@@ -128,7 +128,7 @@ impl Derive for NativeDerive {
         let keys = dlink_rt::affected::collect_parts(&parts, &input.pipeline.keys, &names)
             .map_err(|e| dlink_rt::Error::Other(e.to_string()))?;
         Ok(Derived {
-            keys,
+            keys: keys.into(),
             sha256: String::new(),
             active_since: 1,
             contract: None,

@@ -18,10 +18,12 @@ use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicro
 use deltalake::arrow::row::{RowConverter, SortField};
 
 mod error;
+mod keyset;
 mod parts;
 mod sql;
 
 pub use error::InvalidKeys;
+pub use keyset::{KeySet, Keys, SpillError, SpilledKeys};
 
 pub use parts::{collect_parts, collect_per_upstream, KeysPart};
 
@@ -59,6 +61,64 @@ impl AffectedKeys {
 
     pub fn is_empty(&self) -> bool {
         self.upstreams.is_empty()
+    }
+
+    /// No key, in the columns of `keys`.
+    pub fn empty(keys: &[KeyColumn]) -> AffectedKeys {
+        AffectedKeys {
+            columns: keys
+                .iter()
+                .map(|k| deltalake::arrow::array::new_empty_array(&arrow_type(k.ty)))
+                .collect(),
+            upstreams: Vec::new(),
+            change_ts: Vec::new(),
+        }
+    }
+
+    /// `len` keys from `offset` (the key columns shared, not copied).
+    pub fn slice(&self, offset: usize, len: usize) -> AffectedKeys {
+        AffectedKeys {
+            columns: self.columns.iter().map(|c| c.slice(offset, len)).collect(),
+            upstreams: self.upstreams[offset..offset + len].to_vec(),
+            change_ts: self.change_ts[offset..offset + len].to_vec(),
+        }
+    }
+
+    /// Parts of distinct keys, none in two parts, as one.
+    pub fn concat(mut parts: Vec<AffectedKeys>) -> Result<AffectedKeys, InvalidKeys> {
+        if parts.len() == 1 {
+            if let Some(one) = parts.pop() {
+                return Ok(one);
+            }
+        }
+        let width = parts.first().map_or(0, |p| p.columns.len());
+        let columns = (0..width)
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.columns[c].as_ref()).collect();
+                deltalake::arrow::compute::concat(&arrays)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams = Vec::new();
+        let mut change_ts = Vec::new();
+        for p in parts {
+            upstreams.extend(p.upstreams);
+            change_ts.extend(p.change_ts);
+        }
+        Ok(AffectedKeys {
+            columns,
+            upstreams,
+            change_ts,
+        })
+    }
+
+    /// The bytes the keys hold (their columns, a shared list and a timestamp per key).
+    pub fn memory_size(&self) -> usize {
+        let per_key = std::mem::size_of::<Arc<[String]>>() + std::mem::size_of::<Option<i64>>();
+        self.columns
+            .iter()
+            .map(|c| c.get_array_memory_size())
+            .sum::<usize>()
+            + self.len() * per_key
     }
 
     /// The keys of several parts of one batch (a plugin called per chunk) as one set:
@@ -132,14 +192,7 @@ pub fn collect(
     upstream_names: &[&str],
 ) -> Result<AffectedKeys, InvalidKeys> {
     if ipc.is_empty() {
-        return Ok(AffectedKeys {
-            columns: keys
-                .iter()
-                .map(|k| deltalake::arrow::array::new_empty_array(&arrow_type(k.ty)))
-                .collect(),
-            upstreams: Vec::new(),
-            change_ts: Vec::new(),
-        });
+        return Ok(AffectedKeys::empty(keys));
     }
     let (schema, batches) =
         crate::ipc::decode(ipc).map_err(|source| InvalidKeys::NotArrow { part: None, source })?;

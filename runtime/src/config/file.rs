@@ -16,6 +16,10 @@ pub(super) struct CatalogFile {
     /// How lookups of these tables are answered. Default: indexed, 512 MiB per index.
     #[serde(default)]
     pub(super) lookups: super::LookupSettings,
+    /// How a batch holds its keys. Default: 256 MiB in memory, then spilled to the
+    /// system's temporary folder.
+    #[serde(default)]
+    pub(super) engine: super::EngineSettings,
     /// Object-store options of every table of the catalog and of the link tables of
     /// its pipelines (`aws_endpoint_url`, `aws_region`, ...; `${VAR}` for credentials).
     /// Default none.

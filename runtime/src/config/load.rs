@@ -134,6 +134,19 @@ impl Catalog {
                 src.path.display()
             ));
         }
+        if file.engine.memory_mb == 0 {
+            problems.push(format!(
+                "{}: [engine] memory_mb must be 1 or more (MiB of a batch's key set before it spills to disk; default {})",
+                src.path.display(),
+                crate::config::DEFAULT_ENGINE_MEMORY_MB
+            ));
+        }
+        let mut engine = file.engine;
+        if let (Some(d), Some(base)) = (engine.spill_dir.as_mut(), src.path.parent()) {
+            if d.is_relative() {
+                *d = base.join(&*d);
+            }
+        }
         if !problems.is_empty() {
             return Err(crate::config::ConfigError { problems });
         }
@@ -141,6 +154,7 @@ impl Catalog {
             path: src.path,
             upstreams,
             lookups: file.lookups,
+            engine,
             storage,
         })
     }
@@ -239,6 +253,7 @@ impl Pipeline {
             compact_every,
             merge_small_files: file.link.merge_small_files,
             lookup_settings: catalog.lookups,
+            engine: catalog.engine.clone(),
             link_storage: catalog
                 .storage
                 .merged(&StorageOptions::new(file.link.storage.clone())),

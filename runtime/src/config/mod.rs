@@ -78,6 +78,8 @@ pub struct Catalog {
     pub path: PathBuf,
     pub upstreams: BTreeMap<String, Upstream>,
     pub lookups: LookupSettings,
+    /// `[engine]`: the batch's key-set budget and spill folder.
+    pub engine: EngineSettings,
     /// `[storage]`: object-store options of every table (link tables included).
     pub storage: crate::storage::StorageOptions,
 }
@@ -111,6 +113,48 @@ impl Default for LookupSettings {
             memory_mb: 512,
             index_after: 1,
         }
+    }
+}
+
+/// How a batch holds its keys (the catalog's `[engine]` table).
+///
+/// A batch folds the keys of its plugin calls into one set as they come. Past
+/// `memory_mb`, the set is written to a file under `spill_dir` and the rest of the batch
+/// goes on in memory; the files are merged (DataFusion's aggregation, within the same
+/// budget) into the batch's distinct keys on local disk, which the commit streams into
+/// the link table. The files are removed when the batch ends, committed or not.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Memory budget of one batch's key set, in MiB, before it spills to local disk.
+    /// Default 256 (about 6 million keys of one `long` column).
+    pub memory_mb: u64,
+    /// Folder of the spill files; relative paths resolve against the catalog file's
+    /// folder. Default the system's temporary folder (`TMPDIR`).
+    pub spill_dir: Option<PathBuf>,
+}
+
+/// The default of `[engine] memory_mb`.
+pub const DEFAULT_ENGINE_MEMORY_MB: u64 = 256;
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            memory_mb: DEFAULT_ENGINE_MEMORY_MB,
+            spill_dir: None,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The key set's budget in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    /// Where spill files go.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 }
 
@@ -297,6 +341,8 @@ pub struct Pipeline {
     pub merge_small_files: usize,
     /// The catalog's `[lookups]` settings.
     pub lookup_settings: LookupSettings,
+    /// The catalog's `[engine]` settings.
+    pub engine: EngineSettings,
     /// Object-store options of the link table (the catalog's `[storage]` and
     /// `[link.storage]`).
     pub link_storage: crate::storage::StorageOptions,

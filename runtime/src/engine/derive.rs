@@ -11,7 +11,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
 use super::{load_plugin, PluginSlot};
-use crate::affected::{AffectedKeys, DefaultCause};
+use crate::affected::{DefaultCause, KeySet, Keys, SpillError};
 use crate::cdf::{self, Changes};
 use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
 use crate::engine::error::{BatchFailure, Error, Result};
@@ -86,7 +86,8 @@ impl BatchInput<'_> {
 /// What a derivation produced.
 /// Public for embedders and benchmarks, as the derive-stage contract.
 pub struct Derived {
-    pub keys: AffectedKeys,
+    /// The batch's distinct keys (in memory, or spilled past `[engine] memory_mb`).
+    pub keys: Keys,
     /// SHA-256 of the plugin file or of the SQL text.
     pub sha256: String,
     /// The batch from which this plugin (or query) has been in effect.
@@ -207,7 +208,13 @@ impl Derive for PluginDerive<'_> {
             ..PluginTimings::default()
         };
         let n_calls = calls.len();
-        let (mut parts, mut output_bytes) = (Vec::with_capacity(n_calls), 0);
+        let mut output_bytes = 0;
+        let mut set = KeySet::new(
+            &pipeline.keys,
+            &names,
+            pipeline.engine.memory_bytes(),
+            &pipeline.engine.spill_dir(),
+        );
         for call in calls {
             let inputs = encode_call(&input, call)?;
             timings.encode += lap.next();
@@ -224,17 +231,26 @@ impl Derive for PluginDerive<'_> {
             };
             timings.call += lap.next();
             output_bytes += output.len();
-            parts.push(output.collect(&pipeline.keys, &names).map_err(|e| {
+            let part = output.collect(&pipeline.keys, &names).map_err(|e| {
                 let reason = Box::new(e);
                 batch_err(&input, PluginError::InvalidOutput { reason }.into())
-            })?);
+            })?;
+            set.add(part).map_err(|e| spill_err(&input, e))?;
             timings.collect += lap.next();
         }
-        let keys = AffectedKeys::merge(parts, &names).map_err(|e| {
-            let reason = Box::new(e);
-            batch_err(&input, PluginError::InvalidOutput { reason }.into())
-        })?;
+        let spills = set.spills();
+        let keys = set.finish().await.map_err(|e| spill_err(&input, e))?;
         timings.collect += lap.next();
+        if spills > 0 {
+            tracing::info!(
+                pipeline = %pipeline.name,
+                batch_id,
+                keys = keys.len(),
+                spills,
+                memory_mb = pipeline.engine.memory_mb,
+                "the batch's key set was over [engine] memory_mb and went to disk"
+            );
+        }
         timings.log(&pipeline.name, batch_id, n_calls, output_bytes);
         Ok(Derived {
             keys,
@@ -243,6 +259,17 @@ impl Derive for PluginDerive<'_> {
             contract,
             timings,
         })
+    }
+}
+
+/// A key-set failure: the plugin's output refused, or the spill.
+fn spill_err(input: &BatchInput<'_>, e: SpillError) -> Error {
+    match e {
+        SpillError::Keys(e) => {
+            let reason = Box::new(e);
+            batch_err(input, PluginError::InvalidOutput { reason }.into())
+        }
+        e => batch_err(input, BatchFailure::Spill(Box::new(e))),
     }
 }
 
@@ -354,7 +381,7 @@ impl Derive for SqlDerive<'_> {
         )
         .map_err(|e| batch_err(&input, BatchFailure::QueryOutput(Box::new(e))))?;
         Ok(Derived {
-            keys,
+            keys: keys.into(),
             sha256: crate::plugin::sha256_hex(self.query.as_bytes()),
             active_since: self.first_batch,
             contract: None,

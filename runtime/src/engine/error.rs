@@ -77,6 +77,9 @@ pub enum BatchFailure {
         #[source]
         source: deltalake::arrow::error::ArrowError,
     },
+    /// The batch's key set could not be spilled to disk or merged back.
+    #[error(transparent)]
+    Spill(Box<crate::affected::SpillError>),
     /// An upstream's changes could not be encoded for the plugin.
     #[error("cannot encode the changes of '{upstream}': {source}")]
     Encode {
@@ -97,6 +100,7 @@ impl Error {
                 BatchFailure::Plugin(_) => "plugin",
                 BatchFailure::Sql(_) | BatchFailure::QueryOutput(_) => "sql",
                 BatchFailure::Encode { .. } => "encode",
+                BatchFailure::Spill(_) => "spill",
                 BatchFailure::Budget { .. } => "read",
             },
             Error::PluginLoad { .. } => "plugin_load",

@@ -65,9 +65,10 @@ mod tests {
             change_rows: k.len(),
             table_id: String::new(),
         }];
+        let keys = crate::affected::Keys::Memory(k.clone());
         link.commit(Commit {
             batch_id,
-            keys: k,
+            keys: &keys,
             upstreams: &ranges,
             lookups: &[],
             plugin_path: "bench".into(),

@@ -46,6 +46,12 @@ use serde_json::json;
 
 use crate::config::{KeyType, LinkMode, Pipeline};
 
+/// Keys per record batch written to the link table.
+const WRITE_CHUNK_ROWS: usize = 1 << 16;
+/// Size of one link-table data file at most (parquet bytes): a big batch is written
+/// as several files, each streamed to storage, in one commit.
+const LINK_FILE_BYTES: u64 = 128 << 20;
+
 /// Commits `props` (application transactions and metadata) with no data on `table`'s
 /// snapshot; returns the table at the new version. Conflicts come back as Delta's own
 /// errors (see [`crate::consumer`]'s retries).
@@ -384,15 +390,37 @@ impl LinkTable {
         c: &Commit<'_>,
         props: CommitProperties,
     ) -> Result<()> {
-        let rows = self.rows(table, c.batch_id, c.keys, false)?;
         let failed = |e: deltalake::DeltaTableError| {
             self.err(
                 crate::storage::Cause::from(e)
                     .doing(format_args!("append of batch {} failed", c.batch_id)),
             )
         };
-        let mut writer = RecordBatchWriter::for_table(table).map_err(failed)?;
-        writer.write(rows).await.map_err(failed)?;
+        // The keys streamed into files of at most LINK_FILE_BYTES: a chunk of keys and
+        // the writer's open file in memory, whatever the batch's size.
+        let mut writer = RecordBatchWriter::for_table(table)
+            .map_err(failed)?
+            .with_target_file_size(LINK_FILE_BYTES);
+        let spill = |e: crate::affected::SpillError| {
+            self.err(format!("cannot read the batch's spilled keys: {e}"))
+        };
+        let mut wrote = Ok(());
+        for part in c.keys.chunks(WRITE_CHUNK_ROWS).map_err(spill)? {
+            let rows = part
+                .map_err(spill)
+                .and_then(|k| self.rows(table, c.batch_id, &k, false));
+            wrote = match rows {
+                Ok(rows) => writer.write(rows).await.map_err(failed),
+                Err(e) => Err(e),
+            };
+            if wrote.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = wrote {
+            writer.reset();
+            return Err(e);
+        }
         let adds = writer.flush().await.map_err(failed)?;
         let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
         let snapshot = table.snapshot().map_err(failed)?.clone();
@@ -435,7 +463,19 @@ impl LinkTable {
         c: &Commit<'_>,
         props: CommitProperties,
     ) -> Result<DeltaTable> {
-        let source = self.rows(&table, c.batch_id, c.keys, true)?;
+        // A MERGE source is one table: the keys in memory (a spilled batch's read back).
+        let spill = |e: crate::affected::SpillError| {
+            self.err(format!("cannot read the batch's spilled keys: {e}"))
+        };
+        let parts = c
+            .keys
+            .chunks(usize::MAX)
+            .map_err(spill)?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(spill)?;
+        let keys =
+            crate::affected::AffectedKeys::concat(parts).map_err(|e| self.err(e.to_string()))?;
+        let source = self.rows(&table, c.batch_id, &keys, true)?;
         let ctx = crate::cdf::session();
         let df = ctx.read_batch(source).map_err(|e| self.err(e))?;
         let on = self

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 
 use deltalake::kernel::Transaction;
 
-use crate::affected::AffectedKeys;
-
 /// `dlink_batch_id`: the batch that last reported the key.
 pub const BATCH_ID: &str = "dlink_batch_id";
 /// `dlink_upstreams`: names of the upstreams whose changes caused the key.
@@ -98,7 +96,8 @@ pub struct UpstreamRange {
 /// Everything one batch commits.
 pub struct Commit<'a> {
     pub batch_id: i64,
-    pub keys: &'a AffectedKeys,
+    /// The batch's distinct keys (in memory or spilled to local disk).
+    pub keys: &'a crate::affected::Keys,
     pub upstreams: &'a [UpstreamRange],
     /// Lookup-only tables and the versions they were read at.
     pub lookups: &'a [(String, i64)],
@@ -188,12 +187,13 @@ mod tests {
     use chrono::DateTime;
     use serde_json::{json, Value};
 
-    fn keys() -> AffectedKeys {
-        AffectedKeys {
+    fn keys() -> crate::affected::Keys {
+        crate::affected::AffectedKeys {
             columns: Vec::new(),
             upstreams: Vec::new(),
             change_ts: Vec::new(),
         }
+        .into()
     }
 
     fn ranges() -> Vec<UpstreamRange> {
@@ -215,7 +215,11 @@ mod tests {
         ]
     }
 
-    fn commit<'a>(k: &'a AffectedKeys, ups: &'a [UpstreamRange], batch_id: i64) -> Commit<'a> {
+    fn commit<'a>(
+        k: &'a crate::affected::Keys,
+        ups: &'a [UpstreamRange],
+        batch_id: i64,
+    ) -> Commit<'a> {
         Commit {
             batch_id,
             keys: k,

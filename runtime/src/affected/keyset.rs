@@ -1,0 +1,728 @@
+//! A batch's key set: the keys of its derivation's calls folded into one set as they
+//! come, held in memory up to a budget (`[engine] memory_mb`) and spilled to local disk
+//! past it, so that a batch's memory does not grow with its row count.
+//!
+//! In memory the set is an [`AffectedKeys`] (distinct keys, their causes and newest
+//! commit timestamps); parts are folded into it once they hold as many rows as it does,
+//! so a key reported by many calls is held once. When the folded set is over the budget
+//! it is written to a spill file (Arrow IPC: the key columns, the causes as bit words,
+//! the timestamp) and memory starts empty again. At the end, a batch that spilled has
+//! its files merged by DataFusion's aggregation (grouped by the key columns, `bit_or` of
+//! the causes, `max` of the timestamps), itself within the budget and spilling through
+//! DataFusion's disk manager, into one file of distinct keys that the commit streams
+//! into the link table ([`Keys::chunks`]). Spill files are removed when dropped.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt64Array,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt64Type};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::ipc::reader::FileReader;
+use deltalake::arrow::ipc::writer::FileWriter;
+use deltalake::datafusion::common::Column;
+use deltalake::datafusion::datasource::file_format::options::ArrowReadOptions;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use deltalake::datafusion::functions_aggregate::expr_fn::{bit_or, max};
+use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+
+use super::{arrow_type, AffectedKeys, InvalidKeys};
+use crate::config::KeyColumn;
+
+/// Rows of pending parts that are always folded at once (below this, parts wait).
+const MIN_FOLD_ROWS: usize = 1 << 16;
+/// The least memory the merge of spill files is given, whatever the budget: DataFusion's
+/// aggregation needs a few record batches to work with (it fails below, not spills).
+const MIN_MERGE_BYTES: usize = 8 << 20;
+/// The timestamp column of spill files.
+const TS: &str = "_commit_timestamp";
+
+/// Why a batch's key set could not be held or spilled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpillError {
+    /// The plugin's (or query's) keys did not fold.
+    #[error(transparent)]
+    Keys(#[from] InvalidKeys),
+    #[error("cannot write the batch's key set to the spill folder {dir}: {source}. Free space there or point [engine] spill_dir at a folder with room (or raise [engine] memory_mb)")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot spill the batch's key set: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("cannot merge the batch's spilled keys (within [engine] memory_mb): {0}")]
+    Merge(#[from] DataFusionError),
+}
+
+/// The keys of a batch while its calls run.
+pub struct KeySet {
+    keys: Vec<KeyColumn>,
+    names: Vec<String>,
+    budget: usize,
+    dir: PathBuf,
+    /// The distinct keys folded so far (since the last spill).
+    folded: Option<AffectedKeys>,
+    /// Parts not folded yet, and their rows.
+    pending: Vec<AffectedKeys>,
+    pending_rows: usize,
+    spill: Option<Spill>,
+}
+
+/// The spill file being written.
+struct Spill {
+    file: tempfile::NamedTempFile,
+    writer: FileWriter<BufWriter<File>>,
+    schema: SchemaRef,
+    /// Times the set was spilled.
+    times: usize,
+}
+
+impl KeySet {
+    /// An empty set for keys of `keys` caused by `upstream_names`, held in memory up to
+    /// `budget` bytes, spilled under `dir` past it.
+    pub fn new(keys: &[KeyColumn], upstream_names: &[&str], budget: usize, dir: &Path) -> Self {
+        KeySet {
+            keys: keys.to_vec(),
+            names: upstream_names.iter().map(|n| n.to_string()).collect(),
+            budget: budget.max(1),
+            dir: dir.to_path_buf(),
+            folded: None,
+            pending: Vec::new(),
+            pending_rows: 0,
+            spill: None,
+        }
+    }
+
+    /// Folds in one call's keys (already validated and distinct within the part).
+    pub fn add(&mut self, part: AffectedKeys) -> Result<(), SpillError> {
+        if part.is_empty() {
+            return Ok(());
+        }
+        self.pending_rows += part.len();
+        self.pending.push(part);
+        let folded = self.folded.as_ref().map_or(0, AffectedKeys::len);
+        if self.pending_rows >= folded.max(MIN_FOLD_ROWS) || self.pending_bytes() > self.budget {
+            self.fold()?;
+        }
+        Ok(())
+    }
+
+    /// How many times the set went to disk (0: it stayed in memory).
+    pub fn spills(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.times)
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(AffectedKeys::memory_size).sum()
+    }
+
+    /// Folds the pending parts into the folded set; spills it when over the budget.
+    fn fold(&mut self) -> Result<(), SpillError> {
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let mut parts = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        if let Some(f) = self.folded.take() {
+            parts.insert(0, f);
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let folded = AffectedKeys::merge(parts, &names)?;
+        if folded.memory_size() > self.budget {
+            self.write_spill(&folded)?;
+        } else {
+            self.folded = Some(folded);
+        }
+        Ok(())
+    }
+
+    fn io(&self, source: std::io::Error) -> SpillError {
+        SpillError::Io {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn write_spill(&mut self, keys: &AffectedKeys) -> Result<(), SpillError> {
+        if self.spill.is_none() {
+            let file = tempfile::Builder::new()
+                .prefix("dlink-keys-")
+                .suffix(".arrow")
+                .tempfile_in(&self.dir)
+                .map_err(|e| self.io(e))?;
+            let schema = spill_schema(&self.keys, self.names.len());
+            let out = file.reopen().map_err(|e| self.io(e))?;
+            let writer = FileWriter::try_new_buffered(out, &schema)?;
+            self.spill = Some(Spill {
+                file,
+                writer,
+                schema,
+                times: 0,
+            });
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        let batch = encode(keys, &self.names, &spill.schema)?;
+        spill.writer.write(&batch)?;
+        spill.times += 1;
+        tracing::debug!(
+            keys = keys.len(),
+            times = spill.times,
+            path = %spill.file.path().display(),
+            "key set spilled to disk"
+        );
+        Ok(())
+    }
+
+    /// The batch's distinct keys: in memory when they stayed within the budget, else
+    /// merged from the spill file into a file of distinct keys.
+    pub async fn finish(mut self) -> Result<Keys, SpillError> {
+        if self.spill.is_none() {
+            self.fold()?;
+            if self.spill.is_none() {
+                let keys = match self.folded.take() {
+                    Some(k) => k,
+                    None => AffectedKeys::empty(&self.keys),
+                };
+                return Ok(Keys::Memory(keys));
+            }
+        } else if !self.pending.is_empty() || self.folded.is_some() {
+            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+            let mut parts = std::mem::take(&mut self.pending);
+            parts.extend(self.folded.take());
+            let rest = AffectedKeys::merge(parts, &names)?;
+            self.write_spill(&rest)?;
+        }
+        let Some(mut spill) = self.spill.take() else {
+            return Ok(Keys::Memory(AffectedKeys::empty(&self.keys)));
+        };
+        spill.writer.finish()?;
+        let merged = merge_spilled(spill.file.path(), &spill.schema, self.budget, &self.dir)
+            .await
+            .map_err(|e| match e {
+                SpillError::Io { source, .. } => self.io(source),
+                e => e,
+            })?;
+        Ok(Keys::Spilled(SpilledKeys {
+            file: merged.0,
+            len: merged.1,
+            keys: self.keys,
+            names: self.names,
+        }))
+    }
+}
+
+/// The spill files' schema: the key columns, one `UInt64` word of cause bits per 64
+/// upstreams, and the newest commit timestamp.
+fn spill_schema(keys: &[KeyColumn], upstreams: usize) -> SchemaRef {
+    let mut fields: Vec<Field> = keys
+        .iter()
+        .map(|k| Field::new(&k.name, arrow_type(k.ty), false))
+        .collect();
+    for w in 0..words(upstreams) {
+        fields.push(Field::new(format!("_causes_{w}"), DataType::UInt64, false));
+    }
+    fields.push(Field::new(
+        TS,
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        true,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+fn words(upstreams: usize) -> usize {
+    upstreams.div_ceil(64).max(1)
+}
+
+/// `keys` in the spill schema.
+fn encode(
+    keys: &AffectedKeys,
+    names: &[String],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, SpillError> {
+    let w = words(names.len());
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut bits = vec![vec![0u64; keys.len()]; w];
+    for (row, causes) in keys.upstreams.iter().enumerate() {
+        for name in causes.iter() {
+            let u = *index
+                .get(name.as_str())
+                .ok_or_else(|| InvalidKeys::UnknownUpstream {
+                    name: name.clone(),
+                    part: false,
+                    upstreams: names.to_vec(),
+                })?;
+            bits[u / 64][row] |= 1 << (u % 64);
+        }
+    }
+    let mut cols: Vec<ArrayRef> = keys.columns.clone();
+    cols.extend(
+        bits.into_iter()
+            .map(|b| Arc::new(UInt64Array::from(b)) as ArrayRef),
+    );
+    cols.push(Arc::new(TimestampMicrosecondArray::from(
+        keys.change_ts.clone(),
+    )));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Merges the spill file at `path` into a new file of distinct keys; returns it and
+/// the number of keys.
+async fn merge_spilled(
+    path: &Path,
+    schema: &SchemaRef,
+    budget: usize,
+    dir: &Path,
+) -> Result<(tempfile::NamedTempFile, usize), SpillError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(budget.max(MIN_MERGE_BYTES), 1.0)
+        .with_temp_file_path(dir)
+        .build_arc()?;
+    // One partition: the whole budget for one aggregation, which spills sorted runs
+    // through the disk manager when the budget is reached.
+    let config = SessionConfig::new().with_target_partitions(1);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let path_str = path.to_string_lossy().to_string();
+    let df = ctx
+        .read_arrow(path_str, ArrowReadOptions::default().schema(schema))
+        .await?;
+    let col = |n: &str| Expr::Column(Column::new_unqualified(n));
+    let fields = schema.fields();
+    let group: Vec<Expr> = fields
+        .iter()
+        .filter(|f| f.name() != TS && !f.name().starts_with("_causes_"))
+        .map(|f| col(f.name()))
+        .collect();
+    let mut aggs: Vec<Expr> = fields
+        .iter()
+        .filter(|f| f.name().starts_with("_causes_"))
+        .map(|f| bit_or(col(f.name())).alias(f.name()))
+        .collect();
+    aggs.push(max(col(TS)).alias(TS));
+    let mut stream = df.aggregate(group, aggs)?.execute_stream().await?;
+    let io = |source| SpillError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let file = tempfile::Builder::new()
+        .prefix("dlink-keys-merged-")
+        .suffix(".arrow")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let mut writer = FileWriter::try_new_buffered(file.reopen().map_err(io)?, schema)?;
+    let mut len = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        // The aggregate's output, in the spill schema's order and types.
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                    ArrowError::SchemaError(format!("the merge lost column {}", f.name()))
+                })?;
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    deltalake::arrow::compute::cast(c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, ArrowError>>()?;
+        let out = RecordBatch::try_new(schema.clone(), cols)?;
+        len += out.num_rows();
+        writer.write(&out)?;
+    }
+    writer.finish()?;
+    Ok((file, len))
+}
+
+/// A batch's distinct keys, as the commit writes them.
+pub enum Keys {
+    /// Within the budget: in memory.
+    Memory(AffectedKeys),
+    /// Over it: in a file of distinct keys on local disk.
+    Spilled(SpilledKeys),
+}
+
+/// Distinct keys in a local file (removed when dropped).
+pub struct SpilledKeys {
+    file: tempfile::NamedTempFile,
+    len: usize,
+    keys: Vec<KeyColumn>,
+    names: Vec<String>,
+}
+
+impl From<AffectedKeys> for Keys {
+    fn from(k: AffectedKeys) -> Self {
+        Keys::Memory(k)
+    }
+}
+
+impl Keys {
+    /// The number of distinct keys.
+    pub fn len(&self) -> usize {
+        match self {
+            Keys::Memory(k) => k.len(),
+            Keys::Spilled(s) => s.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the keys went to disk.
+    pub fn spilled(&self) -> bool {
+        matches!(self, Keys::Spilled(_))
+    }
+
+    /// The keys in parts of at most `rows` (about, for spilled keys: as the file holds
+    /// them), each read when asked for; may be called again (a commit's retry).
+    pub fn chunks(
+        &self,
+        rows: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<AffectedKeys, SpillError>> + Send + '_>, SpillError>
+    {
+        let rows = rows.max(1);
+        match self {
+            Keys::Memory(k) => {
+                let n = k.len();
+                Ok(Box::new(
+                    (0..n)
+                        .step_by(rows)
+                        .map(move |s| Ok(k.slice(s, rows.min(n - s)))),
+                ))
+            }
+            Keys::Spilled(s) => {
+                let io = |source| SpillError::Io {
+                    dir: s
+                        .file
+                        .path()
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                    source,
+                };
+                let f = s.file.reopen().map_err(io)?;
+                let reader = FileReader::try_new_buffered(f, None)?;
+                let mut lists = HashMap::new();
+                Ok(Box::new(reader.map(move |b| {
+                    let b = b?;
+                    decode(&b, &s.keys, &s.names, &mut lists)
+                })))
+            }
+        }
+    }
+
+    /// Every key in memory at once (tests, `why`, the bench's comparisons).
+    pub fn into_memory(self) -> Result<AffectedKeys, SpillError> {
+        match self {
+            Keys::Memory(k) => Ok(k),
+            Keys::Spilled(_) => {
+                let parts = self.chunks(usize::MAX)?.collect::<Result<Vec<_>, _>>()?;
+                let keys = match &self {
+                    Keys::Spilled(s) => s.keys.clone(),
+                    Keys::Memory(_) => Vec::new(),
+                };
+                if parts.is_empty() {
+                    return Ok(AffectedKeys::empty(&keys));
+                }
+                Ok(AffectedKeys::concat(parts)?)
+            }
+        }
+    }
+}
+
+/// A spill file's batch back as keys (the causes' names shared per set of bits).
+fn decode(
+    b: &RecordBatch,
+    keys: &[KeyColumn],
+    names: &[String],
+    lists: &mut HashMap<Vec<u64>, Arc<[String]>>,
+) -> Result<AffectedKeys, SpillError> {
+    let w = words(names.len());
+    let columns: Vec<ArrayRef> = b.columns()[..keys.len()].to_vec();
+    let bits: Vec<&UInt64Array> = (0..w)
+        .map(|i| b.column(keys.len() + i).as_primitive::<UInt64Type>())
+        .collect();
+    let ts = b
+        .column(keys.len() + w)
+        .as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+    let mut set = vec![0u64; w];
+    let upstreams = (0..b.num_rows())
+        .map(|r| {
+            for (i, col) in bits.iter().enumerate() {
+                set[i] = col.value(r);
+            }
+            lists
+                .entry(set.clone())
+                .or_insert_with(|| {
+                    let mut l: Vec<String> = names
+                        .iter()
+                        .enumerate()
+                        .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
+                        .map(|(_, n)| n.clone())
+                        .collect();
+                    l.sort();
+                    l.into()
+                })
+                .clone()
+        })
+        .collect();
+    let change_ts = (0..ts.len())
+        .map(|r| ts.is_valid(r).then(|| ts.value(r)))
+        .collect();
+    Ok(AffectedKeys {
+        columns,
+        upstreams,
+        change_ts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    use deltalake::arrow::datatypes::Int64Type;
+
+    use super::*;
+    use crate::config::KeyType;
+
+    type Want = BTreeMap<(i64, String), (Vec<String>, Option<i64>)>;
+    /// A key row of a part: (id, region, causing upstream, commit timestamp).
+    type Row = (i64, &'static str, &'static str, Option<i64>);
+
+    fn key_cols() -> Vec<KeyColumn> {
+        vec![
+            KeyColumn {
+                name: "id".into(),
+                ty: KeyType::Long,
+            },
+            KeyColumn {
+                name: "region".into(),
+                ty: KeyType::String,
+            },
+        ]
+    }
+
+    /// A part: rows (id, region, upstream, timestamp), distinct (id, region) each.
+    fn part(rows: &[Row]) -> AffectedKeys {
+        AffectedKeys {
+            columns: vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+            upstreams: rows
+                .iter()
+                .map(|r| Arc::from(vec![r.2.to_string()]))
+                .collect(),
+            change_ts: rows.iter().map(|r| r.3).collect(),
+        }
+    }
+
+    /// What the parts must give, worked out row by row.
+    fn expected(parts: &[Vec<Row>]) -> Want {
+        let mut want: Want = BTreeMap::new();
+        for rows in parts {
+            for (id, region, up, ts) in rows {
+                let e = want.entry((*id, region.to_string())).or_default();
+                if !e.0.contains(&up.to_string()) {
+                    e.0.push(up.to_string());
+                    e.0.sort();
+                }
+                e.1 = e.1.max(*ts);
+            }
+        }
+        want
+    }
+
+    fn got(keys: &Keys) -> Want {
+        let mut out: Want = BTreeMap::new();
+        for k in keys.chunks(7).unwrap() {
+            let k = k.unwrap();
+            let ids = k.columns[0].as_primitive::<Int64Type>();
+            let regions = k.columns[1].as_string::<i32>();
+            for r in 0..k.len() {
+                let was = out.insert(
+                    (ids.value(r), regions.value(r).to_string()),
+                    (k.upstreams[r].to_vec(), k.change_ts[r]),
+                );
+                assert!(was.is_none(), "key {} twice", ids.value(r));
+            }
+        }
+        out
+    }
+
+    /// Parts with keys reported again and again across parts, by both upstreams.
+    fn parts() -> Vec<Vec<Row>> {
+        (0..40)
+            .map(|p: i64| {
+                (0..500)
+                    .map(|i| {
+                        let id = (p * 37 + i * 11) % 3000;
+                        let region = if id % 3 == 0 { "eu" } else { "us" };
+                        let up = if (p + i) % 4 == 0 { "b" } else { "a" };
+                        let ts = (i % 5 != 0).then_some(p * 1000 + i);
+                        ((id, region), (up, ts))
+                    })
+                    .collect::<BTreeMap<_, _>>()
+                    .into_iter()
+                    .map(|((id, region), (up, ts))| (id, region, up, ts))
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn fold_all(budget: usize, dir: &Path) -> (Keys, usize) {
+        let mut set = KeySet::new(&key_cols(), &["a", "b"], budget, dir);
+        for rows in parts() {
+            set.add(part(&rows)).unwrap();
+        }
+        let spills = set.spills();
+        (set.finish().await.unwrap(), spills)
+    }
+
+    #[tokio::test]
+    async fn a_set_within_its_budget_stays_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, spills) = fold_all(64 << 20, dir.path()).await;
+        assert_eq!(spills, 0);
+        assert!(!keys.spilled());
+        assert_eq!(got(&keys), expected(&parts()));
+    }
+
+    #[tokio::test]
+    async fn a_set_over_its_budget_spills_and_merges_back_to_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 KiB: every fold spills; the merge runs within 1 KiB too (DataFusion's
+        // aggregation spilling in turn).
+        for budget in [1 << 10, 64 << 10] {
+            let (keys, spills) = fold_all(budget, dir.path()).await;
+            assert!(spills > 0, "budget {budget}: nothing spilled");
+            assert!(keys.spilled());
+            let want = expected(&parts());
+            assert_eq!(keys.len(), want.len());
+            assert_eq!(got(&keys), want, "budget {budget}");
+            // The commit may read them twice (a retry on a fresh snapshot).
+            assert_eq!(got(&keys), want);
+            drop(keys);
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "spill files left: {left:?}");
+    }
+
+    /// More distinct keys than the merge's least memory holds (8 MiB; 300k keys of two
+    /// columns take several times that as aggregation state): DataFusion's aggregation
+    /// spills in turn, and the keys still come back once each with their causes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_merge_over_its_own_memory_spills_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut set = KeySet::new(&key_cols(), &["a", "b"], 1 << 20, dir.path());
+        let n = 300_000i64;
+        for (p, up) in [(0, "a"), (1, "b")] {
+            for start in (0..n).step_by(50_000) {
+                let rows: Vec<Row> = (start..start + 50_000)
+                    .map(|i| (i, "eu", up, Some(i * 2 + p)))
+                    .collect();
+                set.add(part(&rows)).unwrap();
+            }
+        }
+        assert!(set.spills() > 0);
+        let keys = set.finish().await.unwrap();
+        assert_eq!(keys.len(), n as usize);
+        let mut seen = 0;
+        for k in keys.chunks(usize::MAX).unwrap() {
+            let k = k.unwrap();
+            let ids = k.columns[0].as_primitive::<Int64Type>();
+            for r in 0..k.len() {
+                assert_eq!(
+                    k.upstreams[r].to_vec(),
+                    vec!["a".to_string(), "b".to_string()]
+                );
+                assert_eq!(k.change_ts[r], Some(ids.value(r) * 2 + 1));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, n);
+    }
+
+    #[tokio::test]
+    async fn causes_past_64_upstreams_survive_a_spill() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..70).map(|i| format!("u{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let keys = vec![KeyColumn {
+            name: "id".into(),
+            ty: KeyType::Long,
+        }];
+        let mut set = KeySet::new(&keys, &refs, 1, dir.path());
+        for (u, id) in [(3, 1), (66, 1), (69, 2), (0, 2), (66, 3)] {
+            set.add(AffectedKeys {
+                columns: vec![Arc::new(Int64Array::from(vec![id]))],
+                upstreams: vec![Arc::from(vec![names[u].clone()])],
+                change_ts: vec![Some(id * 10 + u as i64)],
+            })
+            .unwrap();
+        }
+        let k = set.finish().await.unwrap().into_memory().unwrap();
+        let ids = k.columns[0].as_primitive::<Int64Type>();
+        let mut rows: Vec<(i64, Vec<String>, Option<i64>)> = (0..k.len())
+            .map(|r| (ids.value(r), k.upstreams[r].to_vec(), k.change_ts[r]))
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (1, vec!["u03".into(), "u66".into()], Some(76)),
+                (2, vec!["u00".into(), "u69".into()], Some(89)),
+                (3, vec!["u66".into()], Some(96)),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_spill_folder_that_cannot_be_written_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("not-there");
+        let mut set = KeySet::new(&key_cols(), &["a", "b"], 1, &missing);
+        let e = set
+            .add(part(&[(1, "eu", "a", None)]))
+            .and_then(|_| {
+                // A part of 1 row waits for the fold; force it.
+                set.fold()
+            })
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("not-there") && text.contains("spill_dir"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn chunks_of_keys_in_memory_cover_every_key_once() {
+        let k = part(&[
+            (1, "eu", "a", None),
+            (2, "us", "b", Some(3)),
+            (3, "eu", "a", None),
+        ]);
+        let keys = Keys::Memory(k);
+        let sizes: Vec<usize> = keys.chunks(2).unwrap().map(|c| c.unwrap().len()).collect();
+        assert_eq!(sizes, vec![2, 1]);
+    }
+}
