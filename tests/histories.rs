@@ -369,6 +369,18 @@ async fn dropped_column_the_pipeline_needs_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_batch_rows_cuts_batches_at_whole_commits() {
+    max_batch_rows_cut("").await;
+}
+
+/// The same cut when the ranges stream (`chunk_rows = 2`: every range is over one
+/// call): the rows per commit come from the log's statistics or the files' footers,
+/// not from rows read, and each batch counts the rows it streamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_batch_rows_cuts_streamed_batches_at_whole_commits_too() {
+    max_batch_rows_cut("chunk_rows = 2\n").await;
+}
+
+async fn max_batch_rows_cut(extra: &str) {
     let ws = Workspace::new();
     let (mut sp, _) = sp_tables(&ws).await; // v0: 3 rows
     for i in 0..4 {
@@ -378,7 +390,7 @@ async fn max_batch_rows_cuts_batches_at_whole_commits() {
         sp.insert(Value::Array(rows)).await.unwrap(); // v1..v4: 4 rows each
     }
     let p = sp_pipeline(&ws, 100);
-    add_lines(&p, "max_batch_rows = 9\n");
+    add_lines(&p, &format!("max_batch_rows = 9\n{extra}"));
     let out = ws.run_ok(&p);
     let lines: Vec<&str> = out.lines().collect();
     // Budget 9, filled upstream by upstream at whole commits:
@@ -396,6 +408,45 @@ async fn max_batch_rows_cuts_batches_at_whole_commits() {
     assert!(
         lines[2].contains("spmaster v4, affiliation - | 4 change rows"),
         "{out}"
+    );
+}
+
+/// A range that streams (`chunk_rows = 2`) with a data file that cannot be decoded:
+/// the batch fails naming the table, the versions and the file, and nothing is
+/// committed (the rows streamed before it were derived, but their keys go nowhere).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_file_that_cannot_be_read_fails_the_batch_naming_it() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws).await;
+    for i in 0..3 {
+        let rows: Vec<Value> = (0..4)
+            .map(|j| json!([200 + i * 10 + j, "x", "DE"]))
+            .collect();
+        sp.insert(Value::Array(rows)).await.unwrap();
+    }
+    let p = sp_pipeline(&ws, 100);
+    add_lines(&p, "chunk_rows = 2\n");
+    // The file v2 added, cut in half.
+    let log = std::fs::read_to_string(
+        ws.table("spmaster")
+            .join("_delta_log/00000000000000000002.json"),
+    )
+    .unwrap();
+    let added: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("add").cloned())
+        .expect("v2 adds a file");
+    let name = added["path"].as_str().unwrap().to_string();
+    let file = ws.table("spmaster").join(&name);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let err = run_fails(&p);
+    assert!(err.contains("'spmaster'"), "{err}");
+    assert!(err.contains(&name) && err.contains("version 2"), "{err}");
+    assert!(
+        link_state(&p).await.is_none(),
+        "nothing is committed: {err}"
     );
 }
 

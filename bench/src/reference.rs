@@ -150,7 +150,13 @@ fn every_upstream_key(input: &BatchInput<'_>) -> Result<Vec<dlink_rt::affected::
     ]));
     let mut parts = Vec::new();
     for up in &input.upstreams {
-        let Some(ch) = &up.changes else { continue };
+        let ch = match &up.changes {
+            Some(dlink_rt::cdf::Rows::Read(ch)) => ch,
+            Some(dlink_rt::cdf::Rows::Stream(_)) => {
+                return Err("the native reference takes rows read at once, not streamed".into())
+            }
+            None => continue,
+        };
         let mut batches = Vec::with_capacity(ch.batches.len());
         for b in &ch.batches {
             let id = b
@@ -384,7 +390,7 @@ fn batch_input<'a>(
         let changes = range.range.and_then(|(s, e)| {
             changes
                 .get(&(range.name.clone(), s, e))
-                .map(|c| Changes::clone(c))
+                .map(|c| dlink_rt::cdf::Rows::Read(Changes::clone(c)))
         });
         ups.push(UpstreamBatch {
             upstream,

@@ -2,10 +2,10 @@
 //! come, held in memory up to a budget (`[engine] memory_mb`) and spilled to local disk
 //! past it, so that a batch's memory does not grow with its row count.
 //!
-//! In memory the set is an [`AffectedKeys`] (distinct keys, their causes and newest
-//! commit timestamps); parts are folded into it once they hold as many rows as it does,
-//! so a key reported by many calls is held once. When the folded set is over the budget
-//! it is written to a spill file (Arrow IPC: the key columns, the causes as bit words,
+//! In memory the set is the calls' parts as they came, folded into one [`AffectedKeys`]
+//! (distinct keys, their causes and newest commit timestamps) when they and the folded
+//! set are over the budget, and at the end: a batch within its budget folds once, as if
+//! it were one call. When the folded set takes over half the budget it is written to a spill file (Arrow IPC: the key columns, the causes as bit words,
 //! the timestamp) and memory starts empty again. At the end, a batch that spilled has
 //! its files merged by DataFusion's aggregation (grouped by the key columns, `bit_or` of
 //! the causes, `max` of the timestamps), itself within the budget and spilling through
@@ -37,8 +37,6 @@ use futures::StreamExt;
 use super::{arrow_type, AffectedKeys, InvalidKeys};
 use crate::config::KeyColumn;
 
-/// Rows of pending parts that are always folded at once (below this, parts wait).
-const MIN_FOLD_ROWS: usize = 1 << 16;
 /// The least memory the merge of spill files is given, whatever the budget: DataFusion's
 /// aggregation needs a few record batches to work with (it fails below, not spills).
 const MIN_MERGE_BYTES: usize = 8 << 20;
@@ -71,9 +69,11 @@ pub struct KeySet {
     dir: PathBuf,
     /// The distinct keys folded so far (since the last spill).
     folded: Option<AffectedKeys>,
-    /// Parts not folded yet, and their rows.
+    /// The folded set's bytes.
+    folded_bytes: usize,
+    /// Parts not folded yet, and their bytes.
     pending: Vec<AffectedKeys>,
-    pending_rows: usize,
+    pending_bytes: usize,
     spill: Option<Spill>,
 }
 
@@ -96,8 +96,9 @@ impl KeySet {
             budget: budget.max(1),
             dir: dir.to_path_buf(),
             folded: None,
+            folded_bytes: 0,
             pending: Vec::new(),
-            pending_rows: 0,
+            pending_bytes: 0,
             spill: None,
         }
     }
@@ -107,10 +108,9 @@ impl KeySet {
         if part.is_empty() {
             return Ok(());
         }
-        self.pending_rows += part.len();
+        self.pending_bytes += part.memory_size();
         self.pending.push(part);
-        let folded = self.folded.as_ref().map_or(0, AffectedKeys::len);
-        if self.pending_rows >= folded.max(MIN_FOLD_ROWS) || self.pending_bytes() > self.budget {
+        if self.pending_bytes + self.folded_bytes > self.budget {
             self.fold()?;
         }
         Ok(())
@@ -121,15 +121,13 @@ impl KeySet {
         self.spill.as_ref().map_or(0, |s| s.times)
     }
 
-    fn pending_bytes(&self) -> usize {
-        self.pending.iter().map(AffectedKeys::memory_size).sum()
-    }
-
-    /// Folds the pending parts into the folded set; spills it when over the budget.
+    /// Folds the pending parts into the folded set; spills it when it takes over half
+    /// the budget (the other half is for the parts to come).
     fn fold(&mut self) -> Result<(), SpillError> {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let mut parts = std::mem::take(&mut self.pending);
-        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.folded_bytes = 0;
         if let Some(f) = self.folded.take() {
             parts.insert(0, f);
         }
@@ -137,10 +135,12 @@ impl KeySet {
             return Ok(());
         }
         let folded = AffectedKeys::merge(parts, &names)?;
-        if folded.memory_size() > self.budget {
+        let bytes = folded.memory_size();
+        if bytes > self.budget / 2 {
             self.write_spill(&folded)?;
         } else {
             self.folded = Some(folded);
+            self.folded_bytes = bytes;
         }
         Ok(())
     }

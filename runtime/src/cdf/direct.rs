@@ -64,6 +64,10 @@ struct ChangeFile {
     path: String,
     kind: Kind,
     partition_values: HashMap<String, Option<String>>,
+    /// The file's size in bytes, as the action says (0 when it does not).
+    size: u64,
+    /// Its row count from the action's statistics (`numRecords`), when written.
+    rows: Option<u64>,
 }
 
 /// The change files of one commit, or why it is left to deltalake's scan.
@@ -98,6 +102,12 @@ fn files_of_commit(version: i64, commit: &[u8]) -> Result<Vec<ChangeFile>, &'sta
             if path.contains("://") {
                 return Err("a file outside the table");
             }
+            let size = a.get("size").and_then(Value::as_u64).unwrap_or(0);
+            let rows = a
+                .get("stats")
+                .and_then(Value::as_str)
+                .and_then(|st| serde_json::from_str::<Value>(st).ok())
+                .and_then(|st| st.get("numRecords").and_then(Value::as_u64));
             let partition_values = a
                 .get("partitionValues")
                 .and_then(Value::as_object)
@@ -112,13 +122,13 @@ fn files_of_commit(version: i64, commit: &[u8]) -> Result<Vec<ChangeFile>, &'sta
                 Kind::Insert => &mut adds,
                 Kind::Delete => &mut removes,
             };
-            into.push((path.to_string(), kind, partition_values));
+            into.push((path.to_string(), kind, partition_values, size, rows));
         }
     }
     let files = if cdc.is_empty() {
         if adds
             .iter()
-            .any(|(p, _, _)| removes.iter().any(|(r, _, _)| r == p))
+            .any(|(p, ..)| removes.iter().any(|(r, ..)| r == p))
         {
             // An add and a remove of one path: a deletion vector's update.
             return Err("deletion vectors");
@@ -129,14 +139,67 @@ fn files_of_commit(version: i64, commit: &[u8]) -> Result<Vec<ChangeFile>, &'sta
     };
     Ok(files
         .into_iter()
-        .map(|(path, kind, partition_values)| ChangeFile {
+        .map(|(path, kind, partition_values, size, rows)| ChangeFile {
             version,
             timestamp_us: timestamp_ms.saturating_mul(1000),
             path,
             kind,
             partition_values,
+            size,
+            rows,
         })
         .collect())
+}
+
+/// The direct read of a range, planned: the change files its commits name, in commit
+/// order, and where to read them.
+pub(crate) struct Plan {
+    files: Vec<ChangeFile>,
+    partition_columns: Vec<String>,
+    change_types: Option<Vec<String>>,
+    /// The table's folder when it is local (files read on blocking threads).
+    local_root: Option<std::path::PathBuf>,
+    store: Arc<dyn deltalake::ObjectStore>,
+    schema: SchemaRef,
+}
+
+/// Plans the direct read of `u`'s versions `start..=end` from `table` in `schema` (see
+/// [`super::change_schema`]), or says why it is left to deltalake's scan.
+pub(super) async fn plan(
+    u: &Upstream,
+    table: &DeltaTable,
+    start: i64,
+    end: i64,
+    schema: &SchemaRef,
+) -> Result<Plan, &'static str> {
+    if u.filter.is_some() {
+        return Err("a catalog filter");
+    }
+    let Ok(state) = table.snapshot() else {
+        return Err("no snapshot");
+    };
+    let mapping = state
+        .metadata()
+        .configuration()
+        .get("delta.columnMapping.mode");
+    if mapping.is_some_and(|m| !m.eq_ignore_ascii_case("none")) {
+        return Err("column mapping");
+    }
+    let partition_columns: Vec<String> = state.metadata().partition_columns().to_vec();
+    let files = change_files(u, table, start, end).await?;
+    let local_root = table
+        .table_url()
+        .to_file_path()
+        .ok()
+        .filter(|_| table.table_url().scheme() == "file");
+    Ok(Plan {
+        files,
+        partition_columns,
+        change_types: u.change_types.clone(),
+        local_root,
+        store: table.log_store().object_store(None),
+        schema: schema.clone(),
+    })
 }
 
 /// Reads the change feed of `u`'s versions `start..=end` from `table` in `schema` (see
@@ -148,30 +211,222 @@ pub(super) async fn read(
     end: i64,
     schema: &SchemaRef,
 ) -> Direct {
-    if u.filter.is_some() {
-        return Direct::Unsupported("a catalog filter");
-    }
-    let Ok(state) = table.snapshot() else {
-        return Direct::Unsupported("no snapshot");
-    };
-    let mapping = state
-        .metadata()
-        .configuration()
-        .get("delta.columnMapping.mode");
-    if mapping.is_some_and(|m| !m.eq_ignore_ascii_case("none")) {
-        return Direct::Unsupported("column mapping");
-    }
-    let partition_columns: Vec<String> = state.metadata().partition_columns().to_vec();
-    let files = match change_files(u, table, start, end).await {
-        Ok(files) => files,
+    let plan = match plan(u, table, start, end, schema).await {
+        Ok(p) => p,
         Err(why) => return Direct::Unsupported(why),
     };
-    match read_files(u, table, files, schema, partition_columns).await {
-        Ok(batches) => Direct::Read(Changes {
-            schema: schema.clone(),
-            batches,
-        }),
+    match plan.read_all().await {
+        Ok(changes) => Direct::Read(changes),
         Err(why) => Direct::Unsupported(why),
+    }
+}
+
+impl Plan {
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The rows the files hold, as far as the log says without reading them: the
+    /// statistics' `numRecords`, else a file's bytes / 4 (no column is smaller).
+    pub(crate) fn estimated_rows(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| f.rows.unwrap_or(f.size / 4))
+            .sum()
+    }
+
+    /// Rows per version: the statistics' counts, else each file's parquet footer (read
+    /// for the files without; `_change_type` filters of the catalog not applied).
+    pub(crate) async fn rows_per_version(
+        &self,
+    ) -> Result<std::collections::BTreeMap<i64, u64>, String> {
+        let counted: Vec<(i64, u64)> = futures::stream::iter(self.files.iter().cloned())
+            .map(|f| {
+                let (root, store) = (self.local_root.clone(), self.store.clone());
+                async move {
+                    let n = match f.rows {
+                        Some(n) => n,
+                        None => footer_rows(root, store, &f)
+                            .await
+                            .map_err(|why| file_err(&f, why))?,
+                    };
+                    Ok::<_, String>((f.version, n))
+                }
+            })
+            .buffered(PARALLEL_FILES)
+            .try_collect()
+            .await?;
+        let mut out = std::collections::BTreeMap::new();
+        for (v, n) in counted {
+            *out.entry(v).or_default() += n;
+        }
+        Ok(out)
+    }
+
+    /// Keeps the files of versions up to `last`.
+    pub(crate) fn up_to(&mut self, last: i64) {
+        self.files.retain(|f| f.version <= last);
+    }
+
+    /// Every change row at once.
+    pub(crate) async fn read_all(self) -> Result<Changes, &'static str> {
+        let schema = self.schema.clone();
+        let batches = read_files(
+            self.files,
+            &schema,
+            &self.partition_columns,
+            self.change_types.as_deref(),
+            self.local_root,
+            self.store,
+        )
+        .await?;
+        Ok(Changes { schema, batches })
+    }
+
+    /// The change rows as they are read, in commit order, a little ahead of the
+    /// reader: a commit with `cdc` files (which may hold update images) comes whole; an
+    /// insert or delete file comes one record batch at a time. Memory: the pieces in
+    /// the channel and the files being decoded, whatever the range's size. The stream
+    /// ends early with the error of a file that cannot be read, naming it.
+    pub(crate) fn stream(mut self) -> tokio::sync::mpsc::Receiver<Result<Changes, String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut files = std::mem::take(&mut self.files).into_iter().peekable();
+            while let Some(f) = files.next() {
+                let sent = if f.kind == Kind::Cdc {
+                    // The commit's cdc files together: its update pairs stay together.
+                    let mut whole = vec![f];
+                    while let Some(next) = files.next_if(|n| n.version == whole[0].version) {
+                        whole.push(next);
+                    }
+                    let first = whole[0].clone();
+                    let read = read_files(
+                        whole,
+                        &self.schema,
+                        &self.partition_columns,
+                        self.change_types.as_deref(),
+                        self.local_root.clone(),
+                        self.store.clone(),
+                    )
+                    .await
+                    .map_err(|why| file_err(&first, why))
+                    .map(|batches| Changes {
+                        schema: self.schema.clone(),
+                        batches,
+                    });
+                    let failed = read.is_err();
+                    tx.send(read).await.is_ok() && !failed
+                } else {
+                    stream_file(&self, f, &tx).await
+                };
+                if !sent {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// Sends the change rows of one insert or delete file, a record batch at a time;
+/// `false` when the stream is over (the reader gone, or the file failed).
+async fn stream_file(
+    plan: &Plan,
+    f: ChangeFile,
+    tx: &tokio::sync::mpsc::Sender<Result<Changes, String>>,
+) -> bool {
+    let (btx, mut brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, &'static str>>(2);
+    let schema = plan.schema.clone();
+    let (partition_columns, types) = (plan.partition_columns.clone(), plan.change_types.clone());
+    let source = match &plan.local_root {
+        Some(root) => local_file(root, &f).map(Source::Local),
+        None => fetch(plan.store.clone(), &f).await.map(Source::Remote),
+    };
+    let source = match source {
+        Ok(s) => s,
+        Err(why) => {
+            let _ = tx.send(Err(file_err(&f, why))).await;
+            return false;
+        }
+    };
+    let file = f.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let each = |b: Result<RecordBatch, &'static str>| {
+            let b = b
+                .and_then(|b| changes_of(&b, &file, &schema, &partition_columns, types.as_deref()));
+            btx.blocking_send(b).is_ok()
+        };
+        match source {
+            Source::Local(r) => decode_each(r, &file, &schema, each),
+            Source::Remote(r) => decode_each(r, &file, &schema, each),
+        }
+    });
+    while let Some(b) = brx.recv().await {
+        let piece = b.map_err(|why| file_err(&f, why)).map(|b| Changes {
+            schema: plan.schema.clone(),
+            batches: vec![b],
+        });
+        let failed = piece.is_err();
+        if tx.send(piece).await.is_err() || failed {
+            return false;
+        }
+    }
+    match reader.await {
+        Ok(Ok(())) => true,
+        Ok(Err(why)) => {
+            let _ = tx.send(Err(file_err(&f, why))).await;
+            false
+        }
+        Err(_) => {
+            let _ = tx.send(Err(file_err(&f, "a reader task failed"))).await;
+            false
+        }
+    }
+}
+
+/// A file to decode: open locally, or fetched.
+enum Source {
+    Local(std::fs::File),
+    Remote(bytes::Bytes),
+}
+
+/// What a failed file read says: the file, its version, why.
+fn file_err(f: &ChangeFile, why: &str) -> String {
+    format!("{} (version {}): {why}", f.path, f.version)
+}
+
+/// The row count of a file's parquet footer.
+async fn footer_rows(
+    root: Option<std::path::PathBuf>,
+    store: Arc<dyn deltalake::ObjectStore>,
+    f: &ChangeFile,
+) -> Result<u64, &'static str> {
+    let count = |meta: &deltalake::parquet::file::metadata::ParquetMetaData| {
+        u64::try_from(meta.file_metadata().num_rows()).unwrap_or(0)
+    };
+    match root {
+        Some(root) => {
+            let file = local_file(&root, f)?;
+            tokio::task::spawn_blocking(move || {
+                ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map(|b| count(b.metadata()))
+                    .map_err(|_| "a file that is not parquet")
+            })
+            .await
+            .map_err(|_| "a reader task failed")?
+        }
+        None => {
+            // Fetched whole: files without statistics are `cdc` files, small next to
+            // what a request costs.
+            let bytes = fetch(store, f).await?;
+            tokio::task::spawn_blocking(move || {
+                ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .map(|b| count(b.metadata()))
+                    .map_err(|_| "a file that is not parquet")
+            })
+            .await
+            .map_err(|_| "a reader task failed")?
+        }
     }
 }
 
@@ -214,22 +469,18 @@ async fn change_files(
 /// Reads `files` (8 at a time; local ones on blocking threads) into change rows in
 /// `schema`, in the files' order.
 async fn read_files(
-    u: &Upstream,
-    table: &DeltaTable,
     files: Vec<ChangeFile>,
     schema: &SchemaRef,
-    partition_columns: Vec<String>,
+    partition_columns: &[String],
+    change_types: Option<&[String]>,
+    local_root: Option<std::path::PathBuf>,
+    store: Arc<dyn deltalake::ObjectStore>,
 ) -> Result<Vec<RecordBatch>, &'static str> {
-    let local_root = table
-        .table_url()
-        .to_file_path()
-        .ok()
-        .filter(|_| table.table_url().scheme() == "file");
-    let store: Arc<dyn deltalake::ObjectStore> = table.log_store().object_store(None);
     let reads = futures::stream::iter(files)
         .map(|f| {
             let (schema, store, root) = (schema.clone(), store.clone(), local_root.clone());
-            let (partition_columns, types) = (partition_columns.clone(), u.change_types.clone());
+            let partition_columns = partition_columns.to_vec();
+            let types = change_types.map(<[String]>::to_vec);
             tokio::spawn(async move {
                 let batches = match root {
                     Some(root) => {
@@ -283,25 +534,26 @@ fn projection(
     ProjectionMask::roots(parquet, roots)
 }
 
+fn local_file(root: &std::path::Path, f: &ChangeFile) -> Result<std::fs::File, &'static str> {
+    let path =
+        deltalake::Path::from_url_path(&f.path).map_err(|_| "a path that cannot be decoded")?;
+    std::fs::File::open(root.join(path.as_ref())).map_err(|_| "a file that cannot be opened")
+}
+
 fn read_local(
     root: &std::path::Path,
     f: &ChangeFile,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, &'static str> {
-    let path =
-        deltalake::Path::from_url_path(&f.path).map_err(|_| "a path that cannot be decoded")?;
-    let file = std::fs::File::open(root.join(path.as_ref()))
-        .map_err(|_| "a file that cannot be opened")?;
-    read_parquet(file, f, schema)
+    read_parquet(local_file(root, f)?, f, schema)
 }
 
 /// A file of an object store, fetched whole (change files are written one per task
 /// of a commit: small next to what a request costs).
-async fn read_remote(
+async fn fetch(
     store: Arc<dyn deltalake::ObjectStore>,
     f: &ChangeFile,
-    schema: &SchemaRef,
-) -> Result<Vec<RecordBatch>, &'static str> {
+) -> Result<bytes::Bytes, &'static str> {
     use object_store::ObjectStoreExt;
     let path =
         deltalake::Path::from_url_path(&f.path).map_err(|_| "a path that cannot be decoded")?;
@@ -312,6 +564,15 @@ async fn read_remote(
         .bytes()
         .await
         .map_err(|_| "a file that cannot be fetched")?;
+    Ok(bytes)
+}
+
+async fn read_remote(
+    store: Arc<dyn deltalake::ObjectStore>,
+    f: &ChangeFile,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, &'static str> {
+    let bytes = fetch(store, f).await?;
     let (f, schema) = (f.clone(), schema.clone());
     tokio::task::spawn_blocking(move || read_parquet(bytes, &f, &schema))
         .await
@@ -324,6 +585,22 @@ fn read_parquet<R: ChunkReader + 'static>(
     f: &ChangeFile,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, &'static str> {
+    let mut out = Vec::new();
+    decode_each(reader, f, schema, |b| {
+        out.push(b);
+        true
+    })?;
+    out.into_iter().collect()
+}
+
+/// Decodes the delivered columns of a parquet file, handing each record batch to
+/// `each` until it returns `false`.
+fn decode_each<R: ChunkReader + 'static>(
+    reader: R,
+    f: &ChangeFile,
+    schema: &SchemaRef,
+    mut each: impl FnMut(Result<RecordBatch, &'static str>) -> bool,
+) -> Result<(), &'static str> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
         .map_err(|_| "a file that is not parquet")?;
     let mask = projection(
@@ -331,13 +608,18 @@ fn read_parquet<R: ChunkReader + 'static>(
         builder.parquet_schema(),
         file_columns(schema, f.kind),
     );
-    builder
+    let batches = builder
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|_| "a file that is not parquet")?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "a file that cannot be decoded")
+        .map_err(|_| "a file that is not parquet")?;
+    for b in batches {
+        let failed = b.is_err();
+        if !each(b.map_err(|_| "a file that cannot be decoded")) || failed {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The change rows of `b`, read from `f`, in `schema`: file columns cast to the

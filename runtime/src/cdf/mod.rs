@@ -182,6 +182,144 @@ impl Changes {
     }
 }
 
+/// An upstream's change rows in a batch: read at once, or streamed as they are read
+/// (a range bigger than one plugin call), so that a batch's memory does not grow with
+/// its rows.
+pub enum Rows {
+    Read(Changes),
+    Stream(ChangeStream),
+}
+
+/// Change rows streamed from their files in commit order (see [`direct::Plan::stream`]):
+/// a commit's update images always in one piece.
+pub struct ChangeStream {
+    pub schema: SchemaRef,
+    upstream: Upstream,
+    range: (i64, i64),
+    rx: tokio::sync::mpsc::Receiver<std::result::Result<Changes, String>>,
+    /// Rows delivered so far (shared with the batch's report).
+    delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ChangeStream {
+    /// The next piece of rows; `None` at the end. An unreadable file fails the batch,
+    /// named.
+    pub async fn next(&mut self) -> Result<Option<Changes>> {
+        match self.rx.recv().await {
+            None => Ok(None),
+            Some(Ok(piece)) => {
+                self.delivered
+                    .fetch_add(piece.rows(), std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(piece))
+            }
+            Some(Err(why)) => {
+                let (start, end) = self.range;
+                Err(feed_err(&self.upstream, start, end, why))
+            }
+        }
+    }
+
+    /// The rows delivered so far, counted as they go.
+    pub fn delivered(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.delivered.clone()
+    }
+}
+
+impl Rows {
+    /// The schema of the rows.
+    pub fn schema(&self) -> &SchemaRef {
+        match self {
+            Rows::Read(c) => &c.schema,
+            Rows::Stream(s) => &s.schema,
+        }
+    }
+
+    /// Every row at once (a SQL derivation, the bench's native reference).
+    pub async fn collect(self) -> Result<Changes> {
+        match self {
+            Rows::Read(c) => Ok(c),
+            Rows::Stream(mut s) => {
+                let mut out = Changes::empty(s.schema.clone());
+                while let Some(piece) = s.next().await? {
+                    out.batches.extend(piece.batches);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The direct read of one upstream range, planned from its commits, to be streamed.
+pub struct ReadPlan {
+    upstream: Upstream,
+    range: (i64, i64),
+    direct: direct::Plan,
+}
+
+impl ReadPlan {
+    /// Plans the direct read of `u`'s versions `start..=end` from `table`; `None` when
+    /// the range is for deltalake's scan (see [`direct`]), which reads it whole.
+    pub async fn new(
+        u: &Upstream,
+        table: &DeltaTable,
+        start: i64,
+        end: i64,
+    ) -> Result<Option<ReadPlan>> {
+        if start < 0 || end < start {
+            return Ok(None);
+        }
+        let schema = change_schema(u, arrow_schema(u, table)?.as_ref())?;
+        match direct::plan(u, table, start, end, &schema).await {
+            Ok(direct) => Ok(Some(ReadPlan {
+                upstream: u.clone(),
+                range: (start, end),
+                direct,
+            })),
+            Err(why) => {
+                tracing::debug!(table = %u.name, start, end, why, "change feed read with deltalake's scan");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.upstream.name
+    }
+
+    /// Whether the range holds more rows than `rows`, as far as the log tells without
+    /// reading them.
+    pub fn over(&self, rows: u64) -> bool {
+        self.direct.estimated_rows() > rows
+    }
+
+    /// Rows per version (statistics, else footers).
+    pub async fn rows_per_version(&self) -> Result<std::collections::BTreeMap<i64, u64>> {
+        let (start, end) = self.range;
+        self.direct
+            .rows_per_version()
+            .await
+            .map_err(|why| feed_err(&self.upstream, start, end, why))
+    }
+
+    /// Narrows the plan to the versions up to `last`.
+    pub fn up_to(&mut self, last: i64) {
+        self.range.1 = self.range.1.min(last);
+        self.direct.up_to(last);
+    }
+
+    /// The range's rows as a stream.
+    pub fn stream(self) -> ChangeStream {
+        ChangeStream {
+            schema: self.direct.schema().clone(),
+            upstream: self.upstream,
+            range: self.range,
+            rx: self.direct.stream(),
+            delivered: Default::default(),
+        }
+    }
+}
+
 /// The newest `_commit_timestamp` (microseconds) among change rows.
 pub fn newest_commit_ts(batches: &[RecordBatch]) -> Option<i64> {
     use deltalake::arrow::array::AsArray;

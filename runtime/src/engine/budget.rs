@@ -16,31 +16,24 @@ use deltalake::arrow::error::ArrowError;
 use super::plan::Ranges;
 use crate::cdf::{Changes, COMMIT_VERSION};
 
-/// Trims the planned `wanted` ranges and their read `changes` to `budget` rows. Fails
-/// only when change rows cannot be cut (no `_commit_version` column): nothing is
-/// dropped silently.
-pub fn trim_to_budget(
-    wanted: Ranges,
-    changes: Vec<Option<Changes>>,
-    budget: Option<u64>,
-) -> Result<(Ranges, Vec<Option<Changes>>), ArrowError> {
-    let Some(budget) = budget else {
-        return Ok((wanted, changes));
-    };
+/// Rows per version of one upstream's range.
+pub type Counts = BTreeMap<i64, usize>;
+
+/// The planned `wanted` ranges cut to `budget` rows at whole commits, from each
+/// upstream's rows per version (an upstream without counts keeps no range). The first
+/// version of the first pending upstream is always kept.
+pub fn cut(wanted: &Ranges, counts: &[Option<Counts>], budget: u64) -> Ranges {
     let budget = usize::try_from(budget).unwrap_or(usize::MAX);
     let mut total = 0usize;
     let mut taken_any = false;
     let mut plan = Vec::with_capacity(wanted.len());
-    let mut kept = Vec::with_capacity(wanted.len());
-    for (range, ch) in wanted.into_iter().zip(changes) {
-        let (Some((start, end)), Some(ch)) = (range, ch) else {
+    for (range, counts) in wanted.iter().zip(counts) {
+        let (Some((start, end)), Some(counts)) = (range, counts) else {
             plan.push(None);
-            kept.push(None);
             continue;
         };
-        let counts = rows_per_version(&ch)?;
         let mut cut = None;
-        for v in start..=end {
+        for v in *start..=*end {
             let n = counts.get(&v).copied().unwrap_or(0);
             if taken_any && total + n > budget {
                 break;
@@ -49,22 +42,42 @@ pub fn trim_to_budget(
             taken_any = true;
             cut = Some(v);
         }
-        match cut {
-            None => {
-                plan.push(None);
-                kept.push(None);
-            }
-            Some(c) if c == end => {
-                plan.push(Some((start, end)));
-                kept.push(Some(ch));
-            }
-            Some(c) => {
-                plan.push(Some((start, c)));
-                kept.push(Some(up_to(ch, c)?));
-            }
-        }
+        plan.push(cut.map(|c| (*start, c)));
+    }
+    plan
+}
+
+/// Trims the planned `wanted` ranges and their read `changes` to `budget` rows. Fails
+/// only when change rows cannot be cut (no `_commit_version` column): nothing is
+/// dropped silently.
+#[cfg(test)]
+pub fn trim_to_budget(
+    wanted: Ranges,
+    changes: Vec<Option<Changes>>,
+    budget: Option<u64>,
+) -> Result<(Ranges, Vec<Option<Changes>>), ArrowError> {
+    let Some(budget) = budget else {
+        return Ok((wanted, changes));
+    };
+    let counts = changes
+        .iter()
+        .map(|c| c.as_ref().map(rows_per_version).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = cut(&wanted, &counts, budget);
+    let mut kept = Vec::with_capacity(changes.len());
+    for ((p, w), ch) in plan.iter().zip(&wanted).zip(changes) {
+        kept.push(match (p, w, ch) {
+            (Some((_, c)), Some((_, e)), Some(ch)) if c == e => Some(ch),
+            (Some((_, c)), _, Some(ch)) => Some(up_to(ch, *c)?),
+            _ => None,
+        });
     }
     Ok((plan, kept))
+}
+
+/// Rows per version of read change rows.
+pub fn counts_of(ch: &Changes) -> Result<Counts, ArrowError> {
+    rows_per_version(ch)
 }
 
 fn rows_per_version(ch: &Changes) -> Result<BTreeMap<i64, usize>, ArrowError> {
@@ -88,7 +101,7 @@ fn commit_versions(b: &RecordBatch) -> Result<&Int64Array, ArrowError> {
 }
 
 /// The change rows of versions up to `last`.
-fn up_to(ch: Changes, last: i64) -> Result<Changes, ArrowError> {
+pub(crate) fn up_to(ch: Changes, last: i64) -> Result<Changes, ArrowError> {
     let mut batches = Vec::with_capacity(ch.batches.len());
     for b in &ch.batches {
         let mask = lt_eq(commit_versions(b)?, &Int64Array::new_scalar(last))?;

@@ -29,28 +29,66 @@ pub(crate) fn calls(upstreams: Vec<Option<Changes>>, chunk_rows: usize) -> Vec<C
     if total <= chunk_rows {
         return vec![upstreams];
     }
+    let mut packer = Packer::new(n, chunk_rows);
     let mut calls: Vec<Call> = Vec::new();
-    let mut current: Call = vec![None; n];
-    let mut current_rows = 0usize;
     for (i, ch) in upstreams.into_iter().enumerate() {
         let Some(ch) = ch else { continue };
-        for piece in pieces(ch, chunk_rows) {
+        calls.extend(packer.push(i, ch));
+    }
+    calls.extend(packer.finish());
+    calls
+}
+
+/// Packs the upstreams' rows into calls as they come (read at once or streamed),
+/// upstream after upstream: pieces cut where allowed (see [`pieces`]), a call handed
+/// out once the next piece would take it over `chunk_rows`.
+pub(crate) struct Packer {
+    chunk_rows: usize,
+    current: Call,
+    current_rows: usize,
+    /// Whether some call was handed out.
+    handed_out: bool,
+}
+
+impl Packer {
+    pub(crate) fn new(upstreams: usize, chunk_rows: usize) -> Self {
+        Packer {
+            chunk_rows: chunk_rows.max(1),
+            current: vec![None; upstreams],
+            current_rows: 0,
+            handed_out: false,
+        }
+    }
+
+    /// Adds rows of upstream `i` (after any rows of it added before); returns the calls
+    /// that are full.
+    pub(crate) fn push(&mut self, i: usize, ch: Changes) -> Vec<Call> {
+        let mut full = Vec::new();
+        for piece in pieces(ch, self.chunk_rows) {
             let rows = piece.rows();
-            if current_rows > 0 && current_rows + rows > chunk_rows {
-                calls.push(std::mem::replace(&mut current, vec![None; n]));
-                current_rows = 0;
+            if rows == 0 {
+                continue;
             }
-            current_rows += rows;
-            match &mut current[i] {
+            if self.current_rows > 0 && self.current_rows + rows > self.chunk_rows {
+                let n = self.current.len();
+                full.push(std::mem::replace(&mut self.current, vec![None; n]));
+                self.current_rows = 0;
+                self.handed_out = true;
+            }
+            self.current_rows += rows;
+            match &mut self.current[i] {
                 Some(held) => held.batches.extend(piece.batches),
                 slot => *slot = Some(piece),
             }
         }
+        full
     }
-    if current_rows > 0 || calls.is_empty() {
-        calls.push(current);
+
+    /// The last call: the rows left, or an empty call when no call was handed out (a
+    /// batch without rows still calls the plugin once).
+    pub(crate) fn finish(self) -> Option<Call> {
+        (self.current_rows > 0 || !self.handed_out).then_some(self.current)
     }
-    calls
 }
 
 /// One upstream's rows cut into pieces of at most `chunk_rows` rows where a cut is

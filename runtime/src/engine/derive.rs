@@ -12,7 +12,7 @@ use deltalake::DeltaTable;
 
 use super::{load_plugin, PluginSlot};
 use crate::affected::{DefaultCause, KeySet, Keys, SpillError};
-use crate::cdf::{self, Changes};
+use crate::cdf::{self, Rows};
 use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
 use crate::engine::error::{BatchFailure, Error, Result};
 use crate::lookup::{TableCache, TableLookup};
@@ -26,8 +26,9 @@ pub struct UpstreamBatch<'a> {
     pub upstream: &'a Upstream,
     /// The range read (or none) and the version the batch pins the table at.
     pub range: &'a UpstreamRange,
-    /// The change rows of `range`; `None` when the upstream has no range in the batch.
-    pub changes: Option<Changes>,
+    /// The change rows of `range` (read, or streamed as they are read); `None` when the
+    /// upstream has no range in the batch.
+    pub changes: Option<Rows>,
     /// The table, loaded at or after the range's end.
     pub table: &'a DeltaTable,
 }
@@ -36,7 +37,7 @@ impl UpstreamBatch<'_> {
     /// The schema the change rows are delivered in (also when there are none).
     fn schema(&self) -> Result<SchemaRef> {
         match &self.changes {
-            Some(ch) => Ok(ch.schema.clone()),
+            Some(ch) => Ok(ch.schema().clone()),
             None => Ok(cdf::change_schema(
                 self.upstream,
                 cdf::arrow_schema(self.upstream, self.table)?.as_ref(),
@@ -103,6 +104,8 @@ pub struct Derived {
 pub struct PluginTimings {
     /// Compiling or loading and instantiating the plugin (first batch, swaps).
     pub load: Duration,
+    /// Waiting for streamed change rows (a batch over one call reads as it derives).
+    pub read: Duration,
     /// The host's IPC encoding of the change rows.
     pub encode: Duration,
     /// The call: input copied in, the guest's work and lookups, output copied out.
@@ -196,47 +199,83 @@ impl Derive for PluginDerive<'_> {
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let rows = input
+        let rows: Vec<Option<Rows>> = input
             .upstreams
             .iter_mut()
             .map(|u| u.changes.take())
             .collect();
         let chunk_rows = usize::try_from(pipeline.chunk_rows).unwrap_or(usize::MAX);
-        let calls = super::chunk::calls(rows, chunk_rows);
         let mut timings = PluginTimings {
             load: load_time,
             ..PluginTimings::default()
         };
-        let n_calls = calls.len();
-        let mut output_bytes = 0;
         let mut set = KeySet::new(
             &pipeline.keys,
             &names,
             pipeline.engine.memory_bytes(),
             &pipeline.engine.spill_dir(),
         );
-        for call in calls {
-            let inputs = encode_call(&input, call)?;
-            timings.encode += lap.next();
-            let output = match plugin
-                .derive(&pipeline.name, batch_id, inputs, lookup.clone())
-                .await
-            {
-                Ok(o) => o,
-                Err(e) => {
-                    // A trapped instance must not run again.
-                    self.slot.drop_current();
-                    return Err(batch_err(&input, e.into()));
+        let mut call = Caller {
+            input: &input,
+            plugin,
+            lookup: &lookup,
+            names: &names,
+            set: &mut set,
+            timings: &mut timings,
+            lap: &mut lap,
+            calls: 0,
+            output_bytes: 0,
+            trapped: false,
+        };
+        let ran = async {
+            // Rows read at once: cut as before (one call when the batch fits in one).
+            // Streamed rows: packed into calls as they arrive, after the read ones.
+            let (mut read, mut streams) = (Vec::with_capacity(rows.len()), Vec::new());
+            for (i, r) in rows.into_iter().enumerate() {
+                match r {
+                    Some(Rows::Read(ch)) => read.push(Some(ch)),
+                    Some(Rows::Stream(s)) => {
+                        read.push(None);
+                        streams.push((i, s));
+                    }
+                    None => read.push(None),
                 }
-            };
-            timings.call += lap.next();
-            output_bytes += output.len();
-            let part = output.collect(&pipeline.keys, &names).map_err(|e| {
-                let reason = Box::new(e);
-                batch_err(&input, PluginError::InvalidOutput { reason }.into())
-            })?;
-            set.add(part).map_err(|e| spill_err(&input, e))?;
-            timings.collect += lap.next();
+            }
+            if streams.is_empty() {
+                for c in super::chunk::calls(read, chunk_rows) {
+                    call.run(c).await?;
+                }
+                return Ok(());
+            }
+            let mut packer = super::chunk::Packer::new(read.len(), chunk_rows);
+            for (i, ch) in read.into_iter().enumerate() {
+                if let Some(ch) = ch {
+                    for c in packer.push(i, ch) {
+                        call.run(c).await?;
+                    }
+                }
+            }
+            for (i, mut s) in streams {
+                while let Some(piece) = s.next().await? {
+                    call.timings.read += call.lap.next();
+                    for c in packer.push(i, piece) {
+                        call.run(c).await?;
+                    }
+                }
+            }
+            if let Some(c) = packer.finish() {
+                call.run(c).await?;
+            }
+            Ok::<(), Error>(())
+        };
+        let ran = ran.await;
+        let (n_calls, output_bytes, trapped) = (call.calls, call.output_bytes, call.trapped);
+        if let Err(e) = ran {
+            if trapped {
+                // A trapped instance must not run again.
+                self.slot.drop_current();
+            }
+            return Err(e);
         }
         let spills = set.spills();
         let keys = set.finish().await.map_err(|e| spill_err(&input, e))?;
@@ -259,6 +298,50 @@ impl Derive for PluginDerive<'_> {
             contract,
             timings,
         })
+    }
+}
+
+/// Runs a batch's plugin calls one after the other, folding their keys into the set.
+struct Caller<'a, 'b> {
+    input: &'a BatchInput<'b>,
+    plugin: &'a mut crate::plugin::Plugin,
+    lookup: &'a Arc<TableLookup>,
+    names: &'a [&'a str],
+    set: &'a mut KeySet,
+    timings: &'a mut PluginTimings,
+    lap: &'a mut Lap,
+    calls: usize,
+    output_bytes: usize,
+    /// A call failed in the plugin: its instance must not run again.
+    trapped: bool,
+}
+
+impl Caller<'_, '_> {
+    async fn run(&mut self, call: super::chunk::Call) -> Result<()> {
+        let (input, pipeline) = (self.input, self.input.pipeline);
+        let inputs = encode_call(input, call)?;
+        self.timings.encode += self.lap.next();
+        let output = match self
+            .plugin
+            .derive(&pipeline.name, input.batch_id, inputs, self.lookup.clone())
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.trapped = true;
+                return Err(batch_err(input, e.into()));
+            }
+        };
+        self.timings.call += self.lap.next();
+        self.calls += 1;
+        self.output_bytes += output.len();
+        let part = output.collect(&pipeline.keys, self.names).map_err(|e| {
+            let reason = Box::new(e);
+            batch_err(input, PluginError::InvalidOutput { reason }.into())
+        })?;
+        self.set.add(part).map_err(|e| spill_err(input, e))?;
+        self.timings.collect += self.lap.next();
+        Ok(())
     }
 }
 
@@ -316,6 +399,7 @@ impl PluginTimings {
             batch_id,
             calls,
             load_ms = self.load.as_millis(),
+            read_ms = self.read.as_millis(),
             encode_ms = self.encode.as_millis(),
             call_ms = self.call.as_millis(),
             collect_ms = self.collect.as_millis(),
@@ -344,22 +428,24 @@ impl<'a> SqlDerive<'a> {
 }
 
 impl Derive for SqlDerive<'_> {
-    async fn derive(&mut self, input: BatchInput<'_>) -> Result<Derived> {
+    async fn derive(&mut self, mut input: BatchInput<'_>) -> Result<Derived> {
         let mut tables = Vec::with_capacity(input.upstreams.len());
         let mut default = DefaultCause::default();
-        for u in &input.upstreams {
-            let batches = u
-                .changes
-                .as_ref()
-                .map(|c| c.batches.clone())
-                .unwrap_or_default();
-            if u.range.change_rows > 0 {
+        for u in &mut input.upstreams {
+            let schema = u.schema()?;
+            let upstream = u.upstream;
+            // A query reads its change tables whole (not streamed).
+            let batches = match u.changes.take() {
+                Some(rows) => rows.collect().await?.batches,
+                None => Vec::new(),
+            };
+            if batches.iter().any(|b| b.num_rows() > 0) {
                 default.upstreams.push(u.range.name.clone());
                 default.change_ts = default.change_ts.max(cdf::newest_commit_ts(&batches));
             }
             tables.push(ChangeTable {
-                name: &u.upstream.name,
-                schema: u.schema()?,
+                name: &upstream.name,
+                schema,
                 batches,
             });
         }

@@ -115,6 +115,26 @@ pub(crate) async fn read_ranges(
     .await
 }
 
+/// Plans the ranges in `wanted` that stream: read directly, with more rows than
+/// `over` (a plugin call's `chunk_rows`) as far as the log tells.
+pub(crate) async fn plan_streams(
+    cursors: &[Cursor],
+    wanted: &Ranges,
+    over: Option<u64>,
+) -> Result<Vec<Option<cdf::ReadPlan>>> {
+    let Some(over) = over else {
+        return Ok(wanted.iter().map(|_| None).collect());
+    };
+    try_join_all(cursors.iter().zip(wanted).map(|(c, r)| async move {
+        let Some((s, e)) = r else {
+            return Ok(None);
+        };
+        let plan = cdf::ReadPlan::new(&c.upstream, &c.table, *s, *e).await?;
+        Ok(plan.filter(|p| p.over(over)))
+    }))
+    .await
+}
+
 /// Brings the lookup-only tables to their latest version as of the batch's start and
 /// returns those versions (the batch reads them there).
 pub(crate) async fn pin_lookups(

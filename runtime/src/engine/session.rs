@@ -11,7 +11,7 @@ use futures::future::try_join_all;
 use super::derive::{BatchInput, Derive, Derived, Deriver, Lap, UpstreamBatch};
 use super::read::{self, Cursor};
 use super::{budget, plan, test_pause, watchdog, BatchReport, PluginSlot, RunSummary, Stages};
-use crate::cdf::{self, Changes, FanOut, LogCheck};
+use crate::cdf::{self, FanOut, LogCheck, Rows};
 use crate::config::{Pipeline, Upstream};
 use crate::engine::error::{BatchFailure, Error, ReadError, Result};
 use crate::lookup::TableCache;
@@ -22,8 +22,11 @@ use crate::sink::{Checkpoint, Commit, LinkTable, UpstreamRange};
 struct ReadBatch {
     /// The versions the batch takes (cut to the row budget).
     plan: plan::Ranges,
-    /// Each upstream's change rows (taken by the derive stage).
-    changes: Vec<Option<Changes>>,
+    /// Each upstream's change rows, read or streamed (taken by the derive stage).
+    changes: Vec<Option<Rows>>,
+    /// The rows counted as they stream, per streamed upstream (its `change_rows` is
+    /// known once the derive stage has read them).
+    streamed: Vec<Option<Arc<std::sync::atomic::AtomicUsize>>>,
     /// Each upstream's part, for the report and the commit metadata.
     ranges: Vec<UpstreamRange>,
     /// Every table a lookup may read, at the batch's version.
@@ -184,6 +187,11 @@ impl Session {
         test_pause("after-read", batch_id);
         step("derive");
         let derived = self.derive(pipeline, batch_id, deriver, &mut read).await?;
+        for (r, counted) in read.ranges.iter_mut().zip(&read.streamed) {
+            if let Some(n) = counted {
+                r.change_rows = n.load(std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         stages.derive = lap.next();
         test_pause("before-commit", batch_id);
         step("commit");
@@ -220,14 +228,71 @@ impl Session {
         fanout: Option<&FanOut>,
     ) -> Result<ReadBatch> {
         read::check_logs(&mut self.cursors, &wanted).await?;
-        let changes = read::read_ranges(&self.ctx, &self.cursors, &wanted, fanout).await?;
-        let (plan, changes) = budget::trim_to_budget(wanted, changes, pipeline.max_batch_rows)
-            .map_err(|source| Error::Batch {
-                pipeline: pipeline.name.clone(),
-                batch_id,
-                plugin: pipeline.deriver(),
-                cause: BatchFailure::Budget { source },
-            })?;
+        // Ranges over one plugin call stream into the derive stage as they are read;
+        // the others are read now (shared by the run's pipelines through the fan-out).
+        let stream_over = match pipeline.derivation {
+            crate::config::Derivation::Plugin(_) => Some(pipeline.chunk_rows),
+            crate::config::Derivation::Sql { .. } => None,
+        };
+        let plans = read::plan_streams(&self.cursors, &wanted, stream_over).await?;
+        let now: plan::Ranges = wanted
+            .iter()
+            .zip(&plans)
+            .map(|(w, p)| if p.is_some() { None } else { *w })
+            .collect();
+        let changes = read::read_ranges(&self.ctx, &self.cursors, &now, fanout).await?;
+        let budget_err = |source| Error::Batch {
+            pipeline: pipeline.name.clone(),
+            batch_id,
+            plugin: pipeline.deriver(),
+            cause: BatchFailure::Budget { source },
+        };
+        // The cut to max_batch_rows at whole commits: streamed ranges counted from the
+        // log's statistics (or the files' footers), read ones from their rows.
+        let plan = match pipeline.max_batch_rows {
+            None => wanted.clone(),
+            Some(budget) => {
+                let mut counts = Vec::with_capacity(plans.len());
+                for (p, ch) in plans.iter().zip(&changes) {
+                    counts.push(match (p, ch) {
+                        (Some(p), _) => Some(
+                            p.rows_per_version()
+                                .await?
+                                .into_iter()
+                                .map(|(v, n)| (v, usize::try_from(n).unwrap_or(usize::MAX)))
+                                .collect(),
+                        ),
+                        (None, Some(ch)) => Some(budget::counts_of(ch).map_err(budget_err)?),
+                        (None, None) => None,
+                    });
+                }
+                budget::cut(&wanted, &counts, budget)
+            }
+        };
+        let mut rows = Vec::with_capacity(plans.len());
+        let mut streamed = Vec::with_capacity(plans.len());
+        for (((p, ch), cut), w) in plans.into_iter().zip(changes).zip(&plan).zip(&wanted) {
+            let (row, counter) = match (cut, p, ch) {
+                (Some((s, c)), Some(mut p), _) => {
+                    tracing::debug!(pipeline = %pipeline.name, batch_id, upstream = p.name(), start = s, end = c, "change rows streamed");
+                    p.up_to(*c);
+                    let s = p.stream();
+                    let counter = s.delivered();
+                    (Some(Rows::Stream(s)), Some(counter))
+                }
+                (Some((_, c)), None, Some(ch)) => {
+                    let ch = match w {
+                        Some((_, e)) if e == c => ch,
+                        _ => budget::up_to(ch, *c).map_err(budget_err)?,
+                    };
+                    (Some(Rows::Read(ch)), None)
+                }
+                _ => (None, None),
+            };
+            rows.push(row);
+            streamed.push(counter);
+        }
+        let changes = rows;
         let pins = plan::pin(&plan, self.positions());
         let ranges = self.ranges(&plan, &changes, &pins);
         let lookup_pins = read::pin_lookups(&mut self.lookups).await?;
@@ -242,6 +307,7 @@ impl Session {
         Ok(ReadBatch {
             plan,
             changes,
+            streamed,
             ranges,
             pinned,
             lookup_versions: lookup_pins.into_iter().map(|(u, v)| (u.name, v)).collect(),
@@ -310,7 +376,7 @@ impl Session {
     fn ranges(
         &self,
         plan: &plan::Ranges,
-        changes: &[Option<Changes>],
+        changes: &[Option<Rows>],
         pins: &[i64],
     ) -> Vec<UpstreamRange> {
         self.cursors
@@ -322,7 +388,11 @@ impl Session {
                 name: c.upstream.name.clone(),
                 range: *r,
                 pinned: *pin,
-                change_rows: ch.as_ref().map_or(0, Changes::rows),
+                change_rows: match ch {
+                    Some(Rows::Read(ch)) => ch.rows(),
+                    // Counted as they stream (set after the derive stage).
+                    Some(Rows::Stream(_)) | None => 0,
+                },
                 table_id: c.table_id.clone(),
             })
             .collect()
