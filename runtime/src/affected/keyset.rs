@@ -2,10 +2,10 @@
 //! come, held in memory up to a budget (`[engine] memory_mb`) and spilled to local disk
 //! past it, so that a batch's memory does not grow with its row count.
 //!
-//! In memory the set is the calls' parts as they came, folded into one [`AffectedKeys`]
-//! (distinct keys, their causes and newest commit timestamps) when they and the folded
-//! set are over the budget, and at the end: a batch within its budget folds once, as if
-//! it were one call. When the folded set takes over half the budget it is written to a spill file (Arrow IPC: the key columns, the causes as bit words,
+//! In memory each key is held once as the parts come, with its causes (a bit per
+//! upstream) and newest commit timestamp: one integer key column by value in a hash
+//! map, other keys as arrow row-format bytes in one arena (no copy of the parts is
+//! kept). When the set is over the budget it is written to a spill file (Arrow IPC: the key columns, the causes as bit words,
 //! the timestamp) and memory starts empty again. At the end, a batch that spilled has
 //! its files merged by DataFusion's aggregation (grouped by the key columns, `bit_or` of
 //! the causes, `max` of the timestamps), itself within the budget and spilling through
@@ -34,8 +34,12 @@ use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
+use deltalake::arrow::array::Int64Array;
+use deltalake::arrow::datatypes::{Int32Type, Int64Type};
+use deltalake::arrow::row::{RowConverter, SortField};
+
 use super::{arrow_type, AffectedKeys, InvalidKeys};
-use crate::config::KeyColumn;
+use crate::config::{KeyColumn, KeyType};
 
 /// The least memory the merge of spill files is given, whatever the budget: DataFusion's
 /// aggregation needs a few record batches to work with (it fails below, not spills).
@@ -67,13 +71,8 @@ pub struct KeySet {
     names: Vec<String>,
     budget: usize,
     dir: PathBuf,
-    /// The distinct keys folded so far (since the last spill).
-    folded: Option<AffectedKeys>,
-    /// The folded set's bytes.
-    folded_bytes: usize,
-    /// Parts not folded yet, and their bytes.
-    pending: Vec<AffectedKeys>,
-    pending_bytes: usize,
+    /// The distinct keys folded since the last spill.
+    folded: Folded,
     spill: Option<Spill>,
 }
 
@@ -86,32 +85,272 @@ struct Spill {
     times: usize,
 }
 
+/// "No timestamp" among the newest timestamps (a microsecond count no commit has).
+const NO_TS: i64 = i64::MIN;
+
+/// Distinct keys, each once, with its causes (a bit per upstream) and newest commit
+/// timestamp: folded row by row as parts come, no copy of the parts kept.
+struct Folded {
+    index: Index,
+    /// `words` cause words per key.
+    causes: Vec<u64>,
+    newest: Vec<i64>,
+    words: usize,
+}
+
+enum Index {
+    /// One integer key column (the usual case): the keys, and their slot by value.
+    Int {
+        keys: Vec<i64>,
+        slots: super::FastMap<i64, u32>,
+        int32: bool,
+    },
+    /// Any other key: each key's bytes in arrow's row format, in one arena.
+    Rows {
+        converter: RowConverter,
+        arena: Vec<u8>,
+        ends: Vec<usize>,
+        table: hashbrown::HashTable<u32>,
+        hasher: foldhash::fast::RandomState,
+    },
+}
+
+impl Folded {
+    fn new(keys: &[KeyColumn], upstreams: usize) -> Result<Folded, SpillError> {
+        let index = match keys {
+            [k] if k.ty != KeyType::String => Index::Int {
+                keys: Vec::new(),
+                slots: Default::default(),
+                int32: k.ty == KeyType::Int,
+            },
+            _ => Index::Rows {
+                converter: RowConverter::new(
+                    keys.iter()
+                        .map(|k| SortField::new(arrow_type(k.ty)))
+                        .collect(),
+                )?,
+                arena: Vec::new(),
+                ends: Vec::new(),
+                table: hashbrown::HashTable::new(),
+                hasher: Default::default(),
+            },
+        };
+        Ok(Folded {
+            index,
+            causes: Vec::new(),
+            newest: Vec::new(),
+            words: words(upstreams),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.newest.len()
+    }
+
+    /// The bytes held.
+    fn memory_size(&self) -> usize {
+        let index = match &self.index {
+            Index::Int { keys, slots, .. } => keys.capacity() * 8 + slots.capacity() * 17,
+            Index::Rows {
+                arena, ends, table, ..
+            } => arena.capacity() + ends.capacity() * 8 + table.capacity() * 5,
+        };
+        index + self.causes.capacity() * 8 + self.newest.capacity() * 8
+    }
+
+    /// The slot of each row's key (new keys added).
+    fn slots(&mut self, columns: &[ArrayRef]) -> Result<Vec<u32>, SpillError> {
+        let n = columns.first().map_or(0, |c| c.len());
+        let mut out = Vec::with_capacity(n);
+        let mut added = 0usize;
+        match &mut self.index {
+            Index::Int { keys, slots, .. } => {
+                let c = &columns[0];
+                let values: Vec<i64> = if let Some(a) = c.as_primitive_opt::<Int64Type>() {
+                    a.values().to_vec()
+                } else if let Some(a) = c.as_primitive_opt::<Int32Type>() {
+                    a.values().iter().map(|v| i64::from(*v)).collect()
+                } else {
+                    return Err(ArrowError::SchemaError(format!(
+                        "a key column of type {} where an integer was declared",
+                        c.data_type()
+                    ))
+                    .into());
+                };
+                for v in values {
+                    let slot = *slots.entry(v).or_insert_with(|| {
+                        keys.push(v);
+                        added += 1;
+                        (keys.len() - 1) as u32
+                    });
+                    out.push(slot);
+                }
+            }
+            Index::Rows {
+                converter,
+                arena,
+                ends,
+                table,
+                hasher,
+            } => {
+                use std::hash::BuildHasher;
+                let rows = converter.convert_columns(columns)?;
+                for r in 0..n {
+                    let bytes = rows.row(r);
+                    let bytes = bytes.as_ref();
+                    let hash = hasher.hash_one(bytes);
+                    let at = |s: u32| {
+                        let s = s as usize;
+                        let start = if s == 0 { 0 } else { ends[s - 1] };
+                        &arena[start..ends[s]]
+                    };
+                    let found = table.find(hash, |s| at(*s) == bytes).copied();
+                    let slot = match found {
+                        Some(s) => s,
+                        None => {
+                            let s = ends.len() as u32;
+                            arena.extend_from_slice(bytes);
+                            ends.push(arena.len());
+                            let (arena, ends) = (&*arena, &*ends);
+                            table.insert_unique(hash, s, |t| {
+                                let t = *t as usize;
+                                let start = if t == 0 { 0 } else { ends[t - 1] };
+                                hasher.hash_one(&arena[start..ends[t]])
+                            });
+                            added += 1;
+                            s
+                        }
+                    };
+                    out.push(slot);
+                }
+            }
+        }
+        self.causes
+            .resize(self.causes.len() + added * self.words, 0);
+        self.newest.resize(self.newest.len() + added, NO_TS);
+        Ok(out)
+    }
+
+    /// Folds in one part of keys.
+    fn add(&mut self, part: &AffectedKeys, names: &[String]) -> Result<(), SpillError> {
+        let slots = self.slots(&part.columns)?;
+        // The cause bits of each distinct list of the part (lists are shared).
+        let mut bits_of: HashMap<*const [String], Vec<u64>> = HashMap::new();
+        for (row, slot) in slots.iter().enumerate() {
+            let list = &part.upstreams[row];
+            let bits = match bits_of.get(&Arc::as_ptr(list)) {
+                Some(b) => b,
+                None => {
+                    let mut b = vec![0u64; self.words];
+                    for name in list.iter() {
+                        let u = names.iter().position(|n| n == name).ok_or_else(|| {
+                            InvalidKeys::UnknownUpstream {
+                                name: name.clone(),
+                                part: false,
+                                upstreams: names.to_vec(),
+                            }
+                        })?;
+                        b[u / 64] |= 1 << (u % 64);
+                    }
+                    bits_of.entry(Arc::as_ptr(list)).or_insert(b)
+                }
+            };
+            let s = *slot as usize;
+            for (w, b) in bits.iter().enumerate() {
+                self.causes[s * self.words + w] |= b;
+            }
+            if let Some(t) = part.change_ts[row] {
+                self.newest[s] = self.newest[s].max(t);
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys folded, as [`AffectedKeys`] (causes named, sorted, shared per set).
+    fn to_keys(&self, names: &[String]) -> Result<AffectedKeys, SpillError> {
+        let columns: Vec<ArrayRef> = match &self.index {
+            Index::Int { keys, int32, .. } => {
+                let a: ArrayRef = Arc::new(Int64Array::from(keys.clone()));
+                if *int32 {
+                    vec![deltalake::arrow::compute::cast(&a, &DataType::Int32)?]
+                } else {
+                    vec![a]
+                }
+            }
+            Index::Rows {
+                converter,
+                arena,
+                ends,
+                ..
+            } => {
+                let parser = converter.parser();
+                let rows = (0..ends.len()).map(|s| {
+                    let start = if s == 0 { 0 } else { ends[s - 1] };
+                    parser.parse(&arena[start..ends[s]])
+                });
+                converter.convert_rows(rows)?
+            }
+        };
+        let mut sorted: Vec<(usize, &String)> = names.iter().enumerate().collect();
+        sorted.sort_by_key(|(_, n)| *n);
+        let mut lists: HashMap<&[u64], Arc<[String]>> = HashMap::new();
+        let upstreams = self
+            .causes
+            .chunks(self.words)
+            .map(|set| {
+                lists
+                    .entry(set)
+                    .or_insert_with(|| {
+                        sorted
+                            .iter()
+                            .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
+                            .map(|(_, n)| n.to_string())
+                            .collect()
+                    })
+                    .clone()
+            })
+            .collect();
+        let change_ts = self
+            .newest
+            .iter()
+            .map(|t| (*t != NO_TS).then_some(*t))
+            .collect();
+        Ok(AffectedKeys {
+            columns,
+            upstreams,
+            change_ts,
+        })
+    }
+}
+
 impl KeySet {
     /// An empty set for keys of `keys` caused by `upstream_names`, held in memory up to
     /// `budget` bytes, spilled under `dir` past it.
-    pub fn new(keys: &[KeyColumn], upstream_names: &[&str], budget: usize, dir: &Path) -> Self {
-        KeySet {
+    pub fn new(
+        keys: &[KeyColumn],
+        upstream_names: &[&str],
+        budget: usize,
+        dir: &Path,
+    ) -> Result<Self, SpillError> {
+        Ok(KeySet {
             keys: keys.to_vec(),
             names: upstream_names.iter().map(|n| n.to_string()).collect(),
             budget: budget.max(1),
             dir: dir.to_path_buf(),
-            folded: None,
-            folded_bytes: 0,
-            pending: Vec::new(),
-            pending_bytes: 0,
+            folded: Folded::new(keys, upstream_names.len())?,
             spill: None,
-        }
+        })
     }
 
-    /// Folds in one call's keys (already validated and distinct within the part).
+    /// Folds in one call's keys (already validated).
     pub fn add(&mut self, part: AffectedKeys) -> Result<(), SpillError> {
         if part.is_empty() {
             return Ok(());
         }
-        self.pending_bytes += part.memory_size();
-        self.pending.push(part);
-        if self.pending_bytes + self.folded_bytes > self.budget {
-            self.fold()?;
+        self.folded.add(&part, &self.names)?;
+        drop(part);
+        if self.folded.memory_size() > self.budget {
+            self.spill_folded()?;
         }
         Ok(())
     }
@@ -121,28 +360,11 @@ impl KeySet {
         self.spill.as_ref().map_or(0, |s| s.times)
     }
 
-    /// Folds the pending parts into the folded set; spills it when it takes over half
-    /// the budget (the other half is for the parts to come).
-    fn fold(&mut self) -> Result<(), SpillError> {
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let mut parts = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.folded_bytes = 0;
-        if let Some(f) = self.folded.take() {
-            parts.insert(0, f);
-        }
-        if parts.is_empty() {
-            return Ok(());
-        }
-        let folded = AffectedKeys::merge(parts, &names)?;
-        let bytes = folded.memory_size();
-        if bytes > self.budget / 2 {
-            self.write_spill(&folded)?;
-        } else {
-            self.folded = Some(folded);
-            self.folded_bytes = bytes;
-        }
-        Ok(())
+    /// Writes the folded keys to the spill file and starts again from none.
+    fn spill_folded(&mut self) -> Result<(), SpillError> {
+        let keys = self.folded.to_keys(&self.names)?;
+        self.folded = Folded::new(&self.keys, self.names.len())?;
+        self.write_spill(&keys)
     }
 
     fn io(&self, source: std::io::Error) -> SpillError {
@@ -188,20 +410,10 @@ impl KeySet {
     /// merged from the spill file into a file of distinct keys.
     pub async fn finish(mut self) -> Result<Keys, SpillError> {
         if self.spill.is_none() {
-            self.fold()?;
-            if self.spill.is_none() {
-                let keys = match self.folded.take() {
-                    Some(k) => k,
-                    None => AffectedKeys::empty(&self.keys),
-                };
-                return Ok(Keys::Memory(keys));
-            }
-        } else if !self.pending.is_empty() || self.folded.is_some() {
-            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-            let mut parts = std::mem::take(&mut self.pending);
-            parts.extend(self.folded.take());
-            let rest = AffectedKeys::merge(parts, &names)?;
-            self.write_spill(&rest)?;
+            return Ok(Keys::Memory(self.folded.to_keys(&self.names)?));
+        }
+        if self.folded.len() > 0 {
+            self.spill_folded()?;
         }
         let Some(mut spill) = self.spill.take() else {
             return Ok(Keys::Memory(AffectedKeys::empty(&self.keys)));
@@ -589,7 +801,7 @@ mod tests {
     }
 
     async fn fold_all(budget: usize, dir: &Path) -> (Keys, usize) {
-        let mut set = KeySet::new(&key_cols(), &["a", "b"], budget, dir);
+        let mut set = KeySet::new(&key_cols(), &["a", "b"], budget, dir).unwrap();
         for rows in parts() {
             set.add(part(&rows)).unwrap();
         }
@@ -632,7 +844,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_merge_over_its_own_memory_spills_too() {
         let dir = tempfile::tempdir().unwrap();
-        let mut set = KeySet::new(&key_cols(), &["a", "b"], 1 << 20, dir.path());
+        let mut set = KeySet::new(&key_cols(), &["a", "b"], 1 << 20, dir.path()).unwrap();
         let n = 300_000i64;
         for (p, up) in [(0, "a"), (1, "b")] {
             for start in (0..n).step_by(50_000) {
@@ -670,7 +882,7 @@ mod tests {
             name: "id".into(),
             ty: KeyType::Long,
         }];
-        let mut set = KeySet::new(&keys, &refs, 1, dir.path());
+        let mut set = KeySet::new(&keys, &refs, 1, dir.path()).unwrap();
         for (u, id) in [(3, 1), (66, 1), (69, 2), (0, 2), (66, 3)] {
             set.add(AffectedKeys {
                 columns: vec![Arc::new(Int64Array::from(vec![id]))],
@@ -699,14 +911,9 @@ mod tests {
     async fn a_spill_folder_that_cannot_be_written_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("not-there");
-        let mut set = KeySet::new(&key_cols(), &["a", "b"], 1, &missing);
-        let e = set
-            .add(part(&[(1, "eu", "a", None)]))
-            .and_then(|_| {
-                // A part of 1 row waits for the fold; force it.
-                set.fold()
-            })
-            .unwrap_err();
+        let mut set = KeySet::new(&key_cols(), &["a", "b"], 1, &missing).unwrap();
+        // A budget of 1 byte: the first key spills.
+        let e = set.add(part(&[(1, "eu", "a", None)])).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("not-there") && text.contains("spill_dir"),

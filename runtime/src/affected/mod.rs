@@ -509,7 +509,7 @@ impl<'a> RowUpstreams<'a> {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Numbers the distinct keys of `rows` rows in order of first appearance: the key's
 /// number for each row, and the first row of each key. One integer key column (the

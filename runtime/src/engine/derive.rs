@@ -214,7 +214,8 @@ impl Derive for PluginDerive<'_> {
             &names,
             pipeline.engine.memory_bytes(),
             &pipeline.engine.spill_dir(),
-        );
+        )
+        .map_err(|e| spill_err(&input, e))?;
         let mut call = Caller {
             input: &input,
             plugin,
