@@ -146,6 +146,34 @@ fn bench_json_has_every_figure() {
     assert!(!o.status.success() && err.contains("not empty"), "{err}");
 }
 
+/// `dlink-bench --single`: one upstream of 120k rows (ids 1..=120000, each once),
+/// streamed in calls of 5,000 rows with a key set of 1 MiB, so it spills: every id is
+/// one key of the link table, once, and the JSON carries the figures.
+#[test]
+fn bench_single_runs_one_big_upstream_to_as_many_keys() {
+    let o = dlink_bench()
+        .args([
+            "--single",
+            "--rows",
+            "120000",
+            "--chunk-rows",
+            "5000",
+            "--memory-mb",
+            "1",
+        ])
+        .args(["--json"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(v["rows"], 120_000);
+    assert_eq!(v["change_rows"], 120_000, "{v}");
+    assert_eq!(v["keys"], 120_000, "{v}");
+    assert_eq!(v["memory_mb"], 1);
+    assert!(num(&v, &["peak_rss_bytes"]) > 0.0 && num(&v, &["change_rows_per_s"]) > 0.0);
+}
+
 /// `dlink-bench --follow`: each sample's commit is found in the link table, and the
 /// figures are the samples'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ pub mod examples;
 pub mod latency;
 pub mod peer;
 pub mod reference;
+pub mod single;
 mod table;
 pub mod workload;
 

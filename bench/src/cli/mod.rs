@@ -54,8 +54,8 @@ pub struct BenchArgs {
     /// Keep the workload folder after the run.
     #[arg(long)]
     pub keep: bool,
-    /// With --examples: the pipelines' `chunk_rows` (change rows per plugin call)
-    /// [default: the pipeline file's default, 65536].
+    /// With --examples or --single: the pipelines' `chunk_rows` (change rows per plugin
+    /// call) [default: the pipeline file's default, 65536].
     #[arg(long)]
     pub chunk_rows: Option<u64>,
     /// The every_upstream_key plugin (default plugins/dist/every_upstream_key.wasm).
@@ -96,6 +96,14 @@ pub struct BenchArgs {
     /// venv is missing (`make peer-venv`).
     #[arg(long, requires = "examples")]
     pub peer: bool,
+    /// A first run over ONE upstream of --rows rows (every_upstream_key keyed by `id`:
+    /// as many keys as rows), written in appends of 1M rows: time, change rows per
+    /// second and peak RSS [e.g. --rows 100000000].
+    #[arg(long, conflicts_with_all = ["follow", "scaling", "examples"])]
+    pub single: bool,
+    /// With --single: the catalog's `[engine] memory_mb` [default: the runtime's].
+    #[arg(long, requires = "single")]
+    pub memory_mb: Option<u64>,
     /// The link-table commit of a 2,000-key batch as the link table grows: the change
     /// log from 100k rows to --rows rows [default 10M], the one-row-per-key MERGE
     /// (`mode = "latest"`) at 100k and 1M.
@@ -329,6 +337,9 @@ pub async fn bench(args: BenchArgs, host: HostBuilder) -> ExitCode {
     if args.examples {
         return examples(&args, host).await;
     }
+    if args.single {
+        return single(&args, host).await;
+    }
     if args.commit {
         return commit(&args).await;
     }
@@ -371,6 +382,31 @@ pub async fn bench(args: BenchArgs, host: HostBuilder) -> ExitCode {
     let outcome = bench::run(&opts, |m| eprintln!("bench: {m}")).await;
     finish(outcome, args.json, |r| {
         format!("{}\n{}", header(r), bench::table(r))
+    })
+}
+
+/// `bench --single`: a first run over one upstream of --rows rows.
+async fn single(args: &BenchArgs, host: HostBuilder) -> ExitCode {
+    let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
+    if !plugin.is_file() {
+        eprintln!(
+            "error: plugin {} not found; build the plugins (`make build`) or give --plugin",
+            plugin.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let opts = bench::single::SingleOptions {
+        rows: args.rows.unwrap_or(1_000_000),
+        dir: args.dir.clone(),
+        keep: args.keep,
+        host,
+        plugin: std::fs::canonicalize(&plugin).unwrap_or(plugin),
+        chunk_rows: args.chunk_rows,
+        memory_mb: args.memory_mb,
+    };
+    let outcome = bench::single::run(&opts, |m| eprintln!("bench: {m}")).await;
+    finish(outcome, args.json, |r| {
+        format!("{}{}\n", bench::single::table(r), debug_notice(&r.profile))
     })
 }
 
