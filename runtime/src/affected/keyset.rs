@@ -921,6 +921,34 @@ mod tests {
         );
     }
 
+    /// An `int` key column comes back as Int32, in memory and spilled.
+    #[tokio::test]
+    async fn int_keys_keep_their_type() {
+        use deltalake::arrow::array::Int32Array;
+        use deltalake::arrow::datatypes::Int32Type;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = vec![KeyColumn {
+            name: "n".into(),
+            ty: KeyType::Int,
+        }];
+        for budget in [64 << 20, 1] {
+            let mut set = KeySet::new(&keys, &["a"], budget, dir.path()).unwrap();
+            for ids in [vec![3, 1], vec![1, 2]] {
+                let n = ids.len();
+                set.add(AffectedKeys {
+                    columns: vec![Arc::new(Int32Array::from(ids))],
+                    upstreams: vec![Arc::from(vec!["a".to_string()]); n],
+                    change_ts: vec![None; n],
+                })
+                .unwrap();
+            }
+            let k = set.finish().await.unwrap().into_memory().unwrap();
+            let mut got: Vec<i32> = k.columns[0].as_primitive::<Int32Type>().values().to_vec();
+            got.sort();
+            assert_eq!(got, vec![1, 2, 3], "budget {budget}");
+        }
+    }
+
     #[test]
     fn chunks_of_keys_in_memory_cover_every_key_once() {
         let k = part(&[
