@@ -266,9 +266,26 @@ impl Folded {
         Ok(())
     }
 
-    /// The keys folded, as [`AffectedKeys`] (causes named, sorted, shared per set).
-    fn to_keys(&self, names: &[String]) -> Result<AffectedKeys, SpillError> {
-        let columns: Vec<ArrayRef> = match &self.index {
+    /// The keys folded in the spill schema: their columns, cause words and newest
+    /// timestamps as they are held (no names involved).
+    fn to_spill(&self, schema: &SchemaRef) -> Result<RecordBatch, SpillError> {
+        let mut cols = self.key_columns()?;
+        for w in 0..self.words {
+            let word: UInt64Array = self.causes.chunks(self.words).map(|set| set[w]).collect();
+            cols.push(Arc::new(word));
+        }
+        let ts: TimestampMicrosecondArray = self
+            .newest
+            .iter()
+            .map(|t| (*t != NO_TS).then_some(*t))
+            .collect();
+        cols.push(Arc::new(ts));
+        Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    }
+
+    /// The key columns of the keys folded.
+    fn key_columns(&self) -> Result<Vec<ArrayRef>, SpillError> {
+        Ok(match &self.index {
             Index::Int { keys, int32, .. } => {
                 let a: ArrayRef = Arc::new(Int64Array::from(keys.clone()));
                 if *int32 {
@@ -290,7 +307,12 @@ impl Folded {
                 });
                 converter.convert_rows(rows)?
             }
-        };
+        })
+    }
+
+    /// The keys folded, as [`AffectedKeys`] (causes named, sorted, shared per set).
+    fn to_keys(&self, names: &[String]) -> Result<AffectedKeys, SpillError> {
+        let columns = self.key_columns()?;
         let mut sorted: Vec<(usize, &String)> = names.iter().enumerate().collect();
         sorted.sort_by_key(|(_, n)| *n);
         let mut lists: HashMap<&[u64], Arc<[String]>> = HashMap::new();
@@ -362,9 +384,10 @@ impl KeySet {
 
     /// Writes the folded keys to the spill file and starts again from none.
     fn spill_folded(&mut self) -> Result<(), SpillError> {
-        let keys = self.folded.to_keys(&self.names)?;
+        let schema = spill_schema(&self.keys, self.names.len());
+        let batch = self.folded.to_spill(&schema)?;
         self.folded = Folded::new(&self.keys, self.names.len())?;
-        self.write_spill(&keys)
+        self.write_spill(&batch)
     }
 
     fn io(&self, source: std::io::Error) -> SpillError {
@@ -374,7 +397,7 @@ impl KeySet {
         }
     }
 
-    fn write_spill(&mut self, keys: &AffectedKeys) -> Result<(), SpillError> {
+    fn write_spill(&mut self, batch: &RecordBatch) -> Result<(), SpillError> {
         if self.spill.is_none() {
             let file = tempfile::Builder::new()
                 .prefix("dlink-keys-")
@@ -394,11 +417,10 @@ impl KeySet {
         let Some(spill) = self.spill.as_mut() else {
             return Ok(());
         };
-        let batch = encode(keys, &self.names, &spill.schema)?;
-        spill.writer.write(&batch)?;
+        spill.writer.write(batch)?;
         spill.times += 1;
         tracing::debug!(
-            keys = keys.len(),
+            keys = batch.num_rows(),
             times = spill.times,
             path = %spill.file.path().display(),
             "key set spilled to disk"
@@ -454,42 +476,6 @@ fn spill_schema(keys: &[KeyColumn], upstreams: usize) -> SchemaRef {
 
 fn words(upstreams: usize) -> usize {
     upstreams.div_ceil(64).max(1)
-}
-
-/// `keys` in the spill schema.
-fn encode(
-    keys: &AffectedKeys,
-    names: &[String],
-    schema: &SchemaRef,
-) -> Result<RecordBatch, SpillError> {
-    let w = words(names.len());
-    let index: HashMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    let mut bits = vec![vec![0u64; keys.len()]; w];
-    for (row, causes) in keys.upstreams.iter().enumerate() {
-        for name in causes.iter() {
-            let u = *index
-                .get(name.as_str())
-                .ok_or_else(|| InvalidKeys::UnknownUpstream {
-                    name: name.clone(),
-                    part: false,
-                    upstreams: names.to_vec(),
-                })?;
-            bits[u / 64][row] |= 1 << (u % 64);
-        }
-    }
-    let mut cols: Vec<ArrayRef> = keys.columns.clone();
-    cols.extend(
-        bits.into_iter()
-            .map(|b| Arc::new(UInt64Array::from(b)) as ArrayRef),
-    );
-    cols.push(Arc::new(TimestampMicrosecondArray::from(
-        keys.change_ts.clone(),
-    )));
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
 /// Merges the spill file at `path` into a new file of distinct keys; returns it and
