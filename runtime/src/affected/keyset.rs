@@ -44,6 +44,8 @@ use crate::config::{KeyColumn, KeyType};
 /// The least memory the merge of spill files is given, whatever the budget: DataFusion's
 /// aggregation needs a few record batches to work with (it fails below, not spills).
 const MIN_MERGE_BYTES: usize = 8 << 20;
+/// Rows per record batch of a spill file (DataFusion's default batch size).
+const SPILL_BATCH_ROWS: usize = 8192;
 /// The timestamp column of spill files.
 const TS: &str = "_commit_timestamp";
 
@@ -61,7 +63,7 @@ pub enum SpillError {
     },
     #[error("cannot spill the batch's key set: {0}")]
     Arrow(#[from] ArrowError),
-    #[error("cannot merge the batch's spilled keys (within [engine] memory_mb): {0}")]
+    #[error("cannot merge the batch's spilled keys (within a quarter of [engine] memory_mb): {0}")]
     Merge(#[from] DataFusionError),
 }
 
@@ -417,7 +419,13 @@ impl KeySet {
         let Some(spill) = self.spill.as_mut() else {
             return Ok(());
         };
-        spill.writer.write(batch)?;
+        // In record batches of SPILL_BATCH_ROWS: what the merge reads at once.
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let n = SPILL_BATCH_ROWS.min(batch.num_rows() - at);
+            spill.writer.write(&batch.slice(at, n))?;
+            at += n;
+        }
         spill.times += 1;
         tracing::debug!(
             keys = batch.num_rows(),
@@ -486,8 +494,11 @@ async fn merge_spilled(
     budget: usize,
     dir: &Path,
 ) -> Result<(tempfile::NamedTempFile, usize), SpillError> {
+    // DataFusion's pool counts its aggregation state, not the batches it reads and
+    // writes around it nor the sorting of a spill: measured at 30M keys, a 256 MiB pool
+    // peaked at 1.1 GiB RSS. A quarter of the budget keeps the whole merge near it.
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(budget.max(MIN_MERGE_BYTES), 1.0)
+        .with_memory_limit((budget / 4).max(MIN_MERGE_BYTES), 1.0)
         .with_temp_file_path(dir)
         .build_arc()?;
     // One partition: the whole budget for one aggregation, which spills sorted runs
