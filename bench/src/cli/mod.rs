@@ -333,6 +333,20 @@ fn default_plugin() -> PathBuf {
         .join(rel)
 }
 
+/// The every_upstream_key plugin (--plugin, else the built one), as an absolute path;
+/// a missing file is a configuration error, said.
+fn bench_plugin(args: &BenchArgs) -> Result<PathBuf, ExitCode> {
+    let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
+    if !plugin.is_file() {
+        eprintln!(
+            "error: plugin {} not found; build the plugins (`make build`) or give --plugin",
+            plugin.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(std::fs::canonicalize(&plugin).unwrap_or(plugin))
+}
+
 pub async fn bench(args: BenchArgs, host: HostBuilder) -> ExitCode {
     if args.examples {
         return examples(&args, host).await;
@@ -349,15 +363,10 @@ pub async fn bench(args: BenchArgs, host: HostBuilder) -> ExitCode {
     if args.scaling {
         return scaling(&args, host.cache_dir_path());
     }
-    let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
-    if !plugin.is_file() {
-        eprintln!(
-            "error: plugin {} not found; build the plugins (`make build`) or give --plugin",
-            plugin.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let plugin = std::fs::canonicalize(&plugin).unwrap_or(plugin);
+    let plugin = match bench_plugin(&args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let spec = WorkloadSpec {
         upstreams: args.upstreams(),
         pipelines: args.pipelines(),
@@ -387,20 +396,16 @@ pub async fn bench(args: BenchArgs, host: HostBuilder) -> ExitCode {
 
 /// `bench --single`: a first run over one upstream of --rows rows.
 async fn single(args: &BenchArgs, host: HostBuilder) -> ExitCode {
-    let plugin = args.plugin.clone().unwrap_or_else(default_plugin);
-    if !plugin.is_file() {
-        eprintln!(
-            "error: plugin {} not found; build the plugins (`make build`) or give --plugin",
-            plugin.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let plugin = match bench_plugin(args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let opts = bench::single::SingleOptions {
         rows: args.rows.unwrap_or(1_000_000),
         dir: args.dir.clone(),
         keep: args.keep,
         host,
-        plugin: std::fs::canonicalize(&plugin).unwrap_or(plugin),
+        plugin,
         chunk_rows: args.chunk_rows,
         memory_mb: args.memory_mb,
     };

@@ -319,25 +319,7 @@ impl Folded {
     /// The keys folded, as [`AffectedKeys`] (causes named, sorted, shared per set).
     fn to_keys(&self, names: &[String]) -> Result<AffectedKeys, SpillError> {
         let columns = self.key_columns()?;
-        let mut sorted: Vec<(usize, &String)> = names.iter().enumerate().collect();
-        sorted.sort_by_key(|(_, n)| *n);
-        let mut lists: HashMap<&[u64], Arc<[String]>> = HashMap::new();
-        let upstreams = self
-            .causes
-            .chunks(self.words)
-            .map(|set| {
-                lists
-                    .entry(set)
-                    .or_insert_with(|| {
-                        sorted
-                            .iter()
-                            .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
-                            .map(|(_, n)| n.to_string())
-                            .collect()
-                    })
-                    .clone()
-            })
-            .collect();
+        let upstreams = super::cause_lists(&self.causes, self.words, names);
         let change_ts = self
             .newest
             .iter()
@@ -664,11 +646,9 @@ impl Keys {
                 };
                 let f = s.file.reopen().map_err(io)?;
                 let reader = FileReader::try_new_buffered(f, None)?;
-                let mut lists = HashMap::new();
-                Ok(Box::new(reader.map(move |b| {
-                    let b = b?;
-                    decode(&b, &s.keys, &s.names, &mut lists)
-                })))
+                Ok(Box::new(
+                    reader.map(move |b| decode(&b?, &s.keys, &s.names)),
+                ))
             }
         }
     }
@@ -697,7 +677,6 @@ fn decode(
     b: &RecordBatch,
     keys: &[KeyColumn],
     names: &[String],
-    lists: &mut HashMap<Vec<u64>, Arc<[String]>>,
 ) -> Result<AffectedKeys, SpillError> {
     let w = words(names.len());
     let columns: Vec<ArrayRef> = b.columns()[..keys.len()].to_vec();
@@ -707,27 +686,10 @@ fn decode(
     let ts = b
         .column(keys.len() + w)
         .as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
-    let mut set = vec![0u64; w];
-    let upstreams = (0..b.num_rows())
-        .map(|r| {
-            for (i, col) in bits.iter().enumerate() {
-                set[i] = col.value(r);
-            }
-            lists
-                .entry(set.clone())
-                .or_insert_with(|| {
-                    let mut l: Vec<String> = names
-                        .iter()
-                        .enumerate()
-                        .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
-                        .map(|(_, n)| n.clone())
-                        .collect();
-                    l.sort();
-                    l.into()
-                })
-                .clone()
-        })
+    let causes: Vec<u64> = (0..b.num_rows())
+        .flat_map(|r| bits.iter().map(move |col| col.value(r)))
         .collect();
+    let upstreams = super::cause_lists(&causes, w, names);
     let change_ts = (0..ts.len())
         .map(|r| ts.is_valid(r).then(|| ts.value(r)))
         .collect();

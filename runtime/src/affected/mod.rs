@@ -91,13 +91,7 @@ impl AffectedKeys {
                 return Ok(one);
             }
         }
-        let width = parts.first().map_or(0, |p| p.columns.len());
-        let columns = (0..width)
-            .map(|c| {
-                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.columns[c].as_ref()).collect();
-                deltalake::arrow::compute::concat(&arrays)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = concat_columns(&parts)?;
         let mut upstreams = Vec::new();
         let mut change_ts = Vec::new();
         for p in parts {
@@ -133,13 +127,7 @@ impl AffectedKeys {
                 return Ok(one);
             }
         }
-        let width = parts.first().map_or(0, |p| p.columns.len());
-        let columns = (0..width)
-            .map(|c| {
-                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.columns[c].as_ref()).collect();
-                deltalake::arrow::compute::concat(&arrays)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = concat_columns(&parts)?;
         // One row per (key, cause): `fold` takes one upstream per row.
         let (mut rows, mut causes, mut ts) = (Vec::new(), Vec::new(), Vec::new());
         let mut offset = 0u32;
@@ -175,6 +163,45 @@ impl AffectedKeys {
             upstream_names,
         )
     }
+}
+
+/// The key columns of `parts`, one after the other.
+fn concat_columns(parts: &[AffectedKeys]) -> Result<Vec<ArrayRef>, InvalidKeys> {
+    let width = parts.first().map_or(0, |p| p.columns.len());
+    (0..width)
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.columns[c].as_ref()).collect();
+            deltalake::arrow::compute::concat(&arrays)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Into::into)
+}
+
+/// The causes of each key as a sorted list of names, from its cause bits (`words`
+/// words per key, bit `u` for `names[u]`); keys with the same causes share one list.
+pub(crate) fn cause_lists<N: AsRef<str>>(
+    causes: &[u64],
+    words: usize,
+    names: &[N],
+) -> Vec<Arc<[String]>> {
+    let mut sorted: Vec<(usize, &str)> = names.iter().map(AsRef::as_ref).enumerate().collect();
+    sorted.sort_by_key(|(_, n)| *n);
+    let mut lists: HashMap<&[u64], Arc<[String]>> = HashMap::new();
+    causes
+        .chunks(words)
+        .map(|set| {
+            lists
+                .entry(set)
+                .or_insert_with(|| {
+                    sorted
+                        .iter()
+                        .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
+                        .map(|(_, n)| n.to_string())
+                        .collect()
+                })
+                .clone()
+        })
+        .collect()
 }
 
 /// The causes of keys from output without an `_upstream` column (SQL pipelines): the
@@ -353,24 +380,7 @@ fn fold(
         }
     }
     // One shared, sorted list of names per distinct set of causes.
-    let mut sorted: Vec<(usize, &str)> = upstream_names.iter().copied().enumerate().collect();
-    sorted.sort_by_key(|(_, n)| *n);
-    let mut lists: HashMap<&[u64], Arc<[String]>> = HashMap::new();
-    let upstreams = causes
-        .chunks(words)
-        .map(|set| {
-            lists
-                .entry(set)
-                .or_insert_with(|| {
-                    sorted
-                        .iter()
-                        .filter(|(u, _)| set[u / 64] & (1 << (u % 64)) != 0)
-                        .map(|(_, n)| n.to_string())
-                        .collect()
-                })
-                .clone()
-        })
-        .collect();
+    let upstreams = cause_lists(&causes, words, upstream_names);
     let idx = UInt32Array::from(first);
     let columns = key_cols
         .iter()

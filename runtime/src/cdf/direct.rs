@@ -338,11 +338,7 @@ async fn stream_file(
     let (btx, mut brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, &'static str>>(2);
     let schema = plan.schema.clone();
     let (partition_columns, types) = (plan.partition_columns.clone(), plan.change_types.clone());
-    let source = match &plan.local_root {
-        Some(root) => local_file(root, &f).map(Source::Local),
-        None => fetch(plan.store.clone(), &f).await.map(Source::Remote),
-    };
-    let source = match source {
+    let source = match Source::open(plan.local_root.as_deref(), plan.store.clone(), &f).await {
         Ok(s) => s,
         Err(why) => {
             let _ = tx.send(Err(file_err(&f, why))).await;
@@ -390,6 +386,20 @@ enum Source {
     Remote(bytes::Bytes),
 }
 
+impl Source {
+    /// `f` opened under the table's local folder `root`, else fetched from `store`.
+    async fn open(
+        root: Option<&std::path::Path>,
+        store: Arc<dyn deltalake::ObjectStore>,
+        f: &ChangeFile,
+    ) -> Result<Source, &'static str> {
+        match root {
+            Some(root) => local_file(root, f).map(Source::Local),
+            None => fetch(store, f).await.map(Source::Remote),
+        }
+    }
+}
+
 /// What a failed file read says: the file, its version, why.
 fn file_err(f: &ChangeFile, why: &str) -> String {
     format!("{} (version {}): {why}", f.path, f.version)
@@ -401,33 +411,23 @@ async fn footer_rows(
     store: Arc<dyn deltalake::ObjectStore>,
     f: &ChangeFile,
 ) -> Result<u64, &'static str> {
-    let count = |meta: &deltalake::parquet::file::metadata::ParquetMetaData| {
-        u64::try_from(meta.file_metadata().num_rows()).unwrap_or(0)
-    };
-    match root {
-        Some(root) => {
-            let file = local_file(&root, f)?;
-            tokio::task::spawn_blocking(move || {
-                ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map(|b| count(b.metadata()))
-                    .map_err(|_| "a file that is not parquet")
-            })
-            .await
-            .map_err(|_| "a reader task failed")?
-        }
-        None => {
-            // Fetched whole: files without statistics are `cdc` files, small next to
-            // what a request costs.
-            let bytes = fetch(store, f).await?;
-            tokio::task::spawn_blocking(move || {
-                ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .map(|b| count(b.metadata()))
-                    .map_err(|_| "a file that is not parquet")
-            })
-            .await
-            .map_err(|_| "a reader task failed")?
-        }
-    }
+    // Files without statistics are `cdc` files: fetched whole from a store, small
+    // next to what a request costs.
+    let source = Source::open(root.as_deref(), store, f).await?;
+    tokio::task::spawn_blocking(move || {
+        let meta = match source {
+            Source::Local(r) => {
+                ParquetRecordBatchReaderBuilder::try_new(r).map(|b| b.metadata().clone())
+            }
+            Source::Remote(r) => {
+                ParquetRecordBatchReaderBuilder::try_new(r).map(|b| b.metadata().clone())
+            }
+        };
+        meta.map(|m| u64::try_from(m.file_metadata().num_rows()).unwrap_or(0))
+            .map_err(|_| "a file that is not parquet")
+    })
+    .await
+    .map_err(|_| "a reader task failed")?
 }
 
 /// The change files of `start..=end` whose rows `u` keeps (an add or remove file of an
