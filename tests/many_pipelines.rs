@@ -314,7 +314,7 @@ fn validate_reports_every_problem_with_file_and_line() {
     }
     assert!(
         out.contains(&format!(
-            "pipeline 'good_plugin': plugin {} speaks dlink:pipeline@0.2.0; init accepted the pipeline",
+            "pipeline 'good_plugin': plugin {} speaks dlink:pipeline@0.3.0; init accepted the pipeline",
             every_key.display()
         )),
         "{out}"

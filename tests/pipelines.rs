@@ -329,11 +329,12 @@ fn missing_upstream_table_is_named() {
     assert!(err.contains("no Delta table here"), "{err}");
 }
 
-/// A plugin built against contract 0.1 (before the `pipeline` resource and per-upstream
-/// output) still runs: over the same tables it commits what the 0.2 example plugin
-/// commits, batch by batch, and each batch's metadata says which contract derived it.
+/// Plugins built against contract 0.1 (before the `pipeline` resource and per-upstream
+/// output) and 0.2 (Arrow IPC) still run: over the same tables each commits what the
+/// 0.3 example plugin commits, batch by batch, and each batch's metadata says which
+/// contract derived it.
 #[tokio::test]
-async fn a_contract_0_1_plugin_commits_what_the_0_2_plugin_commits() {
+async fn contract_0_1_and_0_2_plugins_commit_what_the_0_3_plugin_commits() {
     let ws = Workspace::new();
     let (mut sp, mut aff) = common::sp_tables(
         &ws,
@@ -355,10 +356,20 @@ async fn a_contract_0_1_plugin_commits_what_the_0_2_plugin_commits() {
         "diasng_id",
         1,
     );
+    let v02 = ws.pipeline(
+        "v02",
+        "sp_v02",
+        &["spmaster", "affiliation"],
+        &common::plugin("sp_affiliation_v0_2"),
+        "diasng_id",
+        1,
+    );
     ws.run_ok(&new);
     ws.run_ok(&old);
+    ws.run_ok(&v02);
     let new_log: std::collections::BTreeSet<_> = common::link_log(&new).await.into_iter().collect();
     let old_log: std::collections::BTreeSet<_> = common::link_log(&old).await.into_iter().collect();
+    let v02_log: std::collections::BTreeSet<_> = common::link_log(&v02).await.into_iter().collect();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let expected: std::collections::BTreeSet<(i64, i64, Vec<String>)> = [
         (1, 1, s(&["affiliation", "spmaster"])),
@@ -372,6 +383,7 @@ async fn a_contract_0_1_plugin_commits_what_the_0_2_plugin_commits() {
     .collect();
     assert_eq!(new_log, expected);
     assert_eq!(old_log, expected);
+    assert_eq!(v02_log, expected);
 
     let o = common::dlink()
         .args(["status", "--json"])
@@ -391,6 +403,10 @@ async fn a_contract_0_1_plugin_commits_what_the_0_2_plugin_commits() {
     };
     assert_eq!(
         contract_of("sp_affiliation"),
+        Some(serde_json::json!("dlink:pipeline@0.3.0"))
+    );
+    assert_eq!(
+        contract_of("sp_v02"),
         Some(serde_json::json!("dlink:pipeline@0.2.0"))
     );
     assert_eq!(

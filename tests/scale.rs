@@ -395,6 +395,18 @@ async fn sp_affiliation_contract_0_1_at_100k_rows_in_chunks_of_1000() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sp_affiliation_contract_0_2_at_100k_rows_in_chunks_of_1000() {
+    first_run_and_increment_in_chunks(
+        "sp_affiliation",
+        "sp_affiliation_v0_2",
+        &["spmaster", "affiliation"],
+        "diasng_id",
+        Some(1000),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn emp_dept_at_100k_rows_in_chunks_of_1000() {
     first_run_and_increment_in_chunks(
         "emp_dept",

@@ -28,11 +28,12 @@ async fn load_failures_are_typed() {
         "{e}"
     );
 
-    // A contract 0.2 plugin's init sees the pipeline: a config, key or upstream it
+    // A contract 0.3 plugin's init sees the pipeline: a config, key or upstream it
     // cannot work with is refused there (and so at `validate`).
     let path = plugin("sp_affiliation");
     let compiled = host.compile(&path).unwrap();
-    assert_eq!(compiled.contract, Contract::V0_2);
+    assert_eq!(compiled.contract, Contract::V0_3);
+    assert_eq!(compiled.contract.to_string(), "dlink:pipeline@0.3.0");
     let spec = |config: &str| dlink_rt::config::PluginSpec {
         path: path.clone(),
         config_json: config.into(),
@@ -76,7 +77,23 @@ async fn load_failures_are_typed() {
         .instantiate(&compiled, &good, &spec("{}"))
         .await
         .unwrap();
-    assert_eq!(ok.contract, Contract::V0_2);
+    assert_eq!(ok.contract, Contract::V0_3);
+
+    // A 0.2 plugin (Arrow IPC) is told the pipeline too, and may refuse it.
+    let v02 = host.compile(&plugin("sp_affiliation_v0_2")).unwrap();
+    assert_eq!(v02.contract, Contract::V0_2);
+    assert_eq!(v02.contract.to_string(), "dlink:pipeline@0.2.0");
+    host.check(&v02).unwrap();
+    let m = refusal(host.instantiate(&v02, &good, &spec(r#"{"x": 1}"#)).await);
+    assert_eq!(m, r#"sp_affiliation_v0_2 takes no config, got {"x": 1}"#);
+    let m = refusal(
+        host.instantiate(&v02, &sp_info(KeyType::Long, 1), &spec("{}"))
+            .await,
+    );
+    assert_eq!(
+        m,
+        "sp_affiliation_v0_2 reads 2 upstreams, pipeline 'typed' lists 1"
+    );
 
     // A 0.1 plugin gets the config alone, and is told so.
     let old = host.compile(&plugin("sp_affiliation_v0_1")).unwrap();

@@ -3,23 +3,25 @@
 
 use crate::log::Level;
 
+use crate::bindings::dlink::pipeline::types::{Column, RecordBatch};
+
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn lookup(
     table: &str,
     column: &str,
-    keys: &[u8],
+    keys: Column,
     columns: &[String],
-) -> Result<Vec<u8>, String> {
-    crate::bindings::dlink::pipeline::host::lookup(table, column, keys, columns)
+) -> Result<RecordBatch, String> {
+    crate::bindings::dlink::pipeline::host::lookup(table, column, &keys, columns)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn lookup(
     _table: &str,
     _column: &str,
-    _keys: &[u8],
+    _keys: Column,
     _columns: &[String],
-) -> Result<Vec<u8>, String> {
+) -> Result<RecordBatch, String> {
     Err(
         "host lookups are only available when the plugin runs inside dlink-rt \
          (wasm32-wasip2 build)"

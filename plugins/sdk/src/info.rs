@@ -1,7 +1,7 @@
 //! What `init` learns about the pipeline it serves: its name, upstreams and lookup
 //! tables with their Arrow schemas, and its key columns.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
@@ -16,6 +16,15 @@ use crate::output::{KeyColumn, KeyType};
 pub struct TableInfo {
     name: String,
     schema: SchemaRef,
+    /// The columns `init` checked or declared: what the host sends (contract 0.3).
+    reads: Arc<Mutex<Reads>>,
+}
+
+/// What a plugin reads of a table, as `init` declared it.
+#[derive(Debug, Clone, Default)]
+struct Reads {
+    columns: Vec<String>,
+    all: bool,
 }
 
 impl TableInfo {
@@ -24,7 +33,32 @@ impl TableInfo {
         TableInfo {
             name: name.into(),
             schema,
+            reads: Arc::default(),
         }
+    }
+
+    /// Declares that the plugin reads `columns` of this table (besides those it checks
+    /// with [`TableInfo::column`] and the `require_*` checks, which count as read):
+    /// under contract 0.3 the host sends only the columns a plugin reads (and an
+    /// upstream's change columns). A table the plugin neither checks nor declares
+    /// columns of is sent whole.
+    pub fn reads(&self, columns: &[&str]) -> Result<&TableInfo, Error> {
+        for c in columns {
+            self.column(c)?;
+        }
+        Ok(self)
+    }
+
+    /// Declares that the plugin reads every column of this table.
+    pub fn reads_all(&self) -> &TableInfo {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).all = true;
+        self
+    }
+
+    /// The columns declared read: `None` when the table is read whole.
+    pub fn read_columns(&self) -> Option<Vec<String>> {
+        let r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        (!r.all && !r.columns.is_empty()).then(|| r.columns.clone())
     }
 
     /// The table's name in the catalog.
@@ -39,7 +73,14 @@ impl TableInfo {
 
     /// The field `column`; the error lists the table's columns.
     pub fn column(&self, column: &str) -> Result<&Field, Error> {
-        self.schema.field_with_name(column).map_err(|_| {
+        let found = self.schema.field_with_name(column);
+        if found.is_ok() {
+            let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            if !r.columns.iter().any(|c| c == column) {
+                r.columns.push(column.to_string());
+            }
+        }
+        found.map_err(|_| {
             let names: Vec<&str> = self
                 .schema
                 .fields()
@@ -118,7 +159,7 @@ impl PipelineInfo {
         let tables = |list: Vec<crate::bindings::dlink::pipeline::types::TableInfo>| {
             list.into_iter()
                 .map(|t| {
-                    let schema = decode_schema(&t.schema)
+                    let schema = decode_schema(&t.arrow_schema)
                         .map_err(|e| Error::new(format!("table '{}': {e}", t.name)))?;
                     Ok(TableInfo::new(t.name, schema))
                 })
@@ -145,6 +186,16 @@ impl PipelineInfo {
             keys,
         );
         Ok((pipeline, info.config))
+    }
+
+    /// What the plugin reads, per table, as contract 0.3's `init` returns it: the
+    /// tables whose columns it checked or declared (the others are read whole).
+    pub fn reads(&self) -> Vec<(String, Option<Vec<String>>)> {
+        self.upstreams
+            .iter()
+            .chain(&self.lookups)
+            .filter_map(|t| t.read_columns().map(|c| (t.name.clone(), Some(c))))
+            .collect()
     }
 
     /// The pipeline's name.

@@ -1,13 +1,15 @@
-//! Write dlink-rt pipeline plugins in plain Rust (contract `dlink:pipeline@0.2.0`).
+//! Write dlink-rt pipeline plugins in plain Rust (contract `dlink:pipeline@0.3.0`).
 //!
 //! A plugin is a WebAssembly component (`wasm32-wasip2`) that turns one batch of
 //! upstream change rows (Delta Lake Change Data Feed) into the pipeline's *affected
 //! keys*. The host creates one instance per pipeline with [`Pipeline::init`], which
 //! gets the plugin's typed config and the pipeline ([`PipelineInfo`]: upstreams and
 //! lookup tables with their Arrow schemas, key columns) and may reject them; then it
-//! calls [`Pipeline::derive`] on the instance once per batch. This SDK decodes the
-//! batch's Arrow IPC streams into [`Batch`] / [`Changes`] / [`Row`], gives `derive` a
-//! [`Keys`] builder that encodes the output per causing upstream, wraps the host's
+//! calls [`Pipeline::derive`] on the instance once per chunk of a batch. This SDK
+//! tells the host which columns `init` checked (the columns it reads: only those are
+//! sent), takes the batch's columns (Arrow buffers as WIT lists, no decoding) as
+//! [`Batch`] / [`Changes`] / [`Row`], gives `derive` a [`Keys`] builder that returns
+//! the output per causing upstream in the same form, wraps the host's
 //! `lookup` and `log` imports ([`Keys::add_through`], [`lookup_i64`], [`log`]), and
 //! exports the component through [`export_pipeline!`].
 //!
@@ -77,6 +79,7 @@
 #![warn(missing_docs)]
 
 mod changes;
+pub mod columns;
 mod error;
 mod host;
 mod info;
@@ -94,6 +97,9 @@ pub use info::{encode_schema, PipelineInfo, TableInfo};
 pub use lookup::{lookup_i64, lookup_str};
 pub use output::{IntoKey, IntoKeyValue, KeyColumn, KeyType, KeyValue, Keys};
 pub use table::{Table, TableRow, TableRows};
+
+/// Said where a change-row column is missing: it may exist but not have been asked for.
+pub(crate) const NOT_READ_HINT: &str = "; a plugin receives only the columns its init checks (column, require_int, require_str) or declares (TableInfo::reads), and every column of a table it does neither for";
 
 /// The JSON crate the config is parsed with.
 pub use serde_json;
@@ -192,14 +198,24 @@ pub mod __private {
     }
 
     impl<P: Pipeline> plugin::GuestPipeline for Instance<P> {
-        fn init(info: types::PipelineInfo) -> Result<plugin::Pipeline, String> {
+        fn init(
+            info: types::PipelineInfo,
+        ) -> Result<(plugin::Pipeline, Vec<types::Reads>), String> {
             let (pipeline, config) = PipelineInfo::from_wit(info)?;
             let config = crate::parse_config::<P::Config>(&config)?;
             let state = P::init(config, &pipeline)?;
-            Ok(plugin::Pipeline::new(Instance {
-                state: RefCell::new(state),
-                pipeline,
-            }))
+            let reads = pipeline
+                .reads()
+                .into_iter()
+                .map(|(table, columns)| types::Reads { table, columns })
+                .collect();
+            Ok((
+                plugin::Pipeline::new(Instance {
+                    state: RefCell::new(state),
+                    pipeline,
+                }),
+                reads,
+            ))
         }
 
         fn derive(&self, batch: types::Batch) -> Result<Vec<types::UpstreamKeys>, String> {
@@ -209,11 +225,7 @@ pub mod __private {
                 .try_borrow_mut()
                 .map_err(|_| "derive called while another derive runs".to_string())?
                 .derive(&batch, &mut keys)?;
-            Ok(keys
-                .into_ipc()?
-                .into_iter()
-                .map(|(upstream, keys)| types::UpstreamKeys { upstream, keys })
-                .collect())
+            Ok(keys.into_wit()?)
         }
     }
 }

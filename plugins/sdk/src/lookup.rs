@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_ipc::writer::StreamWriter;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::DataType;
 
 use crate::Table;
 
+use crate::bindings::dlink::pipeline::types as wit;
+
 /// The host's `lookup` import, as a function (swapped out in unit tests).
 pub(crate) type HostLookup<'a> =
-    &'a mut dyn FnMut(&str, &str, &[u8], &[String]) -> Result<Vec<u8>, String>;
+    &'a mut dyn FnMut(&str, &str, wit::Column, &[String]) -> Result<wit::RecordBatch, String>;
 
 /// Rows of `table` (an upstream of the pipeline or one of its declared lookup tables),
 /// as of the batch's pinned version, whose int64 `column` equals one of `keys`,
@@ -89,21 +90,26 @@ fn call(
     if len == 0 {
         return Ok(Table::empty(source));
     }
-    let request = encode_keys(column, data_type, keys).map_err(|e| format!("{source}: {e}"))?;
+    let request = keys_column(column, data_type, keys).map_err(|e| format!("{source}: {e}"))?;
     let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    let answer = host(table, column, &request, &columns).map_err(|e| format!("{source}: {e}"))?;
-    Table::from_ipc(source, &answer)
+    let answer = host(table, column, request, &columns).map_err(|e| format!("{source}: {e}"))?;
+    let rows = answer.num_rows;
+    let batch = crate::columns::from_wit(&source, answer)?;
+    if rows == 0 {
+        return Table::from_batches(source, Some(batch.schema()), Vec::new());
+    }
+    Table::from_batches(source, None, vec![batch])
 }
 
-/// One non-null column named after the lookup column, as an Arrow IPC stream.
-fn encode_keys(column: &str, data_type: DataType, keys: ArrayRef) -> Result<Vec<u8>, String> {
-    let schema = Arc::new(Schema::new(vec![Field::new(column, data_type, false)]));
-    let error = |e: arrow_schema::ArrowError| format!("cannot encode the lookup keys: {e}");
-    let batch = RecordBatch::try_new(schema.clone(), vec![keys]).map_err(error)?;
-    let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
-    writer.write(&batch).map_err(error)?;
-    writer.finish().map_err(error)?;
-    writer.into_inner().map_err(error)
+/// The keys as the contract's column, named after the lookup column.
+fn keys_column(column: &str, data_type: DataType, keys: ArrayRef) -> Result<wit::Column, String> {
+    if keys.data_type() != &data_type {
+        return Err(format!(
+            "lookup keys of type {} where {data_type} was meant",
+            keys.data_type()
+        ));
+    }
+    crate::columns::column(column, &keys)
 }
 
 /// Sorts `(value, commit time)` pairs and keeps one per value, with its newest time.
@@ -193,9 +199,10 @@ impl crate::Keys {
         for batch in changes.table().record_batches() {
             let a = batch.column_by_name(via).ok_or_else(|| {
                 format!(
-                    "upstream '{}': the change rows have no column '{via}' (columns: {})",
+                    "upstream '{}': the change rows have no column '{via}' (columns: {}){}",
                     changes.name(),
-                    changes.table().column_names().join(", ")
+                    changes.table().column_names().join(", "),
+                    crate::NOT_READ_HINT
                 )
             })?;
             let ts = &changes.commit_timestamps()[offset..offset + batch.num_rows()];

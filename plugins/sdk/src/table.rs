@@ -1,4 +1,5 @@
-//! Tables decoded from Arrow IPC streams, with by-name typed getters.
+//! Tables of rows (the host's columns, or decoded Arrow IPC streams), with by-name typed
+//! getters.
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use arrow_array::{
 use arrow_ipc::reader::StreamReader;
 use arrow_schema::{DataType, SchemaRef};
 
-/// Rows decoded from one Arrow IPC stream: the result of a lookup, or the data part of
-/// an upstream's [`Changes`](crate::Changes).
+/// Rows as Arrow record batches: the result of a lookup, or the data part of an
+/// upstream's [`Changes`](crate::Changes).
 ///
 /// An empty stream (zero bytes) is a table with no schema and no rows; its column
 /// getters return empty vectors whatever the column name.
@@ -207,8 +208,13 @@ impl Table {
     }
 
     fn missing_column(&self, column: &str) -> String {
+        let hint = if self.source.starts_with("upstream") {
+            crate::NOT_READ_HINT
+        } else {
+            ""
+        };
         format!(
-            "{}: no column '{column}' (columns: {})",
+            "{}: no column '{column}' (columns: {}){hint}",
             self.source,
             self.column_names().join(", ")
         )

@@ -272,6 +272,26 @@ impl Folded {
         Ok(())
     }
 
+    /// Folds in rows of keys all caused by upstream `u` (an index into the names),
+    /// with their commit timestamps: no distinct step before, no copy kept.
+    fn add_rows(
+        &mut self,
+        columns: &[ArrayRef],
+        u: usize,
+        ts: Option<&TimestampMicrosecondArray>,
+    ) -> Result<(), SpillError> {
+        let slots = self.slots(columns)?;
+        let (word, bit) = (u / 64, 1u64 << (u % 64));
+        for (row, slot) in slots.iter().enumerate() {
+            let s = *slot as usize;
+            self.causes[s * self.words + word] |= bit;
+            if let Some(t) = ts.filter(|t| t.is_valid(row)).map(|t| t.value(row)) {
+                self.newest[s] = self.newest[s].max(t);
+            }
+        }
+        Ok(())
+    }
+
     /// The keys folded in the spill schema: their columns, cause words and newest
     /// timestamps as they are held (no names involved).
     fn to_spill(&self, schema: &SchemaRef) -> Result<RecordBatch, SpillError> {
@@ -363,6 +383,36 @@ impl KeySet {
             self.spill_folded()?;
         }
         Ok(())
+    }
+
+    /// Folds in rows of keys (already validated: the key columns, non-null, of the
+    /// declared types) that the changes of upstream `u` (an index into the names the
+    /// set was made with) caused, with their commit timestamps.
+    pub fn add_rows(
+        &mut self,
+        columns: &[ArrayRef],
+        u: usize,
+        ts: Option<&TimestampMicrosecondArray>,
+    ) -> Result<(), SpillError> {
+        if columns.first().is_none_or(|c| c.is_empty()) {
+            return Ok(());
+        }
+        self.folded.add_rows(columns, u, ts)?;
+        if self.folded.memory_size() > self.budget {
+            self.spill_folded()?;
+        }
+        Ok(())
+    }
+
+    /// The keys of a set that never went to disk (one made with a budget it cannot
+    /// pass), without the async merge [`KeySet::finish`] does.
+    pub fn into_memory(self) -> Result<AffectedKeys, SpillError> {
+        match self.spill {
+            None => self.folded.to_keys(&self.names),
+            Some(_) => Err(SpillError::Arrow(ArrowError::InvalidArgumentError(
+                "the key set went to disk: finish it instead".into(),
+            ))),
+        }
     }
 
     /// How many times the set went to disk (0: it stayed in memory).

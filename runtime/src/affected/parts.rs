@@ -116,6 +116,52 @@ pub fn collect_parts(
     fold(key_cols, rows, upstream_of, ts, upstream_names)
 }
 
+/// Checks each part like [`collect_parts`] and folds its rows straight into `set`:
+/// one fold per key, no concatenation of the parts.
+pub fn fold_parts(
+    parts: &[KeysPart],
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+    set: &mut super::KeySet,
+) -> Result<(), super::SpillError> {
+    let ts_type = timestamp_type();
+    for p in parts {
+        let u = upstream_names
+            .iter()
+            .position(|n| *n == p.upstream)
+            .ok_or_else(|| InvalidKeys::UnknownUpstream {
+                name: p.upstream.clone(),
+                part: true,
+                upstreams: upstream_names.iter().map(|n| n.to_string()).collect(),
+            })?;
+        check_schema(&p.upstream, &p.schema, keys)?;
+        for b in &p.batches {
+            let mut cols = Vec::with_capacity(keys.len());
+            for k in keys {
+                let col = b
+                    .column_by_name(&k.name)
+                    .ok_or_else(|| InvalidKeys::MissingColumn {
+                        column: format!("key column '{}'", k.name),
+                        part: Some(p.upstream.clone()),
+                        expected: None,
+                    })?
+                    .clone();
+                super::no_nulls(&col, &k.name)?;
+                cols.push(col);
+            }
+            let ts = match b.column_by_name(crate::cdf::COMMIT_TIMESTAMP) {
+                Some(t) => Some(cast(t, &ts_type).map_err(InvalidKeys::from)?),
+                None => None,
+            };
+            let ts = ts
+                .as_ref()
+                .map(|c| c.as_primitive::<TimestampMicrosecondType>());
+            set.add_rows(&cols, u, ts)?;
+        }
+    }
+    Ok(())
+}
+
 /// A part holds exactly the key columns (declared types) and optionally
 /// `_commit_timestamp` (a timestamp).
 fn check_schema(upstream: &str, schema: &SchemaRef, keys: &[KeyColumn]) -> Result<(), InvalidKeys> {

@@ -106,7 +106,7 @@ pub struct PluginTimings {
     pub load: Duration,
     /// Waiting for streamed change rows (a batch over one call reads as it derives).
     pub read: Duration,
-    /// The host's IPC encoding of the change rows.
+    /// The host's encoding of the change rows (IPC, or contract 0.3's columns).
     pub encode: Duration,
     /// The call: input copied in, the guest's work and lookups, output copied out.
     pub call: Duration,
@@ -199,6 +199,12 @@ impl Derive for PluginDerive<'_> {
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
+        // The schema each upstream's rows come in, for calls where it has none.
+        let schemas = input
+            .upstreams
+            .iter()
+            .map(|u| u.schema())
+            .collect::<Result<Vec<_>>>()?;
         let rows: Vec<Option<Rows>> = input
             .upstreams
             .iter_mut()
@@ -221,6 +227,7 @@ impl Derive for PluginDerive<'_> {
             plugin,
             lookup: &lookup,
             names: &names,
+            schemas: &schemas,
             set: &mut set,
             timings: &mut timings,
             lap: &mut lap,
@@ -308,6 +315,8 @@ struct Caller<'a, 'b> {
     plugin: &'a mut crate::plugin::Plugin,
     lookup: &'a Arc<TableLookup>,
     names: &'a [&'a str],
+    /// Each upstream's change-row schema.
+    schemas: &'a [SchemaRef],
     set: &'a mut KeySet,
     timings: &'a mut PluginTimings,
     lap: &'a mut Lap,
@@ -320,7 +329,7 @@ struct Caller<'a, 'b> {
 impl Caller<'_, '_> {
     async fn run(&mut self, call: super::chunk::Call) -> Result<()> {
         let (input, pipeline) = (self.input, self.input.pipeline);
-        let inputs = encode_call(input, call)?;
+        let inputs = encode_call(input, self.plugin, self.schemas, call)?;
         self.timings.encode += self.lap.next();
         let output = match self
             .plugin
@@ -336,11 +345,9 @@ impl Caller<'_, '_> {
         self.timings.call += self.lap.next();
         self.calls += 1;
         self.output_bytes += output.len();
-        let part = output.collect(&pipeline.keys, self.names).map_err(|e| {
-            let reason = Box::new(e);
-            batch_err(input, PluginError::InvalidOutput { reason }.into())
-        })?;
-        self.set.add(part).map_err(|e| spill_err(input, e))?;
+        output
+            .fold_into(&pipeline.keys, self.names, self.set)
+            .map_err(|e| spill_err(input, e))?;
         self.timings.collect += self.lap.next();
         Ok(())
     }
@@ -357,27 +364,31 @@ fn spill_err(input: &BatchInput<'_>, e: SpillError) -> Error {
     }
 }
 
-/// One call's change rows as the Arrow IPC streams the plugin receives, per upstream
-/// of the batch (empty for an upstream without rows in this call). Each piece is
-/// freed once encoded: the plugin's copy is the one that counts during the call.
-fn encode_call(input: &BatchInput<'_>, call: super::chunk::Call) -> Result<Vec<UpstreamInput>> {
+/// One call's change rows in the form of the plugin's contract, per upstream of the
+/// batch (no rows for an upstream without rows in this call). Each piece is freed
+/// once encoded: the plugin's copy is the one that counts during the call.
+fn encode_call(
+    input: &BatchInput<'_>,
+    plugin: &crate::plugin::Plugin,
+    schemas: &[SchemaRef],
+    call: super::chunk::Call,
+) -> Result<Vec<UpstreamInput>> {
     let pipeline = input.pipeline;
     let mut inputs = Vec::with_capacity(input.upstreams.len());
-    for (u, piece) in input.upstreams.iter().zip(call) {
-        let bytes = match piece {
-            Some(ch) if ch.rows() > 0 => {
-                crate::ipc::encode(&ch.schema, &ch.batches).map_err(|source| Error::Batch {
-                    pipeline: pipeline.name.clone(),
-                    batch_id: input.batch_id,
-                    plugin: pipeline.deriver(),
-                    cause: BatchFailure::Encode {
-                        upstream: u.range.name.clone(),
-                        source,
-                    },
-                })?
-            }
-            _ => Vec::new(),
+    for ((u, piece), schema) in input.upstreams.iter().zip(call).zip(schemas) {
+        let encoded = match piece {
+            Some(ch) => plugin.encode(&u.upstream.name, &ch.schema, &ch.batches),
+            None => plugin.encode(&u.upstream.name, schema, &[]),
         };
+        let changes = encoded.map_err(|source| Error::Batch {
+            pipeline: pipeline.name.clone(),
+            batch_id: input.batch_id,
+            plugin: pipeline.deriver(),
+            cause: BatchFailure::Encode {
+                upstream: u.range.name.clone(),
+                source,
+            },
+        })?;
         let (start, end) = u
             .range
             .range
@@ -386,7 +397,7 @@ fn encode_call(input: &BatchInput<'_>, call: super::chunk::Call) -> Result<Vec<U
             name: u.upstream.name.clone(),
             start_version: start,
             end_version: end,
-            changes: bytes,
+            changes,
         });
     }
     Ok(inputs)

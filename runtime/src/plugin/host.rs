@@ -1,7 +1,8 @@
 //! The `dlink:pipeline/host` interface as seen by a plugin: `lookup` and `log`, the
-//! same for both contracts (0.1 and 0.2 each have their own copy of the interface).
+//! same for every contract (each has its own copy of the interface; 0.3 passes tables
+//! as columns rather than IPC bytes).
 
-use super::contract::{v0_1, v0_2};
+use super::contract::{v0_1, v0_2, v0_3};
 use super::State;
 
 /// Log levels of both contracts, as one.
@@ -111,3 +112,52 @@ macro_rules! host_interface {
 
 host_interface!(v0_1);
 host_interface!(v0_2);
+
+impl v0_3::dlink::pipeline::types::Host for State {}
+
+impl v0_3::dlink::pipeline::host::Host for State {
+    /// The 0.3 lookup: the keys and the answer as columns. The host's lookup speaks
+    /// IPC inside the process (its cache and index are shared with 0.2 plugins), so
+    /// the column is encoded here and the answer decoded: host-side copies only.
+    async fn lookup(
+        &mut self,
+        table: String,
+        column: String,
+        keys: v0_3::dlink::pipeline::types::Column,
+        columns: Vec<String>,
+    ) -> Result<v0_3::dlink::pipeline::types::RecordBatch, String> {
+        let bad = |e: deltalake::arrow::error::ArrowError| {
+            format!("lookup of table '{table}' by '{column}': the keys are not a valid column: {e}")
+        };
+        let Some(rows) = super::columns::values_len(&keys.values) else {
+            return Err(format!(
+                "lookup of table '{table}' by '{column}': keys must be integers, dates, timestamps, decimals, text or bytes (not booleans or nested values)"
+            ));
+        };
+        let array = super::columns::array_from_wit(&column, keys.values, keys.validity, rows)
+            .map_err(bad)?;
+        let schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(vec![
+            deltalake::arrow::datatypes::Field::new(&column, array.data_type().clone(), true),
+        ]));
+        let batch = deltalake::arrow::array::RecordBatch::try_new(schema.clone(), vec![array])
+            .map_err(bad)?;
+        let ipc = crate::ipc::encode(&schema, &[batch]).map_err(bad)?;
+        let answer = State::lookup(self, table.clone(), column.clone(), ipc, columns).await?;
+        let (schema, batches) = crate::ipc::decode_owned(answer)
+            .map_err(|e| format!("lookup of table '{table}': {e}"))?;
+        super::columns::to_wit(&schema, &batches, None)
+            .map_err(|e| format!("lookup of table '{table}': {e}"))
+    }
+
+    async fn log(&mut self, level: v0_3::dlink::pipeline::types::Level, message: String) {
+        use v0_3::dlink::pipeline::types::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        State::log(self, level, message)
+    }
+}

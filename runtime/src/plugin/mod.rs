@@ -8,6 +8,7 @@
 
 mod builder;
 mod cache;
+mod columns;
 mod contract;
 mod error;
 mod host;
@@ -28,7 +29,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use builder::{HostBuilder, Profiler};
 pub use cache::{default_dir as default_cache_dir, sha256_hex, Origin};
-pub use contract::{Contract, Output, PipelineInfo};
+pub use contract::{Columns, Contract, Output, PipelineInfo};
 use error::describe_trap;
 pub use error::{Call, PluginError, StderrTail};
 use limiter::Limiter;
@@ -36,7 +37,7 @@ use limiter::Limiter;
 use crate::config::{Limits, PluginSpec};
 pub use crate::lookup::Lookup;
 
-use contract::{v0_1, v0_2};
+use contract::{v0_1, v0_2, v0_3};
 
 /// How often the epoch advances; the wall-time budget is counted in these ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -109,13 +110,22 @@ pub struct Compiled {
     component: Component,
 }
 
-/// One upstream's changes handed to `derive`.
+/// One upstream's changes handed to `derive`, encoded for the plugin's contract by
+/// [`Plugin::encode`].
 pub struct UpstreamInput {
     pub name: String,
     pub start_version: i64,
     pub end_version: i64,
-    /// Arrow IPC stream; empty when the upstream has no changes in the batch.
-    pub changes: Vec<u8>,
+    pub changes: Changes,
+}
+
+/// One upstream's change rows in a contract's form.
+pub enum Changes {
+    /// Contracts 0.1 and 0.2: an Arrow IPC stream; empty when the upstream has no
+    /// changes in the call.
+    Ipc(Vec<u8>),
+    /// Contract 0.3: the columns the plugin reads.
+    Columns(Columns),
 }
 
 /// A live plugin instance's entry points.
@@ -123,6 +133,13 @@ enum Bindings {
     V0_1(v0_1::PipelinePlugin),
     /// The bindings and the `pipeline` resource `init` returned.
     V0_2(v0_2::PipelinePlugin, ResourceAny),
+    /// The same, and the columns `init` said it reads, per table (tables it did not
+    /// name are read whole).
+    V0_3(
+        v0_3::PipelinePlugin,
+        ResourceAny,
+        HashMap<String, Vec<String>>,
+    ),
 }
 
 /// A live plugin instance.
@@ -167,6 +184,8 @@ impl PluginHost {
         v0_1::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(PluginError::HostStart)?;
         v0_2::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(PluginError::HostStart)?;
+        v0_3::PipelinePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(PluginError::HostStart)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), stop_ticker.clone());
@@ -261,6 +280,7 @@ impl PluginHost {
         match compiled.contract {
             Contract::V0_1 => v0_1::PipelinePluginPre::new(pre).map(drop).map_err(exports),
             Contract::V0_2 => v0_2::PipelinePluginPre::new(pre).map(drop).map_err(exports),
+            Contract::V0_3 => v0_3::PipelinePluginPre::new(pre).map(drop).map_err(exports),
         }
     }
 
@@ -305,6 +325,27 @@ impl PluginHost {
                 let call = bounded(wall, guest.call_init(&mut store, &wit)).await;
                 match call {
                     Some(Ok(Ok(resource))) => Bindings::V0_2(b, resource),
+                    Some(Ok(Err(message))) => return Err(refused(message)),
+                    Some(Err(e)) => return Err(describe_trap(&store, &limits, Call::Init, e)),
+                    None => return Err(timed_out(&store, &limits, Call::Init)),
+                }
+            }
+            Contract::V0_3 => {
+                let b =
+                    v0_3::PipelinePlugin::instantiate_async(&mut store, component, &self.linker)
+                        .await
+                        .map_err(PluginError::Instantiate)?;
+                let wit = info
+                    .to_wit_v0_3(&spec.config_json)
+                    .map_err(PluginError::Info)?;
+                let guest = b.dlink_pipeline_plugin().pipeline();
+                let wall = wall_deadline(&store);
+                let call = bounded(wall, guest.call_init(&mut store, &wit)).await;
+                match call {
+                    Some(Ok(Ok((resource, reads)))) => {
+                        let reads = checked_reads(info, reads).map_err(refused)?;
+                        Bindings::V0_3(b, resource, reads)
+                    }
                     Some(Ok(Err(message))) => return Err(refused(message)),
                     Some(Err(e)) => return Err(describe_trap(&store, &limits, Call::Init, e)),
                     None => return Err(timed_out(&store, &limits, Call::Init)),
@@ -386,6 +427,27 @@ impl PluginHost {
     }
 }
 
+impl Changes {
+    /// The IPC bytes (a contract 0.1 or 0.2 plugin is only ever given these).
+    fn into_ipc(self) -> Vec<u8> {
+        match self {
+            Changes::Ipc(b) => b,
+            Changes::Columns(_) => Vec::new(),
+        }
+    }
+
+    /// The columns (a contract 0.3 plugin is only ever given these).
+    fn into_columns(self) -> v0_3::dlink::pipeline::types::RecordBatch {
+        match self {
+            Changes::Columns(c) => c.0,
+            Changes::Ipc(_) => v0_3::dlink::pipeline::types::RecordBatch {
+                num_rows: 0,
+                columns: Vec::new(),
+            },
+        }
+    }
+}
+
 /// Room beyond `max_output_mb` in what a guest may copy to the host in one call.
 const HOSTCALL_SLACK: usize = 16 << 20;
 
@@ -434,7 +496,95 @@ fn timed_out(store: &Store<State>, limits: &Limits, call: Call) -> PluginError {
     }
 }
 
+/// The columns a 0.3 plugin's `init` said it reads, checked against the pipeline: each
+/// table one of its upstreams or lookup tables, each column one of the table's.
+fn checked_reads(
+    info: &PipelineInfo,
+    reads: Vec<v0_3::dlink::pipeline::types::Reads>,
+) -> Result<HashMap<String, Vec<String>>, String> {
+    let mut out = HashMap::new();
+    for r in reads {
+        let Some(schema) = info
+            .upstreams
+            .iter()
+            .chain(&info.lookups)
+            .find(|(n, _)| *n == r.table)
+            .map(|(_, s)| s)
+        else {
+            let names: Vec<&str> = info
+                .upstreams
+                .iter()
+                .chain(&info.lookups)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            return Err(format!(
+                "init declared columns of table '{}', which is neither an upstream nor a lookup table of pipeline '{}' (its tables: {})",
+                r.table,
+                info.name,
+                names.join(", ")
+            ));
+        };
+        let Some(columns) = r.columns else { continue };
+        for c in &columns {
+            if schema.field_with_name(c).is_err() {
+                let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(format!(
+                    "init declared column '{c}' of table '{}', which has no such column (its columns: {})",
+                    r.table,
+                    have.join(", ")
+                ));
+            }
+        }
+        out.insert(r.table, columns);
+    }
+    Ok(out)
+}
+
+/// The change columns every 0.3 plugin receives of an upstream.
+const SYSTEM_COLUMNS: [&str; 3] = [
+    crate::cdf::CHANGE_TYPE,
+    crate::cdf::COMMIT_VERSION,
+    crate::cdf::COMMIT_TIMESTAMP,
+];
+
 impl Plugin {
+    /// One upstream's change rows (`batches`, all of `schema`; none when it has no rows
+    /// in the call) in the form the plugin's contract takes: an IPC stream, or for
+    /// 0.3 the columns its `init` declared (and the change columns) in the table's
+    /// order, each buffer copied once.
+    pub fn encode(
+        &self,
+        upstream: &str,
+        schema: &deltalake::arrow::datatypes::SchemaRef,
+        batches: &[deltalake::arrow::array::RecordBatch],
+    ) -> Result<Changes, deltalake::arrow::error::ArrowError> {
+        match &self.bindings {
+            Bindings::V0_1(_) | Bindings::V0_2(..) => {
+                if batches.iter().all(|b| b.num_rows() == 0) {
+                    Ok(Changes::Ipc(Vec::new()))
+                } else {
+                    Ok(Changes::Ipc(crate::ipc::encode(schema, batches)?))
+                }
+            }
+            Bindings::V0_3(_, _, reads) => {
+                let keep: Option<Vec<usize>> = reads.get(upstream).map(|cols| {
+                    schema
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| {
+                            cols.iter().any(|c| c == f.name())
+                                || SYSTEM_COLUMNS.contains(&f.name().as_str())
+                        })
+                        .map(|(i, _)| i)
+                        .collect()
+                });
+                let b = columns::to_wit(schema, batches, keep.as_deref())?;
+                Ok(Changes::Columns(Columns(b)))
+            }
+        }
+    }
+
     /// Calls `derive` on one batch. Errors are complete sentences about the plugin's
     /// failure; after an error the instance must not be used again.
     pub async fn derive(
@@ -505,7 +655,7 @@ impl Plugin {
                             name: u.name,
                             start_version: u.start_version,
                             end_version: u.end_version,
-                            changes: u.changes,
+                            changes: u.changes.into_ipc(),
                         })
                         .collect(),
                 };
@@ -522,7 +672,7 @@ impl Plugin {
                             name: u.name,
                             start_version: u.start_version,
                             end_version: u.end_version,
-                            changes: u.changes,
+                            changes: u.changes.into_ipc(),
                         })
                         .collect(),
                 };
@@ -532,6 +682,33 @@ impl Plugin {
                     .await?;
                 Ok(r.map(|parts| {
                     Output::PerUpstream(parts.into_iter().map(|p| (p.upstream, p.keys)).collect())
+                }))
+            }
+            Bindings::V0_3(b, resource, _) => {
+                use v0_3::dlink::pipeline::types as w;
+                let batch = w::Batch {
+                    batch_id,
+                    upstreams: upstreams
+                        .into_iter()
+                        .map(|u| w::UpstreamChanges {
+                            name: u.name,
+                            start_version: u.start_version,
+                            end_version: u.end_version,
+                            changes: u.changes.into_columns(),
+                        })
+                        .collect(),
+                };
+                let guest = b.dlink_pipeline_plugin().pipeline();
+                let r = guest
+                    .call_derive(&mut self.store, *resource, &batch)
+                    .await?;
+                Ok(r.map(|parts| {
+                    Output::Columns(
+                        parts
+                            .into_iter()
+                            .map(|p| (p.upstream, Columns(p.keys)))
+                            .collect(),
+                    )
                 }))
             }
         }

@@ -140,15 +140,15 @@ impl Rederive<'_> {
             Engine::Plugin { plugin, lookup } => {
                 let mut ups = Vec::with_capacity(inputs.len());
                 for (i, input) in inputs.iter().enumerate() {
-                    let changes = match rows_of(i, input) {
-                        Some(r) => crate::ipc::encode(&input.schema, &[r]).map_err(|e| {
+                    let rows: Vec<RecordBatch> = rows_of(i, input).into_iter().collect();
+                    let changes = plugin
+                        .encode(&input.upstream.name, &input.schema, &rows)
+                        .map_err(|e| {
                             format!(
                                 "cannot encode the changes of '{}': {e}",
                                 input.upstream.name
                             )
-                        })?,
-                        None => Vec::new(),
-                    };
+                        })?;
                     let (start, end) = input.range.unwrap_or((input.pinned + 1, input.pinned));
                     ups.push(UpstreamInput {
                         name: input.upstream.name.clone(),

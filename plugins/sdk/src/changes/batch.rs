@@ -21,8 +21,8 @@ impl Batch {
         }
     }
 
-    /// Decodes the batch record of the raw bindings (every upstream's Arrow IPC stream)
-    /// for pipeline `pipeline`.
+    /// The batch record of the raw bindings (every upstream's columns, taken as they
+    /// are: no copy) for pipeline `pipeline`.
     pub fn from_wit(
         pipeline: &str,
         batch: crate::bindings::dlink::pipeline::types::Batch,
@@ -30,7 +30,16 @@ impl Batch {
         let upstreams = batch
             .upstreams
             .into_iter()
-            .map(|u| Changes::from_ipc_owned(u.name, u.start_version, u.end_version, u.changes))
+            .map(|u| {
+                let source = format!("upstream '{}'", u.name);
+                let table = if u.changes.columns.is_empty() {
+                    Table::empty(source)
+                } else {
+                    let rows = crate::columns::from_wit(&source, u.changes)?;
+                    Table::from_batches(source, Some(rows.schema()), vec![rows])?
+                };
+                Changes::from_table(u.name, u.start_version, u.end_version, table)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Batch::new(pipeline, batch.batch_id, upstreams))
     }

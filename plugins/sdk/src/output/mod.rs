@@ -259,9 +259,10 @@ impl Keys {
             for (c, key) in columns.iter().zip(&self.columns) {
                 let a = batch.column_by_name(c).ok_or_else(|| {
                     Error::new(format!(
-                        "upstream '{}': the change rows have no column '{c}' (columns: {})",
+                        "upstream '{}': the change rows have no column '{c}' (columns: {}){}",
                         changes.name(),
-                        changes.table().column_names().join(", ")
+                        changes.table().column_names().join(", "),
+                        crate::NOT_READ_HINT
                     ))
                 })?;
                 match key_array(a, key.key_type) {
@@ -365,7 +366,23 @@ impl Keys {
         Ok(out)
     }
 
-    /// The output as the component returns it: per upstream, an Arrow IPC stream.
+    /// The output as the component returns it: per upstream, the key columns and
+    /// `_commit_timestamp` as contract 0.3's record batch.
+    pub fn into_wit(
+        self,
+    ) -> Result<Vec<crate::bindings::dlink::pipeline::types::UpstreamKeys>, Error> {
+        let schema = self.schema.clone();
+        self.into_batches()?
+            .into_iter()
+            .map(|(upstream, batches)| {
+                let keys = crate::columns::to_wit(&schema, &batches)
+                    .map_err(|e| Error::new(format!("cannot pass the keys: {e}")))?;
+                Ok(crate::bindings::dlink::pipeline::types::UpstreamKeys { upstream, keys })
+            })
+            .collect()
+    }
+
+    /// The output as an Arrow IPC stream per upstream (contract 0.2's form).
     pub fn into_ipc(self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let schema = self.schema.clone();
         let error =

@@ -59,7 +59,13 @@ fn add_through_attributes_found_rows_to_the_newest_change_of_their_value() {
     )
     .unwrap();
     let n = keys
-        .add_through_with(&mut host, &departments, "dept_id", "employee", "dept_id")
+        .add_through_with(
+            &mut via_ipc(&mut host),
+            &departments,
+            "dept_id",
+            "employee",
+            "dept_id",
+        )
         .unwrap();
     assert_eq!(n, 3, "the row with a null emp_id is no key");
     assert_eq!(
@@ -131,7 +137,13 @@ fn add_through_passes_whole_key_arrays_and_attributes_each_row_like_the_row_path
     )
     .unwrap();
     let n = keys
-        .add_through_with(&mut host, &departments, "dept_id", "employee", "dept_id")
+        .add_through_with(
+            &mut via_ipc(&mut host),
+            &departments,
+            "dept_id",
+            "employee",
+            "dept_id",
+        )
         .unwrap();
     assert_eq!(n, 3);
     assert_eq!(
@@ -178,7 +190,7 @@ fn lookup_sends_deduplicated_keys_as_one_column_named_after_the_lookup_column() 
             Ok(ipc(&[answer]))
         };
     let table = lookup_i64_with(
-        &mut host,
+        &mut via_ipc(&mut host),
         "employee",
         "dept_id",
         &[20, 10, 20, 10],
@@ -204,7 +216,7 @@ fn lookup_with_no_keys_does_not_call_the_host() {
     let mut host = |_: &str, _: &str, _: &[u8], _: &[String]| -> Result<Vec<u8>, String> {
         panic!("the host must not be called")
     };
-    let table = lookup_i64_with(&mut host, "employee", "dept_id", &[], &[]).unwrap();
+    let table = lookup_i64_with(&mut via_ipc(&mut host), "employee", "dept_id", &[], &[]).unwrap();
     assert!(table.is_empty());
     assert_eq!(table.rows().count(), 0);
 }
@@ -215,7 +227,7 @@ fn lookup_errors_name_the_table_and_column() {
         Err("table 'employe' is not an upstream or lookup table".to_string())
     };
     assert_eq!(
-        lookup_i64_with(&mut host, "employe", "dept_id", &[1], &[]).unwrap_err(),
+        lookup_i64_with(&mut via_ipc(&mut host), "employe", "dept_id", &[1], &[]).unwrap_err(),
         "lookup of 'employe' by 'dept_id': table 'employe' is not an upstream or lookup table"
     );
     // Natively there is no host at all.
@@ -237,6 +249,13 @@ fn string_lookup_keys_are_utf8() {
         );
         Ok(Vec::new())
     };
-    let table = lookup_str_with(&mut host, "users", "uid", &["b", "a", "b"], &[]).unwrap();
+    let table = lookup_str_with(
+        &mut via_ipc(&mut host),
+        "users",
+        "uid",
+        &["b", "a", "b"],
+        &[],
+    )
+    .unwrap();
     assert!(table.is_empty());
 }

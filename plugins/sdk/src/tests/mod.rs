@@ -33,6 +33,46 @@ fn ipc(batches: &[RecordBatch]) -> Vec<u8> {
     writer.into_inner().unwrap()
 }
 
+/// A fake host lookup written against IPC bytes (keys in, rows out), as the contract's
+/// columns: the keys column goes through IPC to `f` and its answer back to columns, so
+/// the tests also cover the SDK's column conversion both ways.
+fn via_ipc<F>(
+    mut f: F,
+) -> impl FnMut(
+    &str,
+    &str,
+    crate::bindings::dlink::pipeline::types::Column,
+    &[String],
+) -> Result<crate::bindings::dlink::pipeline::types::RecordBatch, String>
+where
+    F: FnMut(&str, &str, &[u8], &[String]) -> Result<Vec<u8>, String>,
+{
+    use crate::bindings::dlink::pipeline::types::{RecordBatch as WitBatch, Values};
+    move |table, column, keys, columns| {
+        let rows = match &keys.values {
+            Values::Int64(v) => v.len(),
+            Values::Utf8(v) => v.offsets.len() - 1,
+            _ => panic!("the SDK sends int64 or utf8 lookup keys"),
+        };
+        let asked = crate::columns::from_wit(
+            "keys",
+            WitBatch {
+                num_rows: rows as u32,
+                columns: vec![keys],
+            },
+        )?;
+        let answer = f(table, column, &ipc(&[asked]), columns)?;
+        if answer.is_empty() {
+            return Ok(WitBatch {
+                num_rows: 0,
+                columns: Vec::new(),
+            });
+        }
+        let (schema, batches) = read_ipc(&answer);
+        crate::columns::to_wit(&schema, &batches)
+    }
+}
+
 fn read_ipc(bytes: &[u8]) -> (Arc<Schema>, Vec<RecordBatch>) {
     let reader = StreamReader::try_new(bytes, None).unwrap();
     let schema = reader.schema();

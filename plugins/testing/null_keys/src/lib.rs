@@ -3,13 +3,12 @@
 //! per `spmaster` change row with a non-null `diasng_id`, plus one row whose
 //! `diasng_id` is null. The host must reject the output (keys must not be null).
 //!
-//! The SDK's `Keys` builder skips null keys, so this plugin writes the Arrow IPC stream
-//! itself through the raw component bindings.
+//! The SDK's `Keys` builder skips null keys, so this plugin builds its output columns
+//! itself and returns them through the raw component bindings.
 
 use std::sync::Arc;
 
 use dlink_plugin_sdk::arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use dlink_plugin_sdk::arrow_ipc::writer::StreamWriter;
 use dlink_plugin_sdk::arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use dlink_plugin_sdk::bindings::dlink::pipeline::types;
 use dlink_plugin_sdk::bindings::exports::dlink::pipeline::plugin::{
@@ -26,8 +25,8 @@ impl Guest for Export {
 struct NullKeys;
 
 impl GuestPipeline for NullKeys {
-    fn init(_info: types::PipelineInfo) -> Result<Handle, String> {
-        Ok(Handle::new(NullKeys))
+    fn init(_info: types::PipelineInfo) -> Result<(Handle, Vec<types::Reads>), String> {
+        Ok((Handle::new(NullKeys), Vec::new()))
     }
 
     fn derive(&self, batch: types::Batch) -> Result<Vec<types::UpstreamKeys>, String> {
@@ -61,12 +60,9 @@ impl GuestPipeline for NullKeys {
         ];
         let error = |e: ArrowError| format!("null_keys: {e}");
         let output = RecordBatch::try_new(schema.clone(), columns).map_err(error)?;
-        let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
-        writer.write(&output).map_err(error)?;
-        writer.finish().map_err(error)?;
         Ok(vec![types::UpstreamKeys {
             upstream: "spmaster".to_string(),
-            keys: writer.into_inner().map_err(error)?,
+            keys: dlink_plugin_sdk::columns::to_wit(&schema, &[output])?,
         }])
     }
 }

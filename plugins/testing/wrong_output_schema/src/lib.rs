@@ -1,5 +1,5 @@
 //! Test plugin for the host's failure tests: `init` succeeds, `derive` returns an Arrow
-//! IPC stream whose key column `diasng_id` is utf8 instead of int64 (with a correct
+//! record batch whose key column `diasng_id` is utf8 instead of int64 (with a correct
 //! `_commit_timestamp` column), one row per `spmaster` change row
 //! (with a non-null `diasng_id`). The host must reject the output as not matching the
 //! pipeline's declared key type.
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use dlink_plugin_sdk::arrow_array::{
     ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use dlink_plugin_sdk::arrow_ipc::writer::StreamWriter;
 use dlink_plugin_sdk::arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use dlink_plugin_sdk::bindings::dlink::pipeline::types;
 use dlink_plugin_sdk::bindings::exports::dlink::pipeline::plugin::{
@@ -30,8 +29,8 @@ impl Guest for Export {
 struct WrongOutputSchema;
 
 impl GuestPipeline for WrongOutputSchema {
-    fn init(_info: types::PipelineInfo) -> Result<Handle, String> {
-        Ok(Handle::new(WrongOutputSchema))
+    fn init(_info: types::PipelineInfo) -> Result<(Handle, Vec<types::Reads>), String> {
+        Ok((Handle::new(WrongOutputSchema), Vec::new()))
     }
 
     fn derive(&self, batch: types::Batch) -> Result<Vec<types::UpstreamKeys>, String> {
@@ -63,12 +62,9 @@ impl GuestPipeline for WrongOutputSchema {
         ];
         let error = |e: ArrowError| format!("wrong_output_schema: {e}");
         let output = RecordBatch::try_new(schema.clone(), columns).map_err(error)?;
-        let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(error)?;
-        writer.write(&output).map_err(error)?;
-        writer.finish().map_err(error)?;
         Ok(vec![types::UpstreamKeys {
             upstream: "spmaster".to_string(),
-            keys: writer.into_inner().map_err(error)?,
+            keys: dlink_plugin_sdk::columns::to_wit(&schema, &[output])?,
         }])
     }
 }

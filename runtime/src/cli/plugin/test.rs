@@ -180,7 +180,9 @@ fn read_inputs(
 /// Upstreams without rows are "read up to" the newest version of the batch.
 fn encode_inputs(
     read: &[(String, Option<fixtures::ChangeRows>)],
-) -> Result<(Vec<UpstreamInput>, usize), Fail> {
+    info: &PipelineInfo,
+    plugin: &dlink_rt::plugin::Plugin,
+) -> Result<Vec<UpstreamInput>, Fail> {
     let newest = read
         .iter()
         .filter_map(|(_, c)| c.as_ref().and_then(|c| c.versions))
@@ -188,29 +190,29 @@ fn encode_inputs(
         .max()
         .unwrap_or(fixtures::DEFAULT_COMMIT_VERSION);
     let mut inputs = Vec::with_capacity(read.len());
-    let mut change_rows = 0;
-    for (name, rows) in read {
-        let (start, end, bytes) = match rows {
+    for ((name, rows), (_, schema)) in read.iter().zip(&info.upstreams) {
+        let encode_err = |e| Fail::Failed(format!("cannot encode the changes of '{name}': {e}"));
+        let (start, end, changes) = match rows {
             Some(c) if c.batch.num_rows() > 0 => {
                 let (start, end) = c.versions.unwrap_or((newest, newest));
-                change_rows += c.batch.num_rows();
-                let bytes =
-                    dlink_rt::ipc::encode(&c.batch.schema(), std::slice::from_ref(&c.batch))
-                        .map_err(|e| {
-                            Fail::Failed(format!("cannot encode the changes of '{name}': {e}"))
-                        })?;
-                (start, end, bytes)
+                let changes = plugin
+                    .encode(name, &c.batch.schema(), std::slice::from_ref(&c.batch))
+                    .map_err(encode_err)?;
+                (start, end, changes)
             }
-            _ => (newest + 1, newest, Vec::new()),
+            _ => {
+                let changes = plugin.encode(name, schema, &[]).map_err(encode_err)?;
+                (newest + 1, newest, changes)
+            }
         };
         inputs.push(UpstreamInput {
             name: name.clone(),
             start_version: start,
             end_version: end,
-            changes: bytes,
+            changes,
         });
     }
-    Ok((inputs, change_rows))
+    Ok(inputs)
 }
 
 pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail> {
@@ -249,7 +251,10 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
             .map_err(Fail::Failed)?;
     }
     let lookup = Arc::new(lookup);
-    let (inputs, change_rows) = encode_inputs(&read)?;
+    let change_rows: usize = read
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().map(|c| c.batch.num_rows()))
+        .sum();
 
     let plugin_label = args.plugin.display().to_string();
     let plugin_err = |e: String| Fail::Failed(format!("plugin {plugin_label}: {e}"));
@@ -260,7 +265,7 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         pipeline: &pipeline,
         limits,
     };
-    let output = run.call(host, inputs, lookup.clone()).await?;
+    let output = run.call(host, &read, lookup.clone()).await?;
     let keys = match (&output, declared.is_empty()) {
         (Output::Combined(ipc), true) => output_keys(ipc).map_err(plugin_err)?,
         _ => declared,
@@ -306,7 +311,7 @@ impl PluginRun<'_> {
     async fn call(
         &self,
         host: HostBuilder,
-        inputs: Vec<UpstreamInput>,
+        read: &[(String, Option<fixtures::ChangeRows>)],
         lookup: Arc<MemoryLookup>,
     ) -> Result<Output, Fail> {
         let (args, info, declared, pipeline) = (self.args, self.info, self.declared, self.pipeline);
@@ -318,7 +323,7 @@ impl PluginRun<'_> {
             .build()
             .map_err(|e| Fail::Failed(format!("cannot start the plugin host: {e:#}")))?;
         let compiled = host.compile(&args.plugin).map_err(call_err)?;
-        if compiled.contract == Contract::V0_2 && declared.is_empty() {
+        if compiled.contract != Contract::V0_1 && declared.is_empty() {
             return Err(Fail::Usage(format!(
                 "{plugin_label} speaks {}, whose init is told the pipeline's key columns: \
                  give them with --key NAME:TYPE (e.g. --key id:long)",
@@ -336,6 +341,7 @@ impl PluginRun<'_> {
             .instantiate(&compiled, info, &spec)
             .await
             .map_err(|e| plugin_err(format!("{e}{}", upstream_hint(&e))))?;
+        let inputs = encode_inputs(read, info, &instance)?;
         let output = instance
             .derive(pipeline, args.batch_id, inputs, lookup)
             .await

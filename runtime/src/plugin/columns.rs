@@ -1,0 +1,416 @@
+//! Contract 0.3's tables: Arrow arrays as the WIT `record-batch` (each buffer one
+//! list, nothing encoded) and back. What comes back is a guest's, so every length,
+//! offset and byte of text is checked before an array is built on it.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, Int8Array, RecordBatch,
+    RecordBatchOptions, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use deltalake::arrow::compute::{cast, concat};
+use deltalake::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Schema, SchemaRef, TimeUnit,
+};
+use deltalake::arrow::error::ArrowError;
+
+use super::contract::v0_3::dlink::pipeline::types as w;
+
+/// The name a column's type has in the contract (`field.data-type`).
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "int8".into(),
+        DataType::Int16 => "int16".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Date32 => "date32".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "timestamp".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp-ntz".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "utf8".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        other => other.to_string(),
+    }
+}
+
+/// A schema's fields as the contract lists them.
+pub fn fields(schema: &Schema) -> Vec<w::Field> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| w::Field {
+            name: f.name().clone(),
+            data_type: type_name(f.data_type()),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
+
+/// The rows of `batches` (all of one schema), only the columns `keep` selects (all
+/// when `None`), as one record batch of the contract: each column's buffers copied
+/// once into its lists.
+pub fn to_wit(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    keep: Option<&[usize]>,
+) -> Result<w::RecordBatch, ArrowError> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let all: Vec<usize>;
+    let keep = match keep {
+        Some(k) => k,
+        None => {
+            all = (0..schema.fields().len()).collect();
+            &all
+        }
+    };
+    let mut columns = Vec::with_capacity(keep.len());
+    for &i in keep {
+        let field = schema.field(i);
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+        // A chunk's rows usually come in a few record batches: one concatenation, then
+        // one copy into the lists (the canonical ABI's copy into the guest is the last).
+        let array = match parts.as_slice() {
+            [] => deltalake::arrow::array::new_empty_array(field.data_type()),
+            [one] => one.slice(0, one.len()),
+            many => concat(many)?,
+        };
+        columns.push(column(field.name(), &array)?);
+    }
+    Ok(w::RecordBatch {
+        num_rows: u32::try_from(rows).map_err(|_| too_many(rows))?,
+        columns,
+    })
+}
+
+fn too_many(rows: usize) -> ArrowError {
+    ArrowError::InvalidArgumentError(format!(
+        "{rows} rows in one call: more than a contract 0.3 record batch holds (u32)"
+    ))
+}
+
+/// One array as a contract column named `name`.
+pub fn column(name: &str, a: &ArrayRef) -> Result<w::Column, ArrowError> {
+    let validity = a
+        .logical_nulls()
+        .filter(|n| n.null_count() > 0)
+        .map(|n| bits(n.inner()));
+    let values = match a.data_type() {
+        DataType::Boolean => w::Values::Boolean(bits(a.as_boolean().values())),
+        DataType::Int8 => w::Values::Int8(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Int8Type>(),
+        )),
+        DataType::Int16 => w::Values::Int16(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Int16Type>(),
+        )),
+        DataType::Int32 => w::Values::Int32(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Int32Type>(),
+        )),
+        DataType::Int64 => w::Values::Int64(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+        )),
+        DataType::Float32 => w::Values::Float32(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Float32Type>(),
+        )),
+        DataType::Float64 => w::Values::Float64(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Float64Type>(),
+        )),
+        DataType::Date32 => w::Values::Date32(prim(
+            a.as_primitive::<deltalake::arrow::datatypes::Date32Type>(),
+        )),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            let v = prim(a.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>());
+            if tz.is_some() {
+                w::Values::Timestamp(v)
+            } else {
+                w::Values::TimestampNtz(v)
+            }
+        }
+        DataType::Utf8 => w::Values::Utf8(var_width(a.as_string::<i32>())),
+        DataType::LargeUtf8 | DataType::Utf8View => {
+            let a = cast(a, &DataType::Utf8)?;
+            w::Values::Utf8(var_width(a.as_string::<i32>()))
+        }
+        DataType::Binary => w::Values::Binary(var_width(a.as_binary::<i32>())),
+        DataType::LargeBinary | DataType::BinaryView => {
+            let a = cast(a, &DataType::Binary)?;
+            w::Values::Binary(var_width(a.as_binary::<i32>()))
+        }
+        DataType::Decimal128(precision, scale) => {
+            let d = a.as_primitive::<deltalake::arrow::datatypes::Decimal128Type>();
+            let mut values = Vec::with_capacity(d.len() * 16);
+            for v in d.values().iter() {
+                values.extend_from_slice(&v.to_le_bytes());
+            }
+            w::Values::Decimal(w::DecimalValues {
+                precision: *precision,
+                scale: *scale,
+                values,
+            })
+        }
+        _ => {
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                name,
+                a.data_type().clone(),
+                true,
+            )]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![a.clone()])?;
+            w::Values::ArrowIpc(crate::ipc::encode(&schema, &[batch])?)
+        }
+    };
+    Ok(w::Column {
+        name: name.to_string(),
+        values,
+        validity,
+    })
+}
+
+fn prim<T: ArrowPrimitiveType>(a: &deltalake::arrow::array::PrimitiveArray<T>) -> Vec<T::Native> {
+    a.values().to_vec()
+}
+
+/// A bitmap from offset 0, as bytes.
+fn bits(b: &BooleanBuffer) -> Vec<u8> {
+    if b.offset() == 0 {
+        let bytes = b.len().div_ceil(8);
+        b.inner().as_slice()[..bytes].to_vec()
+    } else {
+        b.sliced().as_slice().to_vec()
+    }
+}
+
+fn var_width<T: deltalake::arrow::datatypes::ByteArrayType<Offset = i32>>(
+    a: &deltalake::arrow::array::GenericByteArray<T>,
+) -> w::VarWidth {
+    let offsets = a.value_offsets();
+    let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
+    let data = a.value_data()[first as usize..last as usize].to_vec();
+    let offsets = if first == 0 {
+        offsets.to_vec()
+    } else {
+        offsets.iter().map(|o| o - first).collect()
+    };
+    w::VarWidth { offsets, data }
+}
+
+/// A contract record batch as Arrow: the guest's lists checked (every column `num-rows`
+/// long, offsets in bounds and ascending, text valid UTF-8) and moved into buffers
+/// without a copy (text and decimals aside).
+pub fn from_wit(b: w::RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let rows = b.num_rows as usize;
+    let mut fields = Vec::with_capacity(b.columns.len());
+    let mut arrays = Vec::with_capacity(b.columns.len());
+    for c in b.columns {
+        let (name, nullable) = (c.name, c.validity.is_some());
+        let a = array_from_wit(&name, c.values, c.validity, rows)?;
+        fields.push(Field::new(name, a.data_type().clone(), nullable));
+        arrays.push(a);
+    }
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+}
+
+/// One contract column as an Arrow array of `rows` rows.
+pub fn array_from_wit(
+    name: &str,
+    values: w::Values,
+    validity: Option<Vec<u8>>,
+    rows: usize,
+) -> Result<ArrayRef, ArrowError> {
+    let bad = |what: String| ArrowError::InvalidArgumentError(format!("column '{name}': {what}"));
+    let nulls = match validity {
+        None => None,
+        Some(bytes) => {
+            if bytes.len() < rows.div_ceil(8) {
+                return Err(bad(format!(
+                    "its validity holds {} bytes, {rows} rows need {}",
+                    bytes.len(),
+                    rows.div_ceil(8)
+                )));
+            }
+            Some(NullBuffer::new(BooleanBuffer::new(
+                Buffer::from_vec(bytes),
+                0,
+                rows,
+            )))
+        }
+    };
+    let len_check = |n: usize, per: &str| {
+        if n == rows {
+            Ok(())
+        } else {
+            Err(bad(format!("{n} {per} for {rows} rows")))
+        }
+    };
+    let a: ArrayRef = match values {
+        w::Values::Boolean(bytes) => {
+            if bytes.len() < rows.div_ceil(8) {
+                return Err(bad(format!(
+                    "{} bytes of booleans for {rows} rows",
+                    bytes.len()
+                )));
+            }
+            let values = BooleanBuffer::new(Buffer::from_vec(bytes), 0, rows);
+            Arc::new(BooleanArray::new(values, nulls))
+        }
+        w::Values::Int8(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Int8Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Int16(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Int16Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Int32(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Int32Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Int64(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Int64Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Float32(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Float32Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Float64(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Float64Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Date32(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(Date32Array::try_new(ScalarBuffer::from(v), nulls)?)
+        }
+        w::Values::Timestamp(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(
+                TimestampMicrosecondArray::try_new(ScalarBuffer::from(v), nulls)?
+                    .with_timezone("UTC"),
+            )
+        }
+        w::Values::TimestampNtz(v) => {
+            len_check(v.len(), "values")?;
+            Arc::new(TimestampMicrosecondArray::try_new(
+                ScalarBuffer::from(v),
+                nulls,
+            )?)
+        }
+        w::Values::Utf8(vw) => {
+            let offsets = offsets(vw.offsets, vw.data.len(), rows).map_err(bad)?;
+            Arc::new(StringArray::try_new(
+                offsets,
+                Buffer::from_vec(vw.data),
+                nulls,
+            )?)
+        }
+        w::Values::Binary(vw) => {
+            let offsets = offsets(vw.offsets, vw.data.len(), rows).map_err(bad)?;
+            Arc::new(BinaryArray::try_new(
+                offsets,
+                Buffer::from_vec(vw.data),
+                nulls,
+            )?)
+        }
+        w::Values::Decimal(d) => {
+            len_check(d.values.len() / 16, "decimals")?;
+            if d.values.len() % 16 != 0 {
+                return Err(bad(format!(
+                    "{} bytes of decimals: not a multiple of 16",
+                    d.values.len()
+                )));
+            }
+            let values: Vec<i128> = d
+                .values
+                .chunks_exact(16)
+                .map(|c| {
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(c);
+                    i128::from_le_bytes(b)
+                })
+                .collect();
+            Arc::new(
+                Decimal128Array::try_new(ScalarBuffer::from(values), nulls)?
+                    .with_precision_and_scale(d.precision, d.scale)?,
+            )
+        }
+        w::Values::ArrowIpc(bytes) => {
+            let (_, batches) = crate::ipc::decode_owned(bytes)?;
+            let parts: Vec<&dyn Array> = batches
+                .iter()
+                .filter(|b| b.num_columns() == 1)
+                .map(|b| b.column(0).as_ref())
+                .collect();
+            if parts.len() != batches.len() || parts.is_empty() {
+                return Err(bad("its Arrow IPC stream does not hold one column".into()));
+            }
+            let a = concat(&parts)?;
+            len_check(a.len(), "values")?;
+            a
+        }
+    };
+    Ok(a)
+}
+
+/// Offsets checked: `rows + 1` of them, from 0 or more, ascending, the last within
+/// `data` bytes.
+fn offsets(v: Vec<i32>, data: usize, rows: usize) -> Result<OffsetBuffer<i32>, String> {
+    if v.len() != rows + 1 {
+        return Err(format!(
+            "{} offsets for {rows} rows (want rows + 1)",
+            v.len()
+        ));
+    }
+    if v[0] < 0 || v.windows(2).any(|p| p[1] < p[0]) {
+        return Err("offsets that are negative or not ascending".into());
+    }
+    if v[rows] as usize > data {
+        return Err(format!("offsets up to {} in {data} bytes of data", v[rows]));
+    }
+    Ok(OffsetBuffer::new(ScalarBuffer::from(v)))
+}
+
+/// The rows a column's values hold (for a lookup's key column, which comes without a
+/// row count); none for bit-packed booleans and IPC-encoded columns, which do not say.
+pub fn values_len(v: &w::Values) -> Option<usize> {
+    Some(match v {
+        w::Values::Boolean(_) | w::Values::ArrowIpc(_) => return None,
+        w::Values::Int8(v) => v.len(),
+        w::Values::Int16(v) => v.len(),
+        w::Values::Int32(v) | w::Values::Date32(v) => v.len(),
+        w::Values::Float32(v) => v.len(),
+        w::Values::Int64(v) | w::Values::Timestamp(v) | w::Values::TimestampNtz(v) => v.len(),
+        w::Values::Float64(v) => v.len(),
+        w::Values::Utf8(vw) | w::Values::Binary(vw) => vw.offsets.len().saturating_sub(1),
+        w::Values::Decimal(d) => d.values.len() / 16,
+    })
+}
+
+/// The bytes a contract record batch holds (for the output cap).
+pub fn size(b: &w::RecordBatch) -> usize {
+    b.columns
+        .iter()
+        .map(|c| {
+            let v = match &c.values {
+                w::Values::Boolean(v) | w::Values::ArrowIpc(v) => v.len(),
+                w::Values::Int8(v) => v.len(),
+                w::Values::Int16(v) => v.len() * 2,
+                w::Values::Int32(v) | w::Values::Date32(v) => v.len() * 4,
+                w::Values::Float32(v) => v.len() * 4,
+                w::Values::Int64(v) | w::Values::Timestamp(v) | w::Values::TimestampNtz(v) => {
+                    v.len() * 8
+                }
+                w::Values::Float64(v) => v.len() * 8,
+                w::Values::Utf8(vw) | w::Values::Binary(vw) => vw.offsets.len() * 4 + vw.data.len(),
+                w::Values::Decimal(d) => d.values.len(),
+            };
+            v + c.validity.as_ref().map_or(0, Vec::len) + c.name.len()
+        })
+        .sum()
+}
