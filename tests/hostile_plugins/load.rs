@@ -129,3 +129,88 @@ fn sp_info(key: KeyType, upstreams: usize) -> PipelineInfo {
         }],
     }
 }
+
+/// A contract 0.3 plugin is sent only the columns its `init` read (and the change
+/// columns), in the table's order; a 0.2 plugin gets every column as IPC. Over a wide
+/// `spmaster` (a name, a country, a blob of text), `sp_affiliation` checks only
+/// `diasng_id`: the text columns never cross the boundary.
+#[tokio::test]
+async fn a_contract_0_3_plugin_is_sent_only_the_columns_it_reads() {
+    use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use dlink_rt::plugin::Changes;
+    let host = PluginHost::new(Some(common::cache_dir())).unwrap();
+    let wide = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, true),
+        Field::new("diasng_id", DataType::Int64, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("_change_type", DataType::Utf8, false),
+        Field::new("_commit_version", DataType::Int64, false),
+        Field::new("_commit_timestamp", dlink_rt::cdf::timestamp_type(), true),
+    ]));
+    let mut info = sp_info(KeyType::Long, 2);
+    info.upstreams[0].1 = wide.clone();
+    let rows = RecordBatch::try_new(
+        wide.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![Some(1), None])),
+            Arc::new(StringArray::from(vec!["DE".repeat(1000), "FR".into()])),
+            Arc::new(StringArray::from(vec!["insert", "delete"])),
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(
+                deltalake::arrow::array::TimestampMicrosecondArray::from(vec![Some(5), None])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let spec = |path: PathBuf| dlink_rt::config::PluginSpec {
+        path,
+        config_json: "{}".into(),
+        limits: Default::default(),
+        read_dirs: Vec::new(),
+        storage: Default::default(),
+    };
+
+    let path = plugin("sp_affiliation");
+    let compiled = host.compile(&path).unwrap();
+    let p = host
+        .instantiate(&compiled, &info, &spec(path))
+        .await
+        .unwrap();
+    let Changes::Columns(sent) = p
+        .encode("spmaster", &wide, std::slice::from_ref(&rows))
+        .unwrap()
+    else {
+        panic!("a 0.3 plugin is sent columns");
+    };
+    assert_eq!(
+        sent.names(),
+        [
+            "diasng_id",
+            "_change_type",
+            "_commit_version",
+            "_commit_timestamp"
+        ]
+    );
+    assert_eq!(sent.num_rows(), 2);
+    // Zero rows: the same columns, empty.
+    let Changes::Columns(none) = p.encode("spmaster", &wide, &[]).unwrap() else {
+        panic!("a 0.3 plugin is sent columns");
+    };
+    assert_eq!(none.names(), sent.names());
+    assert_eq!(none.num_rows(), 0);
+
+    let path = plugin("sp_affiliation_v0_2");
+    let compiled = host.compile(&path).unwrap();
+    let p = host
+        .instantiate(&compiled, &info, &spec(path))
+        .await
+        .unwrap();
+    let Changes::Ipc(bytes) = p.encode("spmaster", &wide, &[rows]).unwrap() else {
+        panic!("a 0.2 plugin is sent IPC");
+    };
+    let (schema, _) = dlink_rt::ipc::decode(&bytes).unwrap();
+    assert_eq!(schema.fields().len(), 6);
+}

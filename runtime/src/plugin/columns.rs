@@ -59,6 +59,17 @@ pub fn to_wit(
     batches: &[RecordBatch],
     keep: Option<&[usize]>,
 ) -> Result<w::RecordBatch, ArrowError> {
+    to_wit_coded(schema, batches, keep, None)
+}
+
+/// [`to_wit`] with column `change_type` (the change rows' `_change_type`) sent as int8
+/// codes: 0 insert, 1 update_preimage, 2 update_postimage, 3 delete.
+pub fn to_wit_coded(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    keep: Option<&[usize]>,
+    change_type: Option<usize>,
+) -> Result<w::RecordBatch, ArrowError> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let all: Vec<usize>;
     let keep = match keep {
@@ -71,20 +82,158 @@ pub fn to_wit(
     let mut columns = Vec::with_capacity(keep.len());
     for &i in keep {
         let field = schema.field(i);
-        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
-        // A chunk's rows usually come in a few record batches: one concatenation, then
-        // one copy into the lists (the canonical ABI's copy into the guest is the last).
-        let array = match parts.as_slice() {
-            [] => deltalake::arrow::array::new_empty_array(field.data_type()),
-            [one] => one.slice(0, one.len()),
-            many => concat(many)?,
-        };
-        columns.push(column(field.name(), &array)?);
+        let parts: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
+        if Some(i) == change_type {
+            columns.push(w::Column {
+                name: field.name().clone(),
+                values: w::Values::Int8(change_codes(&parts)?),
+                validity: None,
+            });
+            continue;
+        }
+        columns.push(match parts.as_slice() {
+            [] => column(
+                field.name(),
+                &deltalake::arrow::array::new_empty_array(field.data_type()),
+            )?,
+            [one] => column(field.name(), one)?,
+            many => match appended(field.name(), many)? {
+                Some(c) => c,
+                // A type not appended part by part: one concatenation first.
+                None => {
+                    let refs: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
+                    column(field.name(), &concat(&refs)?)?
+                }
+            },
+        });
     }
     Ok(w::RecordBatch {
         num_rows: u32::try_from(rows).map_err(|_| too_many(rows))?,
         columns,
     })
+}
+
+/// A change-type column (utf8 of any layout) as int8 codes.
+fn change_codes(parts: &[&ArrayRef]) -> Result<Vec<i8>, ArrowError> {
+    let mut out = Vec::with_capacity(parts.iter().map(|a| a.len()).sum());
+    for a in parts {
+        let plain;
+        let a = match a.data_type() {
+            DataType::Utf8 => a.as_string::<i32>(),
+            _ => {
+                plain = cast(a, &DataType::Utf8)?;
+                plain.as_string::<i32>()
+            }
+        };
+        for v in a.iter() {
+            out.push(match v {
+                Some("insert") => 0,
+                Some("update_preimage") => 1,
+                Some("update_postimage") => 2,
+                Some("delete") => 3,
+                other => {
+                    return Err(ArrowError::InvalidArgumentError(format!(
+                        "a change row with {} {other:?}",
+                        crate::cdf::CHANGE_TYPE
+                    )))
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// An upstream's change-row schema as a contract 0.3 plugin sees it: `_change_type`
+/// as int8 codes.
+pub fn change_codes_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == crate::cdf::CHANGE_TYPE {
+                Field::new(f.name(), DataType::Int8, false)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The parts of one column appended straight into its lists (one copy, no
+/// concatenation first), for the types a change row's columns usually have; `None`
+/// for the others.
+fn appended(name: &str, parts: &[&ArrayRef]) -> Result<Option<w::Column>, ArrowError> {
+    use deltalake::arrow::datatypes as t;
+    fn prims<T: ArrowPrimitiveType>(parts: &[&ArrayRef]) -> Vec<T::Native> {
+        let mut v = Vec::with_capacity(parts.iter().map(|a| a.len()).sum());
+        for a in parts {
+            v.extend_from_slice(a.as_primitive::<T>().values());
+        }
+        v
+    }
+    let Some(first) = parts.first() else {
+        return Ok(None);
+    };
+    if parts.iter().any(|a| a.data_type() != first.data_type()) {
+        return Ok(None);
+    }
+    let values = match first.data_type() {
+        DataType::Int32 => w::Values::Int32(prims::<t::Int32Type>(parts)),
+        DataType::Int64 => w::Values::Int64(prims::<t::Int64Type>(parts)),
+        DataType::Float64 => w::Values::Float64(prims::<t::Float64Type>(parts)),
+        DataType::Date32 => w::Values::Date32(prims::<t::Date32Type>(parts)),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+            w::Values::Timestamp(prims::<t::TimestampMicrosecondType>(parts))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+            w::Values::TimestampNtz(prims::<t::TimestampMicrosecondType>(parts))
+        }
+        DataType::Utf8 => {
+            let rows: usize = parts.iter().map(|a| a.len()).sum();
+            let bytes: usize = parts
+                .iter()
+                .map(|a| {
+                    let o = a.as_string::<i32>().value_offsets();
+                    (o[o.len() - 1] - o[0]) as usize
+                })
+                .sum();
+            let (mut offsets, mut data) = (Vec::with_capacity(rows + 1), Vec::with_capacity(bytes));
+            offsets.push(0i32);
+            for a in parts {
+                let s = a.as_string::<i32>();
+                let o = s.value_offsets();
+                let (first, last) = (o[0], o[o.len() - 1]);
+                let base = i32::try_from(data.len()).map_err(|_| {
+                    ArrowError::InvalidArgumentError(format!(
+                        "column '{name}': over 2 GiB of text in one call"
+                    ))
+                })? - first;
+                data.extend_from_slice(&s.value_data()[first as usize..last as usize]);
+                offsets.extend(o[1..].iter().map(|x| x + base));
+            }
+            w::Values::Utf8(w::VarWidth { offsets, data })
+        }
+        _ => return Ok(None),
+    };
+    let validity = if parts.iter().any(|a| a.logical_null_count() > 0) {
+        let mut b =
+            deltalake::arrow::array::BooleanBufferBuilder::new(parts.iter().map(|a| a.len()).sum());
+        for a in parts {
+            match a.logical_nulls() {
+                Some(n) => b.append_buffer(n.inner()),
+                None => b.append_n(a.len(), true),
+            }
+        }
+        Some(bits(&b.finish()))
+    } else {
+        None
+    };
+    Ok(Some(w::Column {
+        name: name.to_string(),
+        values,
+        validity,
+    }))
 }
 
 fn too_many(rows: usize) -> ArrowError {
@@ -413,4 +562,214 @@ pub fn size(b: &w::RecordBatch) -> usize {
             v + c.validity.as_ref().map_or(0, Vec::len) + c.name.len()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::array::{
+        BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array, ListArray,
+        StringArray,
+    };
+    use deltalake::arrow::datatypes::Int32Type;
+
+    use super::*;
+
+    /// Every type the contract spells, with nulls, sliced (offsets not at 0), and a
+    /// nested column (sent as IPC): through `to_wit` and `from_wit`, equal to what went in.
+    #[test]
+    fn every_type_round_trips_with_nulls_and_slices() {
+        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+            Some(vec![Some(4)]),
+        ]));
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    None,
+                    Some(false),
+                    Some(true),
+                ])),
+            ),
+            (
+                "i",
+                Arc::new(Int32Array::from(vec![Some(1), Some(2), None, Some(4)])),
+            ),
+            ("l", Arc::new(Int64Array::from(vec![10, 20, 30, 40]))),
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![0.5, 1.5, f64::NAN, -2.0])),
+            ),
+            (
+                "d",
+                Arc::new(Date32Array::from(vec![Some(1), None, Some(3), Some(4)])),
+            ),
+            (
+                "t",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(1), Some(2), None, Some(4)])
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "n",
+                Arc::new(TimestampMicrosecondArray::from(vec![5, 6, 7, 8])),
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some(""),
+                    Some("ünï"),
+                ])),
+            ),
+            (
+                "y",
+                Arc::new(BinaryArray::from(vec![&b"x"[..], b"", b"yz", b"\0"])),
+            ),
+            (
+                "m",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(12345), None, Some(-1), Some(0)])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+            ),
+            ("list", list),
+        ];
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            columns.iter().map(|(_, a)| a.clone()).collect(),
+        )
+        .unwrap();
+        // Two batches, the second a slice: rows 1..4 of the first.
+        let parts = [batch.slice(0, 2), batch.slice(1, 3)];
+        let wit = to_wit(&schema, &parts, None).unwrap();
+        assert_eq!(wit.num_rows, 5);
+        let back = from_wit(wit).unwrap();
+        for (i, (name, a)) in columns.iter().enumerate() {
+            let want = concat(&[a.slice(0, 2).as_ref(), a.slice(1, 3).as_ref()]).unwrap();
+            let got = back.column(i);
+            assert_eq!(got.data_type(), want.data_type(), "{name}");
+            // NaN != NaN: compare the float column by bits.
+            if *name == "f" {
+                let (g, w) = (
+                    got.as_primitive::<deltalake::arrow::datatypes::Float64Type>(),
+                    want.as_primitive::<deltalake::arrow::datatypes::Float64Type>(),
+                );
+                assert!(g
+                    .values()
+                    .iter()
+                    .zip(w.values().iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            } else {
+                assert_eq!(got.as_ref(), want.as_ref(), "{name}");
+            }
+        }
+        // Only the kept columns, in the order asked.
+        let kept = to_wit(&schema, &parts, Some(&[2, 7])).unwrap();
+        let names: Vec<&str> = kept.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["l", "s"]);
+    }
+
+    /// `_change_type` crosses as one int8 code per row, from any string layout; a value
+    /// that is no change type is an error, not a code.
+    #[test]
+    fn change_types_cross_as_codes() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "_change_type",
+            DataType::Utf8,
+            false,
+        )]));
+        let b = |v: Vec<&str>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(StringArray::from(v)) as ArrayRef],
+            )
+            .unwrap()
+        };
+        let parts = [
+            b(vec!["insert", "update_preimage"]),
+            b(vec!["update_postimage", "delete", "insert"]).slice(1, 2),
+        ];
+        let wit = to_wit_coded(&schema, &parts, None, Some(0)).unwrap();
+        let w::Values::Int8(codes) = &wit.columns[0].values else {
+            panic!("not codes");
+        };
+        assert_eq!(codes, &[0, 1, 3, 0]);
+        let e = to_wit_coded(&schema, &[b(vec!["upsert"])], None, Some(0)).unwrap_err();
+        assert!(e.to_string().contains("upsert"), "{e}");
+        let coded = change_codes_schema(&schema);
+        assert_eq!(coded.field(0).data_type(), &DataType::Int8);
+        assert_eq!(type_name(coded.field(0).data_type()), "int8");
+    }
+
+    fn one(values: w::Values, validity: Option<Vec<u8>>, rows: u32) -> w::RecordBatch {
+        w::RecordBatch {
+            num_rows: rows,
+            columns: vec![w::Column {
+                name: "k".into(),
+                values,
+                validity,
+            }],
+        }
+    }
+
+    /// What a guest hands back is checked: each malformed column is an error naming
+    /// it, never a panic or an array reading past its buffers.
+    #[test]
+    fn malformed_guest_columns_are_errors() {
+        let err = |b| from_wit(b).unwrap_err().to_string();
+        let e = err(one(w::Values::Int64(vec![1, 2]), None, 3));
+        assert!(
+            e.contains("column 'k'") && e.contains("2 values for 3 rows"),
+            "{e}"
+        );
+        let e = err(one(w::Values::Int64(vec![1, 2, 3]), Some(vec![]), 3));
+        assert!(e.contains("validity holds 0 bytes"), "{e}");
+        let vw = |offsets: Vec<i32>, data: &[u8]| {
+            w::Values::Utf8(w::VarWidth {
+                offsets,
+                data: data.to_vec(),
+            })
+        };
+        let e = err(one(vw(vec![0, 1], b"ab"), None, 2));
+        assert!(e.contains("2 offsets for 2 rows"), "{e}");
+        let e = err(one(vw(vec![0, 2, 1], b"ab"), None, 2));
+        assert!(e.contains("not ascending"), "{e}");
+        let e = err(one(vw(vec![0, 1, 9], b"ab"), None, 2));
+        assert!(e.contains("offsets up to 9 in 2 bytes"), "{e}");
+        let e = err(one(vw(vec![-1, 1, 2], b"ab"), None, 2));
+        assert!(e.contains("negative"), "{e}");
+        let e = err(one(vw(vec![0, 1, 2], &[0xff, 0xfe]), None, 2));
+        assert!(e.to_lowercase().contains("utf"), "{e}");
+        let e = err(one(w::Values::Boolean(vec![]), None, 9));
+        assert!(e.contains("0 bytes of booleans for 9 rows"), "{e}");
+        let e = err(one(
+            w::Values::Decimal(w::DecimalValues {
+                precision: 5,
+                scale: 0,
+                values: vec![0; 17],
+            }),
+            None,
+            1,
+        ));
+        assert!(e.contains("column 'k'"), "{e}");
+        let e = err(one(w::Values::ArrowIpc(b"not arrow".to_vec()), None, 1));
+        assert!(
+            e.to_lowercase().contains("ipc") || e.contains("arrow"),
+            "{e}"
+        );
+        assert!(from_wit(one(w::Values::Int64(vec![7]), None, 1)).is_ok());
+    }
 }

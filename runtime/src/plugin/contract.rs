@@ -150,21 +150,26 @@ impl PipelineInfo {
     ) -> Result<v0_3::dlink::pipeline::types::PipelineInfo, deltalake::arrow::error::ArrowError>
     {
         use v0_3::dlink::pipeline::types as w;
-        let tables = |list: &[(String, SchemaRef)]| {
+        let tables = |list: &[(String, SchemaRef)], changes: bool| {
             list.iter()
                 .map(|(name, schema)| {
+                    let schema = if changes {
+                        super::columns::change_codes_schema(schema)
+                    } else {
+                        schema.clone()
+                    };
                     Ok(w::TableInfo {
                         name: name.clone(),
-                        fields: super::columns::fields(schema),
-                        arrow_schema: crate::ipc::encode(schema, &[])?,
+                        fields: super::columns::fields(&schema),
+                        arrow_schema: crate::ipc::encode(&schema, &[])?,
                     })
                 })
                 .collect::<Result<Vec<_>, deltalake::arrow::error::ArrowError>>()
         };
         Ok(w::PipelineInfo {
             name: self.name.clone(),
-            upstreams: tables(&self.upstreams)?,
-            lookups: tables(&self.lookups)?,
+            upstreams: tables(&self.upstreams, true)?,
+            lookups: tables(&self.lookups, false)?,
             keys: self
                 .keys
                 .iter()
@@ -200,9 +205,26 @@ pub enum Output {
     Columns(Vec<(String, Columns)>),
 }
 
-/// A contract 0.3 record batch a guest returned.
+/// A contract 0.3 record batch (sent to a guest, or returned by one).
 #[derive(Debug, Clone)]
 pub struct Columns(pub(crate) v0_3::dlink::pipeline::types::RecordBatch);
+
+impl Columns {
+    /// The columns' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// The rows.
+    pub fn num_rows(&self) -> usize {
+        self.0.num_rows as usize
+    }
+
+    /// The bytes its lists hold.
+    pub fn size(&self) -> usize {
+        super::columns::size(&self.0)
+    }
+}
 
 impl Output {
     /// Bytes returned in all.

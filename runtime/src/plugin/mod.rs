@@ -579,7 +579,8 @@ impl Plugin {
                         .map(|(i, _)| i)
                         .collect()
                 });
-                let b = columns::to_wit(schema, batches, keep.as_deref())?;
+                let code = schema.index_of(crate::cdf::CHANGE_TYPE).ok();
+                let b = columns::to_wit_coded(schema, batches, keep.as_deref(), code)?;
                 Ok(Changes::Columns(Columns(b)))
             }
         }

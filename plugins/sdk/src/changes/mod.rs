@@ -356,6 +356,31 @@ fn decode_change_types(
     };
     let start = out.len();
     out.reserve(array.len());
+    // Contract 0.3: one int8 code per row (0 insert, 1 update_preimage, 2
+    // update_postimage, 3 delete).
+    if let Some(a) = array.as_primitive_opt::<arrow_array::types::Int8Type>() {
+        for (i, code) in a.iter().enumerate() {
+            out.push(match code {
+                Some(0) => ChangeType::Insert,
+                Some(1) => ChangeType::UpdatePreimage,
+                Some(2) => ChangeType::UpdatePostimage,
+                Some(3) => ChangeType::Delete,
+                Some(other) => {
+                    return Err(format!(
+                        "upstream '{upstream}': row {} has {CHANGE_TYPE_COLUMN} code {other} (0-3 are known)",
+                        start + i
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "upstream '{upstream}': row {} has a null {CHANGE_TYPE_COLUMN}",
+                        start + i
+                    ))
+                }
+            });
+        }
+        return Ok(());
+    }
     // The usual layout (plain utf8, no nulls) in one pass over the offsets, without a
     // per-row `Option`; anything unexpected is found again below for its message.
     if let Some(a) = array.as_string_opt::<i32>().filter(|a| a.null_count() == 0) {

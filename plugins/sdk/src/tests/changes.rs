@@ -91,7 +91,9 @@ fn getter_errors_name_the_upstream_and_the_column() {
         row.i64("country"),
         Err(
             "upstream 'spmaster': no column 'country' (columns: diasng_id, name, \
-             _change_type, _commit_version, _commit_timestamp)"
+             _change_type, _commit_version, _commit_timestamp); a plugin receives only the \
+             columns its init checks (column, require_int, require_str) or declares \
+             (TableInfo::reads), and every column of a table it does neither for"
                 .to_string()
         )
     );
@@ -109,7 +111,9 @@ fn getter_errors_name_the_upstream_and_the_column() {
     assert_eq!(
         changes.i64_column("country").unwrap_err(),
         "upstream 'spmaster': no column 'country' (columns: diasng_id, name, \
-         _change_type, _commit_version, _commit_timestamp)"
+         _change_type, _commit_version, _commit_timestamp); a plugin receives only the \
+         columns its init checks (column, require_int, require_str) or declares \
+         (TableInfo::reads), and every column of a table it does neither for"
     );
 }
 

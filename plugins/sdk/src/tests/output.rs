@@ -147,7 +147,9 @@ fn add_column_names_what_is_wrong() {
             .unwrap_err()
             .message(),
         "upstream 'spmaster': the change rows have no column 'sp_id' (columns: diasng_id, name, \
-         _change_type, _commit_version, _commit_timestamp)"
+         _change_type, _commit_version, _commit_timestamp); a plugin receives only the columns \
+         its init checks (column, require_int, require_str) or declares (TableInfo::reads), and \
+         every column of a table it does neither for"
     );
     assert_eq!(
         keys.add_column(&spmaster_changes(), "name")
