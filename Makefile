@@ -11,6 +11,9 @@ PLUGIN_NAMES = $(notdir $(patsubst %/Cargo.toml,%,$(shell grep -l cdylib plugins
 # The Python peer's venv (bench/peer), outside the checkout.
 PEER_VENV ?= $(HOME)/.cache/dlink-rt/peer-venv
 PEER_STAMP = $(PEER_VENV)/.requirements.stamp
+# The Python plugins (plugins/python/NAME/app.py), built by componentize-py from the
+# peer venv into plugins/dist/NAME_py.wasm.
+PY_PLUGINS = $(patsubst plugins/python/%/app.py,plugins/dist/%_py.wasm,$(wildcard plugins/python/*/app.py))
 
 .PHONY: all build host plugins wasm-target demo test test-host test-sdk test-long fmt lint clean install release bench-peer bench-s3 peer-venv
 
@@ -25,11 +28,17 @@ host:
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-plugins: wasm-target
+plugins: wasm-target $(PY_PLUGINS)
 	cd plugins && $(CARGO) build --release --target $(WASM_TARGET)
 	@mkdir -p plugins/dist
 	@for p in $(PLUGIN_NAMES); do cp "$(PLUGINS_TARGET_DIR)/$(WASM_TARGET)/release/$$p.wasm" plugins/dist/ || exit 1; done
 	@ls -l plugins/dist/*.wasm | awk '{print "  " $$NF " (" $$5 " bytes)"}'
+
+# A Python plugin: rebuilt when its Python files, the contract or the venv change.
+.SECONDEXPANSION:
+plugins/dist/%_py.wasm: $$(wildcard plugins/python/$$*/*.py) wit/pipeline.wit $(PEER_STAMP)
+	@mkdir -p plugins/dist
+	cd plugins/python/$* && PYTHONDONTWRITEBYTECODE=1 "$(PEER_VENV)/bin/componentize-py" -d ../../../wit -w pipeline-plugin componentize -p . app -o ../../dist/$*_py.wasm
 
 ## demo: write the example upstream tables to ./demo-data and run the four pipelines
 demo: build
@@ -65,12 +74,12 @@ test-sdk:
 bench-s3: release plugins peer-venv
 	bench/s3/run.sh "$$($(CARGO) metadata --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/dlink-rt" $(PEER_VENV)/bin/moto_server $(BENCH_ROWS)
 
-## peer-venv: the venv of the Python peer (bench/peer) and of the S3 test server (moto) at $(PEER_VENV); a no-op when up to date
+## peer-venv: the venv of the Python peer (bench/peer), the S3 test server (moto) and the Python plugins' build (componentize-py) at $(PEER_VENV); a no-op when up to date
 peer-venv: $(PEER_STAMP)
 
-$(PEER_STAMP): bench/peer/requirements.txt tests/s3/requirements.txt
+$(PEER_STAMP): bench/peer/requirements.txt tests/s3/requirements.txt plugins/python/requirements.txt
 	@test -x "$(PEER_VENV)/bin/python" || python3 -m venv "$(PEER_VENV)"
-	"$(PEER_VENV)/bin/python" -m pip install --quiet -r bench/peer/requirements.txt -r tests/s3/requirements.txt
+	"$(PEER_VENV)/bin/python" -m pip install --quiet -r bench/peer/requirements.txt -r tests/s3/requirements.txt -r plugins/python/requirements.txt
 	@touch "$@"
 
 fmt:

@@ -406,6 +406,21 @@ async fn sp_affiliation_contract_0_2_at_100k_rows_in_chunks_of_1000() {
     .await;
 }
 
+/// The contract 0.3 types are readable without an Arrow library: `sp_affiliation` in
+/// Python (plugins/python, built by componentize-py), reading and returning plain
+/// lists, commits the keys the oracle computes.
+#[tokio::test(flavor = "multi_thread")]
+async fn sp_affiliation_in_python_at_100k_rows_in_chunks_of_1000() {
+    first_run_and_increment_in_chunks(
+        "sp_affiliation",
+        "sp_affiliation_py",
+        &["spmaster", "affiliation"],
+        "diasng_id",
+        Some(1000),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn emp_dept_at_100k_rows_in_chunks_of_1000() {
     first_run_and_increment_in_chunks(

@@ -125,19 +125,37 @@ fn change_codes(parts: &[&ArrayRef]) -> Result<Vec<i8>, ArrowError> {
                 plain.as_string::<i32>()
             }
         };
-        for v in a.iter() {
-            out.push(match v {
-                Some("insert") => 0,
-                Some("update_preimage") => 1,
-                Some("update_postimage") => 2,
-                Some("delete") => 3,
-                other => {
-                    return Err(ArrowError::InvalidArgumentError(format!(
-                        "a change row with {} {other:?}",
-                        crate::cdf::CHANGE_TYPE
-                    )))
+        // One pass over the offsets (the column has no nulls when it is well formed);
+        // anything else is looked for again for its message.
+        let (offsets, values) = (a.value_offsets(), a.value_data());
+        let mut bad = a.null_count() > 0;
+        out.extend(offsets.windows(2).map(|w| {
+            match values.get(w[0] as usize..w[1] as usize).unwrap_or_default() {
+                b"insert" => 0,
+                b"update_preimage" => 1,
+                b"update_postimage" => 2,
+                b"delete" => 3,
+                _ => {
+                    bad = true;
+                    -1
                 }
-            });
+            }
+        }));
+        if bad {
+            let found = (0..a.len())
+                .find(|i| {
+                    a.is_null(*i)
+                        || !matches!(
+                            a.value(*i),
+                            "insert" | "update_preimage" | "update_postimage" | "delete"
+                        )
+                })
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_string()));
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "a change row with {} {:?}",
+                crate::cdf::CHANGE_TYPE,
+                found.flatten()
+            )));
         }
     }
     Ok(out)
