@@ -16,8 +16,9 @@ pub struct KeysPart {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Validates and folds contract 0.2 output: per causing upstream, an IPC stream of
-/// the key columns (and optionally `_commit_timestamp`).
+/// Validates and folds contract 0.2 output into one row per key: per causing upstream,
+/// an IPC stream of the key columns (and optionally `_commit_timestamp`). A batch's
+/// calls fold into its key set with [`fold_parts`] instead.
 pub fn collect_per_upstream(
     parts: Vec<(String, Vec<u8>)>,
     keys: &[KeyColumn],

@@ -155,7 +155,7 @@ type Schemas = std::collections::HashMap<String, (deltalake::arrow::datatypes::S
 
 /// Opens the upstream and checks its options; returns its change-row schema and version.
 /// The plugin compiled, its imports and exports checked, then instantiated under the
-/// pipeline's limits with `init` called: a contract 0.2 plugin sees the pipeline's
+/// pipeline's limits with `init` called: a contract 0.2/0.3 plugin sees the pipeline's
 /// tables and keys, so a wrong key type or an unknown upstream fails here as well as a
 /// configuration the plugin refuses. `None` when a table is unreadable (reported
 /// already; init would only repeat it).

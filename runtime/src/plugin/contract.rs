@@ -95,7 +95,7 @@ impl fmt::Display for Contract {
     }
 }
 
-/// What a plugin's `init` is told about its pipeline (contract 0.2; a 0.1 plugin gets
+/// What a plugin's `init` is told about its pipeline (contracts 0.2 and 0.3; a 0.1 plugin gets
 /// only the config).
 #[derive(Debug, Clone, Default)]
 pub struct PipelineInfo {

@@ -285,7 +285,8 @@ impl PluginHost {
     }
 
     /// Instantiates `compiled` in a fresh sandbox and calls its `init`: with the
-    /// pipeline `info` and `[plugin.config]` (contract 0.2) or the config alone (0.1).
+    /// pipeline `info` and `[plugin.config]` (contracts 0.2 and 0.3) or the config alone
+    /// (0.1).
     pub async fn instantiate(
         &self,
         compiled: &Compiled,
@@ -713,5 +714,58 @@ impl Plugin {
                 }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn reads(table: &str, columns: Option<&[&str]>) -> v0_3::dlink::pipeline::types::Reads {
+        v0_3::dlink::pipeline::types::Reads {
+            table: table.into(),
+            columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    /// What a 0.3 plugin's `init` says it reads is checked against the pipeline: a
+    /// table that is none of its upstreams or lookup tables, or a column the table
+    /// lacks, refuses the plugin with the names to use; a table read whole is left out.
+    #[test]
+    fn declared_reads_are_checked_against_the_tables() {
+        let schema = |cols: &[&str]| {
+            Arc::new(Schema::new(
+                cols.iter()
+                    .map(|c| Field::new(*c, DataType::Int64, true))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let info = PipelineInfo {
+            name: "p".into(),
+            upstreams: vec![("employee".into(), schema(&["emp_id", "dept_id"]))],
+            lookups: vec![("office".into(), schema(&["office_id"]))],
+            keys: Vec::new(),
+        };
+        let ok = checked_reads(
+            &info,
+            vec![reads("employee", Some(&["dept_id"])), reads("office", None)],
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok["employee"], ["dept_id"]);
+        let e = checked_reads(&info, vec![reads("employe", Some(&["emp_id"]))]).unwrap_err();
+        assert_eq!(
+            e,
+            "init declared columns of table 'employe', which is neither an upstream nor a \
+             lookup table of pipeline 'p' (its tables: employee, office)"
+        );
+        let e = checked_reads(&info, vec![reads("office", Some(&["desk"]))]).unwrap_err();
+        assert_eq!(
+            e,
+            "init declared column 'desk' of table 'office', which has no such column (its \
+             columns: office_id)"
+        );
     }
 }
