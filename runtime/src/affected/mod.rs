@@ -25,7 +25,7 @@ mod sql;
 pub use error::InvalidKeys;
 pub use keyset::{KeySet, Keys, SpillError, SpilledKeys};
 
-pub use parts::{collect_parts, collect_per_upstream, fold_parts, KeysPart};
+pub use parts::{collect_parts, collect_per_upstream, decode_parts, fold_parts, KeysPart};
 
 use crate::cdf::timestamp_type;
 use crate::config::{KeyColumn, KeyType};

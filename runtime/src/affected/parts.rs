@@ -24,7 +24,12 @@ pub fn collect_per_upstream(
     keys: &[KeyColumn],
     upstream_names: &[&str],
 ) -> Result<AffectedKeys, InvalidKeys> {
-    let parts = parts
+    collect_parts(&decode_parts(parts)?, keys, upstream_names)
+}
+
+/// Decodes contract 0.2 output: per causing upstream, its IPC stream.
+pub fn decode_parts(parts: Vec<(String, Vec<u8>)>) -> Result<Vec<KeysPart>, InvalidKeys> {
+    parts
         .into_iter()
         .map(|(upstream, bytes)| {
             let (schema, batches) =
@@ -38,8 +43,25 @@ pub fn collect_per_upstream(
                 batches,
             })
         })
-        .collect::<Result<Vec<_>, InvalidKeys>>()?;
-    collect_parts(&parts, keys, upstream_names)
+        .collect()
+}
+
+/// The index of a part's upstream among the pipeline's, after checking its schema.
+fn checked_upstream(
+    p: &KeysPart,
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+) -> Result<usize, InvalidKeys> {
+    let u = upstream_names
+        .iter()
+        .position(|n| *n == p.upstream)
+        .ok_or_else(|| InvalidKeys::UnknownUpstream {
+            name: p.upstream.clone(),
+            part: true,
+            upstreams: upstream_names.iter().map(|n| n.to_string()).collect(),
+        })?;
+    check_schema(&p.upstream, &p.schema, keys)?;
+    Ok(u)
 }
 
 /// Checks each part's upstream and schema, then folds all of them into one row per
@@ -51,16 +73,7 @@ pub fn collect_parts(
 ) -> Result<AffectedKeys, InvalidKeys> {
     let mut of_part = Vec::with_capacity(parts.len());
     for p in parts {
-        let u = upstream_names
-            .iter()
-            .position(|n| *n == p.upstream)
-            .ok_or_else(|| InvalidKeys::UnknownUpstream {
-                name: p.upstream.clone(),
-                part: true,
-                upstreams: upstream_names.iter().map(|n| n.to_string()).collect(),
-            })?;
-        check_schema(&p.upstream, &p.schema, keys)?;
-        of_part.push(u);
+        of_part.push(checked_upstream(p, keys, upstream_names)?);
     }
     // Every part's rows, one after the other: each key column and the timestamps.
     let mut key_cols = Vec::with_capacity(keys.len());
@@ -127,15 +140,7 @@ pub fn fold_parts(
 ) -> Result<(), super::SpillError> {
     let ts_type = timestamp_type();
     for p in parts {
-        let u = upstream_names
-            .iter()
-            .position(|n| *n == p.upstream)
-            .ok_or_else(|| InvalidKeys::UnknownUpstream {
-                name: p.upstream.clone(),
-                part: true,
-                upstreams: upstream_names.iter().map(|n| n.to_string()).collect(),
-            })?;
-        check_schema(&p.upstream, &p.schema, keys)?;
+        let u = checked_upstream(p, keys, upstream_names)?;
         for b in &p.batches {
             let mut cols = Vec::with_capacity(keys.len());
             for k in keys {

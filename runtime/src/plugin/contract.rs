@@ -279,23 +279,9 @@ impl Output {
             Output::Combined(ipc) => {
                 return set.add(crate::affected::collect(&ipc, keys, upstream_names)?)
             }
-            Output::PerUpstream(parts) => parts
-                .into_iter()
-                .filter(|(_, bytes)| !bytes.is_empty())
-                .map(|(upstream, bytes)| {
-                    let (schema, batches) = crate::ipc::decode_owned(bytes).map_err(|source| {
-                        InvalidKeys::NotArrow {
-                            part: Some(upstream.clone()),
-                            source,
-                        }
-                    })?;
-                    Ok(KeysPart {
-                        upstream,
-                        schema,
-                        batches,
-                    })
-                })
-                .collect::<Result<Vec<_>, InvalidKeys>>()?,
+            Output::PerUpstream(parts) => crate::affected::decode_parts(
+                parts.into_iter().filter(|(_, b)| !b.is_empty()).collect(),
+            )?,
             Output::Columns(parts) => parts
                 .into_iter()
                 .map(|(upstream, c)| {

@@ -96,19 +96,33 @@ macro_rules! host_interface {
             }
 
             async fn log(&mut self, level: $v::dlink::pipeline::types::Level, message: String) {
+                State::log(self, level.into(), message)
+            }
+        }
+    };
+}
+
+/// A contract's log level as the host's.
+macro_rules! level_from {
+    ($v:ident) => {
+        impl From<$v::dlink::pipeline::types::Level> for Level {
+            fn from(level: $v::dlink::pipeline::types::Level) -> Level {
                 use $v::dlink::pipeline::types::Level as L;
-                let level = match level {
+                match level {
                     L::Trace => Level::Trace,
                     L::Debug => Level::Debug,
                     L::Info => Level::Info,
                     L::Warn => Level::Warn,
                     L::Error => Level::Error,
-                };
-                State::log(self, level, message)
+                }
             }
         }
     };
 }
+
+level_from!(v0_1);
+level_from!(v0_2);
+level_from!(v0_3);
 
 host_interface!(v0_1);
 host_interface!(v0_2);
@@ -150,14 +164,6 @@ impl v0_3::dlink::pipeline::host::Host for State {
     }
 
     async fn log(&mut self, level: v0_3::dlink::pipeline::types::Level, message: String) {
-        use v0_3::dlink::pipeline::types::Level as L;
-        let level = match level {
-            L::Trace => Level::Trace,
-            L::Debug => Level::Debug,
-            L::Info => Level::Info,
-            L::Warn => Level::Warn,
-            L::Error => Level::Error,
-        };
-        State::log(self, level, message)
+        State::log(self, level.into(), message)
     }
 }

@@ -428,6 +428,22 @@ impl PluginHost {
     }
 }
 
+/// A contract's `upstream-changes` records (module `$w` of its bindings) from
+/// [`UpstreamInput`]s, their changes taken by `$changes`.
+macro_rules! upstream_records {
+    ($w:ident, $upstreams:expr, $changes:ident) => {
+        $upstreams
+            .into_iter()
+            .map(|u| $w::UpstreamChanges {
+                name: u.name,
+                start_version: u.start_version,
+                end_version: u.end_version,
+                changes: u.changes.$changes(),
+            })
+            .collect()
+    };
+}
+
 impl Changes {
     /// The IPC bytes (a contract 0.1 or 0.2 plugin is only ever given these).
     fn into_ipc(self) -> Vec<u8> {
@@ -651,15 +667,7 @@ impl Plugin {
                 let batch = w::Batch {
                     pipeline: pipeline.to_string(),
                     batch_id,
-                    upstreams: upstreams
-                        .into_iter()
-                        .map(|u| w::UpstreamChanges {
-                            name: u.name,
-                            start_version: u.start_version,
-                            end_version: u.end_version,
-                            changes: u.changes.into_ipc(),
-                        })
-                        .collect(),
+                    upstreams: upstream_records!(w, upstreams, into_ipc),
                 };
                 let r = b.call_derive(&mut self.store, &batch).await?;
                 Ok(r.map(Output::Combined))
@@ -668,15 +676,7 @@ impl Plugin {
                 use v0_2::dlink::pipeline::types as w;
                 let batch = w::Batch {
                     batch_id,
-                    upstreams: upstreams
-                        .into_iter()
-                        .map(|u| w::UpstreamChanges {
-                            name: u.name,
-                            start_version: u.start_version,
-                            end_version: u.end_version,
-                            changes: u.changes.into_ipc(),
-                        })
-                        .collect(),
+                    upstreams: upstream_records!(w, upstreams, into_ipc),
                 };
                 let guest = b.dlink_pipeline_plugin().pipeline();
                 let r = guest
@@ -690,15 +690,7 @@ impl Plugin {
                 use v0_3::dlink::pipeline::types as w;
                 let batch = w::Batch {
                     batch_id,
-                    upstreams: upstreams
-                        .into_iter()
-                        .map(|u| w::UpstreamChanges {
-                            name: u.name,
-                            start_version: u.start_version,
-                            end_version: u.end_version,
-                            changes: u.changes.into_columns(),
-                        })
-                        .collect(),
+                    upstreams: upstream_records!(w, upstreams, into_columns),
                 };
                 let guest = b.dlink_pipeline_plugin().pipeline();
                 let r = guest
