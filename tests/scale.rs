@@ -256,11 +256,12 @@ async fn first_run_and_increment_in_chunks(
     key: &str,
     chunk_rows: Option<u64>,
 ) {
-    first_run_and_increment_with(name, plugin_name, upstreams, key, chunk_rows, None).await;
+    first_run_and_increment_with(name, plugin_name, upstreams, key, chunk_rows, None, None).await;
 }
 
 /// [`first_run_and_increment_in_chunks`] with the catalog's `[engine] memory_mb` set to
-/// `memory_mb`: a first run whose key set is over it must say that it spilled.
+/// `memory_mb`: a first run whose key set is over it must say that it spilled; with
+/// `query`, the pipeline is that SQL query instead of the plugin.
 async fn first_run_and_increment_with(
     name: &str,
     plugin_name: &str,
@@ -268,12 +269,16 @@ async fn first_run_and_increment_with(
     key: &str,
     chunk_rows: Option<u64>,
     memory_mb: Option<u64>,
+    query: Option<&str>,
 ) {
     let f = fixture();
     let ws = Workspace::new();
     let tables = ws.path().join("tables");
     copy_dir(&f.a, &tables);
     let file = ws.pipeline(name, name, upstreams, &plugin(plugin_name), key, 100);
+    if let Some(q) = query {
+        common::to_sql(&file, q);
+    }
     if let Some(n) = chunk_rows {
         let text = std::fs::read_to_string(&file).expect("read the pipeline file");
         std::fs::write(&file, format!("chunk_rows = {n}\n{text}")).expect("write it back");
@@ -459,6 +464,52 @@ async fn pub_authors_at_100k_rows_with_its_key_set_spilled() {
         "pub_id",
         Some(1000),
         Some(1),
+        None,
+    )
+    .await;
+}
+
+/// `emp_dept` as a SQL query, its change rows streamed into the query in pieces of at
+/// most 1,000 rows (the 100k-row load) and its rows folded into the key set as they
+/// come: the keys are the snapshots'.
+#[tokio::test(flavor = "multi_thread")]
+async fn emp_dept_in_sql_at_100k_rows_streamed_in_chunks_of_1000() {
+    first_run_and_increment_with(
+        "emp_dept",
+        "emp_dept",
+        &["employee", "department"],
+        "emp_id",
+        Some(1000),
+        None,
+        Some(
+            "SELECT emp_id, 'employee' AS _upstream FROM employee_changes
+             UNION ALL
+             SELECT e.emp_id, 'department' AS _upstream
+             FROM department_changes d JOIN employee e ON e.dept_id = d.dept_id",
+        ),
+    )
+    .await;
+}
+
+/// A query that scans a streamed change table twice (the second scan reads the files
+/// again) and returns no `_upstream` (every key's causes are the upstreams with
+/// change rows, counted from all of them), with its key set spilled past 1 MiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn emp_dept_in_sql_scanning_its_changes_twice_with_its_key_set_spilled() {
+    first_run_and_increment_with(
+        "emp_dept",
+        "emp_dept",
+        &["employee", "department"],
+        "emp_id",
+        Some(1000),
+        Some(1),
+        Some(
+            "SELECT emp_id FROM employee_changes WHERE _change_type <> 'delete'
+             UNION ALL
+             SELECT emp_id FROM employee_changes WHERE _change_type = 'delete'
+             UNION ALL
+             SELECT e.emp_id FROM department_changes d JOIN employee e ON e.dept_id = d.dept_id",
+        ),
     )
     .await;
 }

@@ -32,11 +32,15 @@ pub struct SingleOptions {
     pub chunk_rows: Option<u64>,
     /// The catalog's `[engine] memory_mb` (default: the runtime's).
     pub memory_mb: Option<u64>,
+    /// Derive with a SQL query (`SELECT id FROM events_changes`) instead of the plugin.
+    pub sql: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SingleResult {
     pub profile: String,
+    /// "plugin" or "sql".
+    pub derivation: String,
     pub rows: usize,
     pub appends: usize,
     pub write_s: f64,
@@ -140,13 +144,21 @@ pub async fn run(opts: &SingleOptions, progress: impl Fn(&str)) -> Result<Single
         .chunk_rows
         .map_or(String::new(), |n| format!("chunk_rows = {n}\n"));
     let file = dir.join("single.toml");
+    let derive = if opts.sql {
+        "[sql]\nquery = \"SELECT id FROM events_changes\"\n".to_string()
+    } else {
+        format!(
+            "[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = \"id\"\n",
+            opts.plugin.display()
+        )
+    };
+    r.derivation = if opts.sql { "sql" } else { "plugin" }.into();
     std::fs::write(
         &file,
         format!(
-            "name = \"single\"\nupstreams = [\"events\"]\nbatch_size = {}\n{chunk}\n[plugin]\npath = \"{}\"\n[plugin.config]\nkey_column = \"id\"\n\n\
+            "name = \"single\"\nupstreams = [\"events\"]\nbatch_size = {}\n{chunk}\n{derive}\n\
              [link]\nuri = \"links/single\"\nkeys = [{{ name = \"id\", type = \"long\" }}]\n",
             r.appends + 1,
-            opts.plugin.display()
         ),
     )
     .map_err(err)?;
@@ -171,11 +183,12 @@ pub async fn run(opts: &SingleOptions, progress: impl Fn(&str)) -> Result<Single
 
 pub fn table(r: &SingleResult) -> String {
     format!(
-        "dlink-bench --single (profile: {}; one upstream of {} rows in {} appends, written in {:.1} s)\n  \
+        "dlink-bench --single (profile: {}; derived by the {}; one upstream of {} rows in {} appends, written in {:.1} s)\n  \
          first run   {:.3} s   {} batches   {} change rows   {} keys   {:.0} change rows/s\n  \
          stages: read {:.3}  derive {:.3}  commit {:.3} s (a streamed read is inside derive)\n  \
          peak RSS {:.1} MiB   ([engine] memory_mb {})\n",
         r.profile,
+        if r.derivation == "sql" { "SQL query" } else { "plugin" },
         r.rows,
         r.appends,
         r.write_s,

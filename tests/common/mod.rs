@@ -230,6 +230,19 @@ pub async fn link_state(pipeline_file: &Path) -> Option<(i64, dlink_rt::sink::Ch
     Some((version, link.checkpoint().await.expect("checkpoint")))
 }
 
+/// Turns a plugin pipeline file (as [`Workspace::pipeline`] writes it) into a SQL one:
+/// its `[plugin]` table replaced by `[sql] query`.
+pub fn to_sql(file: &Path, query: &str) {
+    let text = std::fs::read_to_string(file).expect("read the pipeline file");
+    let start = text.find("[plugin]\n").expect("a [plugin] table");
+    let end = text[start..]
+        .find("\n\n")
+        .map_or(text.len(), |e| start + e + 2);
+    let sql = format!("[sql]\nquery = \"\"\"{query}\"\"\"\n\n");
+    std::fs::write(file, format!("{}{sql}{}", &text[..start], &text[end..]))
+        .expect("write the pipeline file");
+}
+
 pub fn set(v: &[i64]) -> BTreeSet<i64> {
     v.iter().copied().collect()
 }

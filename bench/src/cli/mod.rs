@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// With --single: the catalog's `[engine] memory_mb` [default: the runtime's].
     #[arg(long, requires = "single")]
     pub memory_mb: Option<u64>,
+    /// With --single: derive with a SQL query (`SELECT id FROM events_changes`) instead
+    /// of the plugin.
+    #[arg(long, requires = "single")]
+    pub sql: bool,
     /// The link-table commit of a 2,000-key batch as the link table grows: the change
     /// log from 100k rows to --rows rows [default 10M], the one-row-per-key MERGE
     /// (`mode = "latest"`) at 100k and 1M.
@@ -408,6 +412,7 @@ async fn single(args: &BenchArgs, host: HostBuilder) -> ExitCode {
         plugin,
         chunk_rows: args.chunk_rows,
         memory_mb: args.memory_mb,
+        sql: args.sql,
     };
     let outcome = bench::single::run(&opts, |m| eprintln!("bench: {m}")).await;
     finish(outcome, args.json, |r| {

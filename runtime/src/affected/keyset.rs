@@ -420,6 +420,16 @@ impl KeySet {
         self.spill.as_ref().map_or(0, |s| s.times)
     }
 
+    /// How many times the set will have gone to disk once [`KeySet::finish`]ed (a set
+    /// that spilled writes what it still holds too).
+    pub fn spills_at_finish(&self) -> usize {
+        match self.spills() {
+            0 => 0,
+            n if self.folded.len() > 0 => n + 1,
+            n => n,
+        }
+    }
+
     /// Writes the folded keys to the spill file and starts again from none.
     fn spill_folded(&mut self) -> Result<(), SpillError> {
         let schema = spill_schema(&self.keys, self.names.len());
@@ -496,6 +506,7 @@ impl KeySet {
             len: merged.1,
             keys: self.keys,
             names: self.names,
+            uniform: None,
         }))
     }
 }
@@ -641,6 +652,25 @@ pub struct SpilledKeys {
     len: usize,
     keys: Vec<KeyColumn>,
     names: Vec<String>,
+    /// The causes and least newest timestamp of every key, when they were given for
+    /// all at once (see [`Keys::with_causes`]) rather than as the file holds them.
+    uniform: Option<Uniform>,
+}
+
+/// The same causes for every key, and a timestamp each key's newest is at least.
+#[derive(Clone)]
+struct Uniform {
+    causes: Arc<[String]>,
+    newest: Option<i64>,
+}
+
+impl Uniform {
+    fn apply(&self, k: &mut AffectedKeys) {
+        for (causes, ts) in k.upstreams.iter_mut().zip(k.change_ts.iter_mut()) {
+            causes.clone_from(&self.causes);
+            *ts = (*ts).max(self.newest);
+        }
+    }
 }
 
 impl From<AffectedKeys> for Keys {
@@ -665,6 +695,27 @@ impl Keys {
     /// Whether the keys went to disk.
     pub fn spilled(&self) -> bool {
         matches!(self, Keys::Spilled(_))
+    }
+
+    /// Gives every key the same causes (sorted here) and a newest commit timestamp of
+    /// at least `newest`: a SQL query's keys when it returns no `_upstream` (known once
+    /// its change rows have all been read).
+    pub fn with_causes(self, mut causes: Vec<String>, newest: Option<i64>) -> Keys {
+        causes.sort();
+        let u = Uniform {
+            causes: causes.into(),
+            newest,
+        };
+        match self {
+            Keys::Memory(mut k) => {
+                u.apply(&mut k);
+                Keys::Memory(k)
+            }
+            Keys::Spilled(mut s) => {
+                s.uniform = Some(u);
+                Keys::Spilled(s)
+            }
+        }
     }
 
     /// The keys in parts of at most `rows` (about, for spilled keys: as the file holds
@@ -696,9 +747,13 @@ impl Keys {
                 };
                 let f = s.file.reopen().map_err(io)?;
                 let reader = FileReader::try_new_buffered(f, None)?;
-                Ok(Box::new(
-                    reader.map(move |b| decode(&b?, &s.keys, &s.names)),
-                ))
+                Ok(Box::new(reader.map(move |b| {
+                    let mut k = decode(&b?, &s.keys, &s.names)?;
+                    if let Some(u) = &s.uniform {
+                        u.apply(&mut k);
+                    }
+                    Ok(k)
+                })))
             }
         }
     }
@@ -881,6 +936,26 @@ mod tests {
         }
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "spill files left: {left:?}");
+    }
+
+    /// Causes given to every key at once (a SQL query without `_upstream`) hold in
+    /// memory and when the keys went to disk, read twice; each key's newest timestamp
+    /// is raised to the given one where it was older.
+    #[tokio::test]
+    async fn causes_given_for_every_key_hold_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        for budget in [64 << 20, 1 << 10] {
+            let (keys, _) = fold_all(budget, dir.path()).await;
+            let floor = 20_000;
+            let keys = keys.with_causes(vec!["b".into(), "a".into()], Some(floor));
+            let want: Want = expected(&parts())
+                .into_iter()
+                .map(|(k, (_, ts))| (k, (vec!["a".into(), "b".into()], ts.max(Some(floor)))))
+                .collect();
+            assert!(want.values().any(|(_, ts)| *ts > Some(floor)));
+            assert_eq!(got(&keys), want, "budget {budget}");
+            assert_eq!(got(&keys), want, "budget {budget}, read again");
+        }
     }
 
     /// More distinct keys than the merge's least memory holds (8 MiB; 300k keys of two

@@ -21,6 +21,7 @@ mod error;
 mod keyset;
 mod parts;
 mod sql;
+pub use sql::query_keys;
 
 pub use error::InvalidKeys;
 pub use keyset::{KeySet, Keys, SpillError, SpilledKeys};

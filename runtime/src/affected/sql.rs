@@ -20,6 +20,29 @@ pub(super) fn collect_with_default(
     upstream_names: &[&str],
     d: &DefaultCause,
 ) -> Result<AffectedKeys, InvalidKeys> {
+    let mut k = query_keys(schema, batches, keys, upstream_names)?;
+    if schema.column_with_name(UPSTREAM).is_none() {
+        let mut all_causes = d.upstreams.clone();
+        all_causes.sort();
+        let all_causes: Arc<[String]> = all_causes.into();
+        for (causes, ts) in k.upstreams.iter_mut().zip(k.change_ts.iter_mut()) {
+            causes.clone_from(&all_causes);
+            *ts = (*ts).max(d.change_ts);
+        }
+    }
+    Ok(k)
+}
+
+/// Rows of a SQL query's output as distinct keys: key columns cast to their declared
+/// types, then the same validation as a plugin's. Without an `_upstream` column every
+/// key is put down to the first upstream; the caller gives them the batch's changed
+/// upstreams once it knows them (see [`collect_with_default`]).
+pub fn query_keys(
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    keys: &[KeyColumn],
+    upstream_names: &[&str],
+) -> Result<AffectedKeys, InvalidKeys> {
     let all = concat_batches(schema, batches)?;
     let mut fields = Vec::with_capacity(keys.len() + 2);
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(keys.len() + 2);
@@ -60,15 +83,5 @@ pub(super) fn collect_with_default(
     }
     let schema = Arc::new(Schema::new(fields));
     let b = RecordBatch::try_new(schema.clone(), cols)?;
-    let mut k = collect_batches(&schema, &[b], keys, upstream_names, None)?;
-    if given.is_none() {
-        let mut all_causes = d.upstreams.clone();
-        all_causes.sort();
-        let all_causes: Arc<[String]> = all_causes.into();
-        for (causes, ts) in k.upstreams.iter_mut().zip(k.change_ts.iter_mut()) {
-            causes.clone_from(&all_causes);
-            *ts = (*ts).max(d.change_ts);
-        }
-    }
-    Ok(k)
+    collect_batches(&schema, &[b], keys, upstream_names, None)
 }

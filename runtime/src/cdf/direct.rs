@@ -152,7 +152,9 @@ fn files_of_commit(version: i64, commit: &[u8]) -> Result<Vec<ChangeFile>, &'sta
 }
 
 /// The direct read of a range, planned: the change files its commits name, in commit
-/// order, and where to read them.
+/// order, and where to read them. Cloned to read the range again (a SQL query that
+/// scans a change table twice).
+#[derive(Clone)]
 pub(crate) struct Plan {
     files: Vec<ChangeFile>,
     partition_columns: Vec<String>,

@@ -199,6 +199,8 @@ pub struct ChangeStream {
     rx: tokio::sync::mpsc::Receiver<std::result::Result<Changes, String>>,
     /// Rows delivered so far (shared with the batch's report).
     delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The read's plan, to read the range again from its files.
+    replay: Box<direct::Plan>,
 }
 
 impl ChangeStream {
@@ -222,6 +224,39 @@ impl ChangeStream {
     /// The rows delivered so far, counted as they go.
     pub fn delivered(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
         self.delivered.clone()
+    }
+
+    /// How to read the same rows again from their files (for a reader that needs them
+    /// twice, such as a SQL query that scans a change table in two places).
+    pub fn replay(&self) -> Replay {
+        Replay {
+            schema: self.schema.clone(),
+            upstream: self.upstream.clone(),
+            range: self.range,
+            plan: (*self.replay).clone(),
+        }
+    }
+}
+
+/// The read of a streamed range, to be done again (see [`ChangeStream::replay`]).
+pub struct Replay {
+    schema: SchemaRef,
+    upstream: Upstream,
+    range: (i64, i64),
+    plan: direct::Plan,
+}
+
+impl Replay {
+    /// The rows again, as a new stream (its rows not counted as the batch's).
+    pub fn stream(&self) -> ChangeStream {
+        ChangeStream {
+            schema: self.schema.clone(),
+            upstream: self.upstream.clone(),
+            range: self.range,
+            rx: self.plan.clone().stream(),
+            delivered: Default::default(),
+            replay: Box::new(self.plan.clone()),
+        }
     }
 }
 
@@ -314,8 +349,9 @@ impl ReadPlan {
             schema: self.direct.schema().clone(),
             upstream: self.upstream,
             range: self.range,
-            rx: self.direct.stream(),
+            rx: self.direct.clone().stream(),
             delivered: Default::default(),
+            replay: Box::new(self.direct),
         }
     }
 }

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
+use futures::StreamExt;
 
 use super::{load_plugin, PluginSlot};
-use crate::affected::{DefaultCause, KeySet, Keys, SpillError};
+use crate::affected::{KeySet, Keys, SpillError};
 use crate::cdf::{self, Rows};
 use crate::config::{Derivation, Pipeline, PluginSpec, Upstream};
 use crate::engine::error::{BatchFailure, Error, Result};
 use crate::lookup::{TableCache, TableLookup};
 use crate::plugin::{PipelineInfo, PluginError, PluginHost, UpstreamInput};
 use crate::sink::UpstreamRange;
-use crate::sql_pipeline::ChangeTable;
+use crate::sql_pipeline::StreamedTable;
 
 /// One upstream's part of a batch.
 /// Public for embedders and benchmarks, as the derive-stage contract.
@@ -285,19 +286,8 @@ impl Derive for PluginDerive<'_> {
             }
             return Err(e);
         }
-        let spills = set.spills();
-        let keys = set.finish().await.map_err(|e| spill_err(&input, e))?;
+        let keys = finish(set, &input).await?;
         timings.collect += lap.next();
-        if spills > 0 {
-            tracing::info!(
-                pipeline = %pipeline.name,
-                batch_id,
-                keys = keys.len(),
-                spills,
-                memory_mb = pipeline.engine.memory_mb,
-                "the batch's key set was over [engine] memory_mb and went to disk"
-            );
-        }
         timings.log(&pipeline.name, batch_id, n_calls, output_bytes);
         Ok(Derived {
             keys,
@@ -354,6 +344,23 @@ impl Caller<'_, '_> {
 }
 
 /// A key-set failure: the plugin's output refused, or the spill.
+/// The batch's keys from its set, saying at INFO when they went to disk.
+async fn finish(set: KeySet, input: &BatchInput<'_>) -> Result<Keys> {
+    let spills = set.spills_at_finish();
+    let keys = set.finish().await.map_err(|e| spill_err(input, e))?;
+    if spills > 0 {
+        tracing::info!(
+            pipeline = %input.pipeline.name,
+            batch_id = input.batch_id,
+            keys = keys.len(),
+            spills,
+            memory_mb = input.pipeline.engine.memory_mb,
+            "the batch's key set was over [engine] memory_mb and went to disk"
+        );
+    }
+    Ok(keys)
+}
+
 fn spill_err(input: &BatchInput<'_>, e: SpillError) -> Error {
     match e {
         SpillError::Keys(e) => {
@@ -441,24 +448,16 @@ impl<'a> SqlDerive<'a> {
 
 impl Derive for SqlDerive<'_> {
     async fn derive(&mut self, mut input: BatchInput<'_>) -> Result<Derived> {
+        let pipeline = input.pipeline;
         let mut tables = Vec::with_capacity(input.upstreams.len());
-        let mut default = DefaultCause::default();
         for u in &mut input.upstreams {
-            let schema = u.schema()?;
-            let upstream = u.upstream;
-            // A query reads its change tables whole (not streamed).
-            let batches = match u.changes.take() {
-                Some(rows) => rows.collect().await?.batches,
-                None => Vec::new(),
+            let rows = match u.changes.take() {
+                Some(rows) => rows,
+                None => Rows::Read(cdf::Changes::empty(u.schema()?)),
             };
-            if batches.iter().any(|b| b.num_rows() > 0) {
-                default.upstreams.push(u.range.name.clone());
-                default.change_ts = default.change_ts.max(cdf::newest_commit_ts(&batches));
-            }
-            tables.push(ChangeTable {
-                name: &upstream.name,
-                schema,
-                batches,
+            tables.push(StreamedTable {
+                name: &u.upstream.name,
+                rows,
             });
         }
         let names: Vec<&str> = input
@@ -466,20 +465,59 @@ impl Derive for SqlDerive<'_> {
             .iter()
             .map(|u| u.upstream.name.as_str())
             .collect();
-        let (schema, rows) =
-            crate::sql_pipeline::derive(self.query, tables, &input.pinned, input.cache)
-                .await
-                .map_err(|e| batch_err(&input, BatchFailure::Sql(e)))?;
-        let keys = crate::affected::collect_batches(
-            &schema,
-            &rows,
-            &input.pipeline.keys,
+        // The query reads streamed change rows as they come and its rows are folded
+        // into the key set as they come: neither is held whole.
+        let mut query = crate::sql_pipeline::stream(self.query, tables, &input.pinned, input.cache)
+            .await
+            .map_err(|e| batch_err(&input, BatchFailure::Sql(e)))?;
+        let mut set = KeySet::new(
+            &pipeline.keys,
             &names,
-            Some(&default),
+            pipeline.engine.memory_bytes(),
+            &pipeline.engine.spill_dir(),
         )
-        .map_err(|e| batch_err(&input, BatchFailure::QueryOutput(Box::new(e))))?;
+        .map_err(|e| spill_err(&input, e))?;
+        let read_error =
+            |query: &crate::sql_pipeline::QueryRows| query.seen.iter().find_map(|s| s.take_error());
+        while let Some(rows) = query.rows.next().await {
+            let rows = match rows {
+                Ok(rows) => rows,
+                // A change file that could not be read is named as in a plugin's batch.
+                Err(e) => match read_error(&query) {
+                    Some(read) => return Err(read.into()),
+                    None => {
+                        let e = crate::sql_pipeline::SqlError::Query(e);
+                        return Err(batch_err(&input, BatchFailure::Sql(e)));
+                    }
+                },
+            };
+            let part = crate::affected::query_keys(&query.schema, &[rows], &pipeline.keys, &names)
+                .map_err(|e| batch_err(&input, BatchFailure::QueryOutput(Box::new(e))))?;
+            set.add(part).map_err(|e| spill_err(&input, e))?;
+        }
+        let keys = finish(set, &input).await?;
+        let keys = if query
+            .schema
+            .column_with_name(crate::affected::UPSTREAM)
+            .is_some()
+        {
+            keys
+        } else {
+            // Without `_upstream`, a key's causes are the upstreams with change rows in
+            // the batch (rows the query did not read are counted now).
+            let seen = query.read_the_rest().await?;
+            let (mut causes, mut newest) = (Vec::new(), None);
+            for (name, seen) in names.iter().zip(&seen) {
+                let (rows, ts) = seen.rows();
+                if rows > 0 {
+                    causes.push(name.to_string());
+                    newest = newest.max(ts);
+                }
+            }
+            keys.with_causes(causes, newest)
+        };
         Ok(Derived {
-            keys: keys.into(),
+            keys,
             sha256: crate::plugin::sha256_hex(self.query.as_bytes()),
             active_since: self.first_batch,
             contract: None,

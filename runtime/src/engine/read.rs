@@ -116,15 +116,12 @@ pub(crate) async fn read_ranges(
 }
 
 /// Plans the ranges in `wanted` that stream: read directly, with more rows than
-/// `over` (a plugin call's `chunk_rows`) as far as the log tells.
+/// `over` (the pipeline's `chunk_rows`) as far as the log tells.
 pub(crate) async fn plan_streams(
     cursors: &[Cursor],
     wanted: &Ranges,
-    over: Option<u64>,
+    over: u64,
 ) -> Result<Vec<Option<cdf::ReadPlan>>> {
-    let Some(over) = over else {
-        return Ok(wanted.iter().map(|_| None).collect());
-    };
     try_join_all(cursors.iter().zip(wanted).map(|(c, r)| async move {
         let Some((s, e)) = r else {
             return Ok(None);

@@ -228,13 +228,10 @@ impl Session {
         fanout: Option<&FanOut>,
     ) -> Result<ReadBatch> {
         read::check_logs(&mut self.cursors, &wanted).await?;
-        // Ranges over one plugin call stream into the derive stage as they are read;
-        // the others are read now (shared by the run's pipelines through the fan-out).
-        let stream_over = match pipeline.derivation {
-            crate::config::Derivation::Plugin(_) => Some(pipeline.chunk_rows),
-            crate::config::Derivation::Sql { .. } => None,
-        };
-        let plans = read::plan_streams(&self.cursors, &wanted, stream_over).await?;
+        // Ranges over one plugin call (`chunk_rows`) stream into the derive stage as
+        // they are read (into the plugin's calls, or into the SQL query); the others
+        // are read now (shared by the run's pipelines through the fan-out).
+        let plans = read::plan_streams(&self.cursors, &wanted, pipeline.chunk_rows).await?;
         let now: plan::Ranges = wanted
             .iter()
             .zip(&plans)
