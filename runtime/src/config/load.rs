@@ -289,9 +289,11 @@ fn tables(
                 problems.push(src.at(
                     n,
                     format!(
-                        "{what} '{}' is not in the catalog {}; add it there or use one of: {}",
+                        "{what} '{}' is not in the catalog {}{}; add it there or use one of: {}",
                         n.get_ref(),
                         catalog.path.display(),
+                        super::did_you_mean(n.get_ref(), catalog.upstreams.keys())
+                            .map_or_else(String::new, |m| format!(" (did you mean '{m}'?)")),
                         known()
                     ),
                 ));

@@ -218,11 +218,14 @@ pub struct KeyColumn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyType {
-    /// 64-bit integer (Delta `long`).
+    /// 64-bit integer (Delta `long`; Spark's and SQL's `bigint` too).
+    #[serde(alias = "bigint")]
     Long,
-    /// 32-bit integer (Delta `integer`).
+    /// 32-bit integer (Delta `integer`; `integer` too).
+    #[serde(alias = "integer")]
     Int,
-    /// UTF-8 text (Delta `string`).
+    /// UTF-8 text (Delta `string`; SQL's `varchar` and `text` too).
+    #[serde(alias = "varchar", alias = "text")]
     String,
 }
 
@@ -385,6 +388,36 @@ impl Pipeline {
 
 // ---- loading -----------------------------------------------------------------------
 
+/// The candidate closest to `given`, when one is close enough to be a typo of it
+/// (for "did you mean" hints).
+pub(crate) fn did_you_mean<'a, S: AsRef<str> + 'a>(
+    given: &str,
+    candidates: impl IntoIterator<Item = &'a S>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(given, c.as_ref()), c.as_ref()))
+        .filter(|(score, c)| *score > 0.8 && *c != given)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// A file beside `path` whose name is close to its name: the file meant by a mistyped
+/// path (`configs/emp_dpt.toml` -> `configs/emp_dept.toml`).
+fn similar_file(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let m = did_you_mean(name, &names)?;
+    Some(path.with_file_name(m))
+}
+
 /// A configuration file's text, for line numbers.
 struct Source {
     path: PathBuf,
@@ -394,7 +427,15 @@ struct Source {
 impl Source {
     fn read(path: &Path) -> Result<Source> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::one(format!("{}: cannot read the file: {e}", path.display()))
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => similar_file(path)
+                    .map_or_else(String::new, |f| format!(" (did you mean {}?)", f.display())),
+                _ => String::new(),
+            };
+            ConfigError::one(format!(
+                "{}: cannot read the file: {e}{hint}",
+                path.display()
+            ))
         })?;
         Ok(Source {
             path: path.to_path_buf(),

@@ -287,3 +287,45 @@ fn a_local_path_with_a_percent_escape_is_refused() {
         "{found:?}"
     );
 }
+
+#[test]
+fn spark_and_sql_type_names_are_key_types_too() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    for (given, want) in [
+        ("bigint", KeyType::Long),
+        ("integer", KeyType::Int),
+        ("varchar", KeyType::String),
+        ("text", KeyType::String),
+    ] {
+        let text = pipeline_text("\"spmaster\"", "")
+            .replace("type = \"long\"", &format!("type = \"{given}\""));
+        let p = write(dir.path(), "sp.toml", &text);
+        let pipe = Pipeline::load(&p).unwrap_or_else(|e| panic!("{given}: {e}"));
+        assert_eq!(pipe.keys[0].ty, want, "{given}");
+    }
+}
+
+#[test]
+fn a_mistyped_file_or_upstream_gets_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "upstreams.toml", CATALOG);
+    write(dir.path(), "p.wasm", "");
+    write(
+        dir.path(),
+        "emp_dept.toml",
+        &pipeline_text("\"spmaster\"", ""),
+    );
+    let err = Pipeline::load(&dir.path().join("emp_dpt.toml")).unwrap_err();
+    let text = problems(err).join("\n");
+    assert!(text.contains("did you mean"), "{text}");
+    assert!(text.contains("emp_dept.toml?"), "{text}");
+    let p = write(dir.path(), "sp.toml", &pipeline_text("\"spmastr\"", ""));
+    let text = problems(Pipeline::load(&p).unwrap_err()).join("\n");
+    assert!(text.contains("(did you mean 'spmaster'?)"), "{text}");
+    // Nothing close: no guess.
+    let p = write(dir.path(), "sp.toml", &pipeline_text("\"zzz\"", ""));
+    let text = problems(Pipeline::load(&p).unwrap_err()).join("\n");
+    assert!(!text.contains("did you mean"), "{text}");
+}

@@ -164,9 +164,9 @@ pub(super) fn parse_key(s: &str) -> Result<KeyColumn, String> {
         ));
     };
     let ty = match ty.trim().to_ascii_lowercase().as_str() {
-        "long" => KeyType::Long,
-        "int" => KeyType::Int,
-        "string" => KeyType::String,
+        "long" | "bigint" => KeyType::Long,
+        "int" | "integer" => KeyType::Int,
+        "string" | "varchar" | "text" => KeyType::String,
         other => {
             return Err(format!(
                 "--key '{s}': unknown type '{other}'; a key column is long, int or string"
