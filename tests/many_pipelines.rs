@@ -323,7 +323,7 @@ fn validate_reports_every_problem_with_file_and_line() {
         !err.contains("good.toml") && !err.contains("good_plugin.toml"),
         "the valid pipelines have no problem: {err}"
     );
-    assert!(out.contains("problem(s)"), "{out}");
+    assert!(out.contains(" problem"), "{out}");
 }
 
 /// The end of `run FOLDER` on one CPU shared with a busy process, where a run once

@@ -179,7 +179,7 @@ async fn versions_below_a_cleaned_up_log_are_an_error_not_empty() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("upstream 'checkpoint-cdf-table'") && msg.contains("0..=5"),
+        msg.contains("upstream 'checkpoint-cdf-table'") && msg.contains("versions 0 to 5"),
         "{msg}"
     );
 }

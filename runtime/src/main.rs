@@ -6,9 +6,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    dlink_rt::storage::init_logs(
-        matches!(args.log_format(), cli::LogFormat::Json),
-        args.log_filter(),
-    );
+    let json = matches!(args.log_format(), cli::LogFormat::Json);
+    dlink_rt::storage::init_logs(json, args.log_filter());
+    cli::set_json_logs(json);
     cli::main(args)
 }

@@ -23,7 +23,7 @@ pub enum ReadError {
 
     /// The Change Data Feed of a version range cannot be read.
     #[error(
-        "upstream '{table}': cannot read the change data feed of versions {start}..={end}: {source}"
+        "upstream '{table}': cannot read the change data feed of versions {start} to {end}: {source}"
     )]
     ChangeFeed {
         table: String,

@@ -504,7 +504,7 @@ async fn scan(
                 Some(what) => unreadable(
                     u,
                     start,
-                    Unreadable::FilesMissing(format!("versions {start}..={end}: {what} ({e})")),
+                    Unreadable::FilesMissing(format!("versions {start} to {end}: {what} ({e})")),
                 ),
                 None => feed_err(u, start, end, e),
             });

@@ -37,12 +37,12 @@ pub async fn ack(args: AckArgs) -> ExitCode {
             None => c.ack_to_earliest().await?,
         };
         if before == after {
-            println!(
+            outln!(
                 "consumer '{}': stays at batch {before} (nothing older than it was removed)",
                 args.consumer
             );
         } else {
-            println!(
+            outln!(
                 "consumer '{}': batch {before} -> batch {after}",
                 args.consumer
             );

@@ -33,7 +33,7 @@ pub async fn compact(args: CompactArgs) -> ExitCode {
     for p in &pipelines {
         match compact_link(p, chrono::Utc::now()).await {
             Ok(r) if args.json => match serde_json::to_string(&r) {
-                Ok(line) => println!("{line}"),
+                Ok(line) => outln!("{line}"),
                 Err(e) => {
                     eprintln!("error: {}: {e}", p.name);
                     failed += 1;
@@ -52,14 +52,14 @@ pub async fn compact(args: CompactArgs) -> ExitCode {
 fn print_report(r: &Report) {
     let removed = match r.removed_batches {
         Some((a, b)) => format!(
-            "removed batches {a}..={b} ({} files, {} rows)",
+            "removed batches {a} to {b} ({} files, {} rows)",
             r.removed_files,
             r.removed_rows
                 .map_or_else(|| "?".to_string(), |n| n.to_string())
         ),
         None => "removed no batch".to_string(),
     };
-    println!(
+    outln!(
         "{}: {removed}; optimize merged {} files into {}; vacuum ({}) deleted {} files; {} -> {} files in {:.2}s",
         r.pipeline,
         r.optimized_files_removed,
@@ -71,6 +71,6 @@ fn print_report(r: &Report) {
         r.seconds
     );
     for n in &r.notes {
-        println!("  {n}");
+        outln!("  {n}");
     }
 }

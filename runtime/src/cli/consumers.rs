@@ -23,19 +23,22 @@ pub async fn consumers(args: ConsumersArgs) -> ExitCode {
         let list = consumer::statuses(&p).await?;
         if args.json {
             let v = serde_json::json!({"pipeline": p.name, "consumers": list});
-            println!("{v}");
+            outln!("{v}");
         } else if list.is_empty() {
-            println!(
+            outln!(
                 "{}: no registered consumers (add them to the pipeline file: [link] consumers = [\"NAME\"])",
                 p.name
             );
         } else {
-            println!(
+            outln!(
                 "{:<20} {:>10} {:>10} {:>12}",
-                "consumer", "position", "lag", "lag (s)"
+                "consumer",
+                "position",
+                "lag",
+                "lag (s)"
             );
             for c in &list {
-                println!(
+                outln!(
                     "{:<20} {:>10} {:>10} {:>12.1}{}",
                     c.name,
                     c.position,

@@ -61,9 +61,9 @@ async fn demo_inner(
     host: HostBuilder,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = data_dir(args);
-    println!("writing the example upstream tables to {}", dir.display());
+    outln!("writing the example upstream tables to {}", dir.display());
     for w in dlink_rt::demo::write_upstreams(&dir).await? {
-        println!("  {:<26} {} versions", w.table, w.versions);
+        outln!("  {:<26} {} versions", w.table, w.versions);
     }
     let host = host
         .build()
@@ -74,7 +74,7 @@ async fn demo_inner(
         // The demo's history is a few versions long: small batches show how a backlog
         // is cut into several batches, each its own commit.
         pipeline.batch_size = DEMO_BATCH_SIZE;
-        println!(
+        outln!(
             "\n$ dlink-rt run {} (batch_size {DEMO_BATCH_SIZE} for the demo)",
             file.display()
         );
@@ -102,7 +102,7 @@ async fn print_link_table(
         .chain([col(dlink_rt::sink::BATCH_ID).sort(true, true)])
         .collect();
     let batches = df.sort(sort)?.limit(0, Some(rows))?.collect().await?;
-    println!(
+    outln!(
         "link table {} (version {}, {total} rows: {distinct} keys by batch{}):",
         short(Path::new(&p.link_uri)),
         table.version().unwrap_or(0),
@@ -112,7 +112,7 @@ async fn print_link_table(
             String::new()
         }
     );
-    println!(
+    outln!(
         "{}",
         deltalake::arrow::util::pretty::pretty_format_batches(&batches)?
     );

@@ -25,7 +25,7 @@ pub fn graph(args: GraphArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    print!(
+    out!(
         "{}",
         match args.format {
             Format::Dot => dlink_rt::graph::dot(&pipelines),

@@ -12,6 +12,8 @@ use dlink_rt::config::Pipeline;
 use dlink_rt::consumer::{self, Since, Window};
 use dlink_rt::Error;
 
+use super::plural;
+
 /// Prints the distinct affected keys of a window of batches, with their causes.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("window").required(true).args(["since_batch", "since", "consumer"])))]
@@ -89,19 +91,29 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
             r => r.map_err(|e| Error::Other(format!("writing to stdout: {e}")))?,
         },
     }
-    let first = match since {
-        Since::Batch(n) if n >= w.through_batch => format!("no batch after batch {n}"),
-        Since::Batch(n) => format!("batches {}..={}", n + 1, w.through_batch),
-        Since::Time(t) => format!("batches since {} up to {}", t.to_rfc3339(), w.through_batch),
-    };
-    eprintln!(
-        "{}: {} keys of {first} (link table version {}; {} of {} files read)",
-        pipeline.name,
-        w.len(),
-        w.link_version,
-        w.files_scanned,
-        w.files_total
-    );
+    match since {
+        Since::Batch(n) if n >= w.through_batch => eprintln!(
+            "{}: nothing new: no batch after batch {n} (link table version {}; {} of {} files read)",
+            pipeline.name, w.link_version, w.files_scanned, w.files_total
+        ),
+        _ => {
+            let first = match since {
+                Since::Batch(n) if n + 1 == w.through_batch => format!("batch {}", n + 1),
+                Since::Batch(n) => format!("batches {} to {}", n + 1, w.through_batch),
+                Since::Time(t) => {
+                    format!("batches since {} up to {}", t.to_rfc3339(), w.through_batch)
+                }
+            };
+            eprintln!(
+                "{}: {} of {first} (link table version {}; {} of {} files read)",
+                pipeline.name,
+                plural(w.len(), "key", "keys"),
+                w.link_version,
+                w.files_scanned,
+                w.files_total
+            );
+        }
+    }
     if let (Some(name), Since::Batch(n)) = (&args.consumer, &since) {
         if w.through_batch > *n {
             eprintln!(
@@ -121,6 +133,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 fn render(w: &Window, format: Format) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
     let mut out = Vec::new();
     match format {
+        // No key: no table (an empty one prints as `++ / ++`).
+        Format::Table if w.is_empty() => {}
         Format::Table => {
             let text = deltalake::arrow::util::pretty::pretty_format_batches(&w.keys)?;
             out.extend_from_slice(format!("{text}\n").as_bytes());

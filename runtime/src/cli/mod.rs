@@ -1,6 +1,24 @@
 //! One module per verb, each with its options struct and one function returning an
 //! exit code.
 
+/// `println!` to stdout that does not panic when stdout is closed (`dlink-rt schema |
+/// head -1`): what is left to print is dropped and the verb ends as it would.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `print!` to stdout, as [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!($($t)*))
+    };
+}
+
 mod ack;
 mod compact;
 mod consumers;
@@ -18,6 +36,7 @@ mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use dlink_rt::plugin::{PluginHost, Profiler};
@@ -108,7 +127,7 @@ fn exit_code(outcome: Result<(), dlink_rt::Error>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say_error(None, &e);
             ExitCode::from(match e {
                 dlink_rt::Error::Config(_) => EXIT_CONFIG,
                 _ => EXIT_FAILED,
@@ -195,3 +214,74 @@ fn quiet_from_here() {
 
 /// How long the end of a command waits for the runtime's blocking tasks.
 const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Set once stdout is found closed: nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout (see [`outln!`]): a closed stdout (broken pipe) ends the verb's
+/// output, not the verb; another write error is said once on stderr.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("warning: cannot write to stdout ({e}); the rest of the output is dropped");
+        }
+    }
+}
+
+/// `n` and the noun in the number it takes: `1 batch`, `0 batches`, `2 batches`.
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Set when the logs are JSON (`--log-format json`): errors are then log events too.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Says whether the logs are JSON (from `main`, before any verb runs).
+pub fn set_json_logs(on: bool) {
+    JSON_LOGS.store(on, Ordering::Relaxed);
+}
+
+/// Says a verb's error (of `pipeline`, when it is about one): `error: …` on stderr,
+/// or, with `--log-format json`, one ERROR event with `pipeline`, `batch`, `upstream`,
+/// `version` and `kind`, so that every line on stderr is JSON.
+pub(crate) fn say_error(pipeline: Option<&str>, e: &dlink_rt::Error) {
+    let text = e.to_string();
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        let (upstream, version) = e.upstream().map_or((None, None), |(u, v)| (Some(u), v));
+        tracing::error!(
+            pipeline = pipeline.or(e.pipeline()),
+            batch = e.batch_id(),
+            upstream,
+            version,
+            kind = e.kind(),
+            "{text}"
+        );
+        return;
+    }
+    match pipeline {
+        // Most errors name their pipeline already; the others are prefixed.
+        Some(name) if !text.contains(&format!("pipeline '{name}'")) => {
+            eprintln!("error: pipeline '{name}': {text}")
+        }
+        _ => eprintln!("error: {text}"),
+    }
+}
+
+/// [`say_error`] for an error that is only text, of the given `kind`.
+pub(crate) fn say_error_text(kind: &str, text: &dyn std::fmt::Display) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        tracing::error!(kind, "{text}");
+    } else {
+        eprintln!("error: {text}");
+    }
+}

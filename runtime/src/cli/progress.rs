@@ -56,12 +56,12 @@ impl Progress {
     /// One committed batch: its line, and on a terminal its pipeline's bar moved on.
     pub fn batch(&mut self, b: &BatchReport) {
         let Some(bars) = self.bars.as_mut() else {
-            println!("{b}");
+            outln!("{b}");
             return;
         };
         // Printed above the bars (a line a bar redraw would otherwise overwrite).
         if bars.multi.println(b.to_string()).is_err() {
-            println!("{b}");
+            outln!("{b}");
         }
         let Some((bar, rows)) = bars.pipelines.get_mut(&b.pipeline) else {
             return;

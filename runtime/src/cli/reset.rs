@@ -27,6 +27,10 @@ pub struct ResetArgs {
     /// Why, recorded with the reset.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Who resets, recorded with the reset [default: $USER, else $LOGNAME, else the
+    /// process's uid].
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
 }
 
 pub async fn reset(args: ResetArgs) -> ExitCode {
@@ -57,9 +61,7 @@ async fn reset_inner(args: &ResetArgs) -> Result<(), Error> {
             cdf::version_of(u, &t)? + 1
         }
     };
-    let by = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let by = who(args.by.as_deref());
     let mut link = LinkTable::open(&pipeline).await?;
     let before = link.checkpoint().await?.done.get(&u.name).map(|d| d + 1);
     let version = link
@@ -69,9 +71,24 @@ async fn reset_inner(args: &ResetArgs) -> Result<(), Error> {
         || format!("start_version {}", u.start_version),
         |v| format!("version {v}"),
     );
-    println!(
+    outln!(
         "{}: upstream '{}' will be read from version {next} (was {from}); recorded by {by} in link table version {version}",
         pipeline.name, u.name
     );
     Ok(())
+}
+
+/// Who a reset is recorded as: `--by`, else `$USER`, else `$LOGNAME`, else the uid
+/// (a container often sets neither variable).
+fn who(by: Option<&str>) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let named = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+    by.map(str::to_string)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| named("USER"))
+        .or_else(|| named("LOGNAME"))
+        .unwrap_or_else(|| match std::fs::metadata("/proc/self") {
+            Ok(m) => format!("uid {} (no --by, USER or LOGNAME)", m.uid()),
+            Err(_) => "someone (no --by, USER or LOGNAME)".into(),
+        })
 }

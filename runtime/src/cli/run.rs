@@ -82,7 +82,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
     let mut pipeline = match Pipeline::load(&args.pipeline) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            super::say_error_text("config", &e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -90,7 +90,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         pipeline.max_batches = args.max_batches;
     }
     if !pipeline.enabled {
-        println!(
+        outln!(
             "{}: disabled (enabled = false in {}); nothing to do",
             pipeline.name,
             pipeline.file.display()
@@ -105,7 +105,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         }
     };
     if args.follow {
-        println!(
+        outln!(
             "{}: following (polling every {}, watching {}); Ctrl-C to stop",
             pipeline.name,
             humantime::format_duration(args.interval),
@@ -122,7 +122,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
             Arc::new(host),
             follow_options(&args),
             monitor,
-            |b| println!("{b}"),
+            |b| outln!("{b}"),
             stop.clone(),
             None,
         );
@@ -130,7 +130,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
             None => abandoned(),
             Some(Ok(())) => ExitCode::SUCCESS,
             Some(Err(e)) => {
-                eprintln!("error: {e}");
+                super::say_error(Some(&pipeline.name), &e);
                 ExitCode::from(EXIT_FAILED)
             }
         };
@@ -158,7 +158,7 @@ async fn listen(args: &RunArgs, monitor: &Arc<Monitor>) -> Option<CancellationTo
     if let Some(addr) = args.listen {
         match dlink_rt::service::http::serve(addr, monitor.clone(), stop.clone()).await {
             Ok((bound, _task)) => {
-                println!("listening on http://{bound} (/metrics, /healthz, /status)")
+                outln!("listening on http://{bound} (/metrics, /healthz, /status)")
             }
             Err(e) => {
                 eprintln!("error: cannot listen on {addr}: {e}");
@@ -188,7 +188,7 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     let Some(stop) = listen(&args, &monitor).await else {
         return ExitCode::from(EXIT_FAILED);
     };
-    println!(
+    outln!(
         "following the pipelines of {} (polling every {}, rescanning the folder every {}); Ctrl-C to stop",
         args.pipeline.display(),
         humantime::format_duration(args.interval),
@@ -204,13 +204,13 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
         host,
         opts,
         monitor,
-        Arc::new(|b| println!("{b}")),
+        Arc::new(|b| outln!("{b}")),
         stop.clone(),
     );
     if within_grace(&stop, service).await.is_none() {
         return abandoned();
     }
-    println!("stopped: every pipeline finished its current batch");
+    outln!("stopped: every pipeline finished its current batch");
     ExitCode::SUCCESS
 }
 
@@ -273,9 +273,9 @@ pub async fn run_to_end(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Er
     progress.finish();
     let summary = summary?;
     if let Some(why) = &summary.yielded {
-        println!("{}: {why}", pipeline.name);
+        outln!("{}: {why}", pipeline.name);
     } else if summary.batches.is_empty() {
-        println!("{}: up to date, nothing committed", pipeline.name);
+        outln!("{}: up to date, nothing committed", pipeline.name);
     }
     Ok(())
 }
@@ -293,12 +293,12 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
         }
     };
     for p in &problems {
-        eprintln!("error: {p}");
+        super::say_error_text("config", p);
     }
     if let Some(shard) = args.shard {
         let all = pipelines.len();
         pipelines.retain(|p| shard.has(&p.name));
-        println!(
+        outln!(
             "shard {shard}: {} of the folder's {all} enabled pipelines",
             pipelines.len()
         );
@@ -329,15 +329,15 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
             Ok(s) => batches += s.batches.len(),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: pipeline '{name}': {e}");
+                super::say_error(Some(name), e);
             }
         }
     }
     let reads = outcome.reads;
-    println!(
-        "{} pipelines: {} batches committed, {failed} failed, {} not loaded; change-feed reads: {} for {} requested ({} shared); table opens: {} for {} in {} ms",
-        pipelines.len(),
-        batches,
+    outln!(
+        "{}: {} committed, {failed} failed, {} not loaded; change-feed reads: {} for {} requested ({} shared); table opens: {} for {} in {} ms",
+        super::plural(pipelines.len(), "pipeline", "pipelines"),
+        super::plural(batches, "batch", "batches"),
         problems.len(),
         reads.performed,
         reads.requested,
@@ -377,7 +377,7 @@ pub fn load_folder(dir: &std::path::Path) -> Result<(Vec<Pipeline>, Vec<String>)
     let mut problems = Vec::new();
     for f in files {
         match Pipeline::load_with_catalog(&f, &catalog) {
-            Ok(p) if !p.enabled => println!("{}: disabled ({})", p.name, f.display()),
+            Ok(p) if !p.enabled => outln!("{}: disabled ({})", p.name, f.display()),
             Ok(p) => {
                 if let Some(other) = pipelines
                     .iter()

@@ -42,7 +42,7 @@ pub fn schema(args: SchemaArgs) -> ExitCode {
                 eprintln!("error: cannot write {}: {e}", path.display());
                 return ExitCode::from(EXIT_FAILED);
             }
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
         return ExitCode::SUCCESS;
     }
@@ -53,7 +53,7 @@ pub fn schema(args: SchemaArgs) -> ExitCode {
     };
     match serde_json::to_string_pretty(&value) {
         Ok(t) => {
-            println!("{t}");
+            outln!("{t}");
             ExitCode::SUCCESS
         }
         Err(e) => {

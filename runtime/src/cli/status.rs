@@ -29,9 +29,9 @@ pub async fn status(args: StatusArgs) -> ExitCode {
     let list: Vec<PipelineStatus> =
         futures::future::join_all(pipelines.iter().map(status::of)).await;
     if args.json {
-        println!("{}", serde_json::json!({ "pipelines": list }));
+        outln!("{}", serde_json::json!({ "pipelines": list }));
     } else {
-        print!("{}", render(&list));
+        out!("{}", render(&list));
     }
     ExitCode::SUCCESS
 }

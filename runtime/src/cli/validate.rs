@@ -57,14 +57,14 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
     for p in &problems {
         eprintln!("{p}");
     }
-    println!(
-        "{} pipelines checked in {} ms: {}",
-        pipelines.len(),
+    outln!(
+        "{} checked in {} ms: {}",
+        super::plural(pipelines.len(), "pipeline", "pipelines"),
         started.elapsed().as_millis(),
         if problems.is_empty() {
             "all valid".to_string()
         } else {
-            format!("{} problem(s)", problems.len())
+            super::plural(problems.len(), "problem", "problems")
         }
     );
     if problems.is_empty() {
@@ -114,7 +114,7 @@ async fn check_pipeline(
     match &p.derivation {
         Derivation::Plugin(spec) => {
             match check_plugin(host, p, spec, schemas, table_schemas).await {
-                Ok(Some(contract)) => println!(
+                Ok(Some(contract)) => outln!(
                     "pipeline '{}': plugin {} speaks {contract}; init accepted the pipeline",
                     p.name,
                     spec.path.display()

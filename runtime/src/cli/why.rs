@@ -178,7 +178,7 @@ fn render_batch(s: &mut String, b: &BatchWhy) {
 fn render_upstream(s: &mut String, u: &UpstreamWhy) {
     let range = match (u.start_version, u.end_version) {
         (Some(a), Some(z)) if a == z => format!("version {a}"),
-        (Some(a), Some(z)) => format!("versions {a}..={z}"),
+        (Some(a), Some(z)) => format!("versions {a} to {z}"),
         _ => "no new version".to_string(),
     };
     let _ = writeln!(

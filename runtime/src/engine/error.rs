@@ -113,6 +113,14 @@ impl Error {
         }
     }
 
+    /// The pipeline the error names, if it names one.
+    pub fn pipeline(&self) -> Option<&str> {
+        match self {
+            Error::Batch { pipeline, .. } | Error::PluginLoad { pipeline, .. } => Some(pipeline),
+            _ => None,
+        }
+    }
+
     /// The batch the error is about, if any.
     pub fn batch_id(&self) -> Option<i64> {
         match self {

@@ -32,10 +32,10 @@ pub struct Stages {
     pub commit: std::time::Duration,
 }
 
-impl std::fmt::Display for BatchReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ranges = self
-            .upstreams
+impl BatchReport {
+    /// Each upstream's versions: `employee v2..3, department -`.
+    pub fn ranges(&self) -> String {
+        self.upstreams
             .iter()
             .map(|u| match u.range {
                 Some((s, e)) if s == e => format!("{} v{s}", u.name),
@@ -43,7 +43,13 @@ impl std::fmt::Display for BatchReport {
                 None => format!("{} -", u.name),
             })
             .collect::<Vec<_>>()
-            .join(", ");
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for BatchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ranges = self.ranges();
         write!(
             f,
             "{} batch {}: {ranges} | {} change rows | {} keys | {} ms",

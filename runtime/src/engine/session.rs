@@ -199,7 +199,7 @@ impl Session {
         stages.commit = lap.next();
         test_pause("after-commit", batch_id);
         self.advance(&read.plan, batch_id);
-        Ok(BatchReport {
+        let report = BatchReport {
             pipeline: pipeline.name.clone(),
             batch_id,
             change_rows: read.ranges.iter().map(|r| r.change_rows).sum(),
@@ -208,7 +208,22 @@ impl Session {
             link_version,
             millis: started.elapsed().as_millis(),
             stages,
-        })
+        };
+        tracing::info!(
+            pipeline = %pipeline.name,
+            batch = batch_id,
+            upstreams = %report.ranges(),
+            change_rows = report.change_rows,
+            keys = report.keys,
+            ms = report.millis as u64,
+            link_version,
+            plugin_sha256 = %derived.sha256,
+            contract = %derived
+                .contract
+                .map_or_else(|| "none (SQL)".to_string(), |c| c.to_string()),
+            "batch committed"
+        );
+        Ok(report)
     }
 
     /// The plan stage (no IO): at most `batch_size` versions per pending upstream.

@@ -292,7 +292,7 @@ impl Compactor {
                     "{}: compacted the link table: removed batches {}, {} -> {} files, vacuumed {} files, in {:.2}s",
                     p.name,
                     r.removed_batches
-                        .map_or_else(|| "none".to_string(), |(a, b)| format!("{a}..={b}")),
+                        .map_or_else(|| "none".to_string(), |(a, b)| format!("{a} to {b}")),
                     r.files_before,
                     r.files_after,
                     r.vacuumed_files,

@@ -47,7 +47,7 @@ pub enum CommitError {
     /// A window starts before the oldest batch the change log still holds: retention
     /// (`dlink-rt compact`) removed the batches in between.
     #[error(
-        "link table {uri} of pipeline '{pipeline}': {reader} reads the batches after batch {}, but batches {first_missing}..={through} \
+        "link table {uri} of pipeline '{pipeline}': {reader} reads the batches after batch {}, but batches {first_missing} to {through} \
          were removed by retention (`[link] retain`, `dlink-rt compact`); the oldest batch kept is {}. \
          Their keys cannot be read any more: reprocess the keys from the source if you need them, then {way_out}",
         first_missing - 1, through + 1

@@ -174,7 +174,7 @@ fn log_gap(text: &str) -> Option<String> {
         )
     } else {
         format!(
-            "the entries of versions {}..={} (_delta_log/{:020}.json to {:020}.json) are missing",
+            "the entries of versions {} to {} (_delta_log/{:020}.json to {:020}.json) are missing",
             before + 1,
             after.saturating_sub(1),
             before + 1,

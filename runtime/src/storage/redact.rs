@@ -91,18 +91,18 @@ impl Write for RedactingStderr {
 
 /// Sets up the process's logs on stderr (what `dlink-rt` and `dlink-bench` call first):
 /// `filter` (`--log`, `DLINK_LOG`) or warnings, one JSON object per event with `json`
-/// (its fields as keys, for log shippers), storage secrets redacted. deltalake's MERGE
+/// (its fields as keys, for log shippers), storage secrets redacted, colour only when
+/// stderr is a terminal and `NO_COLOR` is not set. A bare level in the filter (`info`,
+/// `debug`) is dlink-rt's own: the libraries under it stay at warnings unless the
+/// filter names them (`info,deltalake_core=debug`), so that `--log info` shows
+/// dlink-rt's events, not deltalake's internals (see [`log_filter`]). deltalake's MERGE
 /// warns about a missing file metric on every commit, and its commit loop logs a lost
 /// race (which dlink-rt handles and reports itself, with the pipeline and batch) as an
 /// ERROR: both are quieter by default.
 pub fn init_logs(json: bool, filter: Option<&str>) {
-    let default = || {
-        tracing_subscriber::EnvFilter::new(
-            "warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off",
-        )
-    };
+    let default = || tracing_subscriber::EnvFilter::new(log_filter("warn"));
     let filter = match filter {
-        Some(f) => tracing_subscriber::EnvFilter::try_new(f).unwrap_or_else(|e| {
+        Some(f) => tracing_subscriber::EnvFilter::try_new(log_filter(f)).unwrap_or_else(|e| {
             eprintln!(
                 "warning: --log / DLINK_LOG '{f}' is not a log filter ({e}); showing warnings"
             );
@@ -110,8 +110,11 @@ pub fn init_logs(json: bool, filter: Option<&str>) {
         }),
         None => default(),
     };
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(RedactingStderr);
     if json {
         logs.json().flatten_event(true).init();
@@ -120,9 +123,80 @@ pub fn init_logs(json: bool, filter: Option<&str>) {
     }
 }
 
+/// The crates whose events a bare level of `--log` is about.
+const OWN_TARGETS: [&str; 2] = ["dlink_rt", "dlink_bench"];
+
+/// `--log`'s filter as given to `tracing`: a bare level (a directive without a target)
+/// applies to dlink-rt's own crates, other crates stay at `warn` unless a directive
+/// names them, and deltalake's two noisy events stay quiet unless named.
+pub fn log_filter(given: &str) -> String {
+    let directives: Vec<&str> = given
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let is_bare = |d: &&str| !d.contains('=') && !d.contains('[') && !d.contains(':');
+    let mut out = vec!["warn".to_string()];
+    for d in &directives {
+        if is_bare(d) {
+            // Not for a crate of ours that a directive names itself.
+            let own = OWN_TARGETS
+                .iter()
+                .filter(|t| !directives.iter().any(|o| o.starts_with(*t) && !is_bare(o)));
+            out.extend(own.map(|t| format!("{t}={d}")));
+        } else {
+            out.push(d.to_string());
+        }
+    }
+    let names = |target: &str| directives.iter().any(|d| d.starts_with(target));
+    for quiet in [
+        "deltalake_core::operations::merge=error",
+        "deltalake_core::kernel::transaction=off",
+    ] {
+        let target = quiet.split('=').next().unwrap_or(quiet);
+        if !names(target) && !names("deltalake_core=") && !names("deltalake_core,") {
+            out.push(quiet.to_string());
+        }
+    }
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_level_is_dlink_rts_and_named_crates_keep_theirs() {
+        let f = log_filter("info");
+        assert!(f.starts_with("warn,dlink_rt=info,dlink_bench=info"), "{f}");
+        assert!(f.contains("deltalake_core::kernel::transaction=off"), "{f}");
+        let f = log_filter("debug,deltalake_core=trace");
+        assert!(
+            f.contains("dlink_rt=debug") && f.contains("deltalake_core=trace"),
+            "{f}"
+        );
+        assert!(!f.contains("transaction=off"), "named deltalake_core: {f}");
+        let f = log_filter("warn,dlink_rt=debug");
+        assert_eq!(
+            f,
+            "warn,dlink_bench=warn,dlink_rt=debug,\
+             deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off"
+        );
+        // Every filter it makes is one tracing takes.
+        for given in [
+            "info",
+            "debug",
+            "trace,hyper=info",
+            "off",
+            "warn,dlink_rt::engine=trace",
+        ] {
+            let f = log_filter(given);
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(&f).is_ok(),
+                "{given} -> {f}"
+            );
+        }
+    }
 
     #[test]
     fn user_info_of_urls_is_hidden() {

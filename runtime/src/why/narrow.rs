@@ -446,7 +446,7 @@ fn note_sets(
     found
 }
 
-/// Versions as `a..=b` runs.
+/// Versions as `a-b` runs: `1-3, 5, 7-8`.
 pub(super) fn list_versions(vs: &BTreeSet<i64>) -> String {
     let mut runs: Vec<(i64, i64)> = Vec::new();
     for v in vs {
@@ -460,7 +460,7 @@ pub(super) fn list_versions(vs: &BTreeSet<i64>) -> String {
             if s == e {
                 s.to_string()
             } else {
-                format!("{s}..={e}")
+                format!("{s}-{e}")
             }
         })
         .collect::<Vec<_>>()

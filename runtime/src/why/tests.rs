@@ -187,5 +187,5 @@ fn why_keeps_an_updates_images_together() {
 #[test]
 fn why_lists_versions_as_runs() {
     let vs: BTreeSet<i64> = [1, 2, 3, 5, 7, 8].into_iter().collect();
-    assert_eq!(list_versions(&vs), "1..=3, 5, 7..=8");
+    assert_eq!(list_versions(&vs), "1-3, 5, 7-8");
 }

@@ -1,0 +1,201 @@
+//! What an operator sees: output into a closed pipe, JSON logs of a failing run, what
+//! `--log info` shows, and the wording of counts, ranges and empty results.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{dlink, plugin, sp_tables, text, Workspace};
+use serde_json::{json, Value};
+
+/// Runs `cmd` with its stdout a pipe whose reader is already gone (`| head -0`): the
+/// first write fails with a broken pipe.
+fn into_a_closed_pipe(cmd: &mut Command) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let child = cmd
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run dlink-rt");
+    child.wait_with_output().expect("wait for dlink-rt")
+}
+
+async fn sp_workspace() -> (Workspace, std::path::PathBuf) {
+    let ws = Workspace::new();
+    sp_tables(
+        &ws,
+        json!([[1, "a", "DE"], [2, "b", "FR"], [3, "c", "JP"]]),
+        json!([[1, 10, 1]]),
+    )
+    .await;
+    let p = ws.sp_pipeline(100);
+    (ws, p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verbs_writing_into_a_closed_pipe_do_not_panic() {
+    let (ws, p) = sp_workspace().await;
+    ws.run_ok(&p);
+    let cases: Vec<Vec<String>> = vec![
+        vec!["schema".into()],
+        vec![
+            "status".into(),
+            ws.path().display().to_string(),
+            "--json".into(),
+        ],
+        vec!["status".into(), p.display().to_string()],
+        vec!["graph".into(), ws.path().display().to_string()],
+        vec!["run".into(), p.display().to_string()],
+        vec!["validate".into(), p.display().to_string()],
+    ];
+    for args in cases {
+        let o = into_a_closed_pipe(dlink().args(&args));
+        let (_, err) = text(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            o.status.success(),
+            "{args:?}: exit {:?}: {err}",
+            o.status.code()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_run_with_json_logs_writes_only_json_with_one_error_event() {
+    let (ws, _) = sp_workspace().await;
+    let p = ws.pipeline(
+        "bad",
+        "bad",
+        &["spmaster", "affiliation"],
+        &plugin("panic_on_derive"),
+        "diasng_id",
+        100,
+    );
+    let o = dlink()
+        .args(["run", "--log-format", "json"])
+        .arg(&p)
+        .output()
+        .expect("run dlink-rt");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let events: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{err}")))
+        .collect();
+    let errors: Vec<&Value> = events.iter().filter(|e| e["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    let e = errors[0];
+    assert_eq!(e["pipeline"], "bad", "{e}");
+    assert_eq!(e["batch"], 1, "{e}");
+    assert_eq!(e["kind"], "plugin", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_info_shows_dlink_rts_events_without_colour_and_each_committed_batch() {
+    let (_ws, p) = sp_workspace().await;
+    let o = dlink()
+        .args(["run", "--log", "info", "--log-format", "json"])
+        .arg(&p)
+        .output()
+        .expect("run dlink-rt");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let events: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let foreign: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            !e["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("dlink_rt"))
+        })
+        .filter(|e| e["level"] == "INFO" || e["level"] == "DEBUG")
+        .collect();
+    assert!(foreign.is_empty(), "other crates at info: {foreign:?}");
+    let committed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "batch committed")
+        .collect();
+    assert_eq!(committed.len(), 1, "{err}");
+    let c = committed[0];
+    assert_eq!(c["pipeline"], "sp_affiliation", "{c}");
+    assert_eq!(c["batch"], 1, "{c}");
+    assert_eq!(c["keys"], 3, "{c}");
+    assert!(
+        c["upstreams"]
+            .as_str()
+            .is_some_and(|u| u.contains("spmaster v0")),
+        "{c}"
+    );
+    assert_eq!(c["plugin_sha256"].as_str().map(str::len), Some(64), "{c}");
+    // Text logs into a file (a pipe here) carry no colour codes.
+    let o = dlink()
+        .args(["run", "--log", "debug"])
+        .arg(&p)
+        .output()
+        .expect("run dlink-rt");
+    let (_, err) = text(&o);
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_and_ranges_read_as_english() {
+    let (ws, p) = sp_workspace().await;
+    let out = ws.run_ok(ws.path());
+    assert!(out.contains("1 pipeline: 1 batch committed"), "{out}");
+    let o = dlink().arg("validate").arg(&p).output().expect("validate");
+    let (out, err) = text(&o);
+    assert!(out.contains("1 pipeline checked"), "{out}{err}");
+    // Nothing after the last batch: no empty table, plain words.
+    let o = dlink()
+        .args(["keys", "--since-batch", "1"])
+        .arg(&p)
+        .output()
+        .expect("keys");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!out.contains("++"), "an empty table: {out}");
+    assert!(err.contains("nothing new"), "{err}");
+    let o = dlink()
+        .args(["keys", "--since-batch", "0"])
+        .arg(&p)
+        .output()
+        .expect("keys");
+    let (_, err) = text(&o);
+    assert!(err.contains("3 keys of batch 1 "), "{err}");
+    assert!(!err.contains("..="), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_without_user_records_who_ran_it() {
+    let (ws, p) = sp_workspace().await;
+    ws.run_ok(&p);
+    let o = dlink()
+        .args(["reset", "--upstream", "spmaster", "--to-latest"])
+        .arg(&p)
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("reset");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("recorded by uid "), "{out}");
+    let o = dlink()
+        .args([
+            "reset",
+            "--upstream",
+            "spmaster",
+            "--to-latest",
+            "--by",
+            "oncall-7",
+        ])
+        .arg(&p)
+        .output()
+        .expect("reset");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("recorded by oncall-7"), "{out}");
+}
