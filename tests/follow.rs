@@ -109,13 +109,26 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
     );
     assert_eq!(keys_of_batch(&p, 4).await, set(&[4]));
 
+    // The running file put back (after the rejected one): not a swap, so v2 is still
+    // in effect since batch 3. (The watcher polls every 100 ms; a second is ten polls.)
+    install(&live, &v2);
+    std::thread::sleep(Duration::from_secs(1));
+    sp.insert(json!([[6, "f", "BR"]])).await.unwrap();
+    wait_for(&out, "sp_affiliation batch 5:", &mut o);
+    let meta = last_commit_plugin(&p).await;
+    assert_eq!(meta["sha256"], sha(&v2));
+    assert_eq!(
+        meta["active_since_batch"], 3,
+        "putting v2 back is not a swap"
+    );
+
     // A plugin that fails a batch: the pipeline stops at that batch ...
     let bad = std::fs::read(plugin("wrong_output_schema")).unwrap();
     install(&live, &bad);
     wait_for(&err, &format!("({}) ready", &sha(&bad)[..12]), &mut e);
     let before = link_state(&p).await.unwrap();
     sp.insert(json!([[5, "e", "NG"]])).await.unwrap();
-    wait_for(&err, "pipeline 'sp_affiliation', batch 5, plugin", &mut e);
+    wait_for(&err, "pipeline 'sp_affiliation', batch 6, plugin", &mut e);
     wait_for(&err, "waiting for a new version", &mut e);
     assert_eq!(
         link_state(&p).await.unwrap(),
@@ -125,11 +138,11 @@ async fn follow_runs_batches_as_commits_arrive_and_hot_swaps_the_plugin() {
     // ... and the next version of the file is tried on the same batch.
     let v3 = new_version_of(&good, "v3");
     install(&live, &v3);
-    wait_for(&out, "sp_affiliation batch 5:", &mut o);
-    assert_eq!(keys_of_batch(&p, 5).await, set(&[5]));
+    wait_for(&out, "sp_affiliation batch 6:", &mut o);
+    assert_eq!(keys_of_batch(&p, 6).await, set(&[5]));
     let meta = last_commit_plugin(&p).await;
     assert_eq!(meta["sha256"], sha(&v3));
-    assert_eq!(meta["active_since_batch"], 5);
+    assert_eq!(meta["active_since_batch"], 6);
 
     // SIGTERM stops it cleanly.
     let pid = follower.0.id().to_string();

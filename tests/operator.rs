@@ -198,4 +198,70 @@ async fn a_reset_without_user_records_who_ran_it() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("recorded by oncall-7"), "{out}");
+    // `status` says the last reset in words, not as the commit's JSON.
+    let o = dlink().arg("status").arg(&p).output().expect("status");
+    let (out, err) = text(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("last reset"))
+        .unwrap_or_else(|| panic!("no last reset in:\n{out}{err}"));
+    assert!(
+        line.contains("spmaster from version 1 (was 1) by oncall-7 at "),
+        "{line}"
+    );
+    assert!(!line.contains('{'), "{line}");
+}
+
+/// "In effect since batch N" survives a restart with the same plugin (or query): the
+/// second process goes on from what the link table recorded, not from its own first
+/// batch; a different file starts again.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_effect_since_survives_a_restart_with_the_same_plugin() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(
+        &ws,
+        json!([[1, "a", "DE"], [2, "b", "FR"]]),
+        json!([[1, 10, 1]]),
+    )
+    .await;
+    let p = ws.sp_pipeline(100);
+    let sql = ws.sp_pipeline(100).with_file_name("sql.toml");
+    std::fs::copy(&p, &sql).unwrap();
+    let text = std::fs::read_to_string(&sql)
+        .unwrap()
+        .replace("links/sp", "links/sql");
+    std::fs::write(&sql, text).unwrap();
+    common::to_sql(
+        &sql,
+        "SELECT diasng_id, 'spmaster' AS _upstream FROM spmaster_changes",
+    );
+    let since = |file: std::path::PathBuf| async move {
+        common::link_commit_metadata(&file).await[0]["plugin"]["active_since_batch"].clone()
+    };
+    for file in [&p, &sql] {
+        ws.run_ok(file);
+        assert_eq!(since(file.clone()).await, 1, "{}", file.display());
+    }
+    sp.insert(json!([[3, "c", "JP"]])).await.unwrap();
+    for file in [&p, &sql] {
+        ws.run_ok(file);
+        assert_eq!(
+            since(file.clone()).await,
+            1,
+            "{}: same file, new process",
+            file.display()
+        );
+    }
+    // Another plugin file: in effect since its first batch.
+    let other = ws.path().join("other.wasm");
+    common::install(
+        &other,
+        &common::new_version_of(&std::fs::read(plugin("sp_affiliation")).unwrap(), "x"),
+    );
+    let text = std::fs::read_to_string(&p).unwrap();
+    let path = plugin("sp_affiliation").display().to_string();
+    std::fs::write(&p, text.replace(&path, &other.display().to_string())).unwrap();
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap();
+    ws.run_ok(&p);
+    assert_eq!(since(p.clone()).await, 3, "a new plugin file");
 }

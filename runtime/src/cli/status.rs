@@ -101,7 +101,7 @@ fn render(list: &[PipelineStatus]) -> String {
             )),
         }
         if let Some(r) = &p.last_reset {
-            out.push_str(&format!("  last reset: {r}\n"));
+            out.push_str(&format!("  last reset: {}\n", describe_reset(r)));
         }
         for u in &p.upstreams {
             match &u.error {
@@ -119,4 +119,34 @@ fn render(list: &[PipelineStatus]) -> String {
         }
     }
     out
+}
+
+/// A reset as its commit metadata records it, in words: `spmaster from version 42
+/// (was 37; versions 37 to 41 skipped) by ana at 2026-12-07T10:00:00+00:00: CDF was off`.
+fn describe_reset(r: &serde_json::Value) -> String {
+    let text = |k: &str| r.get(k).and_then(|v| v.as_str());
+    let int = |k: &str| r.get(k).and_then(|v| v.as_i64());
+    let mut s = format!(
+        "{} from version {}",
+        text("upstream").unwrap_or("?"),
+        int("to_next_version").map_or("?".into(), |v| v.to_string())
+    );
+    match (int("from_next_version"), r.get("skipped_versions")) {
+        (Some(was), Some(serde_json::Value::Array(v))) if v.len() == 2 => s.push_str(&format!(
+            " (was {was}; versions {} to {} skipped)",
+            v[0], v[1]
+        )),
+        (Some(was), _) => s.push_str(&format!(" (was {was})")),
+        (None, _) => s.push_str(" (before its first batch)"),
+    }
+    if let Some(by) = text("by") {
+        s.push_str(&format!(" by {by}"));
+    }
+    if let Some(at) = text("at") {
+        s.push_str(&format!(" at {at}"));
+    }
+    if let Some(why) = text("reason") {
+        s.push_str(&format!(": {why}"));
+    }
+    s
 }

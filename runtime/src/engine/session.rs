@@ -50,6 +50,10 @@ pub(crate) struct Session {
     open_time: Option<Duration>,
     /// Once cancelled, no new batch starts (the running one finishes).
     stop: Option<tokio_util::sync::CancellationToken>,
+    /// Whether the plugin (or query) the last committed batch recorded was looked up
+    /// (a process that starts with the same file goes on counting "in effect since"
+    /// from there).
+    looked_up_record: bool,
 }
 
 impl Session {
@@ -86,6 +90,7 @@ impl Session {
             first_batch: checkpoint.batch_id + 1,
             open_time: Some(started.elapsed()),
             stop: None,
+            looked_up_record: false,
         })
     }
 
@@ -146,6 +151,26 @@ impl Session {
         summary: &mut RunSummary,
         on_batch: &mut impl FnMut(&BatchReport),
     ) -> Result<()> {
+        if !self.looked_up_record {
+            // Once per session: what the last committed batch recorded of its plugin.
+            self.looked_up_record = true;
+            let recorded = match self.batch_id {
+                0 => None,
+                b => self
+                    .link
+                    .batch_record(b)
+                    .await
+                    .and_then(|m| Some((m.plugin_sha256?, m.plugin_active_since?))),
+            };
+            if let (crate::config::Derivation::Sql { query }, Some((sha, since))) =
+                (&pipeline.derivation, &recorded)
+            {
+                if *sha == crate::plugin::sha256_hex(query.as_bytes()) {
+                    self.first_batch = *since;
+                }
+            }
+            slot.recorded(recorded);
+        }
         let mut deriver = Deriver::of(pipeline, host, slot, self.first_batch);
         while self.pending() && !self.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
             if pipeline

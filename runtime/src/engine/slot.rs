@@ -19,6 +19,9 @@ pub struct PluginSlot {
     active_since: Option<i64>,
     /// New instances (compiled, instantiated and `init`-ed off the batch path).
     incoming: Option<tokio::sync::mpsc::Receiver<Plugin>>,
+    /// The plugin SHA-256 the link table's last batch recorded and the batch since
+    /// which it was in effect (see [`PluginSlot::recorded`]).
+    recorded: Option<(String, i64)>,
 }
 
 impl PluginSlot {
@@ -35,6 +38,14 @@ impl PluginSlot {
         self.current.as_ref().map(|p| p.sha256.as_str())
     }
 
+    /// What the link table's last batch recorded of its plugin: its SHA-256 and the
+    /// batch since which it had been in effect. A first instance of the same file
+    /// takes effect from that batch, not from this process's first, so that "in effect
+    /// since" survives restarts.
+    pub(crate) fn recorded(&mut self, recorded: Option<(String, i64)>) {
+        self.recorded = recorded;
+    }
+
     /// Swaps in the newest waiting instance, if any, to take effect at `batch_id`.
     pub(crate) fn swap_in(&mut self, pipeline: &str, batch_id: i64) {
         let Some(rx) = self.incoming.as_mut() else {
@@ -45,9 +56,16 @@ impl PluginSlot {
             newest = Some(p);
         }
         if let Some(p) = newest {
+            if self.sha256() == Some(p.sha256.as_str()) {
+                // The same file put back (or touched): not a swap.
+                tracing::debug!(pipeline, sha256 = %p.sha256, "the plugin file is the running one; nothing to swap");
+                tokio::task::spawn_blocking(move || drop(p));
+                return;
+            }
             let started = Instant::now();
             let old = self.current.replace(p);
             self.active_since = Some(batch_id);
+            self.recorded = None;
             // Unmapping the old instance's memory takes milliseconds: not on the batch path.
             if let Some(old) = old {
                 tokio::task::spawn_blocking(move || drop(old));
@@ -76,7 +94,11 @@ impl PluginSlot {
             Some(p) => p,
             empty => empty.insert(load.await?),
         };
-        Ok((plugin, *self.active_since.get_or_insert(batch_id)))
+        let since = match &self.recorded {
+            Some((sha, since)) if *sha == plugin.sha256 => *since,
+            _ => batch_id,
+        };
+        Ok((plugin, *self.active_since.get_or_insert(since)))
     }
 
     /// Drops the running instance (a new one is made for the next batch).
@@ -91,6 +113,7 @@ impl PluginSlot {
         let p = rx.recv().await?;
         self.current = Some(p);
         self.active_since = None;
+        self.recorded = None;
         Some(())
     }
 }

@@ -522,6 +522,23 @@ impl LinkTable {
     /// (skipping or re-reading versions), recording in the commit metadata what was
     /// skipped, by whom and when. The batch id does not change. Returns the link
     /// table's new version.
+    /// The commit metadata of batch `batch_id`, looked for among the newest commits
+    /// (it is usually the newest; acks, resets and compactions may follow it); `None`
+    /// when it is not found there or the log cannot be read.
+    pub async fn batch_record(&self, batch_id: i64) -> Option<meta::BatchMeta> {
+        const SEARCHED: u64 = 50;
+        let table = self.table.as_ref()?;
+        let latest = table.version()?;
+        let log = table.log_store();
+        for v in (latest.saturating_sub(SEARCHED)..=latest).rev() {
+            let bytes = log.read_commit_entry(v).await.ok()??;
+            if let Some(m) = meta::batch_meta(&bytes).filter(|m| m.batch_id == batch_id) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
     pub async fn reset(
         &mut self,
         upstream: &str,

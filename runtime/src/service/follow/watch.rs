@@ -58,6 +58,9 @@ pub(super) async fn watch(
     events: Arc<dyn FollowEvents>,
 ) {
     let path: PathBuf = spec.path.clone();
+    // `known`: the version sent to run (at first the running one); `seen`: the last
+    // version looked at (a rejected one is not tried again until the file changes).
+    let mut seen = known.clone();
     let mut poll = FilePoll {
         last_stamp: source::stamp(&spec).await.ok(),
         failing: None,
@@ -68,10 +71,19 @@ pub(super) async fn watch(
             continue;
         };
         let sha = sha256_hex(&bytes);
-        if sha == known {
+        if sha == seen {
             continue;
         }
-        known = sha.clone();
+        seen = sha.clone();
+        if sha == known {
+            // The running file put back (after a rejected one, or touched): no swap.
+            tracing::debug!(
+                pipeline = %pipeline.name,
+                sha256 = %sha,
+                "the plugin file is the running version again; nothing to swap"
+            );
+            continue;
+        }
         let started = Instant::now();
         match load_new(&pipeline, &spec, &host, bytes).await {
             Ok(plugin) => {
@@ -87,6 +99,7 @@ pub(super) async fn watch(
                     started.elapsed().as_millis()
                 );
                 events.swapped(&pipeline.name, &sha);
+                known = sha;
                 if tx.send(plugin).await.is_err() {
                     return;
                 }
