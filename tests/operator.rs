@@ -265,3 +265,76 @@ async fn in_effect_since_survives_a_restart_with_the_same_plugin() {
     ws.run_ok(&p);
     assert_eq!(since(p.clone()).await, 3, "a new plugin file");
 }
+
+/// `history`: the committed batches newest first, with what their commits recorded;
+/// `--last` bounds them, `--json` gives the same as objects; resets are not batches.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_lists_the_committed_batches_newest_first() {
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
+    let p = ws.sp_pipeline(1);
+    let o = dlink().arg("history").arg(&p).output().expect("history");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("no batch committed yet"), "{out}");
+    ws.run_ok(&p);
+    sp.insert(json!([[2, "b", "FR"], [3, "c", "JP"]]))
+        .await
+        .unwrap();
+    ws.run_ok(&p);
+    // A reset between batches is not listed.
+    let o = dlink()
+        .args([
+            "reset",
+            "--upstream",
+            "affiliation",
+            "--to-latest",
+            "--by",
+            "t",
+        ])
+        .arg(&p)
+        .output()
+        .expect("reset");
+    assert!(o.status.success(), "{}", text(&o).1);
+    sp.insert(json!([[4, "d", "US"]])).await.unwrap();
+    ws.run_ok(&p);
+
+    let o = dlink()
+        .args(["history", "--last", "2", "--json"])
+        .arg(&p)
+        .output()
+        .expect("history");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: Value = serde_json::from_str(&out).expect("one JSON object");
+    let batches = v["batches"].as_array().expect("batches");
+    assert_eq!(batches.len(), 2, "{out}");
+    assert_eq!(batches[0]["batch"], 3, "{out}");
+    assert_eq!(batches[1]["batch"], 2, "{out}");
+    // Batch 2: spmaster's version 1 (two inserts), two keys.
+    let b2 = &batches[1];
+    assert_eq!(b2["keys"], 2, "{b2}");
+    assert_eq!(b2["change_rows"], 2, "{b2}");
+    let sp_range = b2["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["upstream"] == "spmaster")
+        .expect("spmaster");
+    assert_eq!(sp_range["start_version"], 1, "{b2}");
+    assert_eq!(sp_range["end_version"], 1, "{b2}");
+    assert!(b2["elapsed_ms"].as_u64().is_some(), "{b2}");
+    assert_eq!(b2["plugin_sha256"].as_str().map(str::len), Some(64), "{b2}");
+    assert_eq!(b2["contract"], "dlink:pipeline@0.3.0", "{b2}");
+    assert!(b2["committed_at"].as_str().is_some(), "{b2}");
+
+    let o = dlink().arg("history").arg(&p).output().expect("history");
+    let (out, _) = text(&o);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("batch ")).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[2].starts_with("batch 1 "), "{out}");
+    assert!(
+        lines[1].contains("spmaster v1 ") && lines[1].contains("| 2 keys |"),
+        "{out}"
+    );
+}

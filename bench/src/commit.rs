@@ -78,6 +78,7 @@ pub(crate) async fn commit(
         plugin_sha256: String::new(),
         plugin_active_since: 1,
         plugin_contract: None,
+        elapsed_ms: 0,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -184,3 +184,93 @@ async fn upstream_part(u: &Upstream, done: Option<i64>) -> UpstreamStatus {
     }
     s
 }
+
+/// One committed batch as `dlink-rt history` shows it, from its commit's metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub batch: i64,
+    pub link_version: i64,
+    /// When it was committed (RFC 3339), from the commit's timestamp.
+    pub committed_at: Option<String>,
+    /// Each upstream's versions (`null` when it had none in the batch) and change rows.
+    pub upstreams: Vec<HistoryRange>,
+    pub change_rows: u64,
+    /// Distinct keys (absent in commits of hosts before it was recorded).
+    pub keys: Option<u64>,
+    /// The batch's time before its commit, in milliseconds (absent before it was
+    /// recorded).
+    pub elapsed_ms: Option<u64>,
+    pub plugin: Option<String>,
+    pub plugin_sha256: Option<String>,
+    pub plugin_active_since: Option<i64>,
+    pub contract: Option<String>,
+}
+
+/// One upstream's part of a batch in [`HistoryEntry`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRange {
+    pub upstream: String,
+    pub start_version: Option<i64>,
+    pub end_version: Option<i64>,
+    pub change_rows: u64,
+}
+
+/// The newest `last` batches of `p`'s link table, newest first (no link table yet: none).
+/// Commits that are not batches (resets, acks, compactions) are skipped.
+pub async fn history(p: &Pipeline, last: usize) -> Result<Vec<HistoryEntry>, crate::Error> {
+    let mut link = LinkTable::open(p).await?;
+    link.checkpoint().await?;
+    let Some(t) = link.table() else {
+        return Ok(Vec::new());
+    };
+    let Some(latest) = t.version() else {
+        return Ok(Vec::new());
+    };
+    let log = t.log_store();
+    let mut out = Vec::new();
+    let mut v = latest as i64;
+    while v >= 0 && out.len() < last {
+        let bytes = match log.read_commit_entry(v as u64).await {
+            Ok(Some(b)) => b,
+            // Cleaned up by the log retention: older batches are not listed.
+            Ok(None) => break,
+            Err(e) => {
+                return Err(crate::Error::Other(format!(
+                    "link table {} of pipeline '{}': cannot read version {v} of its log: {e}",
+                    p.link_uri, p.name
+                )))
+            }
+        };
+        if let Some(m) = batch_meta(&bytes) {
+            let committed_at = commit_info(&bytes)
+                .as_ref()
+                .and_then(commit_millis)
+                .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            out.push(HistoryEntry {
+                batch: m.batch_id,
+                link_version: v,
+                committed_at,
+                change_rows: m.upstreams.iter().map(|u| u.change_rows).sum(),
+                upstreams: m
+                    .upstreams
+                    .iter()
+                    .map(|u| HistoryRange {
+                        upstream: u.name.clone(),
+                        start_version: u.range.map(|r| r.0),
+                        end_version: u.range.map(|r| r.1),
+                        change_rows: u.change_rows,
+                    })
+                    .collect(),
+                keys: m.keys,
+                elapsed_ms: m.elapsed_ms,
+                plugin: m.plugin_path,
+                plugin_sha256: m.plugin_sha256,
+                plugin_active_since: m.plugin_active_since,
+                contract: m.plugin_contract,
+            });
+        }
+        v -= 1;
+    }
+    Ok(out)
+}

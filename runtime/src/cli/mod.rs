@@ -24,6 +24,7 @@ mod compact;
 mod consumers;
 mod demo;
 mod graph;
+mod history;
 mod keys;
 mod plugin;
 mod progress;
@@ -108,6 +109,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Where each pipeline stands: last batch, upstream lag in versions and seconds, plugin, last reset.
     Status(status::StatusArgs),
+    /// The committed batches of a pipeline, newest first: ranges, change rows, keys, time, plugin.
+    History(history::HistoryArgs),
     /// Print the graph of the pipelines (upstreams -> pipelines -> link tables) as Graphviz DOT or Mermaid.
     Graph(graph::GraphArgs),
     /// Print the JSON Schema of the catalog and pipeline files (for editors).
@@ -186,6 +189,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Why(args) => why::why(args, host).await,
             Command::Validate(args) => validate::validate(args, host).await,
             Command::Status(args) => status::status(args).await,
+            Command::History(args) => history::history(args).await,
             Command::Graph(args) => graph::graph(args),
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, host).await,

@@ -220,7 +220,9 @@ impl Session {
         stages.derive = lap.next();
         test_pause("before-commit", batch_id);
         step("commit");
-        let link_version = self.commit(pipeline, batch_id, &read, &derived).await?;
+        let link_version = self
+            .commit(pipeline, batch_id, &read, &derived, started.elapsed())
+            .await?;
         stages.commit = lap.next();
         test_pause("after-commit", batch_id);
         self.advance(&read.plan, batch_id);
@@ -393,6 +395,7 @@ impl Session {
         batch_id: i64,
         read: &ReadBatch,
         derived: &Derived,
+        elapsed: Duration,
     ) -> Result<i64> {
         self.link
             .commit(Commit {
@@ -404,6 +407,7 @@ impl Session {
                 plugin_sha256: derived.sha256.clone(),
                 plugin_active_since: derived.active_since,
                 plugin_contract: derived.contract,
+                elapsed_ms: elapsed.as_millis() as u64,
             })
             .await
             .map_err(Error::from)

@@ -75,6 +75,7 @@ mod tests {
             plugin_sha256: String::new(),
             plugin_active_since: 1,
             plugin_contract: None,
+            elapsed_ms: 0,
         })
         .await
         .map_err(|e| e.to_string())

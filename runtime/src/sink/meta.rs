@@ -31,6 +31,7 @@ pub(crate) fn batch_metadata(pipeline: &str, mode: LinkMode, c: &Commit<'_>) -> 
         "pipeline": pipeline,
         "batch_id": c.batch_id,
         "keys": c.keys.len(),
+        "elapsed_ms": c.elapsed_ms,
         "upstreams": upstreams,
         "lookups": lookups,
         "link_mode": mode.as_str(),
@@ -88,6 +89,10 @@ pub struct BatchMeta {
     pub plugin_contract: Option<String>,
     /// The link table's version of the commit (set by the reader).
     pub link_version: i64,
+    /// The batch's distinct keys.
+    pub keys: Option<u64>,
+    /// The batch's time before its commit (absent before dlink-rt 0.1's history).
+    pub elapsed_ms: Option<u64>,
 }
 
 /// The batch a link-table commit entry committed, if it is a batch commit (not a reset,
@@ -134,6 +139,8 @@ pub fn batch_meta(commit: &[u8]) -> Option<BatchMeta> {
         plugin_active_since: pget("active_since_batch").and_then(Value::as_i64),
         plugin_contract: pget("contract").and_then(Value::as_str).map(String::from),
         link_version: -1,
+        keys: d.get("keys").and_then(Value::as_u64),
+        elapsed_ms: d.get("elapsed_ms").and_then(Value::as_u64),
     })
 }
 #[cfg(test)]

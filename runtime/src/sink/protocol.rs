@@ -107,6 +107,8 @@ pub struct Commit<'a> {
     pub plugin_active_since: i64,
     /// The contract the plugin speaks (none for a SQL derivation).
     pub plugin_contract: Option<crate::plugin::Contract>,
+    /// The batch's time before its commit (plan, read, derive), in milliseconds.
+    pub elapsed_ms: u64,
 }
 
 /// The checkpoint after committing `c` on `held`: the batch id moves to `c`'s, each
@@ -229,6 +231,7 @@ mod tests {
             plugin_sha256: "ab".into(),
             plugin_active_since: 1,
             plugin_contract: Some(crate::plugin::Contract::V0_2),
+            elapsed_ms: 0,
         }
     }
 
