@@ -338,3 +338,64 @@ async fn history_lists_the_committed_batches_newest_first() {
         "{out}"
     );
 }
+
+/// `--select`: only the named pipelines of a folder, for run, validate, status and
+/// compact; a name no pipeline has is a usage error (exit 2) with a did-you-mean.
+#[tokio::test(flavor = "multi_thread")]
+async fn select_runs_only_the_named_pipelines_of_a_folder() {
+    let (ws, sp) = sp_workspace().await;
+    let other = ws.pipeline(
+        "other",
+        "other",
+        &["spmaster"],
+        &plugin("every_upstream_key"),
+        "diasng_id",
+        100,
+    );
+    let file = std::fs::read_to_string(&other).unwrap();
+    std::fs::write(
+        &other,
+        file.replace("[plugin.config]\n", "").replace(
+            "[link]",
+            "[plugin.config]\nkey_column = \"diasng_id\"\n\n[link]",
+        ),
+    )
+    .unwrap();
+    let folder = ws.path().display().to_string();
+    let o = dlink()
+        .args(["run", &folder, "--select", "sp_affiliation"])
+        .output()
+        .expect("run");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("1 pipeline: 1 batch committed"), "{out}");
+    assert!(common::link_state(&sp).await.is_some());
+    assert!(
+        common::link_state(&other).await.is_none(),
+        "the other pipeline ran"
+    );
+    let o = dlink()
+        .args(["status", &folder, "--json", "--select", "other"])
+        .output()
+        .expect("status");
+    let v: Value = serde_json::from_str(&text(&o).0).expect("JSON");
+    let names: Vec<&str> = v["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pipeline"].as_str())
+        .collect();
+    assert_eq!(names, ["other"]);
+    for verb in ["run", "validate", "status", "compact"] {
+        let o = dlink()
+            .args([verb, &folder, "--select", "sp_afiliation"])
+            .output()
+            .expect("dlink-rt");
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{verb}: {err}");
+        assert!(
+            err.contains("did you mean 'sp_affiliation'?"),
+            "{verb}: {err}"
+        );
+    }
+}

@@ -16,16 +16,22 @@ pub struct CompactArgs {
     /// One JSON object per pipeline, one per line.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub select: super::Select,
 }
 
 pub async fn compact(args: CompactArgs) -> ExitCode {
-    let (pipelines, problems) = match super::run::load_path(&args.path) {
+    let (mut pipelines, problems) = match super::run::load_path(&args.path) {
         Ok(found) => found,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Err(e) = args.select.apply(&mut pipelines) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     for p in &problems {
         eprintln!("error: {p}");
     }

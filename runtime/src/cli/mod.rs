@@ -289,3 +289,45 @@ pub(crate) fn say_error_text(kind: &str, text: &dyn std::fmt::Display) {
         eprintln!("error: {text}");
     }
 }
+
+/// `--select NAME[,NAME]`: only the named pipelines of a folder.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Select {
+    /// Only the pipelines of these names (comma-separated or repeated), as their files'
+    /// `name` says.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub select: Vec<String>,
+}
+
+impl Select {
+    /// Keeps the selected pipelines (all when none is selected); a name that no
+    /// pipeline has is an error naming the ones there are.
+    pub fn apply(&self, pipelines: &mut Vec<dlink_rt::config::Pipeline>) -> Result<(), String> {
+        if self.select.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
+        let unknown: Vec<String> = self
+            .select
+            .iter()
+            .filter(|s| !names.contains(s))
+            .map(|s| match dlink_rt::config::did_you_mean(s, &names) {
+                Some(m) => format!("'{s}' (did you mean '{m}'?)"),
+                None => format!("'{s}'"),
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "--select: no pipeline named {} here (pipelines: {})",
+                unknown.join(", "),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        pipelines.retain(|p| self.select.contains(&p.name));
+        Ok(())
+    }
+}

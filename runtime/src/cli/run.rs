@@ -43,6 +43,8 @@ pub struct RunArgs {
     /// coordination (see docs/deploy.md).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<dlink_rt::shard::Shard>,
+    #[command(flatten)]
+    pub select: super::Select,
     /// A pipeline that makes no progress (no step of a batch, no poll) for this long
     /// ends the process with exit 1, naming the pipeline, batch and stage, instead of
     /// hanging (a supervisor then restarts it). `0s` turns the watchdog off. Each
@@ -75,6 +77,13 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
     if let Some(shard) = args.shard {
         eprintln!(
             "error: --shard {shard} splits the pipelines of a folder; {} is one pipeline file (run its folder, or drop --shard)",
+            args.pipeline.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if !args.select.select.is_empty() {
+        eprintln!(
+            "error: --select picks pipelines of a folder; {} is one pipeline file (run its folder, or drop --select)",
             args.pipeline.display()
         );
         return ExitCode::from(EXIT_CONFIG);
@@ -173,9 +182,17 @@ async fn listen(args: &RunArgs, monitor: &Arc<Monitor>) -> Option<CancellationTo
 async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     // The folder must load once at the start; later problems are logged and the
     // running pipelines keep going.
-    if let Err(e) = load_folder(&args.pipeline) {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+    match load_folder(&args.pipeline) {
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Ok((mut pipelines, _)) => {
+            if let Err(e) = args.select.apply(&mut pipelines) {
+                super::say_error_text("config", &e);
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
     }
     let host = match host.build() {
         Ok(h) => Arc::new(h),
@@ -197,6 +214,7 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     let opts = ServiceOptions {
         follow: follow_options(&args),
         shard: args.shard,
+        select: args.select.select.clone(),
         ..Default::default()
     };
     let service = dlink_rt::service::follow_folder(
@@ -294,6 +312,10 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     };
     for p in &problems {
         super::say_error_text("config", p);
+    }
+    if let Err(e) = args.select.apply(&mut pipelines) {
+        super::say_error_text("config", &e);
+        return ExitCode::from(EXIT_CONFIG);
     }
     if let Some(shard) = args.shard {
         let all = pipelines.len();

@@ -19,13 +19,19 @@ pub struct StatusArgs {
     /// One JSON object: {"pipelines": [...]}.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub select: super::Select,
 }
 
 pub async fn status(args: StatusArgs) -> ExitCode {
-    let pipelines = match load(&args.path) {
+    let mut pipelines = match load(&args.path) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Err(e) = args.select.apply(&mut pipelines) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let list: Vec<PipelineStatus> =
         futures::future::join_all(pipelines.iter().map(status::of)).await;
     if args.json {

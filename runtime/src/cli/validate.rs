@@ -29,17 +29,23 @@ pub struct ValidateArgs {
     /// A folder of pipeline files with its upstreams.toml, or one pipeline file.
     #[arg(default_value = "configs")]
     pub path: PathBuf,
+    #[command(flatten)]
+    pub select: super::Select,
 }
 
 pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
     let started = std::time::Instant::now();
-    let (pipelines, mut problems) = match super::run::load_path(&args.path) {
+    let (mut pipelines, mut problems) = match super::run::load_path(&args.path) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Err(e) = args.select.apply(&mut pipelines) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let host = match host.build() {
         Ok(h) => h,
         Err(e) => {

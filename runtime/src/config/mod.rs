@@ -390,7 +390,7 @@ impl Pipeline {
 
 /// The candidate closest to `given`, when one is close enough to be a typo of it
 /// (for "did you mean" hints).
-pub(crate) fn did_you_mean<'a, S: AsRef<str> + 'a>(
+pub fn did_you_mean<'a, S: AsRef<str> + 'a>(
     given: &str,
     candidates: impl IntoIterator<Item = &'a S>,
 ) -> Option<&'a str> {

@@ -32,7 +32,7 @@ use crate::plugin::{sha256_hex, PluginHost};
 pub use follow::{backoff, follow, follow_until, FollowEvents, FollowOptions, NoEvents};
 
 /// How the service follows a folder.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServiceOptions {
     /// Each pipeline's polling and plugin watching.
     pub follow: FollowOptions,
@@ -41,6 +41,8 @@ pub struct ServiceOptions {
     /// Follow only this shard's pipelines (`--shard I/N`); files that do not load are
     /// reported by every shard.
     pub shard: Option<crate::shard::Shard>,
+    /// Follow only the pipelines of these names (`--select`); none: every one.
+    pub select: Vec<String>,
 }
 
 impl Default for ServiceOptions {
@@ -49,6 +51,7 @@ impl Default for ServiceOptions {
             follow: FollowOptions::default(),
             rescan: Duration::from_secs(1),
             shard: None,
+            select: Vec::new(),
         }
     }
 }
@@ -97,7 +100,7 @@ pub async fn follow_folder(
     let reads = Arc::new(FanOut::default());
     monitor.set_fanout(reads.clone());
     while !stop.is_cancelled() {
-        match scan(dir, opts.shard) {
+        match scan(dir, opts.shard, &opts.select) {
             Err(e) => {
                 let text = e.to_string();
                 if catalog_problem.as_deref() != Some(text.as_str()) {
@@ -109,7 +112,7 @@ pub async fn follow_folder(
                 catalog_problem = None;
                 let ctx = Ctx {
                     host: &host,
-                    opts,
+                    opts: &opts,
                     monitor: &monitor,
                     on_batch: &on_batch,
                     stop: &stop,
@@ -148,7 +151,11 @@ pub async fn follow_folder(
 /// A folder's pipeline files: each with its fingerprint and what loading it gave.
 type Scanned = Vec<(PathBuf, String, crate::Result<Pipeline>)>;
 
-fn scan(dir: &Path, shard: Option<crate::shard::Shard>) -> crate::Result<Scanned> {
+fn scan(
+    dir: &Path,
+    shard: Option<crate::shard::Shard>,
+    select: &[String],
+) -> crate::Result<Scanned> {
     let (catalog, files) = crate::config::folder_files(dir)?;
     let catalog_text = std::fs::read(dir.join(crate::config::DEFAULT_CATALOG)).unwrap_or_default();
     let mut out = Vec::with_capacity(files.len());
@@ -164,6 +171,11 @@ fn scan(dir: &Path, shard: Option<crate::shard::Shard>) -> crate::Result<Scanned
                 continue;
             }
         }
+        if let Ok(p) = &loaded {
+            if !select.is_empty() && !select.contains(&p.name) {
+                continue;
+            }
+        }
         out.push((f, fingerprint, loaded));
     }
     Ok(out)
@@ -172,7 +184,7 @@ fn scan(dir: &Path, shard: Option<crate::shard::Shard>) -> crate::Result<Scanned
 /// What the pipelines' tasks share.
 struct Ctx<'a> {
     host: &'a Arc<PluginHost>,
-    opts: ServiceOptions,
+    opts: &'a ServiceOptions,
     monitor: &'a Arc<Monitor>,
     on_batch: &'a OnBatch,
     stop: &'a CancellationToken,
