@@ -399,3 +399,36 @@ async fn select_runs_only_the_named_pipelines_of_a_folder() {
         );
     }
 }
+
+/// `run FILE --dry-run`: the pending batches derived and shown with their first keys;
+/// the link table is not created, and the real run then commits the same keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_shows_the_next_batches_and_commits_nothing() {
+    let (ws, p) = sp_workspace().await;
+    let o = dlink()
+        .args(["run", "--dry-run"])
+        .arg(&p)
+        .output()
+        .expect("dry run");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("sp_affiliation batch 1:") && out.contains("| 3 keys |"),
+        "{out}"
+    );
+    assert!(out.contains("(dry run: not committed)"), "{out}");
+    assert!(out.contains("first keys: 1, 2, 3"), "{out}");
+    assert!(out.contains("nothing committed"), "{out}");
+    assert!(
+        common::link_state(&p).await.is_none(),
+        "a dry run wrote the link table"
+    );
+    ws.run_ok(&p);
+    assert_eq!(common::keys_of_batch(&p, 1).await, common::set(&[1, 2, 3]));
+    let o = dlink()
+        .args(["run", "--dry-run"])
+        .arg(ws.path())
+        .output()
+        .expect("dry run");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+}

@@ -125,6 +125,33 @@ pub async fn run_with(
     }
 }
 
+/// Derives the pending batches of `pipeline` as a run would (up to `max_batches`),
+/// calling `on_batch` after each with its first keys, and commits nothing: the link
+/// table is not created or written (`run --dry-run`).
+pub async fn dry_run(
+    pipeline: &Pipeline,
+    host: &PluginHost,
+    mut on_batch: impl FnMut(&BatchReport),
+) -> crate::Result<RunSummary> {
+    let mut summary = RunSummary::default();
+    let mut session = Session::open(pipeline, None)
+        .await
+        .map_err(|e| e.with_pipeline_file(&pipeline.file))?;
+    session.dry_run();
+    session
+        .run(
+            pipeline,
+            host,
+            &mut PluginSlot::default(),
+            None,
+            &mut summary,
+            &mut on_batch,
+        )
+        .await
+        .map_err(|e| e.with_pipeline_file(&pipeline.file))?;
+    Ok(summary)
+}
+
 async fn run_once(
     pipeline: &Pipeline,
     host: &PluginHost,

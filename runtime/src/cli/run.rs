@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Ctrl-C/SIGTERM after each pipeline's current batch.
     #[arg(long)]
     pub follow: bool,
+    /// Derive the pending batches of one pipeline file and print what each would
+    /// commit (ranges, change rows, key count, its first keys); commit nothing.
+    #[arg(long, conflicts_with_all = ["follow", "listen", "shard"])]
+    pub dry_run: bool,
     /// Pause between polls with --follow (e.g. 500ms, 2s, 1m).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: std::time::Duration,
@@ -143,6 +147,9 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         };
+    }
+    if args.dry_run {
+        return super::exit_code(dry_run(&pipeline, &host).await);
     }
     super::exit_code(run_to_end(&pipeline, &host).await)
 }
@@ -298,8 +305,37 @@ pub async fn run_to_end(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Er
     Ok(())
 }
 
+/// `run FILE --dry-run`: the pending batches derived and shown, nothing committed.
+async fn dry_run(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Error> {
+    let summary = dlink_rt::engine::dry_run(pipeline, host, |b| {
+        outln!("{b}  (dry run: not committed)");
+        if let Some(keys) = &b.dry_run_keys {
+            if !keys.is_empty() {
+                let more = if b.keys > keys.len() { ", ..." } else { "" };
+                outln!("  first keys: {}{more}", keys.join(", "));
+            }
+        }
+    })
+    .await?;
+    let keys: usize = summary.batches.iter().map(|b| b.keys).sum();
+    outln!(
+        "{}: dry run: {} derived ({} keys in all); nothing committed",
+        pipeline.name,
+        super::plural(summary.batches.len(), "batch", "batches"),
+        keys
+    );
+    Ok(())
+}
+
 /// `run <folder>`: every enabled pipeline of the folder in one process.
 async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
+    if args.dry_run {
+        eprintln!(
+            "error: --dry-run takes one pipeline file; {} is a folder (give one of its files)",
+            args.pipeline.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if args.follow {
         return follow_folder(args, host).await;
     }

@@ -14,6 +14,9 @@ pub struct BatchReport {
     pub millis: u128,
     /// Where the batch's time went.
     pub stages: Stages,
+    /// A dry run's batch (nothing committed): its first keys, as text (`link_version`
+    /// is -1 then).
+    pub dry_run_keys: Option<Vec<String>>,
 }
 
 /// Wall time of a batch's stages.

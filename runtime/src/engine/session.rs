@@ -54,6 +54,8 @@ pub(crate) struct Session {
     /// (a process that starts with the same file goes on counting "in effect since"
     /// from there).
     looked_up_record: bool,
+    /// Derive the batches but commit nothing (`run --dry-run`).
+    dry_run: bool,
 }
 
 impl Session {
@@ -91,7 +93,13 @@ impl Session {
             open_time: Some(started.elapsed()),
             stop: None,
             looked_up_record: false,
+            dry_run: false,
         })
+    }
+
+    /// Derives batches without committing them (the cursors move in memory only).
+    pub(crate) fn dry_run(&mut self) {
+        self.dry_run = true;
     }
 
     /// Starts no batch after `stop` is cancelled (the one running finishes).
@@ -219,10 +227,18 @@ impl Session {
         }
         stages.derive = lap.next();
         test_pause("before-commit", batch_id);
-        step("commit");
-        let link_version = self
-            .commit(pipeline, batch_id, &read, &derived, started.elapsed())
-            .await?;
+        let dry_run_keys = if self.dry_run {
+            Some(first_keys(&derived.keys, DRY_RUN_KEYS))
+        } else {
+            None
+        };
+        let link_version = if self.dry_run {
+            -1
+        } else {
+            step("commit");
+            self.commit(pipeline, batch_id, &read, &derived, started.elapsed())
+                .await?
+        };
         stages.commit = lap.next();
         test_pause("after-commit", batch_id);
         self.advance(&read.plan, batch_id);
@@ -235,10 +251,12 @@ impl Session {
             link_version,
             millis: started.elapsed().as_millis(),
             stages,
+            dry_run_keys,
         };
         tracing::info!(
             pipeline = %pipeline.name,
             batch = batch_id,
+            dry_run = self.dry_run,
             upstreams = %report.ranges(),
             change_rows = report.change_rows,
             keys = report.keys,
@@ -248,7 +266,12 @@ impl Session {
             contract = %derived
                 .contract
                 .map_or_else(|| "none (SQL)".to_string(), |c| c.to_string()),
-            "batch committed"
+            "{}",
+            if self.dry_run {
+                "batch derived (dry run, not committed)"
+            } else {
+                "batch committed"
+            }
         );
         Ok(report)
     }
@@ -557,4 +580,31 @@ async fn open_cursor(
         log,
         table_id,
     })
+}
+
+/// How many keys a dry run shows per batch.
+const DRY_RUN_KEYS: usize = 5;
+
+/// The first `n` keys of a batch as text (`(a, b)` for a composite key).
+fn first_keys(keys: &crate::affected::Keys, n: usize) -> Vec<String> {
+    use deltalake::arrow::util::display::array_value_to_string;
+    let Ok(mut chunks) = keys.chunks(n) else {
+        return Vec::new();
+    };
+    let Some(Ok(first)) = chunks.next() else {
+        return Vec::new();
+    };
+    (0..first.len().min(n))
+        .map(|r| {
+            let cols: Vec<String> = first
+                .columns
+                .iter()
+                .map(|c| array_value_to_string(c, r).unwrap_or_else(|_| "?".into()))
+                .collect();
+            match cols.as_slice() {
+                [one] => one.clone(),
+                many => format!("({})", many.join(", ")),
+            }
+        })
+        .collect()
 }
