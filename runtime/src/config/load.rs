@@ -64,8 +64,7 @@ impl Catalog {
     /// Loads and validates a catalog file.
     pub fn load(path: &Path) -> Result<Catalog> {
         let src = Source::read(path)?;
-        let file: CatalogFile = src.parse()?;
-        let mut problems = Vec::new();
+        let (file, mut problems): (CatalogFile, _) = src.parse(super::catalog_schema_once())?;
         let mut upstreams = BTreeMap::new();
         let storage = StorageOptions::new(file.storage);
         for (name, e) in file.upstreams {
@@ -165,21 +164,27 @@ impl Pipeline {
     /// beside it), and validates both. Reports every problem found.
     pub fn load(path: &Path) -> Result<Pipeline> {
         let src = Source::read(path)?;
-        let file: PipelineFile = src.parse()?;
+        let (file, unknown): (PipelineFile, _) = src.parse(super::pipeline_schema_once())?;
         let catalog_path = src.dir().join(&file.catalog);
         let catalog = Catalog::load(&catalog_path)?;
-        Self::resolve(&src, file, &catalog)
+        Self::resolve(&src, file, &catalog, unknown)
     }
 
     /// Loads a pipeline file against an already loaded catalog.
     pub fn load_with_catalog(path: &Path, catalog: &Catalog) -> Result<Pipeline> {
         let src = Source::read(path)?;
-        let file: PipelineFile = src.parse()?;
-        Self::resolve(&src, file, catalog)
+        let (file, unknown): (PipelineFile, _) = src.parse(super::pipeline_schema_once())?;
+        Self::resolve(&src, file, catalog, unknown)
     }
 
-    fn resolve(src: &Source, file: PipelineFile, catalog: &Catalog) -> Result<Pipeline> {
-        let mut problems = Vec::new();
+    /// Checks and resolves a read pipeline file; `problems` are those already found
+    /// (its unknown keys), reported with the rest.
+    fn resolve(
+        src: &Source,
+        file: PipelineFile,
+        catalog: &Catalog,
+        mut problems: Vec<String>,
+    ) -> Result<Pipeline> {
         let name = file.name.get_ref().clone();
         if let Some(problem) =
             escaped_local_path(&resolve_location(&src.dir(), file.link.uri.get_ref()))

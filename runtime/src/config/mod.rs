@@ -7,6 +7,7 @@ mod error;
 mod file;
 mod load;
 mod plugin;
+mod unknown;
 
 use file::{CatalogFile, PipelineFile};
 
@@ -444,8 +445,14 @@ impl Source {
     }
 
     /// Parses the file, substitutes `${VAR}` in its string values (see [`env`]) and
-    /// reads it as `T`. Every substitution problem is reported, each with its line.
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+    /// reads it as `T` (of JSON Schema `schema`). Every substitution problem is
+    /// reported, each with its line; unknown keys are all reported too, but taken out
+    /// so that the rest is read: they come back beside the value, for the caller to
+    /// report with the problems it finds.
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        schema: &serde_json::Value,
+    ) -> Result<(T, Vec<String>)> {
         let toml_err = |e: toml::de::Error| {
             let line = e.span().map(|s| self.line(s.start)).unwrap_or(1);
             ConfigError::one(format!(
@@ -455,18 +462,27 @@ impl Source {
             ))
         };
         let mut document = toml::de::DeTable::parse(&self.text).map_err(toml_err)?;
-        let problems = substitute_values(document.get_mut(), &|k| std::env::var(k).ok());
-        if !problems.is_empty() {
+        let mut problems = substitute_values(document.get_mut(), &|k| std::env::var(k).ok());
+        // Every unknown key at once (and taken out, so that the rest is still read).
+        problems.extend(unknown::take_unknown_keys(document.get_mut(), schema));
+        problems.sort_by_key(|(offset, _)| *offset);
+        let at = |(offset, msg): (usize, String)| {
+            format!("{}:{}: {msg}", self.path.display(), self.line(offset))
+        };
+        if problems.iter().any(|(_, m)| !m.starts_with("unknown key")) {
             return Err(ConfigError {
-                problems: problems
-                    .into_iter()
-                    .map(|(offset, msg)| {
-                        format!("{}:{}: {msg}", self.path.display(), self.line(offset))
-                    })
-                    .collect(),
+                problems: problems.into_iter().map(at).collect(),
             });
         }
-        T::deserialize(toml::de::Deserializer::from(document)).map_err(toml_err)
+        let read = T::deserialize(toml::de::Deserializer::from(document)).map_err(toml_err);
+        let unknown: Vec<String> = problems.into_iter().map(at).collect();
+        match read {
+            Ok(v) => Ok((v, unknown)),
+            Err(mut e) => {
+                e.problems.splice(0..0, unknown);
+                Err(e)
+            }
+        }
     }
 
     fn line(&self, offset: usize) -> usize {
@@ -501,6 +517,18 @@ pub fn catalog_schema() -> serde_json::Value {
 /// JSON Schema of a pipeline file.
 pub fn pipeline_schema() -> serde_json::Value {
     schemars::schema_for!(PipelineFile).to_value()
+}
+
+/// [`catalog_schema`], made once.
+fn catalog_schema_once() -> &'static serde_json::Value {
+    static S: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    S.get_or_init(catalog_schema)
+}
+
+/// [`pipeline_schema`], made once.
+fn pipeline_schema_once() -> &'static serde_json::Value {
+    static S: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    S.get_or_init(pipeline_schema)
 }
 
 #[cfg(test)]

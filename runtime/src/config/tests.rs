@@ -125,7 +125,7 @@ fn unknown_key_is_rejected_with_its_line() {
         probs[0]
     );
     assert!(
-        probs[0].contains("unknown field `batch_sise`"),
+        probs[0].contains("unknown key `batch_sise` (did you mean `batch_size`?)"),
         "{}",
         probs[0]
     );
@@ -328,4 +328,51 @@ fn a_mistyped_file_or_upstream_gets_a_did_you_mean() {
     let p = write(dir.path(), "sp.toml", &pipeline_text("\"zzz\"", ""));
     let text = problems(Pipeline::load(&p).unwrap_err()).join("\n");
     assert!(!text.contains("did you mean"), "{text}");
+}
+
+/// Unknown keys (top level and in a table, in line order) and an unknown upstream are
+/// all reported in one pass, each with a did-you-mean; so is an unknown key of the
+/// catalog (in a map's entry).
+#[test]
+fn every_problem_of_a_file_is_reported_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "upstreams.toml",
+        &format!("{CATALOG}\n[upstreams.other]\nuri = \"x\"\nstart_versoin = 2\n"),
+    );
+    write(dir.path(), "p.wasm", "");
+    let text = pipeline_text("\"spmastr\"", "batchsize = 3\n")
+        .replace("[link]\n", "[link]\nmod = \"log\"\n");
+    let p = write(dir.path(), "sp.toml", &text);
+    let err = Pipeline::load(&p).unwrap_err();
+    let text = problems(err).join("\n");
+    // The catalog is read first: its problem alone stops the load.
+    assert!(
+        text.contains(
+            "unknown key `start_versoin` in [upstreams.other] (did you mean `start_version`?)"
+        ),
+        "{text}"
+    );
+    write(dir.path(), "upstreams.toml", CATALOG);
+    let all = problems(Pipeline::load(&p).unwrap_err());
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(
+        all.iter()
+            .any(|m| m.contains("unknown key `batchsize` (did you mean `batch_size`?)")),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter()
+            .any(|m| m.contains("unknown key `mod` in [link] (did you mean `mode`?)")),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter().any(|m| m.contains("(did you mean 'spmaster'?)")),
+        "{all:#?}"
+    );
+    // Free-form tables keep any key.
+    let free = pipeline_text("\"spmaster\"", "").replace("threshold = 3", "anything_at_all = 3");
+    let p = write(dir.path(), "sp.toml", &free);
+    Pipeline::load(&p).unwrap();
 }
