@@ -432,3 +432,37 @@ async fn a_dry_run_shows_the_next_batches_and_commits_nothing() {
         .expect("dry run");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
 }
+
+/// A table path that came from a `${VAR:-default}` with VAR unset: the error says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_names_the_defaults_that_paths_came_from() {
+    let (ws, p) = sp_workspace().await;
+    let catalog = ws.path().join("upstreams.toml");
+    let file = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(
+        &catalog,
+        file.replace(
+            "tables/spmaster",
+            "${DLINK_TEST_ELSEWHERE:-elsewhere}/spmaster",
+        ),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_to_string(&catalog)
+            .unwrap()
+            .contains("DLINK_TEST_ELSEWHERE"),
+        "the catalog names its tables as tables/NAME"
+    );
+    let o = dlink()
+        .arg("run")
+        .arg(&p)
+        .env_remove("DLINK_TEST_ELSEWHERE")
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("DLINK_TEST_ELSEWHERE is not set: `${DLINK_TEST_ELSEWHERE:-elsewhere}` took its default, elsewhere"),
+        "{err}"
+    );
+}

@@ -259,7 +259,13 @@ pub fn set_json_logs(on: bool) {
 /// or, with `--log-format json`, one ERROR event with `pipeline`, `batch`, `upstream`,
 /// `version` and `kind`, so that every line on stderr is JSON.
 pub(crate) fn say_error(pipeline: Option<&str>, e: &dlink_rt::Error) {
-    let text = e.to_string();
+    let mut text = e.to_string();
+    // A path that is not there often came from a `${VAR:-default}`: say which.
+    if !matches!(e, dlink_rt::Error::Batch { .. }) {
+        for note in dlink_rt::config::defaults_taken() {
+            text.push_str(&format!("\nnote: {note}"));
+        }
+    }
     if JSON_LOGS.load(Ordering::Relaxed) {
         let (upstream, version) = e.upstream().map_or((None, None), |(u, v)| (Some(u), v));
         tracing::error!(

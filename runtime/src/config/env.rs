@@ -48,6 +48,35 @@ fn substitute_value(
     }
 }
 
+/// The `${VAR:-default}` defaults this process took because VAR was not set (or
+/// empty), each once: named when a command fails, since a path that is not there is
+/// often one that came from a default.
+static DEFAULTS_TAKEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn note_default(name: &str, default: &str) {
+    if let Ok(mut taken) = DEFAULTS_TAKEN.lock() {
+        let entry = (name.to_string(), default.to_string());
+        if !taken.contains(&entry) {
+            taken.push(entry);
+        }
+    }
+}
+
+/// The defaults taken so far, as notes: "DLINK_DATA is not set: `${DLINK_DATA:-../demo-data}`
+/// took its default, ../demo-data".
+pub fn defaults_taken() -> Vec<String> {
+    DEFAULTS_TAKEN
+        .lock()
+        .map(|t| {
+            t.iter()
+                .map(|(n, d)| {
+                    format!("{n} is not set: `${{{n}:-{d}}}` took its default, {d} (set {n} to use another)")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Substitutes the variables of one value.
 pub fn substitute(value: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
@@ -83,7 +112,10 @@ pub fn substitute(value: &str, lookup: &impl Fn(&str) -> Option<String>) -> Resu
         }
         let value = match (lookup(name), default) {
             (Some(v), _) if !v.is_empty() => v,
-            (_, Some(d)) => d.to_string(),
+            (_, Some(d)) => {
+                note_default(name, d);
+                d.to_string()
+            }
             (Some(v), None) => v,
             (None, None) => {
                 return Err(format!(

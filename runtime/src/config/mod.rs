@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use env::{substitute, substitute_values};
+pub use env::{defaults_taken, substitute, substitute_values};
 pub use error::ConfigError;
 
 /// The default of a pipeline's `chunk_rows`.
