@@ -187,6 +187,41 @@ async fn a_followed_folder_is_scraped_reloaded_and_stopped_cleanly() {
     install(&wasm, &std::fs::read(plugin("sp_affiliation")).unwrap());
     wait_health(&addr, 200);
 
+    // A plugin file that does not load: the running plugin goes on, /healthz stays
+    // 200 but says `degraded`, naming the pipeline and why; the good file back
+    // clears it.
+    install(&wasm, b"\0asm not really a component");
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (code, body) = get(&addr, "/healthz");
+        assert_eq!(code, 200, "{body}");
+        if body.contains("\"status\":\"degraded\"") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never said degraded: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        body.contains("\"degraded\":{\"sp_affiliation\":{\"rejected_plugin_file\":"),
+        "{body}"
+    );
+    install(&wasm, &std::fs::read(plugin("sp_affiliation")).unwrap());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = get(&addr, "/healthz");
+        if code == 200 && body.contains("\"status\":\"ok\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz stayed degraded: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // A new pipeline file starts; a disabled one stops; a broken one is reported and
     // its running version keeps going.
     let added = sql_pipeline(&ws, "added", "SELECT diasng_id FROM spmaster_changes", true);

@@ -61,6 +61,9 @@ pub trait FollowEvents: Send + Sync {
     fn swapped(&self, _pipeline: &str, _sha256: &str) {}
     /// A new plugin file was rejected; the running plugin stays.
     fn rejected(&self, _pipeline: &str, _reason: &str) {}
+    /// The plugin file loads again, or is the running version again (after a
+    /// rejected one).
+    fn plugin_file_ok(&self, _pipeline: &str) {}
 }
 
 /// Listens to nothing.

@@ -48,9 +48,19 @@ async fn metrics(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
     )
 }
 
-/// 200 while no followed pipeline is failing, else 503; the body says which.
+/// 200 while no followed pipeline is failing, else 503; the body says which. A
+/// pipeline whose new plugin file was rejected (its running plugin goes on) makes it
+/// `degraded`, still 200, with the reason.
 async fn healthz(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
     let health = m.health();
+    let degraded: serde_json::Map<String, serde_json::Value> = health
+        .iter()
+        .filter_map(|(p, h)| {
+            h.rejected
+                .as_ref()
+                .map(|e| (p.clone(), serde_json::json!({"rejected_plugin_file": e})))
+        })
+        .collect();
     let failing: serde_json::Map<String, serde_json::Value> = health
         .iter()
         .filter_map(|(p, h)| {
@@ -67,10 +77,16 @@ async fn healthz(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let status = match (failing.is_empty(), degraded.is_empty()) {
+        (false, _) => "failing",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
     let body = serde_json::json!({
-        "status": if failing.is_empty() { "ok" } else { "failing" },
+        "status": status,
         "pipelines": health.len(),
         "failing": failing,
+        "degraded": degraded,
     });
     (code, axum::Json(body))
 }

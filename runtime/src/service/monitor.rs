@@ -27,6 +27,9 @@ pub struct Health {
     pub failing: Option<String>,
     /// Failed polls in a row.
     pub failures: u32,
+    /// The last plugin file that was rejected and why, while the file is not fixed
+    /// (the running plugin goes on: degraded, not failing).
+    pub rejected: Option<String>,
 }
 
 /// The service's metrics and health.
@@ -202,6 +205,7 @@ impl Monitor {
             h.entry(pipeline.to_string()).or_insert(Health {
                 failing: None,
                 failures: 0,
+                rejected: None,
             });
         } else {
             h.remove(pipeline);
@@ -312,6 +316,7 @@ impl FollowEvents for Monitor {
         let h = h.entry(pipeline.to_string()).or_insert(Health {
             failing: None,
             failures: 0,
+            rejected: None,
         });
         h.failing = Some(error.to_string());
         h.failures += 1;
@@ -321,7 +326,22 @@ impl FollowEvents for Monitor {
         self.swaps.with_label_values(&[pipeline]).inc();
     }
 
-    fn rejected(&self, pipeline: &str, _reason: &str) {
+    fn rejected(&self, pipeline: &str, reason: &str) {
         self.rejections.with_label_values(&[pipeline]).inc();
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.entry(pipeline.to_string())
+            .or_insert(Health {
+                failing: None,
+                failures: 0,
+                rejected: None,
+            })
+            .rejected = Some(reason.to_string());
+    }
+
+    fn plugin_file_ok(&self, pipeline: &str) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = h.get_mut(pipeline) {
+            h.rejected = None;
+        }
     }
 }

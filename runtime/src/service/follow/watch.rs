@@ -77,6 +77,7 @@ pub(super) async fn watch(
         seen = sha.clone();
         if sha == known {
             // The running file put back (after a rejected one, or touched): no swap.
+            events.plugin_file_ok(&pipeline.name);
             tracing::debug!(
                 pipeline = %pipeline.name,
                 sha256 = %sha,
@@ -98,6 +99,7 @@ pub(super) async fn watch(
                     &sha[..12],
                     started.elapsed().as_millis()
                 );
+                events.plugin_file_ok(&pipeline.name);
                 events.swapped(&pipeline.name, &sha);
                 known = sha;
                 if tx.send(plugin).await.is_err() {
@@ -105,10 +107,12 @@ pub(super) async fn watch(
                 }
             }
             Err(e) => {
-                tracing::error!(
+                // The running plugin goes on: a warning, and `degraded` in /healthz.
+                tracing::warn!(
                     pipeline = %pipeline.name,
                     plugin = %path.display(),
                     sha256 = %sha,
+                    kind = "plugin_rejected",
                     "{}: rejected new plugin file {} ({}): {e}; the running plugin stays",
                     pipeline.name,
                     path.display(),
