@@ -466,3 +466,24 @@ async fn an_error_names_the_defaults_that_paths_came_from() {
         "{err}"
     );
 }
+
+/// `ack` of a consumer the pipeline file does not register says what that means (and
+/// how to register it) rather than leaving `consumers` to say "no registered consumers"
+/// without a word.
+#[tokio::test(flavor = "multi_thread")]
+async fn acking_an_unregistered_consumer_says_it_is_not_registered() {
+    let (ws, p) = sp_workspace().await;
+    ws.run_ok(&p);
+    let o = dlink()
+        .args(["ack", "--consumer", "billing", "--batch", "1"])
+        .arg(&p)
+        .output()
+        .expect("ack");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("batch 0 -> batch 1"), "{out}");
+    assert!(
+        err.contains("'billing' is not in [link] consumers") && err.contains("add it there"),
+        "{err}"
+    );
+}

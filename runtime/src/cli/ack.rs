@@ -31,6 +31,7 @@ pub struct AckArgs {
 pub async fn ack(args: AckArgs) -> ExitCode {
     let run = async {
         let pipeline = Pipeline::load(&args.pipeline)?;
+        let registered = pipeline.consumers.contains(&args.consumer);
         let c = Consumer::new(pipeline, &args.consumer)?;
         let (before, after) = match args.batch {
             Some(batch) => (c.ack(batch, args.force).await?, batch),
@@ -45,6 +46,15 @@ pub async fn ack(args: AckArgs) -> ExitCode {
             outln!(
                 "consumer '{}': batch {before} -> batch {after}",
                 args.consumer
+            );
+        }
+        if !registered {
+            eprintln!(
+                "note: '{}' is not in [link] consumers of {}: its position is kept, but retention \
+                 does not wait for it and `dlink-rt consumers` does not list it; add it there to \
+                 register it",
+                args.consumer,
+                args.pipeline.display()
             );
         }
         Ok::<(), Error>(())
