@@ -487,3 +487,54 @@ async fn acking_an_unregistered_consumer_says_it_is_not_registered() {
         "{err}"
     );
 }
+
+/// The progress display under a pseudo-terminal (`script`, as `docker -t` gives): each
+/// batch line ends in its own newline with no bar drawn into it, and the first frame
+/// is complete; through a pipe there is no display at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_progress_display_under_a_pty_keeps_batch_lines_whole() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: `script` (util-linux) is not installed; the pty test needs it");
+        return;
+    }
+    let ws = Workspace::new();
+    let (mut sp, _) = sp_tables(&ws, json!([[1, "a", "DE"]]), json!([[1, 10, 1]])).await;
+    for i in 2..7 {
+        sp.insert(json!([[i, "x", "FR"]])).await.unwrap();
+    }
+    let p = ws.sp_pipeline(1);
+    let capture = ws.path().join("pty.txt");
+    let exe = env!("CARGO_BIN_EXE_dlink-rt");
+    let o = Command::new("script")
+        .arg("-qfec")
+        .arg(format!("{exe} run {}", p.display()))
+        .arg(&capture)
+        .env("DLINK_CACHE_DIR", common::cache_dir())
+        .output()
+        .expect("script");
+    assert!(o.status.success(), "{}", text(&o).1);
+    let raw = std::fs::read_to_string(&capture).expect("the capture");
+    let lines: Vec<&str> = raw
+        .match_indices("sp_affiliation batch ")
+        .map(|(at, _)| {
+            let rest = &raw[at..];
+            &rest[..rest.find("\r\n").unwrap_or(rest.len())]
+        })
+        .collect();
+    assert_eq!(lines.len(), 6, "{raw:?}");
+    for l in &lines {
+        assert!(
+            !l.contains('\u{1b}') && !l.contains("versions,"),
+            "a bar drawn into a batch line: {l:?}"
+        );
+    }
+    assert!(raw.contains("versions, waiting"), "{raw:?}");
+    assert!(
+        !raw.contains("versions, , ETA"),
+        "an empty first frame: {raw:?}"
+    );
+    // Through a pipe: the batch lines alone.
+    sp.insert(json!([[9, "y", "IT"]])).await.unwrap();
+    let out = ws.run_ok(&p);
+    assert!(!out.contains('\u{1b}') && !out.contains("ETA"), "{out:?}");
+}

@@ -38,10 +38,12 @@ impl Progress {
         let mut bars = HashMap::new();
         for s in statuses {
             let to_do: i64 = s.upstreams.iter().filter_map(|u| u.lag_versions).sum();
-            let bar = multi.add(ProgressBar::new(u64::try_from(to_do).unwrap_or(0)));
-            bar.set_style(style.clone());
-            bar.set_prefix(s.pipeline.clone());
-            bar.set_message("waiting");
+            // Styled and named before it is added: its first frame is complete.
+            let bar = ProgressBar::new(u64::try_from(to_do).unwrap_or(0))
+                .with_style(style.clone())
+                .with_prefix(s.pipeline.clone())
+                .with_message("waiting");
+            let bar = multi.add(bar);
             bar.enable_steady_tick(Duration::from_millis(200));
             bars.insert(s.pipeline, (bar, 0));
         }
@@ -59,10 +61,11 @@ impl Progress {
             outln!("{b}");
             return;
         };
-        // Printed above the bars (a line a bar redraw would otherwise overwrite).
-        if bars.multi.println(b.to_string()).is_err() {
-            outln!("{b}");
-        }
+        // Printed above the bars: the bars are cleared, the line written whole with its
+        // newline (however long, wrapped or not), and the bars drawn again below it.
+        // (`MultiProgress::println` pads the line to the width it assumes instead of
+        // ending it, which a pseudo-terminal of unknown width shows as one long line.)
+        bars.multi.suspend(|| outln!("{b}"));
         let Some((bar, rows)) = bars.pipelines.get_mut(&b.pipeline) else {
             return;
         };
