@@ -538,3 +538,42 @@ async fn the_progress_display_under_a_pty_keeps_batch_lines_whole() {
     let out = ws.run_ok(&p);
     assert!(!out.contains('\u{1b}') && !out.contains("ETA"), "{out:?}");
 }
+
+/// With `--log-format json`, every line on stderr is JSON in every verb: a folder with
+/// a broken file through validate, run, status and compact; keys' summary and ack's
+/// note; an unknown --select.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_hold_in_every_verb() {
+    let (ws, p) = sp_workspace().await;
+    ws.run_ok(&p);
+    std::fs::write(
+        ws.path().join("broken.toml"),
+        "name = \"broken\"\nbatchsize = 3\n",
+    )
+    .unwrap();
+    let folder = ws.path().display().to_string();
+    let file = p.display().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["validate", &folder],
+        vec!["run", &folder],
+        vec!["status", &folder],
+        vec!["compact", &folder],
+        vec!["keys", "--since-batch", "1", &file],
+        vec!["ack", "--consumer", "x", "--batch", "1", &file],
+        vec!["run", "--select", "nope", &folder],
+    ];
+    for args in cases {
+        let o = dlink()
+            .args(["--log-format", "json"])
+            .args(&args)
+            .output()
+            .expect("dlink-rt");
+        let (_, err) = text(&o);
+        // (An INFO line, such as keys' summary, is below the default level.)
+        for line in err.lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}\n{err}"));
+            assert!(v["level"].is_string(), "{args:?}: {line}");
+        }
+    }
+}

@@ -49,7 +49,7 @@ pub async fn ack(args: AckArgs) -> ExitCode {
             );
         }
         if !registered {
-            eprintln!(
+            say!(
                 "note: '{}' is not in [link] consumers of {}: its position is kept, but retention \
                  does not wait for it and `dlink-rt consumers` does not list it; add it there to \
                  register it",

@@ -24,16 +24,16 @@ pub async fn compact(args: CompactArgs) -> ExitCode {
     let (mut pipelines, problems) = match super::run::load_path(&args.path) {
         Ok(found) => found,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Err(e) = args.select.apply(&mut pipelines) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     for p in &problems {
-        eprintln!("error: {p}");
+        say!("error: {p}");
     }
     let mut failed = 0;
     for p in &pipelines {
@@ -41,13 +41,13 @@ pub async fn compact(args: CompactArgs) -> ExitCode {
             Ok(r) if args.json => match serde_json::to_string(&r) {
                 Ok(line) => outln!("{line}"),
                 Err(e) => {
-                    eprintln!("error: {}: {e}", p.name);
+                    say!("error: {}: {e}", p.name);
                     failed += 1;
                 }
             },
             Ok(r) => print_report(&r),
             Err(e) => {
-                eprintln!("error: {e}");
+                say!("error: {e}");
                 failed += 1;
             }
         }

@@ -50,7 +50,7 @@ pub async fn demo(args: DemoArgs, host: HostBuilder) -> ExitCode {
     match demo_inner(&args, host).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::from(EXIT_FAILED)
         }
     }

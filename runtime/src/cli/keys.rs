@@ -92,7 +92,7 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
         },
     }
     match since {
-        Since::Batch(n) if n >= w.through_batch => eprintln!(
+        Since::Batch(n) if n >= w.through_batch => say!(
             "{}: nothing new: no batch after batch {n} (link table version {}; {} of {} files read)",
             pipeline.name, w.link_version, w.files_scanned, w.files_total
         ),
@@ -104,7 +104,7 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
                     format!("batches since {} up to {}", t.to_rfc3339(), w.through_batch)
                 }
             };
-            eprintln!(
+            say!(
                 "{}: {} of {first} (link table version {}; {} of {} files read)",
                 pipeline.name,
                 plural(w.len(), "key", "keys"),
@@ -116,7 +116,7 @@ async fn keys_inner(args: &KeysArgs) -> Result<(), Error> {
     }
     if let (Some(name), Since::Batch(n)) = (&args.consumer, &since) {
         if w.through_batch > *n {
-            eprintln!(
+            say!(
                 "when they are done: dlink-rt ack {} --consumer {name} --batch {}",
                 args.pipeline.display(),
                 w.through_batch

@@ -12,6 +12,15 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` for the verbs' own lines on stderr: as they are with text logs; with
+/// `--log-format json`, one JSON event each (`error: …` an ERROR, `warning: …` and
+/// `note: …` a WARN, the rest INFO), so that every line on stderr is JSON.
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::cli::say_line(&format!($($t)*))
+    };
+}
+
 /// `print!` to stdout, as [`outln!`].
 macro_rules! out {
     ($($t:tt)*) => {
@@ -335,5 +344,33 @@ impl Select {
         }
         pipelines.retain(|p| self.select.contains(&p.name));
         Ok(())
+    }
+}
+
+/// See [`say!`].
+pub(crate) fn say_line(text: &str) {
+    if !JSON_LOGS.load(Ordering::Relaxed) {
+        eprintln!("{text}");
+        return;
+    }
+    if let Some(rest) = text.strip_prefix("error: ") {
+        tracing::error!(kind = "cli", "{rest}");
+    } else if let Some(rest) = text
+        .strip_prefix("warning: ")
+        .or_else(|| text.strip_prefix("note: "))
+    {
+        tracing::warn!("{rest}");
+    } else {
+        tracing::info!("{text}");
+    }
+}
+
+/// A configuration problem as `validate` and `status` list them (`file:line: …`): as
+/// it is with text logs, an ERROR event (`kind` "config") with JSON logs.
+pub(crate) fn say_problem(text: &str) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        tracing::error!(kind = "config", "{text}");
+    } else {
+        eprintln!("{text}");
     }
 }

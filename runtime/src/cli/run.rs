@@ -65,7 +65,7 @@ fn start_watchdog(limit: std::time::Duration) {
     }
     let started = dlink_rt::engine::watchdog::start(limit, |text| {
         tracing::error!(kind = "stall", "{text}");
-        eprintln!("error: {text}");
+        say!("error: {text}");
         std::process::exit(i32::from(EXIT_FAILED));
     });
     if let Err(e) = started {
@@ -79,14 +79,14 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
         return run_folder(args, host).await;
     }
     if let Some(shard) = args.shard {
-        eprintln!(
+        say!(
             "error: --shard {shard} splits the pipelines of a folder; {} is one pipeline file (run its folder, or drop --shard)",
             args.pipeline.display()
         );
         return ExitCode::from(EXIT_CONFIG);
     }
     if !args.select.select.is_empty() {
-        eprintln!(
+        say!(
             "error: --select picks pipelines of a folder; {} is one pipeline file (run its folder, or drop --select)",
             args.pipeline.display()
         );
@@ -113,7 +113,7 @@ pub async fn run(args: RunArgs, host: HostBuilder) -> ExitCode {
     let host = match host.build() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: cannot start the plugin host: {e:#}");
+            say!("error: cannot start the plugin host: {e:#}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -177,7 +177,7 @@ async fn listen(args: &RunArgs, monitor: &Arc<Monitor>) -> Option<CancellationTo
                 outln!("listening on http://{bound} (/metrics, /healthz, /status)")
             }
             Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
+                say!("error: cannot listen on {addr}: {e}");
                 return None;
             }
         }
@@ -191,7 +191,7 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     // running pipelines keep going.
     match load_folder(&args.pipeline) {
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
         Ok((mut pipelines, _)) => {
@@ -204,7 +204,7 @@ async fn follow_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     let host = match host.build() {
         Ok(h) => Arc::new(h),
         Err(e) => {
-            eprintln!("error: cannot start the plugin host: {e:#}");
+            say!("error: cannot start the plugin host: {e:#}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -262,14 +262,13 @@ async fn within_grace<T>(
 
 /// Says that a stop abandoned running batches; exit code 1.
 fn abandoned() -> ExitCode {
-    eprintln!(
-        "error: stopped after waiting {} for the current batches to finish: they were abandoned \
-         without committing (the next run does them again)",
-        humantime::format_duration(STOP_GRACE)
-    );
-    tracing::error!(
-        kind = "stop",
-        "current batches abandoned at stop after {STOP_GRACE:?}"
+    super::say_error_text(
+        "stop",
+        &format!(
+            "stopped after waiting {} for the current batches to finish: they were abandoned \
+             without committing (the next run does them again)",
+            humantime::format_duration(STOP_GRACE)
+        ),
     );
     ExitCode::from(EXIT_FAILED)
 }
@@ -330,7 +329,7 @@ async fn dry_run(pipeline: &Pipeline, host: &PluginHost) -> Result<(), Error> {
 /// `run <folder>`: every enabled pipeline of the folder in one process.
 async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     if args.dry_run {
-        eprintln!(
+        say!(
             "error: --dry-run takes one pipeline file; {} is a folder (give one of its files)",
             args.pipeline.display()
         );
@@ -342,7 +341,7 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     let (mut pipelines, problems) = match load_folder(&args.pipeline) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -369,7 +368,7 @@ async fn run_folder(args: RunArgs, host: HostBuilder) -> ExitCode {
     let host = match host.build() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: cannot start the plugin host: {e:#}");
+            say!("error: cannot start the plugin host: {e:#}");
             return ExitCode::from(EXIT_FAILED);
         }
     };

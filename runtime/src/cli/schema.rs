@@ -33,13 +33,13 @@ pub fn schema(args: SchemaArgs) -> ExitCode {
             let text = match serde_json::to_string_pretty(schema) {
                 Ok(t) => t + "\n",
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    say!("error: {e}");
                     return ExitCode::from(EXIT_FAILED);
                 }
             };
             if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text))
             {
-                eprintln!("error: cannot write {}: {e}", path.display());
+                say!("error: cannot write {}: {e}", path.display());
                 return ExitCode::from(EXIT_FAILED);
             }
             outln!("wrote {}", path.display());
@@ -57,7 +57,7 @@ pub fn schema(args: SchemaArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::from(EXIT_FAILED)
         }
     }

@@ -29,7 +29,7 @@ pub async fn status(args: StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     if let Err(e) = args.select.apply(&mut pipelines) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let list: Vec<PipelineStatus> =
@@ -65,12 +65,12 @@ pub(super) fn load(path: &Path) -> Result<Vec<Pipeline>, ExitCode> {
     match loaded {
         Ok((pipelines, problems)) => {
             for p in &problems {
-                eprintln!("{p}");
+                super::say_problem(p);
             }
             Ok(pipelines)
         }
         Err(e) => {
-            eprintln!("{e}");
+            super::say_problem(&e.to_string());
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }

@@ -38,18 +38,18 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
     let (mut pipelines, mut problems) = match super::run::load_path(&args.path) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("{e}");
+            super::say_problem(&e.to_string());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Err(e) = args.select.apply(&mut pipelines) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let host = match host.build() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: cannot start the plugin host: {e:#}");
+            say!("error: cannot start the plugin host: {e:#}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -61,7 +61,7 @@ pub async fn validate(args: ValidateArgs, host: HostBuilder) -> ExitCode {
         check_pipeline(&host, p, &schemas, &table_schemas, &cache, &mut problems).await;
     }
     for p in &problems {
-        eprintln!("{p}");
+        super::say_problem(p);
     }
     outln!(
         "{} checked in {} ms: {}",

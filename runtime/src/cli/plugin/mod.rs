@@ -126,7 +126,7 @@ impl Fail {
             Fail::Usage(m) => (EXIT_CONFIG, m),
             Fail::Failed(m) => (EXIT_FAILED, m),
         };
-        eprintln!("error: {msg}");
+        say!("error: {msg}");
         ExitCode::from(code)
     }
 }

@@ -165,7 +165,7 @@ fn read_inputs(
             Some(p) => {
                 let c = fixtures::read_change_rows(name, p).map_err(Fail::Failed)?;
                 for w in &c.warnings {
-                    eprintln!("warning: {w}");
+                    say!("warning: {w}");
                 }
                 Some(c)
             }
@@ -287,7 +287,7 @@ pub(super) async fn test(args: &TestArgs, host: HostBuilder) -> Result<(), Fail>
         print!("{}", render_table(&key_names, &rows));
     }
     let calls = lookup.calls();
-    eprintln!(
+    say!(
         "{plugin_label}: {change_rows} change row(s) of {} upstream(s), {calls} lookup(s): {} affected key(s) ({} ms)",
         names.len(),
         rows.len(),
