@@ -577,3 +577,43 @@ async fn json_logs_hold_in_every_verb() {
         }
     }
 }
+
+/// `graph --status`: each pipeline coloured by its health and lag, its last batch and
+/// lag in its label: amber before the first run, green after it, red when an upstream
+/// cannot be read.
+#[tokio::test(flavor = "multi_thread")]
+async fn graph_status_colours_pipelines_by_health_and_lag() {
+    let (ws, p) = sp_workspace().await;
+    let folder = ws.path().display().to_string();
+    let graph = |format: &'static str| {
+        let o = dlink()
+            .args(["graph", &folder, "--status", "--format", format])
+            .output()
+            .expect("graph");
+        assert!(o.status.success(), "{}", text(&o).1);
+        text(&o).0
+    };
+    let before = graph("dot");
+    assert!(
+        before.contains("batch 0, 2 versions to do") && before.contains("#fff3cd"),
+        "{before}"
+    );
+    ws.run_ok(&p);
+    let after = graph("dot");
+    assert!(
+        after.contains("batch 1, up to date") && after.contains("#d4edda"),
+        "{after}"
+    );
+    let mermaid = graph("mermaid");
+    assert!(mermaid.contains("class p_sp_affiliation_"), "{mermaid}");
+    assert!(mermaid.contains(" uptodate"), "{mermaid}");
+    std::fs::rename(ws.table("spmaster"), ws.path().join("moved-away")).unwrap();
+    let failing = graph("dot");
+    assert!(
+        failing.contains("cannot be read") && failing.contains("#f8d7da"),
+        "{failing}"
+    );
+    // Without --status: no colours.
+    let o = dlink().args(["graph", &folder]).output().expect("graph");
+    assert!(!text(&o).0.contains("#d4edda"));
+}

@@ -1,13 +1,80 @@
 //! The graph of a folder of pipelines: upstream tables → pipelines → link tables, with
-//! lookup-only tables dashed and disabled pipelines greyed, as Graphviz DOT or Mermaid.
+//! lookup-only tables dashed and disabled pipelines greyed, as Graphviz DOT or Mermaid;
+//! with their status, each pipeline coloured by its health and lag.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::config::Pipeline;
+use crate::status::PipelineStatus;
+
+/// A pipeline's health as the graph colours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Every upstream done up to its latest version.
+    UpToDate,
+    /// Some upstream has versions to do.
+    Lagging,
+    /// Its link table or an upstream cannot be read.
+    Failing,
+}
+
+impl Health {
+    /// The health a status shows, and the line the graph adds to the pipeline's label.
+    pub fn of(s: &PipelineStatus) -> (Health, String) {
+        let failing = s
+            .error
+            .as_ref()
+            .or_else(|| s.upstreams.iter().find_map(|u| u.error.as_ref()));
+        if let Some(e) = failing {
+            let first = e.lines().next().unwrap_or_default();
+            let short: String = first.chars().take(60).collect();
+            return (Health::Failing, format!("cannot be read: {short}"));
+        }
+        let lag: i64 = s.upstreams.iter().filter_map(|u| u.lag_versions).sum();
+        let batch = format!("batch {}", s.last_batch);
+        if lag > 0 {
+            (Health::Lagging, format!("{batch}, {lag} versions to do"))
+        } else {
+            (Health::UpToDate, format!("{batch}, up to date"))
+        }
+    }
+
+    /// Fill and border colours (DOT and Mermaid).
+    fn colours(self) -> (&'static str, &'static str) {
+        match self {
+            Health::UpToDate => ("#d4edda", "#2e7d32"),
+            Health::Lagging => ("#fff3cd", "#b7791f"),
+            Health::Failing => ("#f8d7da", "#c62828"),
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Health::UpToDate => "uptodate",
+            Health::Lagging => "lagging",
+            Health::Failing => "failing",
+        }
+    }
+}
+
+/// Each pipeline's health and label line, by name, from their statuses.
+fn healths(statuses: &[PipelineStatus]) -> BTreeMap<&str, (Health, String)> {
+    statuses
+        .iter()
+        .map(|s| (s.pipeline.as_str(), Health::of(s)))
+        .collect()
+}
 
 /// Graphviz DOT (`dot -Tsvg`).
 pub fn dot(pipelines: &[Pipeline]) -> String {
+    dot_with_status(pipelines, &[])
+}
+
+/// [`dot`] with each pipeline whose status is given coloured by its health (green up
+/// to date, amber lagging, red failing), its last batch and lag in its label.
+pub fn dot_with_status(pipelines: &[Pipeline], statuses: &[PipelineStatus]) -> String {
+    let health = healths(statuses);
     let mut out = String::from(
         "digraph dlink {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\"];\n",
     );
@@ -30,12 +97,20 @@ pub fn dot(pipelines: &[Pipeline]) -> String {
             ", style=filled, fillcolor=\"#eeeeee\", color=\"#999999\", fontcolor=\"#999999\""
         };
         let edge_grey = if p.enabled { "" } else { " color=\"#999999\"" };
-        let label = if p.enabled {
+        let mut label = if p.enabled {
             p.name.clone()
         } else {
             format!("{} (disabled)", p.name)
         };
-        let _ = writeln!(out, "  {id} [label={}, shape=box{grey}];", quote(&label));
+        let mut style = grey.to_string();
+        if let Some((h, line)) = health.get(p.name.as_str()) {
+            let _ = write!(label, "\n{line}");
+            if p.enabled {
+                let (fill, border) = h.colours();
+                style = format!(", style=filled, fillcolor=\"{fill}\", color=\"{border}\"");
+            }
+        }
+        let _ = writeln!(out, "  {id} [label={}, shape=box{style}];", quote(&label));
         let _ = writeln!(
             out,
             "  {link} [label={}, shape=folder{grey}];",
@@ -64,6 +139,14 @@ pub fn dot(pipelines: &[Pipeline]) -> String {
 
 /// Mermaid (`flowchart LR`), for Markdown pages that render it.
 pub fn mermaid(pipelines: &[Pipeline]) -> String {
+    mermaid_with_status(pipelines, &[])
+}
+
+/// [`mermaid`] with each pipeline whose status is given in a class by its health
+/// (`uptodate`, `lagging`, `failing`), its last batch and lag in its label.
+pub fn mermaid_with_status(pipelines: &[Pipeline], statuses: &[PipelineStatus]) -> String {
+    let health = healths(statuses);
+    let mut classes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut out = String::from("flowchart LR\n");
     for t in tables(pipelines) {
         let _ = writeln!(out, "  {}[({})]", id("t", &t), label(&t));
@@ -71,7 +154,16 @@ pub fn mermaid(pipelines: &[Pipeline]) -> String {
     let mut disabled = Vec::new();
     for p in pipelines {
         let (pid, lid) = (id("p", &p.name), id("l", &p.name));
-        let _ = writeln!(out, "  {pid}[{}]", label(&p.name));
+        let text = match health.get(p.name.as_str()) {
+            Some((h, line)) => {
+                if p.enabled {
+                    classes.entry(h.class()).or_default().push(pid.clone());
+                }
+                format!("{}<br/>{line}", p.name)
+            }
+            None => p.name.clone(),
+        };
+        let _ = writeln!(out, "  {pid}[{}]", label(&text));
         let _ = writeln!(
             out,
             "  {lid}[/{}/]",
@@ -91,6 +183,13 @@ pub fn mermaid(pipelines: &[Pipeline]) -> String {
     if !disabled.is_empty() {
         out.push_str("  classDef disabled fill:#eeeeee,stroke:#999999,color:#999999\n");
         let _ = writeln!(out, "  class {} disabled", disabled.join(","));
+    }
+    for h in [Health::UpToDate, Health::Lagging, Health::Failing] {
+        if let Some(ids) = classes.get(h.class()) {
+            let (fill, border) = h.colours();
+            let _ = writeln!(out, "  classDef {} fill:{fill},stroke:{border}", h.class());
+            let _ = writeln!(out, "  class {} {}", ids.join(","), h.class());
+        }
     }
     out
 }

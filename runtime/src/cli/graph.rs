@@ -12,6 +12,11 @@ pub struct GraphArgs {
     /// `dot` (Graphviz: `dlink-rt graph configs/ | dot -Tsvg > graph.svg`) or `mermaid`.
     #[arg(long, value_enum, default_value_t = Format::Dot)]
     pub format: Format,
+    /// Colour each pipeline by its health and lag (green up to date, amber lagging,
+    /// red when a table cannot be read), from the link tables and upstream logs as
+    /// `status` reads them.
+    #[arg(long)]
+    pub status: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,16 +25,21 @@ pub enum Format {
     Mermaid,
 }
 
-pub fn graph(args: GraphArgs) -> ExitCode {
+pub async fn graph(args: GraphArgs) -> ExitCode {
     let pipelines = match super::status::load(&args.path) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let statuses = if args.status {
+        futures::future::join_all(pipelines.iter().map(dlink_rt::status::of)).await
+    } else {
+        Vec::new()
+    };
     out!(
         "{}",
         match args.format {
-            Format::Dot => dlink_rt::graph::dot(&pipelines),
-            Format::Mermaid => dlink_rt::graph::mermaid(&pipelines),
+            Format::Dot => dlink_rt::graph::dot_with_status(&pipelines, &statuses),
+            Format::Mermaid => dlink_rt::graph::mermaid_with_status(&pipelines, &statuses),
         }
     );
     ExitCode::SUCCESS

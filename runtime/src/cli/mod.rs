@@ -199,7 +199,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Validate(args) => validate::validate(args, host).await,
             Command::Status(args) => status::status(args).await,
             Command::History(args) => history::history(args).await,
-            Command::Graph(args) => graph::graph(args),
+            Command::Graph(args) => graph::graph(args).await,
             Command::Schema(args) => schema::schema(args),
             Command::Plugin(args) => plugin::plugin(args, host).await,
         }

@@ -209,7 +209,10 @@ mod tests {
         let k = parse_key("emp_id:long").unwrap();
         assert_eq!((k.name.as_str(), k.ty), ("emp_id", KeyType::Long));
         assert!(parse_key("emp_id").unwrap_err().contains("COLUMN:TYPE"));
-        assert!(parse_key("emp_id:bigint")
+        // Spark's and SQL's names, as the pipeline file takes them.
+        assert_eq!(parse_key("emp_id:bigint").unwrap().ty, KeyType::Long);
+        assert_eq!(parse_key("emp_id:INTEGER").unwrap().ty, KeyType::Int);
+        assert!(parse_key("emp_id:bigin")
             .unwrap_err()
             .contains("long, int or string"));
         assert!(parse_key("Emp:int").unwrap_err().contains("lower-case"));
