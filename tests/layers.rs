@@ -18,9 +18,10 @@ const LAYERS: &[&[&str]] = &[
     &["sql_pipeline"],
     &["sink"],
     &["engine"],
-    &["consumer", "demo", "fixtures", "graph", "shard"],
+    &["consumer", "demo", "fixtures", "shard"],
     &["compact", "why"],
     &["status"],
+    &["graph"],
     &["service"],
     &["cli"],
 ];
