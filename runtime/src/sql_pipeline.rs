@@ -158,7 +158,7 @@ impl PartitionStream for StreamedChanges {
 /// version costs a log replay; most queries read only the changes).
 async fn session(
     query: &str,
-    changes: Vec<(String, Arc<dyn TableProvider>)>,
+    changes: Vec<Named>,
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
 ) -> Result<SessionContext, SqlError> {
@@ -203,12 +203,20 @@ async fn session(
 }
 
 /// Change rows in memory as the query's `<upstream>_changes`.
-fn in_memory(c: ChangeTable<'_>) -> Result<(String, Arc<dyn TableProvider>), SqlError> {
+fn in_memory(c: ChangeTable<'_>) -> Result<Named, SqlError> {
     let name = format!("{}_changes", c.name);
     match MemTable::try_new(c.schema, vec![c.batches]) {
         Ok(t) => Ok((name, Arc::new(t))),
         Err(source) => Err(SqlError::Register { name, source }),
     }
+}
+
+/// A table registered for a query, by the query's name for it.
+type Named = (String, Arc<dyn TableProvider>);
+
+/// Every upstream's change rows in memory (see [`in_memory`]).
+fn all_in_memory(changes: Vec<ChangeTable<'_>>) -> Result<Vec<Named>, SqlError> {
+    changes.into_iter().map(in_memory).collect()
 }
 
 /// Runs `query` for one batch; returns its rows.
@@ -218,10 +226,7 @@ pub async fn derive(
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
-    let changes = changes
-        .into_iter()
-        .map(in_memory)
-        .collect::<Result<Vec<_>, _>>()?;
+    let changes = all_in_memory(changes)?;
     let ctx = session(query, changes, pinned, cache).await?;
     let df = ctx.sql(query).await.map_err(SqlError::Query)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -320,10 +325,7 @@ pub async fn plan(
     pinned: &[(Upstream, i64)],
     cache: &TableCache,
 ) -> Result<SchemaRef, SqlError> {
-    let changes = changes
-        .into_iter()
-        .map(in_memory)
-        .collect::<Result<Vec<_>, _>>()?;
+    let changes = all_in_memory(changes)?;
     let ctx = session(query, changes, pinned, cache).await?;
     let df = ctx.sql(query).await.map_err(SqlError::Query)?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
